@@ -1,0 +1,154 @@
+"""CLI commands that act on this machine: serve, db, token, config."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from orchestry.cli.client import CliError
+from orchestry.cli.output import ago, keyvalues, print_json, table
+from orchestry.config import SETTINGS, Settings
+from orchestry.config.logs import setup_logging
+from orchestry.models.db import make_engine, make_sessionmaker, normalize_url
+from orchestry.models.schema import current_revision, head_revision, upgrade
+from orchestry.models.tokens import ApiToken, any_tokens, create_token
+
+Args = argparse.Namespace
+log = logging.getLogger("orchestry.serve")
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    try:
+        return make_engine(settings.database_url)
+    except Exception as exc:  # a malformed URL: say so in one line
+        raise CliError(f"database URL {settings.database_url!r} is not usable: {exc}", code=2) from None
+
+
+def _safe_url(settings: Settings) -> str:
+    return normalize_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _unreachable(settings: Settings, exc: OperationalError, hint: str = "") -> CliError:
+    first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    return CliError(f"cannot reach the database {_safe_url(settings)}: {first}{hint}")
+
+
+def _upgrade(settings: Settings) -> None:
+    engine = _engine(settings)
+    try:
+        upgrade(engine)
+    except OperationalError as exc:
+        raise _unreachable(settings, exc) from None
+    finally:
+        engine.dispose()
+
+
+def serve(args: Args, settings: Settings) -> int:
+    setup_logging(settings.log_level, settings.log_format)
+    if not args.no_migrate:
+        _upgrade(settings)
+    engine = _engine(settings)
+    if not _is_loopback(settings.host):
+        with make_sessionmaker(engine)() as session:
+            if not any_tokens(session):
+                raise CliError(f"refusing to listen on {settings.host} while no API token exists",
+                               ["create one with `orchestry token create NAME --role operator`, "
+                                "or bind 127.0.0.1"], code=2)
+    import waitress
+
+    from orchestry.web.app import create_app
+
+    app = create_app(settings, engine)
+    log.info("orchestry listening", extra={"url": f"http://{settings.host}:{settings.port}",
+                                           "node": settings.node_id, "database": _safe_url(settings)})
+    waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads, ident="orchestry",
+                   _quiet=True, max_request_body_size=settings.max_spec_bytes * 2)
+    return 0
+
+
+def db(args: Args, settings: Settings) -> int:
+    if args.action == "upgrade":
+        _upgrade(settings)
+    engine = _engine(settings)
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        raise _unreachable(settings, exc) from None
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if args.json:
+        print_json({"database": _safe_url(settings), "current": current, "head": head})
+    else:
+        state = "up to date" if current == head else f"behind (head is {head}; run `orchestry db upgrade`)"
+        print(f"database {_safe_url(settings)}: schema {current or 'empty'}, {state}")
+    return 0
+
+
+def token(args: Args, settings: Settings) -> int:
+    if args.action in ("create", "revoke") and not args.name:
+        raise CliError(f"token {args.action} needs a NAME", code=2)
+    if args.name is not None and not (0 < len(args.name) <= 63 and args.name.replace("-", "").isalnum()):
+        raise CliError("token name: must be 1-63 letters, digits or '-'", code=2)
+    engine = _engine(settings)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as session:
+            if args.action == "create":
+                row, plain = create_token(session, args.name, args.role)
+                try:
+                    session.commit()
+                except IntegrityError:
+                    raise CliError(f"a token named {args.name!r} already exists") from None
+                if args.json:
+                    print_json({"name": row.name, "role": row.role, "token": plain})
+                else:
+                    print(plain)
+                    print(f"token {row.name!r} ({row.role}) created; it is shown only once", file=sys.stderr)
+            elif args.action == "list":
+                rows = session.query(ApiToken).order_by(ApiToken.name).all()
+                if args.json:
+                    print_json([{"name": r.name, "role": r.role, "created_at": r.created_at.isoformat()}
+                                for r in rows])
+                else:
+                    print(table([(r.name, r.role, ago(r.created_at.isoformat())) for r in rows],
+                                ("NAME", "ROLE", "CREATED")) if rows else "no tokens: the API is open (loopback only)")
+            else:
+                row = session.query(ApiToken).filter_by(name=args.name).one_or_none()
+                if row is None:
+                    raise CliError(f"no token named {args.name!r}")
+                session.delete(row)
+                session.commit()
+                remaining = any_tokens(session)
+                print(f"token {args.name!r} revoked" + ("" if remaining else "; no token left: the API is open"))
+    except OperationalError as exc:
+        raise _unreachable(settings, exc, " (run `orchestry db upgrade` first?)") from None
+    finally:
+        engine.dispose()
+    return 0
+
+
+def config(args: Args, settings: Settings) -> int:
+    shown = {s.name: (("***" if s.name == "token" and settings.values[s.name] else settings.values[s.name]),
+                      settings.sources[s.name], s.env) for s in SETTINGS}
+    if args.json:
+        print_json({"config_file": settings.config_file, "controllers": settings.urls,
+                    "settings": {k: {"value": v, "source": src, "env": env} for k, (v, src, env) in shown.items()}})
+        return 0
+    print(keyvalues([("controller", ", ".join(settings.urls)), ("config file", settings.config_file or "(none)")]))
+    print()
+    print(table([(k, v, src, env) for k, (v, src, env) in shown.items()], ("SETTING", "VALUE", "FROM", "ENV")))
+    return 0

@@ -1,0 +1,106 @@
+"""`orchestry`: the command line. Exit codes: 0 ok, 1 the operation failed, 2 bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from orchestry import __version__
+from orchestry.cli import admin, apps
+from orchestry.cli.client import CliError
+from orchestry.config import ConfigError, load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line plus a hint, and exits 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="config file (default $XDG_CONFIG_HOME/orchestry/config.yaml)")
+    common.add_argument("--url", help="controller URL(s), comma-separated (env ORCHESTRY_URL)")
+    common.add_argument("--token", help="API token (env ORCHESTRY_TOKEN)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = _Parser(prog="orchestry", description="Run containerized HTTP apps on Docker.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"orchestry {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def cmd(name: str, func: Callable[..., int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd("serve", admin.serve, "run the controller (API now; the scheduler on the leader)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="API port (default 8000)")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data directory)")
+    p.add_argument("--data-dir", help="Orchestry's data directory")
+    p.add_argument("--node-id", help="this controller's name in the cluster")
+    p.add_argument("--log-format", choices=("text", "json"))
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--no-migrate", action="store_true", help="do not upgrade the database schema at start")
+
+    p = cmd("db", admin.db, "database schema: upgrade, current")
+    p.add_argument("action", choices=("upgrade", "current"))
+    p.add_argument("--database-url")
+    p.add_argument("--data-dir")
+
+    p = cmd("token", admin.token, "API tokens: create NAME --role R, list, revoke NAME")
+    p.add_argument("action", choices=("create", "list", "revoke"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", choices=("viewer", "operator"), default="operator")
+    p.add_argument("--database-url")
+    p.add_argument("--data-dir")
+
+    cmd("config", admin.config, "show the configuration in force and where each value comes from")
+
+    p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--strict", action="store_true", help="refuse fields the spec format does not know")
+
+    cmd("list", apps.list_apps, "list apps")
+    p = cmd("status", apps.status, "an app's desired state, revision and replicas")
+    p.add_argument("name")
+    p = cmd("spec", apps.spec, "an app's spec")
+    p.add_argument("name")
+    p.add_argument("--raw", action="store_true", help="the document exactly as submitted")
+    p.add_argument("--revision", type=int, help="a past revision")
+    p = cmd("revisions", apps.revisions, "an app's revisions")
+    p.add_argument("name")
+    p = cmd("delete", apps.delete, "delete an app (its events are kept)")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="delete even when it has replicas")
+    p = cmd("events", apps.events, "the audit trail, newest first")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--type", help="event type or dotted prefix (app, app.created)")
+    p.add_argument("--since", help="ISO 8601 time or a duration back from now (15m, 2h)")
+    p.add_argument("--limit", type=int, default=50)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {k: getattr(args, k, None) for k in ("url", "token", "host", "port", "database_url", "data_dir",
+                                                  "node_id", "log_format", "log_level")}
+    try:
+        settings = load_settings(flags, config_path=args.config)
+    except ConfigError as exc:
+        print(f"orchestry: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(args, settings)
+        return code
+    except CliError as exc:
+        print(f"orchestry: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130

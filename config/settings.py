@@ -1,0 +1,192 @@
+"""Configuration, documented in one place.
+
+Every setting is declared once in `SETTINGS` with its type, default and help. The value in force comes
+from the highest layer that sets it:
+
+    defaults  <  config file  <  ORCHESTRY_* environment  <  command-line flags
+
+The config file is YAML (`--config PATH`, else `ORCHESTRY_CONFIG`, else
+`$XDG_CONFIG_HOME/orchestry/config.yaml`); a missing default file is fine, a missing named one is an error.
+`orchestry config` prints every value and the layer it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting and its source."""
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "orchestry"
+
+
+def _config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "orchestry"
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("must be an integer")
+    if isinstance(raw, int):
+        return raw
+    text = str(raw).strip()
+    if not text.lstrip("-").isdigit():
+        raise ValueError("must be an integer")
+    return int(text)
+
+
+def _to_str(raw: Any) -> str:
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        raise ValueError("must be a string")
+    return str(raw)
+
+
+def _to_choice(*choices: str) -> Callable[[Any], str]:
+    def convert(raw: Any) -> str:
+        text = _to_str(raw).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key; its environment variable is ORCHESTRY_<NAME upper-cased>."""
+
+    name: str
+    convert: Callable[[Any], Any]
+    default: Callable[[dict[str, Any]], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "ORCHESTRY_" + self.name.upper()
+
+
+def _port_check(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", _to_str, lambda _: str(_data_home()),
+            "Directory for Orchestry's own files (SQLite database, nginx prefix)."),
+    Setting("database_url", _to_str, lambda s: f"sqlite:///{Path(s['data_dir']) / 'orchestry.db'}",
+            "SQLAlchemy URL of the state database. PostgreSQL is what several controllers share."),
+    Setting("host", _to_str, lambda _: "127.0.0.1",
+            "Address the API binds. A non-loopback address needs at least one API token."),
+    Setting("port", lambda raw: _port_check(_to_int(raw)), lambda _: 8000, "Port the API listens on."),
+    Setting("url", _to_str, lambda s: f"http://{_client_host(s['host'])}:{s['port']}",
+            "Where the CLI finds the controller (several, comma-separated: tried in order)."),
+    Setting("token", _to_str, lambda _: "", "API token the CLI sends (Authorization: Bearer)."),
+    Setting("node_id", _to_str, lambda s: f"{os.uname().nodename}-{s['port']}",
+            "This controller's name in the cluster."),
+    Setting("max_replicas", lambda raw: _positive(_to_int(raw)), lambda _: 50,
+            "Most replicas any app may ask for."),
+    Setting("max_spec_bytes", lambda raw: _positive(_to_int(raw)), lambda _: 1024 * 1024,
+            "Largest request body the API reads (app specs included)."),
+    Setting("threads", lambda raw: _positive(_to_int(raw)), lambda _: 8, "API worker threads."),
+    Setting("log_level", _to_choice("debug", "info", "warning", "error"), lambda _: "info", "Log level."),
+    Setting("log_format", _to_choice("text", "json"), lambda _: "text",
+            "`json` writes one JSON object per log line, for machines."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The values in force, and for each the layer that set it (default, file, env or flag)."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    config_file: str | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in str(self.values["url"]).split(",") if u.strip()]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of setting names to values")
+    unknown = sorted(set(map(str, data)) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> Settings:
+    """Resolve every setting through the four layers; raise ConfigError naming the bad one."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    explicit = config_path or env.get("ORCHESTRY_CONFIG")
+    path = Path(explicit) if explicit else _config_home() / "config.yaml"
+    file_values: dict[str, Any] = {}
+    if explicit or path.exists():
+        file_values = _read_file(path)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:  # in order: later defaults may depend on earlier values
+        layers = (
+            ("flag", flags.get(setting.name)),
+            ("env", env.get(setting.env)),
+            ("file", file_values.get(setting.name)),
+        )
+        source, raw = next(((s, v) for s, v in layers if v is not None and v != ""), ("default", None))
+        if source == "default":
+            values[setting.name] = setting.default(values)
+        else:
+            try:
+                values[setting.name] = setting.convert(raw)
+            except ValueError as exc:
+                where = {"flag": f"--{setting.name.replace('_', '-')}", "env": setting.env,
+                         "file": f"{setting.name} in {path}"}[source]
+                raise ConfigError(f"{where}: {exc}") from None
+        sources[setting.name] = source
+    return Settings(values=values, sources=sources, config_file=str(path) if file_values else None)

@@ -1,0 +1,15 @@
+"""Orchestry's state: tables and the queries that belong to them. No Docker, no HTTP here."""
+
+from orchestry.models.apps import App, AppRevision
+from orchestry.models.base import Base
+from orchestry.models.cluster import ControllerNode, LeaderLease
+from orchestry.models.events import Event
+from orchestry.models.jobs import Job
+from orchestry.models.metrics import MetricSample
+from orchestry.models.replicas import Replica
+from orchestry.models.tokens import ApiToken
+
+__all__ = [
+    "ApiToken", "App", "AppRevision", "Base", "ControllerNode", "Event", "Job", "LeaderLease",
+    "MetricSample", "Replica",
+]

@@ -1,0 +1,68 @@
+"""Apps and their revisions: what users asked for.
+
+An app row holds the desired state (replica count, status); each registered spec that differs from the
+last one becomes a new numbered revision, kept as history with its content hash and the raw document.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from orchestry.models.base import Base, utcnow
+
+APP_STATUSES = ("registered", "running", "stopped", "failed", "deleting")
+
+
+class App(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="registered")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    desired_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    revision: Mapped[int] = mapped_column(Integer, default=1, doc="number of the revision in force")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    revisions: Mapped[list[AppRevision]] = relationship(
+        back_populates="app", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="AppRevision.number",
+    )
+
+
+class AppRevision(Base):
+    __tablename__ = "app_revisions"
+    __table_args__ = (UniqueConstraint("app_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(71))
+    spec: Mapped[dict[str, Any]] = mapped_column(doc="normalized spec: defaults filled in")
+    raw: Mapped[str] = mapped_column(Text, doc="the body exactly as submitted")
+    raw_format: Mapped[str] = mapped_column(String(8))
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    app: Mapped[App] = relationship(back_populates="revisions")
+
+
+def get_app(session: Session, name: str) -> App | None:
+    return session.scalars(select(App).where(App.name == name)).one_or_none()
+
+
+def list_apps(session: Session) -> list[App]:
+    return list(session.scalars(select(App).order_by(App.name)))
+
+
+def get_revision(session: Session, app: App, number: int | None = None) -> AppRevision | None:
+    wanted = app.revision if number is None else number
+    return session.scalars(
+        select(AppRevision).where(AppRevision.app_id == app.id, AppRevision.number == wanted)
+    ).one_or_none()

@@ -1,0 +1,54 @@
+"""Registering specs: apply the registration plan to the apps and revisions tables, with its event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orchestry.models.apps import App, AppRevision, get_app
+from orchestry.models.events import record
+from orchestry.workflows.registration import CurrentApp, RegistrationPlan, plan_registration
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One validated document of a registration request."""
+
+    name: str
+    normalized: dict[str, Any]
+    content_hash: str
+    warnings: tuple[str, ...]
+
+
+def register(session: Session, sub: Submission, *, raw: str, raw_format: str, actor: str) -> RegistrationPlan:
+    """Create, revise or leave the app; the caller's transaction makes it all-or-nothing."""
+    app = get_app(session, sub.name)
+    current = None
+    if app is not None:
+        latest_hash = session.scalar(
+            select(AppRevision.content_hash).where(AppRevision.app_id == app.id)
+            .where(AppRevision.number == app.revision)
+        )
+        current = CurrentApp(app.revision, latest_hash or "", app.status)
+    plan = plan_registration(sub.name, current, sub.content_hash)
+    if plan.action in ("unchanged", "refused"):
+        return plan
+    if app is None:
+        app = App(name=sub.name, status="registered", desired_replicas=0, revision=plan.revision)
+        session.add(app)
+        session.flush()
+    else:
+        # Never reuse a number, even if history was trimmed: take the next after the highest stored.
+        highest = session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
+        plan = RegistrationPlan(plan.action, max(plan.revision, highest + 1), plan.message)
+        app.revision = plan.revision
+    session.add(AppRevision(
+        app_id=app.id, number=plan.revision, content_hash=sub.content_hash, spec=sub.normalized,
+        raw=raw, raw_format=raw_format, warnings=list(sub.warnings), created_by=actor,
+    ))
+    record(session, f"app.{plan.action}", plan.message, actor=actor, app_name=sub.name,
+           revision=plan.revision, content_hash=sub.content_hash, warnings=list(sub.warnings))
+    return plan

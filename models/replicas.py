@@ -1,0 +1,47 @@
+"""Replicas: one row per container Orchestry runs for an app (a slot of the app at a revision)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from orchestry.models.base import Base, utcnow
+
+REPLICA_STATES = ("pending", "starting", "running", "draining", "stopping", "exited", "failed")
+HEALTH_STATES = ("unknown", "healthy", "unhealthy")
+
+
+class Replica(Base):
+    __tablename__ = "replicas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    slot: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128), unique=True, doc="container name")
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    host: Mapped[str | None] = mapped_column(String(64))
+    port: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    health: Mapped[str] = mapped_column(String(16), default="unknown")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_check_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def address(self) -> str | None:
+        return f"{self.host}:{self.port}" if self.host and self.port else None
+
+
+def replicas_of(session: Session, app_id: int) -> list[Replica]:
+    return list(session.scalars(select(Replica).where(Replica.app_id == app_id).order_by(Replica.slot)))
+
+
+def count_replicas(session: Session, app_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Replica).where(Replica.app_id == app_id)) or 0

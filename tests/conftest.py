@@ -1,0 +1,206 @@
+"""Shared fixtures: a fresh database per test (SQLite or PostgreSQL), and a real `orchestry serve` process.
+
+ORCHESTRY_TEST_DB selects the database: `sqlite` (default) or `postgresql`. For PostgreSQL the tests start
+a throwaway server (as the `postgres` user) unless ORCHESTRY_TEST_PG_URL names an admin URL of one.
+Each test gets its own database, copied from a template that was migrated once per worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from orchestry.models.db import make_engine
+from orchestry.models.schema import upgrade
+
+DB_KIND = os.environ.get("ORCHESTRY_TEST_DB", "sqlite")
+if DB_KIND not in ("sqlite", "postgresql"):
+    raise SystemExit(f"ORCHESTRY_TEST_DB must be sqlite or postgresql, not {DB_KIND!r}")
+TABLES = ("metric_samples", "replicas", "app_revisions", "apps", "jobs", "events", "api_tokens",
+          "leader_lease", "controller_nodes")
+
+for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:
+    del os.environ[_key]
+
+
+def pytest_report_header() -> str:
+    return f"orchestry test database: {DB_KIND}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads or writes the real user's config or data directory."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
+    os.environ["XDG_DATA_HOME"] = str(home / "data")
+
+
+class Databases:
+    """Makes fresh databases: empty ones, or copies of a migrated template."""
+
+    def __init__(self, workdir: Path, admin_url: str | None) -> None:
+        self.workdir = workdir
+        self.admin_url = admin_url
+        self._template: str | None = None
+
+    def _admin(self):  # type: ignore[no-untyped-def]
+        assert self.admin_url
+        return create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+
+    def empty(self) -> str:
+        name = "t" + uuid.uuid4().hex[:12]
+        if self.admin_url is None:
+            return f"sqlite:///{self.workdir / (name + '.db')}"
+        engine = self._admin()
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def migrated(self) -> str:
+        if self._template is None:
+            self._template = self.empty()
+            engine = make_engine(self._template)
+            upgrade(engine)
+            engine.dispose()
+        if self.admin_url is None:
+            copy = self.workdir / ("t" + uuid.uuid4().hex[:12] + ".db")
+            shutil.copyfile(make_url(self._template).database or "", copy)
+            return f"sqlite:///{copy}"
+        name = "t" + uuid.uuid4().hex[:12]
+        engine = self._admin()
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(self._template).database}"'))
+        engine.dispose()
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    workdir = tmp_path_factory.mktemp("db")
+    if DB_KIND == "sqlite":
+        yield Databases(workdir, None)
+        return
+    given = os.environ.get("ORCHESTRY_TEST_PG_URL")
+    if given:
+        yield Databases(workdir, given)
+        return
+    from pg_server import start_server
+
+    server = start_server()
+    try:
+        yield Databases(workdir, server.admin_url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_url(databases: Databases) -> str:
+    """A fresh database at the schema's head."""
+    return databases.migrated()
+
+
+@pytest.fixture
+def empty_db_url(databases: Databases) -> str:
+    return databases.empty()
+
+
+def orchestry_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestry", *args]
+
+
+@dataclass
+class LiveServer:
+    """A real `orchestry serve` process on a port of its own."""
+
+    url: str
+    db_url: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def cli(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        """Run the real `orchestry` command against this server."""
+        return subprocess.run(orchestry_cmd(*args), input=stdin.decode() if stdin else None, capture_output=True,
+                              text=True, env={**self.env, **(env or {})}, timeout=60)
+
+    def reset(self) -> None:
+        engine = make_engine(self.db_url)
+        with engine.begin() as conn:
+            for table in TABLES:
+                conn.execute(text(f"DELETE FROM {table}"))
+        engine.dispose()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(db_url: str, workdir: Path, extra_env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> LiveServer:
+    from pg_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "ORCHESTRY_DATABASE_URL": db_url, "ORCHESTRY_URL": f"http://127.0.0.1:{port}",
+           "ORCHESTRY_DATA_DIR": str(workdir), **(extra_env or {})}
+    log_path = workdir / f"serve-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(orchestry_cmd("serve", "--port", str(port), *args), env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    server = LiveServer(f"http://127.0.0.1:{port}", db_url, env, proc, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"orchestry serve exited with {proc.returncode}:\n{server.log()}")
+        try:
+            if server.http.get("/health").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"orchestry serve did not answer within 30 s:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.http.close()
+    server.proc.terminate()
+    try:
+        server.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(databases.migrated(), tmp_path_factory.mktemp("live"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def live(live_server: LiveServer) -> LiveServer:
+    """The shared server with an empty database, so each test starts from nothing."""
+    live_server.reset()
+    return live_server
+
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"

@@ -1,0 +1,27 @@
+"""The Flask app factory: blueprints, JSON errors, authentication, a session per request."""
+
+from __future__ import annotations
+
+from flask import Flask
+from sqlalchemy.engine import Engine
+
+from orchestry.config import Settings
+from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.web import apps, events, system
+from orchestry.web.auth import check_request
+from orchestry.web.context import ApiContext, close_session
+from orchestry.web.errors import install as install_errors
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Flask:
+    app = Flask("orchestry")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_spec_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = engine or make_engine(settings.database_url)
+    app.extensions["orchestry"] = ApiContext(settings=settings, sessions=make_sessionmaker(engine))
+    app.before_request(check_request)
+    app.teardown_appcontext(close_session)
+    install_errors(app)
+    for bp in (system.bp, apps.bp, events.bp):
+        app.register_blueprint(bp)
+    return app

@@ -1,0 +1,207 @@
+"""What the API answers and the query strings it takes, as pydantic models.
+
+The handlers build their answers from these models and the OpenAPI document is generated from them, so
+the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+_RELATIVE = re.compile(r"^(\d{1,9})([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _parse_since(value: Any) -> Any:
+    """`since` is an ISO 8601 time or a duration back from now (`90s`, `15m`, `2h`, `7d`)."""
+    if not isinstance(value, str):
+        return value
+    match = _RELATIVE.match(value.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time or a duration like 15m, 2h, 7d") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _parse_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError("must be true or false")
+    return value
+
+
+def _parse_int(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"-?\d{1,12}", value.strip()):
+        raise ValueError("must be an integer")
+    return int(value) if isinstance(value, str) else value
+
+
+QueryBool = Annotated[bool, BeforeValidator(_parse_bool)]
+QueryInt = Annotated[int, BeforeValidator(_parse_int)]
+Since = Annotated[datetime, BeforeValidator(_parse_since)]
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrictQuery(Query):
+    strict: QueryBool = Field(False, description="refuse fields the spec format does not know")
+
+
+class SpecQuery(Query):
+    raw: QueryBool = Field(False, description="the document exactly as submitted")
+    revision: QueryInt | None = Field(None, ge=1, description="a past revision (default: the current one)")
+
+
+class DeleteQuery(Query):
+    force: QueryBool = Field(False, description="delete even when the app has replicas")
+
+
+class EventsQuery(Query):
+    type: str | None = Field(None, max_length=48, pattern=r"^[a-z0-9_.-]+$",
+                             description="event type, or a dotted prefix of one (`app`)")
+    since: Since | None = Field(None, description="ISO 8601 time or a duration back from now (15m, 2h)")
+    limit: QueryInt = Field(100, ge=1, le=1000)
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="a stable, machine-readable code")
+    detail: str = Field(description="what went wrong, for a person")
+    fields: list[dict[str, Any]] = Field(description="one entry per offending field: field, rule, message")
+
+
+class FieldIssueOut(BaseModel):
+    field: str
+    rule: str
+    message: str
+    document: int = 0
+
+
+class RegisterResult(BaseModel):
+    app: str
+    action: Literal["created", "revised", "unchanged"]
+    revision: int
+    content_hash: str
+    message: str
+    warnings: list[FieldIssueOut]
+
+
+class RegisterResponse(BaseModel):
+    results: list[RegisterResult]
+    warnings: list[FieldIssueOut]
+
+
+class ReplicaOut(BaseModel):
+    name: str
+    slot: int
+    revision: int
+    container_id: str | None
+    address: str | None
+    state: str
+    health: str
+    consecutive_failures: int
+    consecutive_successes: int
+    last_check_at: datetime | None
+    last_error: str | None
+    started_at: datetime | None
+
+
+class AppSummary(BaseModel):
+    name: str
+    status: str
+    type: str
+    image: str
+    revision: int
+    desired_replicas: int
+    replica_count: int
+    mode: str
+    updated_at: datetime
+
+
+class AppDetail(AppSummary):
+    status_reason: str | None
+    content_hash: str
+    labels: dict[str, str]
+    min_replicas: int
+    max_replicas: int
+    created_at: datetime
+    replicas: list[ReplicaOut]
+
+
+class AppList(BaseModel):
+    apps: list[AppSummary]
+
+
+class SpecOut(BaseModel):
+    app: str
+    revision: int
+    content_hash: str
+    spec: dict[str, Any]
+
+
+class RevisionOut(BaseModel):
+    number: int
+    content_hash: str
+    current: bool
+    created_at: datetime
+    created_by: str
+    warnings: list[str]
+
+
+class RevisionList(BaseModel):
+    app: str
+    revisions: list[RevisionOut]
+
+
+class DeleteResult(BaseModel):
+    app: str
+    deleted: bool
+    message: str
+
+
+class EventOut(BaseModel):
+    id: int
+    created_at: datetime
+    type: str
+    app: str | None
+    actor: str
+    message: str
+    details: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    node: str
+    database: str
+
+
+def validation_fields(exc: ValidationError) -> list[dict[str, Any]]:
+    """Turn pydantic's errors on a query string into our `fields` entries."""
+    out = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"]) or "<query>"
+        if err["type"] == "extra_forbidden":
+            rule = "unknown parameter"
+        elif err["type"] == "value_error":
+            rule = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        else:
+            rule = err["msg"][0].lower() + err["msg"][1:]
+        out.append({"field": path, "rule": rule, "message": f"{path}: {rule}"})
+    return out
