@@ -64,18 +64,35 @@ def serve(args: Args, settings: Settings) -> int:
     if not _is_loopback(settings.host):
         with make_sessionmaker(engine)() as session:
             if not any_tokens(session):
-                raise CliError(f"refusing to listen on {settings.host} while no API token exists",
-                               ["create one with `orchestry token create NAME --role operator`, "
-                                "or bind 127.0.0.1"], code=2)
+                raise CliError(
+                    f"refusing to listen on {settings.host} while no API token exists",
+                    ["create one with `orchestry token create NAME --role operator`, or bind 127.0.0.1"],
+                    code=2,
+                )
     import waitress
 
     from orchestry.web.app import create_app
 
     app = create_app(settings, engine)
-    log.info("orchestry listening", extra={"url": f"http://{settings.host}:{settings.port}",
-                                           "node": settings.node_id, "database": _safe_url(settings)})
-    waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads, ident="orchestry",
-                   _quiet=True, max_request_body_size=settings.max_spec_bytes * 2)
+    # waitress buffers a whole body before Flask sees it; up to 16x the limit Flask answers the 413 in JSON,
+    # beyond that waitress cuts the upload off itself (still a 413).
+    log.info(
+        "orchestry listening",
+        extra={
+            "url": f"http://{settings.host}:{settings.port}",
+            "node": settings.node_id,
+            "database": _safe_url(settings),
+        },
+    )
+    waitress.serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        ident="orchestry",
+        _quiet=True,
+        max_request_body_size=16 * settings.max_spec_bytes,
+    )
     return 0
 
 
@@ -121,11 +138,15 @@ def token(args: Args, settings: Settings) -> int:
             elif args.action == "list":
                 rows = session.query(ApiToken).order_by(ApiToken.name).all()
                 if args.json:
-                    print_json([{"name": r.name, "role": r.role, "created_at": r.created_at.isoformat()}
-                                for r in rows])
+                    print_json([{"name": r.name, "role": r.role, "created_at": r.created_at.isoformat()} for r in rows])
                 else:
-                    print(table([(r.name, r.role, ago(r.created_at.isoformat())) for r in rows],
-                                ("NAME", "ROLE", "CREATED")) if rows else "no tokens: the API is open (loopback only)")
+                    print(
+                        table(
+                            [(r.name, r.role, ago(r.created_at.isoformat())) for r in rows], ("NAME", "ROLE", "CREATED")
+                        )
+                        if rows
+                        else "no tokens: the API is open (loopback only)"
+                    )
             else:
                 row = session.query(ApiToken).filter_by(name=args.name).one_or_none()
                 if row is None:
@@ -142,11 +163,22 @@ def token(args: Args, settings: Settings) -> int:
 
 
 def config(args: Args, settings: Settings) -> int:
-    shown = {s.name: (("***" if s.name == "token" and settings.values[s.name] else settings.values[s.name]),
-                      settings.sources[s.name], s.env) for s in SETTINGS}
+    shown = {
+        s.name: (
+            ("***" if s.name == "token" and settings.values[s.name] else settings.values[s.name]),
+            settings.sources[s.name],
+            s.env,
+        )
+        for s in SETTINGS
+    }
     if args.json:
-        print_json({"config_file": settings.config_file, "controllers": settings.urls,
-                    "settings": {k: {"value": v, "source": src, "env": env} for k, (v, src, env) in shown.items()}})
+        print_json(
+            {
+                "config_file": settings.config_file,
+                "controllers": settings.urls,
+                "settings": {k: {"value": v, "source": src, "env": env} for k, (v, src, env) in shown.items()},
+            }
+        )
         return 0
     print(keyvalues([("controller", ", ".join(settings.urls)), ("config file", settings.config_file or "(none)")]))
     print()

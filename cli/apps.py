@@ -36,8 +36,13 @@ def register(args: Args, settings: Settings) -> int:
     for path in args.files:
         try:
             body, ctype = _read(path)
-            resp = client.request("POST", "/api/v1/apps", content=body, headers={"Content-Type": ctype},
-                                  params={"strict": "true"} if args.strict else None)
+            resp = client.request(
+                "POST",
+                "/api/v1/apps",
+                content=body,
+                headers={"Content-Type": ctype},
+                params={"strict": "true"} if args.strict else None,
+            )
         except CliError as exc:
             if "cannot reach" in str(exc):
                 raise
@@ -63,10 +68,24 @@ def list_apps(args: Args, settings: Settings) -> int:
     if args.json:
         print_json(data)
         return 0
-    rows = [(a["name"], a["status"], a["type"], a["revision"], f"{a['replica_count']}/{a['desired_replicas']}",
-             a["mode"], a["image"], ago(a["updated_at"])) for a in data["apps"]]
-    print(table(rows, ("NAME", "STATUS", "TYPE", "REV", "REPLICAS", "MODE", "IMAGE", "UPDATED")) if rows
-          else "no apps registered")
+    rows = [
+        (
+            a["name"],
+            a["status"],
+            a["type"],
+            a["revision"],
+            f"{a['replica_count']}/{a['desired_replicas']}",
+            a["mode"],
+            a["image"],
+            ago(a["updated_at"]),
+        )
+        for a in data["apps"]
+    ]
+    print(
+        table(rows, ("NAME", "STATUS", "TYPE", "REV", "REPLICAS", "MODE", "IMAGE", "UPDATED"))
+        if rows
+        else "no apps registered"
+    )
     return 0
 
 
@@ -75,16 +94,35 @@ def status(args: Args, settings: Settings) -> int:
     if args.json:
         print_json(a)
         return 0
-    print(keyvalues([
-        ("name", a["name"]), ("status", a["status"] + (f" ({a['status_reason']})" if a["status_reason"] else "")),
-        ("type", a["type"]), ("image", a["image"]), ("revision", f"{a['revision']} {a['content_hash']}"),
-        ("replicas", f"{a['replica_count']} running, {a['desired_replicas']} desired"),
-        ("scaling", f"{a['mode']} {a['min_replicas']}..{a['max_replicas']}"),
-        ("created", ago(a["created_at"])), ("updated", ago(a["updated_at"])),
-    ]))
+    print(
+        keyvalues(
+            [
+                ("name", a["name"]),
+                ("status", a["status"] + (f" ({a['status_reason']})" if a["status_reason"] else "")),
+                ("type", a["type"]),
+                ("image", a["image"]),
+                ("revision", f"{a['revision']} {a['content_hash']}"),
+                ("replicas", f"{a['replica_count']} running, {a['desired_replicas']} desired"),
+                ("scaling", f"{a['mode']} {a['min_replicas']}..{a['max_replicas']}"),
+                ("created", ago(a["created_at"])),
+                ("updated", ago(a["updated_at"])),
+            ]
+        )
+    )
     if a["replicas"]:
-        rows = [(r["name"], r["revision"], r["state"], r["health"], r["address"], (r["container_id"] or "")[:12],
-                 ago(r["started_at"]), r["last_error"]) for r in a["replicas"]]
+        rows = [
+            (
+                r["name"],
+                r["revision"],
+                r["state"],
+                r["health"],
+                r["address"],
+                (r["container_id"] or "")[:12],
+                ago(r["started_at"]),
+                r["last_error"],
+            )
+            for r in a["replicas"]
+        ]
         print()
         print(table(rows, ("REPLICA", "REV", "STATE", "HEALTH", "ADDRESS", "CONTAINER", "STARTED", "LAST ERROR")))
     return 0
@@ -114,8 +152,16 @@ def revisions(args: Args, settings: Settings) -> int:
     if args.json:
         print_json(data)
         return 0
-    rows = [(("*" if r["current"] else " ") + str(r["number"]), r["content_hash"][:19], r["created_by"],
-             ago(r["created_at"]), len(r["warnings"])) for r in data["revisions"]]
+    rows = [
+        (
+            ("*" if r["current"] else " ") + str(r["number"]),
+            r["content_hash"][:19],
+            r["created_by"],
+            ago(r["created_at"]),
+            len(r["warnings"]),
+        )
+        for r in data["revisions"]
+    ]
     print(table(rows, ("REV", "HASH", "BY", "CREATED", "WARNINGS")))
     return 0
 
@@ -134,7 +180,8 @@ def events(args: Args, settings: Settings) -> int:
     if args.json:
         print_json(data)
         return 0
-    rows = [(e["created_at"][:19].replace("T", " "), e["type"], e["app"], e["actor"], e["message"])
-            for e in data["events"]]
+    rows = [
+        (e["created_at"][:19].replace("T", " "), e["type"], e["app"], e["actor"], e["message"]) for e in data["events"]
+    ]
     print(table(rows, ("TIME (UTC)", "TYPE", "APP", "ACTOR", "MESSAGE")) if rows else "no events")
     return 0

@@ -20,14 +20,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+def _common(*, top: bool) -> _Parser:
+    """Options taken before or after the command; after it they only override what was given before."""
+    default = None if top else argparse.SUPPRESS
+    common = _Parser(add_help=False, argument_default=default)
     common.add_argument("--config", metavar="PATH", help="config file (default $XDG_CONFIG_HOME/orchestry/config.yaml)")
     common.add_argument("--url", help="controller URL(s), comma-separated (env ORCHESTRY_URL)")
     common.add_argument("--token", help="API token (env ORCHESTRY_TOKEN)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument(
+        "--json", action="store_true", default=False if top else argparse.SUPPRESS, help="machine-readable output"
+    )
+    return common
 
-    parser = _Parser(prog="orchestry", description="Run containerized HTTP apps on Docker.", parents=[common])
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common(top=False)
+    parser = _Parser(
+        prog="orchestry", description="Run containerized HTTP apps on Docker.", parents=[_common(top=True)]
+    )
     parser.add_argument("--version", action="version", version=f"orchestry {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -87,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    flags = {k: getattr(args, k, None) for k in ("url", "token", "host", "port", "database_url", "data_dir",
-                                                  "node_id", "log_format", "log_level")}
+    flags = {
+        k: getattr(args, k, None)
+        for k in ("url", "token", "host", "port", "database_url", "data_dir", "node_id", "log_format", "log_level")
+    }
     try:
         settings = load_settings(flags, config_path=args.config)
     except ConfigError as exc:

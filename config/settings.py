@@ -88,26 +88,50 @@ def _positive(value: int) -> int:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", _to_str, lambda _: str(_data_home()),
-            "Directory for Orchestry's own files (SQLite database, nginx prefix)."),
-    Setting("database_url", _to_str, lambda s: f"sqlite:///{Path(s['data_dir']) / 'orchestry.db'}",
-            "SQLAlchemy URL of the state database. PostgreSQL is what several controllers share."),
-    Setting("host", _to_str, lambda _: "127.0.0.1",
-            "Address the API binds. A non-loopback address needs at least one API token."),
+    Setting(
+        "data_dir",
+        _to_str,
+        lambda _: str(_data_home()),
+        "Directory for Orchestry's own files (SQLite database, nginx prefix).",
+    ),
+    Setting(
+        "database_url",
+        _to_str,
+        lambda s: f"sqlite:///{Path(s['data_dir']) / 'orchestry.db'}",
+        "SQLAlchemy URL of the state database. PostgreSQL is what several controllers share.",
+    ),
+    Setting(
+        "host",
+        _to_str,
+        lambda _: "127.0.0.1",
+        "Address the API binds. A non-loopback address needs at least one API token.",
+    ),
     Setting("port", lambda raw: _port_check(_to_int(raw)), lambda _: 8000, "Port the API listens on."),
-    Setting("url", _to_str, lambda s: f"http://{_client_host(s['host'])}:{s['port']}",
-            "Where the CLI finds the controller (several, comma-separated: tried in order)."),
+    Setting(
+        "url",
+        _to_str,
+        lambda s: f"http://{_client_host(s['host'])}:{s['port']}",
+        "Where the CLI finds the controller (several, comma-separated: tried in order).",
+    ),
     Setting("token", _to_str, lambda _: "", "API token the CLI sends (Authorization: Bearer)."),
-    Setting("node_id", _to_str, lambda s: f"{os.uname().nodename}-{s['port']}",
-            "This controller's name in the cluster."),
-    Setting("max_replicas", lambda raw: _positive(_to_int(raw)), lambda _: 50,
-            "Most replicas any app may ask for."),
-    Setting("max_spec_bytes", lambda raw: _positive(_to_int(raw)), lambda _: 1024 * 1024,
-            "Largest request body the API reads (app specs included)."),
+    Setting(
+        "node_id", _to_str, lambda s: f"{os.uname().nodename}-{s['port']}", "This controller's name in the cluster."
+    ),
+    Setting("max_replicas", lambda raw: _positive(_to_int(raw)), lambda _: 50, "Most replicas any app may ask for."),
+    Setting(
+        "max_spec_bytes",
+        lambda raw: _positive(_to_int(raw)),
+        lambda _: 1024 * 1024,
+        "Largest request body the API reads (app specs included).",
+    ),
     Setting("threads", lambda raw: _positive(_to_int(raw)), lambda _: 8, "API worker threads."),
     Setting("log_level", _to_choice("debug", "info", "warning", "error"), lambda _: "info", "Log level."),
-    Setting("log_format", _to_choice("text", "json"), lambda _: "text",
-            "`json` writes one JSON object per log line, for machines."),
+    Setting(
+        "log_format",
+        _to_choice("text", "json"),
+        lambda _: "text",
+        "`json` writes one JSON object per log line, for machines.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -185,8 +209,11 @@ def load_settings(
             try:
                 values[setting.name] = setting.convert(raw)
             except ValueError as exc:
-                where = {"flag": f"--{setting.name.replace('_', '-')}", "env": setting.env,
-                         "file": f"{setting.name} in {path}"}[source]
+                where = {
+                    "flag": f"--{setting.name.replace('_', '-')}",
+                    "env": setting.env,
+                    "file": f"{setting.name} in {path}",
+                }[source]
                 raise ConfigError(f"{where}: {exc}") from None
         sources[setting.name] = source
     return Settings(values=values, sources=sources, config_file=str(path) if file_values else None)

@@ -10,6 +10,14 @@ from orchestry.models.replicas import Replica
 from orchestry.models.tokens import ApiToken
 
 __all__ = [
-    "ApiToken", "App", "AppRevision", "Base", "ControllerNode", "Event", "Job", "LeaderLease",
-    "MetricSample", "Replica",
+    "ApiToken",
+    "App",
+    "AppRevision",
+    "Base",
+    "ControllerNode",
+    "Event",
+    "Job",
+    "LeaderLease",
+    "MetricSample",
+    "Replica",
 ]

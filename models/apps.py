@@ -30,7 +30,9 @@ class App(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     revisions: Mapped[list[AppRevision]] = relationship(
-        back_populates="app", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="app",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="AppRevision.number",
     )
 

@@ -31,7 +31,12 @@ class Event(Base):
 
 
 def record(
-    session: Session, type_: str, message: str, *, actor: str, app_name: str | None = None,
+    session: Session,
+    type_: str,
+    message: str,
+    *,
+    actor: str,
+    app_name: str | None = None,
     **details: Any,
 ) -> Event:
     """Add an event to the session; it is written with the change it describes (same transaction)."""
@@ -41,8 +46,12 @@ def record(
 
 
 def query_events(
-    session: Session, *, app_name: str | None = None, type_: str | None = None,
-    since: datetime | None = None, limit: int = 100,
+    session: Session,
+    *,
+    app_name: str | None = None,
+    type_: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
 ) -> list[Event]:
     """Newest first. `type_` matches exactly or as a dotted prefix ("app" matches "app.registered")."""
     stmt = select(Event)

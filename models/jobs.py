@@ -23,8 +23,7 @@ _LIVE = "status IN ('queued', 'running')"
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("uq_jobs_live_lock", "lock", unique=True,
-              sqlite_where=text(_LIVE), postgresql_where=text(_LIVE)),
+        Index("uq_jobs_live_lock", "lock", unique=True, sqlite_where=text(_LIVE), postgresql_where=text(_LIVE)),
         Index("ix_jobs_status_run_after", "status", "run_after"),
         Index("ix_jobs_app_name_created_at", "app_name", "created_at"),
     )

@@ -29,7 +29,8 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
     current = None
     if app is not None:
         latest_hash = session.scalar(
-            select(AppRevision.content_hash).where(AppRevision.app_id == app.id)
+            select(AppRevision.content_hash)
+            .where(AppRevision.app_id == app.id)
             .where(AppRevision.number == app.revision)
         )
         current = CurrentApp(app.revision, latest_hash or "", app.status)
@@ -45,10 +46,26 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         highest = session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
         plan = RegistrationPlan(plan.action, max(plan.revision, highest + 1), plan.message)
         app.revision = plan.revision
-    session.add(AppRevision(
-        app_id=app.id, number=plan.revision, content_hash=sub.content_hash, spec=sub.normalized,
-        raw=raw, raw_format=raw_format, warnings=list(sub.warnings), created_by=actor,
-    ))
-    record(session, f"app.{plan.action}", plan.message, actor=actor, app_name=sub.name,
-           revision=plan.revision, content_hash=sub.content_hash, warnings=list(sub.warnings))
+    session.add(
+        AppRevision(
+            app_id=app.id,
+            number=plan.revision,
+            content_hash=sub.content_hash,
+            spec=sub.normalized,
+            raw=raw,
+            raw_format=raw_format,
+            warnings=list(sub.warnings),
+            created_by=actor,
+        )
+    )
+    record(
+        session,
+        f"app.{plan.action}",
+        plan.message,
+        actor=actor,
+        app_name=sub.name,
+        revision=plan.revision,
+        content_hash=sub.content_hash,
+        warnings=list(sub.warnings),
+    )
     return plan

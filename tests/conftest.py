@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,8 +29,17 @@ from orchestry.models.schema import upgrade
 DB_KIND = os.environ.get("ORCHESTRY_TEST_DB", "sqlite")
 if DB_KIND not in ("sqlite", "postgresql"):
     raise SystemExit(f"ORCHESTRY_TEST_DB must be sqlite or postgresql, not {DB_KIND!r}")
-TABLES = ("metric_samples", "replicas", "app_revisions", "apps", "jobs", "events", "api_tokens",
-          "leader_lease", "controller_nodes")
+TABLES = (
+    "metric_samples",
+    "replicas",
+    "app_revisions",
+    "apps",
+    "jobs",
+    "events",
+    "api_tokens",
+    "leader_lease",
+    "controller_nodes",
+)
 
 for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:
     del os.environ[_key]
@@ -135,11 +145,21 @@ class LiveServer:
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
-    def cli(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real `orchestry` command against this server."""
-        return subprocess.run(orchestry_cmd(*args), input=stdin.decode() if stdin else None, capture_output=True,
-                              text=True, env={**self.env, **(env or {})}, timeout=60)
+        return subprocess.run(
+            orchestry_cmd(*args),
+            input=stdin.decode() if stdin else None,
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=60,
+        )
 
     def reset(self) -> None:
         engine = make_engine(self.db_url)
@@ -152,17 +172,24 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(db_url: str, workdir: Path, extra_env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> LiveServer:
+def start_server(
+    db_url: str, workdir: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> LiveServer:
     from pg_server import free_port
 
     port = free_port()
-    env = {**os.environ, "ORCHESTRY_DATABASE_URL": db_url, "ORCHESTRY_URL": f"http://127.0.0.1:{port}",
-           "ORCHESTRY_DATA_DIR": str(workdir), **(extra_env or {})}
+    env = {
+        **os.environ,
+        "ORCHESTRY_DATABASE_URL": db_url,
+        "ORCHESTRY_URL": f"http://127.0.0.1:{port}",
+        "ORCHESTRY_DATA_DIR": str(workdir),
+        **(extra_env or {}),
+    }
     log_path = workdir / f"serve-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(orchestry_cmd("serve", "--port", str(port), *args), env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            orchestry_cmd("serve", "--port", str(port), *args), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     server = LiveServer(f"http://127.0.0.1:{port}", db_url, env, proc, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -204,3 +231,48 @@ def live(live_server: LiveServer) -> LiveServer:
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+
+HELLO = """\
+# a comment that must survive in the raw document
+apiVersion: v1
+kind: App
+metadata:
+  name: {name}
+spec:
+  image: orchestry-testapp:latest
+  ports:
+    - containerPort: 8080
+"""
+
+
+def hello(name: str = "hello", image: str = "orchestry-testapp:latest", extra: str = "") -> str:
+    return HELLO.format(name=name).replace("orchestry-testapp:latest", image) + extra
+
+
+def post(live: LiveServer, body: str | bytes, ctype: str = "application/yaml", **params: str) -> httpx.Response:
+    return live.http.post("/api/v1/apps", content=body, headers={"Content-Type": ctype}, params=params)
+
+
+def snapshot(live: LiveServer) -> dict[str, Any]:
+    """Everything stored about apps, to prove that bad input changed nothing."""
+    apps = live.http.get("/api/v1/apps").json()["apps"]
+    out = {}
+    for app in apps:
+        name = app["name"]
+        out[name] = (
+            app["revision"],
+            live.http.get(f"/api/v1/apps/{name}/spec").json()["content_hash"],
+            len(live.http.get(f"/api/v1/apps/{name}/revisions").json()["revisions"]),
+        )
+    return out
+
+
+def assert_error(resp: httpx.Response, status: int, error: str | None = None) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error", "detail", "fields"}
+    if error:
+        assert body["error"] == error
+    return body

@@ -42,17 +42,28 @@ class PgServer:
 
     def start(self) -> None:
         data = os.path.join(self.directory, "data")
-        subprocess.run(self._as_postgres(_bin("initdb"), "-D", data, "--auth=trust", "--no-sync", "-U", "postgres",
-                                          "-E", "UTF8"), check=True, capture_output=True)
-        opts = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off " \
-               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        subprocess.run(self._as_postgres(_bin("pg_ctl"), "-D", data, "-o", opts, "-l",
-                                         os.path.join(self.directory, "log"), "-w", "start"),
-                       check=True, capture_output=True)
+        subprocess.run(
+            self._as_postgres(_bin("initdb"), "-D", data, "--auth=trust", "--no-sync", "-U", "postgres", "-E", "UTF8"),
+            check=True,
+            capture_output=True,
+        )
+        opts = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        subprocess.run(
+            self._as_postgres(
+                _bin("pg_ctl"), "-D", data, "-o", opts, "-l", os.path.join(self.directory, "log"), "-w", "start"
+            ),
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
-        subprocess.run(self._as_postgres(_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-m", "immediate",
-                                         "stop"), capture_output=True)
+        subprocess.run(
+            self._as_postgres(_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -9,10 +9,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from conftest import ROOT, orchestry_cmd
 from orchestry.models import Base
 from orchestry.models.db import make_engine
 from orchestry.models.schema import current_revision, head_revision, include_object, upgrade
+
+from conftest import ROOT, orchestry_cmd
 
 
 def _diff(url: str) -> list[object]:
@@ -44,8 +45,13 @@ def test_upgrade_twice_is_harmless(empty_db_url: str) -> None:
 
 
 def test_alembic_command_line_upgrades_an_empty_database(empty_db_url: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "alembic", "-x", f"url={empty_db_url}", "upgrade", "head"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"url={empty_db_url}", "upgrade", "head"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert _diff(empty_db_url) == []
 

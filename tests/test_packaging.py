@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,8 +12,17 @@ from conftest import ROOT
 
 
 def test_wheel_has_only_the_orchestry_namespace(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path),
-                          str(ROOT)], capture_output=True, text=True, timeout=300)
+    # Build from a copy: an in-tree build leaves build/ behind, where linters and parallel tests trip on it.
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".*_cache")
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (wheel,) = tmp_path.glob("orchestry-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -38,28 +38,38 @@ NAME = "<string(maxlength=253):name>"
 
 
 def _issue(issue: Any) -> dict[str, Any]:
-    return FieldIssueOut(field=issue.path, rule=issue.rule, message=issue.message,
-                         document=issue.document).model_dump()
+    return FieldIssueOut(field=issue.path, rule=issue.rule, message=issue.message, document=issue.document).model_dump()
 
 
 @bp.post("")
 @bp.post("/register")
 @operation(
-    "Register one or more app specs", tag="apps",
-    body=Body(AppSpec, ("application/yaml", "application/json"),
-              "One app spec (YAML or JSON), or several YAML documents separated by `---`."),
+    "Register one or more app specs",
+    tag="apps",
+    body=Body(
+        AppSpec,
+        ("application/yaml", "application/json"),
+        "One app spec (YAML or JSON), or several YAML documents separated by `---`.",
+    ),
     query=StrictQuery,
-    responses={201: RegisterResponse, 200: RegisterResponse, 409: ErrorOut, 413: ErrorOut, 415: ErrorOut,
-               422: ErrorOut},
+    responses={
+        201: RegisterResponse,
+        200: RegisterResponse,
+        409: ErrorOut,
+        413: ErrorOut,
+        415: ErrorOut,
+        422: ErrorOut,
+    },
     description="201 when an app was created; 200 when every app was revised or left unchanged. "
-                "Unknown fields come back as warnings (or refuse the spec with `strict=true`).",
+    "Unknown fields come back as warnings (or refuse the spec with `strict=true`).",
 )
 def register_apps() -> tuple[Response, int]:
     args = query(StrictQuery)
     body = request.get_data(cache=False)
     try:
-        loaded = load_specs(body, request.mimetype or None, max_replicas=ctx().settings.max_replicas,
-                            strict=args.strict)
+        loaded = load_specs(
+            body, request.mimetype or None, max_replicas=ctx().settings.max_replicas, strict=args.strict
+        )
     except UnsupportedMediaType as exc:
         raise ApiError(415, "unsupported_media_type", str(exc)) from None
     except SpecParseError as exc:
@@ -71,8 +81,10 @@ def register_apps() -> tuple[Response, int]:
 
     raw = body.decode("utf-8")
     raw_format = "json" if request.mimetype == "application/json" else "yaml"
-    subs = [Submission(s.spec.metadata.name, s.normalized, s.content_hash, tuple(w.message for w in s.warnings))
-            for s in loaded.specs]
+    subs = [
+        Submission(s.spec.metadata.name, s.normalized, s.content_hash, tuple(w.message for w in s.warnings))
+        for s in loaded.specs
+    ]
     db = session()
     for attempt in (1, 2):  # a concurrent first registration of the same name loses the race once
         try:
@@ -90,12 +102,17 @@ def register_apps() -> tuple[Response, int]:
     if refused:
         raise ApiError(409, "conflict", "; ".join(refused))
     results = [
-        RegisterResult(app=sub.name, action=plan.action, revision=plan.revision,  # type: ignore[arg-type]
-                       content_hash=sub.content_hash, message=plan.message,
-                       warnings=[FieldIssueOut(**_issue(w)) for w in spec.warnings])
+        RegisterResult(
+            app=sub.name,
+            action=plan.action,
+            revision=plan.revision,  # type: ignore[arg-type]
+            content_hash=sub.content_hash,
+            message=plan.message,
+            warnings=[FieldIssueOut(**_issue(w)) for w in spec.warnings],
+        )
         for sub, plan, spec in zip(subs, plans, loaded.specs, strict=True)
     ]
-    out = RegisterResponse(results=results, warnings=[FieldIssueOut(**_issue(w)) for w in loaded.warnings])
+    out = RegisterResponse(results=results)
     status = 201 if any(p.action == "created" for p in plans) else 200
     return jsonify(out.model_dump(mode="json")), status
 
@@ -104,10 +121,15 @@ def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> di
     spec = rev.spec if rev else {}
     scaling = spec.get("scaling", {})
     return {
-        "name": app.name, "status": app.status, "type": spec.get("spec", {}).get("type", "http"),
-        "image": spec.get("spec", {}).get("image", ""), "revision": app.revision,
-        "desired_replicas": app.desired_replicas, "replica_count": replica_count,
-        "mode": scaling.get("mode", "auto"), "updated_at": app.updated_at,
+        "name": app.name,
+        "status": app.status,
+        "type": spec.get("spec", {}).get("type", "http"),
+        "image": spec.get("spec", {}).get("image", ""),
+        "revision": app.revision,
+        "desired_replicas": app.desired_replicas,
+        "replica_count": replica_count,
+        "mode": scaling.get("mode", "auto"),
+        "updated_at": app.updated_at,
     }
 
 
@@ -130,16 +152,23 @@ def list_all() -> Response:
 
 def _replica_out(r: Replica) -> ReplicaOut:
     return ReplicaOut(
-        name=r.name, slot=r.slot, revision=r.revision, container_id=r.container_id, address=r.address,
-        state=r.state, health=r.health, consecutive_failures=r.consecutive_failures,
-        consecutive_successes=r.consecutive_successes, last_check_at=r.last_check_at,
-        last_error=r.last_error, started_at=r.started_at,
+        name=r.name,
+        slot=r.slot,
+        revision=r.revision,
+        container_id=r.container_id,
+        address=r.address,
+        state=r.state,
+        health=r.health,
+        consecutive_failures=r.consecutive_failures,
+        consecutive_successes=r.consecutive_successes,
+        last_check_at=r.last_check_at,
+        last_error=r.last_error,
+        started_at=r.started_at,
     )
 
 
 @bp.get(f"/{NAME}")
-@operation("An app: desired state, revision, replicas, status", tag="apps",
-           responses={200: AppDetail, 404: ErrorOut})
+@operation("An app: desired state, revision, replicas, status", tag="apps", responses={200: AppDetail, 404: ErrorOut})
 def show(name: str) -> Response:
     db = session()
     app = _load(name)
@@ -149,17 +178,24 @@ def show(name: str) -> Response:
     scaling = spec.get("scaling", {})
     detail = AppDetail(
         **_summary_fields(app, rev, len(replicas)),
-        status_reason=app.status_reason, content_hash=rev.content_hash if rev else "",
+        status_reason=app.status_reason,
+        content_hash=rev.content_hash if rev else "",
         labels=spec.get("metadata", {}).get("labels", {}) or {},
-        min_replicas=scaling.get("minReplicas", 1), max_replicas=scaling.get("maxReplicas", 5),
-        created_at=app.created_at, replicas=[_replica_out(r) for r in replicas],
+        min_replicas=scaling.get("minReplicas", 1),
+        max_replicas=scaling.get("maxReplicas", 5),
+        created_at=app.created_at,
+        replicas=[_replica_out(r) for r in replicas],
     )
     return jsonify(detail.model_dump(mode="json"))
 
 
 @bp.get(f"/{NAME}/spec")
-@operation("An app's spec (normalised, or `raw=true`: exactly as submitted)", tag="apps", query=SpecQuery,
-           responses={200: SpecOut, 404: ErrorOut})
+@operation(
+    "An app's spec (normalised, or `raw=true`: exactly as submitted)",
+    tag="apps",
+    query=SpecQuery,
+    responses={200: SpecOut, 404: ErrorOut},
+)
 def spec(name: str) -> Response:
     args = query(SpecQuery)
     app = _load(name)
@@ -178,28 +214,42 @@ def spec(name: str) -> Response:
 def revisions(name: str) -> Response:
     app = _load(name)
     revs = [
-        RevisionOut(number=r.number, content_hash=r.content_hash, current=r.number == app.revision,
-                    created_at=r.created_at, created_by=r.created_by, warnings=list(r.warnings))
+        RevisionOut(
+            number=r.number,
+            content_hash=r.content_hash,
+            current=r.number == app.revision,
+            created_at=r.created_at,
+            created_by=r.created_by,
+            warnings=list(r.warnings),
+        )
         for r in app.revisions
     ]
     return jsonify(RevisionList(app=app.name, revisions=revs).model_dump(mode="json"))
 
 
 @bp.delete(f"/{NAME}")
-@operation("Delete an app (its events are kept)", tag="apps", query=DeleteQuery,
-           responses={200: DeleteResult, 404: ErrorOut, 409: ErrorOut})
+@operation(
+    "Delete an app (its events are kept)",
+    tag="apps",
+    query=DeleteQuery,
+    responses={200: DeleteResult, 404: ErrorOut, 409: ErrorOut},
+)
 def delete(name: str) -> Response:
     args = query(DeleteQuery)
     db = session()
     app = _load(name)
     replicas = len(replicas_of(db, app.id))
     if (replicas or app.desired_replicas) and not args.force:
-        raise ApiError(409, "conflict",
-                       f"app {name} wants {app.desired_replicas} replicas and has {replicas}; "
-                       "stop it first or delete with force=true")
+        raise ApiError(
+            409,
+            "conflict",
+            f"app {name} wants {app.desired_replicas} replicas and has {replicas}; "
+            "stop it first or delete with force=true",
+        )
     db.delete(app)
-    record(db, "app.deleted", f"app {name} deleted", actor=actor(), app_name=name,
-           revision=app.revision, forced=args.force)
+    record(
+        db, "app.deleted", f"app {name} deleted", actor=actor(), app_name=name, revision=app.revision, forced=args.force
+    )
     db.commit()
     out = DeleteResult(app=name, deleted=True, message=f"app {name} deleted")
     return jsonify(out.model_dump(mode="json"))

@@ -27,8 +27,9 @@ def check_request() -> None:
     scheme, _, presented = header.partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="orchestry"'}
     if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(401, "unauthorized", "this controller needs an API token (Authorization: Bearer ...)",
-                       headers=challenge)
+        raise ApiError(
+            401, "unauthorized", "this controller needs an API token (Authorization: Bearer ...)", headers=challenge
+        )
     token = authenticate(db, presented.strip())
     if token is None:
         raise ApiError(401, "unauthorized", "the API token is not valid (revoked or mistyped)", headers=challenge)

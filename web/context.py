@@ -53,8 +53,12 @@ def query(model: type[Q]) -> Q:
     for key in request.args:
         values = request.args.getlist(key)
         if len(values) > 1:
-            raise ApiError(400, "invalid_parameter", f"{key}: given more than once",
-                           [{"field": key, "rule": "given more than once", "message": f"{key}: given more than once"}])
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{key}: given more than once",
+                [{"field": key, "rule": "given more than once", "message": f"{key}: given more than once"}],
+            )
         raw[key] = values[0]
     try:
         return model.model_validate(raw)

@@ -17,7 +17,11 @@ log = logging.getLogger("orchestry.web")
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, error: str, detail: str, fields: list[dict[str, Any]] | None = None,
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        fields: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
@@ -41,9 +45,16 @@ def not_found(what: str, name: str) -> ApiError:
 
 
 _CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-    422: "invalid", 503: "unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    503: "unavailable",
 }
 
 

@@ -13,8 +13,15 @@ bp = Blueprint("events", __name__, url_prefix="/api/v1")
 
 
 def _out(e: Event) -> EventOut:
-    return EventOut(id=e.id, created_at=e.created_at, type=e.type, app=e.app_name, actor=e.actor,
-                    message=e.message, details=e.details)
+    return EventOut(
+        id=e.id,
+        created_at=e.created_at,
+        type=e.type,
+        app=e.app_name,
+        actor=e.actor,
+        message=e.message,
+        details=e.details,
+    )
 
 
 def _answer(app_name: str | None) -> Response:
@@ -30,7 +37,11 @@ def all_events() -> Response:
 
 
 @bp.get("/apps/<string(maxlength=253):name>/events")
-@operation("Events of one app (also after it was deleted), newest first", tag="events", query=EventsQuery,
-           responses={200: EventList})
+@operation(
+    "Events of one app (also after it was deleted), newest first",
+    tag="events",
+    query=EventsQuery,
+    responses={200: EventList},
+)
 def app_events(name: str) -> Response:
     return _answer(name)

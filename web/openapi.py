@@ -19,7 +19,7 @@ from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_sc
 F = TypeVar("F", bound=Callable[..., Any])
 REF = "#/components/schemas/{model}"
 Mode = JsonSchemaMode
-Refs = dict[tuple[type[BaseModel], JsonSchemaMode], JsonSchemaValue]
+Refs = dict[tuple[type[Any], JsonSchemaMode], JsonSchemaValue]
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class Operation:
 
 
 def operation(
-    summary: str, *, tag: str, responses: dict[int, type[BaseModel] | str],
-    query: type[BaseModel] | None = None, body: Body | None = None, description: str = "",
+    summary: str,
+    *,
+    tag: str,
+    responses: dict[int, type[BaseModel] | str],
+    query: type[BaseModel] | None = None,
+    body: Body | None = None,
+    description: str = "",
 ) -> Callable[[F], F]:
     """Attach OpenAPI metadata to a view function; the view is unchanged."""
 
@@ -53,11 +58,23 @@ def operation(
     return wrap
 
 
-_CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-zA-Z_]+)>")
-_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Malformed request",
-                401: "Token missing or invalid", 403: "Token lacks the operator role", 404: "Not found",
-                405: "Method not allowed", 409: "Conflict with the current state", 413: "Body too large",
-                415: "Unsupported content type", 422: "Validation failed", 503: "Unavailable"}
+_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-zA-Z_]+)>")
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No content",
+    400: "Malformed request",
+    401: "Token missing or invalid",
+    403: "Token lacks the operator role",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict with the current state",
+    413: "Body too large",
+    415: "Unsupported content type",
+    422: "Validation failed",
+    503: "Unavailable",
+}
 
 
 def build_document(app: Flask, *, title: str, version: str, error_model: type[BaseModel]) -> dict[str, Any]:
@@ -76,8 +93,9 @@ def build_document(app: Flask, *, title: str, version: str, error_model: type[Ba
         if op.body:
             wanted.add((op.body.model, "validation"))
 
-    refs, defs = models_json_schema(sorted(wanted, key=lambda p: (p[0].__name__, p[1])), ref_template=REF,
-                                    by_alias=True)
+    refs, defs = models_json_schema(
+        sorted(wanted, key=lambda p: (p[0].__name__, p[1])), ref_template=REF, by_alias=True
+    )
     paths: dict[str, dict[str, Any]] = {}
     for path, method, op, args in ops:
         paths.setdefault(path, {})[method] = _operation_doc(path, method, op, args, error_model, refs)
@@ -94,7 +112,12 @@ def build_document(app: Flask, *, title: str, version: str, error_model: type[Ba
 
 
 def _operation_doc(
-    path: str, method: str, op: Operation, args: list[str], error_model: type[BaseModel], refs: Refs,
+    path: str,
+    method: str,
+    op: Operation,
+    args: list[str],
+    error_model: type[BaseModel],
+    refs: Refs,
 ) -> dict[str, Any]:
     def ref(model: type[BaseModel], mode: Mode = "serialization") -> Any:
         return refs[(model, mode)]
@@ -117,8 +140,10 @@ def _operation_doc(
             entry["content"] = {model: {"schema": {"type": "string"}}}
         responses[str(status)] = entry
     for status in (400, 401, 403) if method != "get" else (400, 401):
-        responses.setdefault(str(status), {"description": _STATUS_TEXT[status],
-                                           "content": {"application/json": {"schema": ref(error_model)}}})
+        responses.setdefault(
+            str(status),
+            {"description": _STATUS_TEXT[status], "content": {"application/json": {"schema": ref(error_model)}}},
+        )
     doc: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],

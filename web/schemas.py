@@ -70,8 +70,9 @@ class DeleteQuery(Query):
 
 
 class EventsQuery(Query):
-    type: str | None = Field(None, max_length=48, pattern=r"^[a-z0-9_.-]+$",
-                             description="event type, or a dotted prefix of one (`app`)")
+    type: str | None = Field(
+        None, max_length=48, pattern=r"^[a-z0-9_.-]+$", description="event type, or a dotted prefix of one (`app`)"
+    )
     since: Since | None = Field(None, description="ISO 8601 time or a duration back from now (15m, 2h)")
     limit: QueryInt = Field(100, ge=1, le=1000)
 
@@ -99,8 +100,7 @@ class RegisterResult(BaseModel):
 
 
 class RegisterResponse(BaseModel):
-    results: list[RegisterResult]
-    warnings: list[FieldIssueOut]
+    results: list[RegisterResult] = Field(description="one per document, in order; each with its warnings")
 
 
 class ReplicaOut(BaseModel):

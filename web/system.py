@@ -18,8 +18,9 @@ log = logging.getLogger("orchestry.web")
 
 
 @bp.get("/health")
-@operation("Liveness: the API answers and reaches its database", tag="system",
-           responses={200: HealthOut, 503: HealthOut})
+@operation(
+    "Liveness: the API answers and reaches its database", tag="system", responses={200: HealthOut, 503: HealthOut}
+)
 def health() -> tuple[Response, int]:
     try:
         session().execute(text("SELECT 1"))
@@ -27,8 +28,12 @@ def health() -> tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.warning("health check: database unreachable", extra={"error": str(exc).splitlines()[0]})
         database, status, code = "unreachable", "degraded", 503
-    out = HealthOut(status=status, version=__version__, node=ctx().settings.node_id,  # type: ignore[arg-type]
-                    database=database)
+    out = HealthOut(
+        status=status,
+        version=__version__,
+        node=ctx().settings.node_id,  # type: ignore[arg-type]
+        database=database,
+    )
     return jsonify(out.model_dump()), code
 
 

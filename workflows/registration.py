@@ -30,10 +30,12 @@ def plan_registration(name: str, current: CurrentApp | None, content_hash: str) 
     if current is None:
         return RegistrationPlan("created", 1, f"app {name} created (revision 1)")
     if current.status == "deleting":
-        return RegistrationPlan("refused", current.revision,
-                                f"app {name} is being deleted; register it again once it is gone")
+        return RegistrationPlan(
+            "refused", current.revision, f"app {name} is being deleted; register it again once it is gone"
+        )
     if current.content_hash == content_hash:
-        return RegistrationPlan("unchanged", current.revision,
-                                f"app {name} is unchanged (revision {current.revision}); nothing to do")
+        return RegistrationPlan(
+            "unchanged", current.revision, f"app {name} is unchanged (revision {current.revision}); nothing to do"
+        )
     nxt = current.revision + 1
     return RegistrationPlan("revised", nxt, f"app {name} revised: revision {current.revision} -> {nxt}")

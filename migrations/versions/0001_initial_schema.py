@@ -126,9 +126,7 @@ def upgrade() -> None:
         sa.Column("warnings", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["app_id"], ["apps.id"], name=op.f("fk_app_revisions_app_id_apps"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["app_id"], ["apps.id"], name=op.f("fk_app_revisions_app_id_apps"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_app_revisions")),
         sa.UniqueConstraint("app_id", "number", name=op.f("uq_app_revisions_app_id")),
     )
@@ -175,9 +173,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["app_id"], ["apps.id"], name=op.f("fk_replicas_app_id_apps"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["app_id"], ["apps.id"], name=op.f("fk_replicas_app_id_apps"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_replicas")),
         sa.UniqueConstraint("name", name=op.f("uq_replicas_name")),
     )

@@ -1,0 +1,40 @@
+# One place for the commands a developer (and CI) runs. `make help` lists them.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?= -n 2
+
+.PHONY: help install run test test-postgresql lint format
+
+help:
+	@echo "make run              start Orchestry with its embedded defaults (SQLite, 127.0.0.1:8000)"
+	@echo "make test             run the tests (ORCHESTRY_TEST_DB=postgresql for PostgreSQL)"
+	@echo "make test-postgresql  the tests on a throwaway PostgreSQL server"
+	@echo "make lint             ruff and mypy"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/orchestry serve
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgresql: $(STAMP)
+	ORCHESTRY_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --no-error-summary .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

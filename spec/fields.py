@@ -1,0 +1,197 @@
+"""Constrained field types of the app spec, each refusing bad input with a rule a user understands.
+
+Each check raises a PydanticCustomError of type `orchestry_rule` whose message is the rule itself, so
+the error mapping (errors.py) passes it through unchanged. The JSON schema of each type carries the same
+constraint as a pattern or bound, so the OpenAPI document says what the validator enforces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from . import quantities
+
+RULE_ERROR = "orchestry_rule"
+MAX_SECONDS = 86_400  # bounds keep later arithmetic (timedelta, integer columns) safe
+MAX_COUNT = 10_000
+
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+LABEL_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+RESERVED_LABEL_PREFIXES = ("orchestry.", "io.orchestry.")
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+VOLUME_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
+HTTP_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = (
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def rule(text: str) -> PydanticCustomError:
+    """An error whose message is exactly `text` (braces are safe: the rule is passed as context)."""
+    return PydanticCustomError(RULE_ERROR, "{rule}", {"rule": text})
+
+
+def _check(fn: Callable[[Any], str | None]) -> AfterValidator:
+    def run(value: Any) -> Any:
+        problem = fn(value)
+        if problem:
+            raise rule(problem)
+        return value
+
+    return AfterValidator(run)
+
+
+def _schema(**extra: Any) -> Any:
+    return Field(json_schema_extra=extra)
+
+
+def _matches(pattern: str, max_len: int, what: str) -> Callable[[str], str | None]:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str | None:
+        if len(value) > max_len:
+            return f"must be at most {max_len} characters"
+        return None if compiled.fullmatch(value) else f"must be {what}"
+
+    return check
+
+
+_DNS_WHAT = "a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+
+
+def _label_key(value: str) -> str | None:
+    if value.startswith(RESERVED_LABEL_PREFIXES):
+        return "must not start with 'orchestry.' (reserved for Orchestry)"
+    return _matches(LABEL_KEY, 63, "letters, digits and '-_./', starting and ending with a letter or digit")(value)
+
+
+def _image(value: str) -> str | None:
+    if len(value) > 255:
+        return "must be at most 255 characters"
+    if re.fullmatch(IMAGE_REF, value):
+        return None
+    return 'must be a Docker image reference such as "my-api:1.2" or "registry:5000/team/api@sha256:<hex>"'
+
+
+def _absolute_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    return "must not contain control characters" if _CONTROL.search(value) else None
+
+
+def _mount_path(value: str) -> str | None:
+    if problem := _absolute_path(value):
+        return problem
+    if value.rstrip("/") == "":
+        return "must not be /"
+    return "must not contain ':'" if ":" in value else None
+
+
+def _http_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must start with /"
+    if len(value) > 2048:
+        return "must be at most 2048 characters"
+    return "must not contain spaces or control characters" if _SPACE_OR_CONTROL.search(value) else None
+
+
+def _no_nul(value: str) -> str | None:
+    return "must not contain NUL characters" if "\x00" in value else None
+
+
+def _header_value(value: str) -> str | None:
+    return "must not contain CR, LF or NUL" if re.search(r"[\r\n\x00]", value) else None
+
+
+def _pattern(regex: str) -> str:
+    return f"^{regex}$"
+
+
+_DNS = _pattern(DNS_LABEL)
+AppName = Annotated[str, _check(_matches(DNS_LABEL, 63, _DNS_WHAT)), _schema(pattern=_DNS, maxLength=63)]
+PortName = Annotated[str, _check(_matches(DNS_LABEL, 15, _DNS_WHAT)), _schema(pattern=_DNS, maxLength=15)]
+LabelKey = Annotated[str, _check(_label_key), _schema(pattern=_pattern(LABEL_KEY), maxLength=63)]
+LabelValue = Annotated[
+    str,
+    _check(_matches(LABEL_VALUE, 63, "empty, or letters, digits and '-_.' starting and ending with a letter or digit")),
+    _schema(pattern=_pattern(LABEL_VALUE), maxLength=63),
+]
+ImageRef = Annotated[str, _check(_image), _schema(pattern=_pattern(IMAGE_REF), maxLength=255)]
+EnvName = Annotated[
+    str,
+    _check(_matches(ENV_NAME, 255, "letters, digits and '_', not starting with a digit")),
+    _schema(pattern=_pattern(ENV_NAME), maxLength=255),
+]
+Text = Annotated[str, _check(_no_nul)]
+AbsolutePath = Annotated[str, _check(_absolute_path), _schema(pattern="^/")]
+MountPath = Annotated[str, _check(_mount_path), _schema(pattern="^/[^:]*$")]
+VolumeName = Annotated[
+    str,
+    _check(_matches(VOLUME_NAME, 64, "letters, digits and '_.-', starting with a letter or digit")),
+    _schema(pattern=_pattern(VOLUME_NAME), maxLength=64),
+]
+HttpPath = Annotated[str, _check(_http_path), _schema(pattern=r"^/\S*$", maxLength=2048)]
+HeaderName = Annotated[
+    str,
+    _check(_matches(HTTP_TOKEN, 256, "an HTTP header name (a token)")),
+    _schema(pattern=_pattern(HTTP_TOKEN)),
+]
+HeaderValue = Annotated[str, _check(_header_value)]
+
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+Target = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def _quantity(parse: Callable[[object], int]) -> BeforeValidator:
+    def run(value: object) -> int:
+        try:
+            return parse(value)
+        except quantities.QuantityError as exc:
+            raise rule(str(exc)) from None
+
+    return BeforeValidator(run)
+
+
+CpuMillicores = Annotated[
+    int,
+    _quantity(quantities.parse_cpu),
+    PlainSerializer(quantities.format_cpu, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?|\.\d+)m?$"},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": 'Cores ("0.5", 2) or millicores ("500m"); at most 64 cores.',
+        }
+    ),
+]
+MemoryBytes = Annotated[
+    int,
+    _quantity(quantities.parse_memory),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"},
+                {"type": "integer", "minimum": quantities.MIN_MEMORY_BYTES},
+            ],
+            "description": 'Bytes, or a quantity with Ki/Mi/Gi/Ti (binary) or K/M/G/T (decimal): "512Mi".',
+        }
+    ),
+]

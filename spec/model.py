@@ -1,0 +1,150 @@
+"""The typed app spec: frozen pydantic models with the camelCase names users write.
+
+Models are strict (no `false` -> 0, no "5" -> 5) and ignore unknown keys, because unknown keys are
+found and reported earlier (prepare.py) with their paths. Cross-field rules (minReplicas <= maxReplicas,
+one HTTP port for an http app, ...) live in rules.py, so that every problem of a document is reported
+even when some of its fields are invalid. Build an AppSpec through `validate_document`, which also fills
+the defaults that depend on other fields (the health check port).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .fields import (
+    AbsolutePath,
+    AppName,
+    Count,
+    CpuMillicores,
+    EnvName,
+    HeaderName,
+    HeaderValue,
+    HttpPath,
+    ImageRef,
+    LabelKey,
+    LabelValue,
+    MemoryBytes,
+    MountPath,
+    Percent,
+    PortName,
+    PortNumber,
+    PositiveSeconds,
+    Seconds,
+    StatusCode,
+    Target,
+    Text,
+    VolumeName,
+)
+
+SDK_KEYS = ("instance.ip", "instance.port", "app.name", "app.replicas")
+SdkKey = Literal["instance.ip", "instance.port", "app.name", "app.replicas"]
+
+
+class SpecModel(BaseModel):
+    """Shared configuration: frozen, strict, camelCase aliases, unknown keys ignored."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore", populate_by_name=True, alias_generator=to_camel)
+
+
+class Metadata(SpecModel):
+    name: AppName
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+
+
+class Port(SpecModel):
+    container_port: PortNumber
+    protocol: Literal["HTTP", "TCP"] = "HTTP"
+    name: PortName | None = None
+
+
+class Resources(SpecModel):
+    cpu_millicores: CpuMillicores | None = Field(default=None, alias="cpu")
+    memory_bytes: MemoryBytes | None = Field(default=None, alias="memory")
+
+
+class EnvVar(SpecModel):
+    """A literal `value`, or a value Orchestry fills in per replica (`source: sdk` with `key`)."""
+
+    name: EnvName
+    value: Text | None = None
+    source: Literal["sdk"] | None = None
+    key: SdkKey | None = None
+
+
+class Volume(SpecModel):
+    name: VolumeName
+    mount_path: MountPath
+
+
+class Workload(SpecModel):
+    """The `spec` section: what to run."""
+
+    type: Literal["http", "worker"] = "http"
+    image: ImageRef
+    ports: list[Port] = Field(default_factory=list)
+    resources: Resources = Resources()
+    environment: list[EnvVar] = Field(default_factory=list)
+    command: list[Text] | None = Field(default=None, min_length=1)
+    args: list[Text] | None = Field(default=None, min_length=1)
+    working_dir: AbsolutePath | None = None
+    volumes: list[Volume] = Field(default_factory=list)
+
+
+class Header(SpecModel):
+    name: HeaderName
+    value: HeaderValue
+
+
+class HealthCheck(SpecModel):
+    """`port` None only for an app without ports and no health check: its running container is healthy."""
+
+    protocol: Literal["HTTP", "TCP"] = "HTTP"
+    path: HttpPath = "/health"
+    port: PortNumber | None = None
+    method: Literal["GET", "POST"] = "GET"
+    headers: list[Header] = Field(default_factory=list)
+    body: Text = ""
+    expected_status_codes: list[StatusCode] | None = Field(default=None, min_length=1)  # None: any 200..399
+    initial_delay_seconds: Seconds = 0
+    period_seconds: PositiveSeconds = 10
+    timeout_seconds: PositiveSeconds = 5
+    failure_threshold: Count = 3
+    success_threshold: Count = 1
+
+
+class Scaling(SpecModel):
+    mode: Literal["auto", "manual"] = "auto"
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=5, ge=1)
+    target_rps_per_replica: Target = Field(default=50, alias="targetRPSPerReplica")
+    max_p95_latency_ms: Target = Field(default=250, alias="maxP95LatencyMs")
+    max_cpu_percent: Percent = Field(default=70, alias="maxCPUPercent")
+    max_memory_percent: Percent = 75
+    max_conn_per_replica: Target = 100
+    scale_out_threshold_pct: Percent = 80
+    scale_in_threshold_pct: Percent = 30
+    window_seconds: PositiveSeconds = 60
+    cooldown_seconds: Seconds = 180
+    max_scale_out_step: Count = 2
+    max_scale_in_step: Count = 1
+    stabilization_window_seconds: Seconds = 300
+
+
+class Termination(SpecModel):
+    drain_seconds: Seconds = 30
+    grace_period_seconds: Seconds = 30
+
+
+class AppSpec(SpecModel):
+    """One app as registered: `healthCheck` always at the root, `env` folded into `spec.environment`."""
+
+    api_version: Literal["v1"]
+    kind: Literal["App"]
+    metadata: Metadata
+    spec: Workload
+    health_check: HealthCheck = HealthCheck()
+    scaling: Scaling = Scaling()
+    termination: Termination = Termination()

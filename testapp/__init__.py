@@ -1,0 +1,1 @@
+"""orchestry-testapp: the tiny busybox HTTP image the tests run (see build.py)."""
