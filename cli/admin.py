@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import signal
 import sys
 
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -71,29 +72,47 @@ def serve(args: Args, settings: Settings) -> int:
                 )
     import waitress
 
+    from orchestry.controller.node import Controller
+    from orchestry.runtime.docker_engine import DockerEngine
     from orchestry.web.app import create_app
 
-    app = create_app(settings, engine)
+    runtime = DockerEngine()
+    controller = Controller(settings, engine, runtime)
     # waitress buffers a whole body before Flask sees it; up to 16x the limit Flask answers the 413 in JSON,
     # beyond that waitress cuts the upload off itself (still a 413).
-    log.info(
-        "orchestry listening",
-        extra={
-            "url": f"http://{settings.host}:{settings.port}",
-            "node": settings.node_id,
-            "database": _safe_url(settings),
-        },
-    )
-    waitress.serve(
+    app = create_app(settings, engine, wake=controller.dispatcher.wake, runtime=runtime)
+    server = waitress.create_server(
         app,
         host=settings.host,
         port=settings.port,
         threads=settings.threads,
         ident="orchestry",
-        _quiet=True,
         max_request_body_size=16 * settings.max_spec_bytes,
     )
+    signal.signal(signal.SIGTERM, _interrupt)
+    controller.start()
+    log.info(
+        "orchestry listening",
+        extra={
+            "url": f"http://{settings.host}:{settings.port}",
+            "node": settings.node_id,
+            "cluster": settings.cluster_name,
+            "database": _safe_url(settings),
+        },
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("shutting down", extra={"node": settings.node_id})
+    finally:
+        controller.stop()
+        server.close()
+        engine.dispose()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def db(args: Args, settings: Settings) -> int:

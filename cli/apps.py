@@ -166,13 +166,6 @@ def revisions(args: Args, settings: Settings) -> int:
     return 0
 
 
-def delete(args: Args, settings: Settings) -> int:
-    params = {"force": "true"} if args.force else None
-    data = _client(settings).request("DELETE", f"/api/v1/apps/{args.name}", params=params).json()
-    print_json(data) if args.json else print(data["message"])
-    return 0
-
-
 def events(args: Args, settings: Settings) -> int:
     params = {k: v for k, v in (("type", args.type), ("since", args.since), ("limit", args.limit)) if v}
     path = f"/api/v1/apps/{args.name}/events" if args.name else "/api/v1/events"

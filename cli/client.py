@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,27 @@ class Client:
             "cannot reach the controller at " + ", ".join(failures),
             ["is `orchestry serve` running? Set ORCHESTRY_URL or --url to where it listens."],
         )
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Iterator[str]]:
+        """A streamed response's lines (logs -f); same failover and error handling as `request`."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        failures = []
+        for base in self.urls:
+            try:
+                with httpx.stream(
+                    method, base + path, headers=headers, timeout=httpx.Timeout(self.timeout, read=None), **kwargs
+                ) as resp:
+                    if not resp.is_success:
+                        resp.read()
+                        raise _api_error(resp)
+                    yield resp.iter_lines()
+                    return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failures.append(f"{base} ({_reason(exc)})")
+            except httpx.HTTPError as exc:
+                raise CliError(f"request to {base} failed: {_reason(exc)}") from None
+        raise CliError("cannot reach the controller at " + ", ".join(failures))
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()

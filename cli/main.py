@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps
+from orchestry.cli import admin, apps, ops
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def cmd(name: str, func: Callable[..., int], help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+    def cmd(name: str, func: Callable[..., int], help_: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common], aliases=list(aliases))
         p.set_defaults(func=func)
         return p
 
@@ -84,9 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", type=int, help="a past revision")
     p = cmd("revisions", apps.revisions, "an app's revisions")
     p.add_argument("name")
-    p = cmd("delete", apps.delete, "delete an app (its events are kept)")
+
+    def waitable(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--wait", action="store_true", help="follow the job step by step until it ends")
+        p.add_argument("--timeout", type=float, default=600, help="seconds --wait waits (default 600)")
+        return p
+
+    p = waitable(cmd("up", ops.up, "run an app's replicas", ("start",)))
     p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="delete even when it has replicas")
+    p.add_argument("--replicas", type=int, help="how many (default: its minReplicas, at least 1)")
+    p = waitable(cmd("down", ops.down, "stop every replica of an app", ("stop",)))
+    p.add_argument("name")
+    p = waitable(cmd("scale", ops.scale, "set an app's replica count"))
+    p.add_argument("name")
+    p.add_argument("replicas", type=int)
+    p = waitable(cmd("delete", ops.delete, "stop and delete an app (its events are kept)"))
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="kill the replicas at once, no grace period")
+    p = cmd("jobs", ops.jobs, "jobs, newest first")
+    p.add_argument("--app")
+    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+    p.add_argument("--limit", type=int, default=30)
+    p = waitable(cmd("job", ops.job, "one job: steps, attempts, timings, error"))
+    p.add_argument("id", type=int)
+    p = cmd("logs", ops.logs, "an app's replicas' logs, merged, each line with its replica")
+    p.add_argument("name")
+    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("-f", "--follow", action="store_true")
     p = cmd("events", apps.events, "the audit trail, newest first")
     p.add_argument("name", nargs="?")
     p.add_argument("--type", help="event type or dotted prefix (app, app.created)")

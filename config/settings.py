@@ -13,6 +13,7 @@ The config file is YAML (`--config PATH`, else `ORCHESTRY_CONFIG`, else
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,25 @@ def _to_str(raw: Any) -> str:
     if not isinstance(raw, str | int | float) or isinstance(raw, bool):
         raise ValueError("must be a string")
     return str(raw)
+
+
+def _positive_float(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError("must be a number")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _to_name(raw: Any) -> str:
+    text = _to_str(raw)
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?", text):
+        raise ValueError("must be lowercase letters, digits and '-', at most 32 characters")
+    return text
 
 
 def _to_choice(*choices: str) -> Callable[[Any], str]:
@@ -125,6 +145,26 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body the API reads (app specs included).",
     ),
     Setting("threads", lambda raw: _positive(_to_int(raw)), lambda _: 8, "API worker threads."),
+    Setting(
+        "cluster_name",
+        _to_name,
+        lambda _: "orchestry",
+        "Prefix of container names and owner label: Orchestry never touches containers of another name.",
+    ),
+    Setting(
+        "lease_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 4.0,
+        "How long the leader's lease lasts without renewal (failover time after a crash).",
+    ),
+    Setting("renew_seconds", lambda raw: _positive_float(raw), lambda _: 1.0, "How often the leader renews."),
+    Setting(
+        "reconcile_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 10.0,
+        "Period of the full reconcile (Docker events trigger it sooner).",
+    ),
+    Setting("job_workers", lambda raw: _positive(_to_int(raw)), lambda _: 8, "Jobs run at once on the leader."),
     Setting("log_level", _to_choice("debug", "info", "warning", "error"), lambda _: "info", "Log level."),
     Setting(
         "log_format",

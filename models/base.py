@@ -8,10 +8,10 @@ database (SQLite forgets the zone).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect, Result
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -54,3 +54,8 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON(),
         list[Any]: JSON(),
     }
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed (the typed Result hides the cursor's rowcount)."""
+    return cast(CursorResult[Any], result).rowcount

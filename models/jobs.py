@@ -1,29 +1,49 @@
 """Jobs: Orchestry's own queue and its history. The row is the truth, not the scheduler's memory.
 
-`lock` carries the app an operation works on; a partial unique index lets at most one live (queued or
-running) job hold a given lock, so "one operation per app" is enforced by the database. An idempotency
-key makes a repeated request return the job it already created.
+`lock` names what an operation works on (the app). Two partial unique indexes let at most one job per
+lock wait and at most one run, so "one live operation per app" is enforced by the database: a second
+request of the same kind joins the waiting job (handlers read the desired state when they run, so the
+latest request wins), a request of another kind supersedes it. An idempotency key makes a repeated
+request return the job it created.
+
+Claims are fenced: a job is claimed only while the claimant holds the leader lease at the given term, and
+a finished job is recorded only if it is still claimed by that node and term.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, exists, or_, select, text, update
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
-from orchestry.models.base import Base, utcnow
+from orchestry.models.base import Base, affected, utcnow
+from orchestry.models.cluster import LEASE_NAME, LeaderLease
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIVE_STATUSES = ("queued", "running")
-_LIVE = "status IN ('queued', 'running')"
+NOTIFY_CHANNEL = "orchestry_jobs"
 
 
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("uq_jobs_live_lock", "lock", unique=True, sqlite_where=text(_LIVE), postgresql_where=text(_LIVE)),
+        Index(
+            "uq_jobs_queued_lock",
+            "lock",
+            unique=True,
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "uq_jobs_running_lock",
+            "lock",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
         Index("ix_jobs_status_run_after", "status", "run_after"),
         Index("ix_jobs_app_name_created_at", "app_name", "created_at"),
     )
@@ -41,10 +61,189 @@ class Job(Base):
     owner: Mapped[str | None] = mapped_column(String(128), doc="node that claimed it")
     term: Mapped[int | None] = mapped_column(BigInteger, doc="leader term of the claim (fencing)")
     heartbeat_at: Mapped[datetime | None] = mapped_column()
-    steps: Mapped[list[Any]] = mapped_column(default=list, doc="progress, one entry per finished step")
+    steps: Mapped[list[Any]] = mapped_column(default=list, doc="progress, one entry per step")
     result: Mapped[dict[str, Any] | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(128), default="system")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: Job
+    created: bool  # False: an existing job answers this request (same idempotency key, or joined)
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    *,
+    app_name: str | None = None,
+    args: dict[str, Any] | None = None,
+    lock: str | None = None,
+    idempotency_key: str | None = None,
+    actor: str = "system",
+    max_attempts: int = 5,
+) -> Enqueued:
+    """Add a job in the caller's transaction (so it commits with the desired state it serves)."""
+    if idempotency_key:
+        existing = session.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).one_or_none()
+        if existing is not None:
+            return Enqueued(existing, False)
+    if lock is not None:
+        waiting = session.scalars(
+            select(Job).where(Job.lock == lock, Job.status == "queued").with_for_update()
+        ).one_or_none()
+        if waiting is not None and waiting.kind == kind:
+            waiting.args = {**waiting.args, **(args or {})}
+            return Enqueued(waiting, False)
+        if waiting is not None:
+            waiting.status = "cancelled"
+            waiting.error = f"superseded by a {kind} request"
+            waiting.finished_at = utcnow()
+            session.flush()
+    job = Job(
+        kind=kind,
+        app_name=app_name,
+        args=args or {},
+        lock=lock,
+        idempotency_key=idempotency_key,
+        created_by=actor,
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(job.id)})
+    return Enqueued(job, True)
+
+
+def _holds_lease(node: str, term: int, now: datetime) -> Any:
+    return exists().where(
+        LeaderLease.name == LEASE_NAME,
+        LeaderLease.holder == node,
+        LeaderLease.term == term,
+        LeaderLease.expires_at > now,
+    )
+
+
+def claim_next(session: Session, *, node: str, term: int, now: datetime) -> int | None:
+    """Claim the oldest runnable job whose lock is free, if this node leads at `term`. Returns its id."""
+    running = aliased(Job)
+    candidate = (
+        select(Job.id)
+        .where(Job.status == "queued", Job.run_after <= now)
+        .where(or_(Job.lock.is_(None), ~exists().where(running.lock == Job.lock, running.status == "running")))
+        .order_by(Job.run_after, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Job)
+    )
+    job_id = session.scalar(candidate)
+    if job_id is None:
+        return None
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued", _holds_lease(node, term, now))
+        .values(
+            status="running",
+            owner=node,
+            term=term,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            heartbeat_at=now,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return job_id if affected(claimed) == 1 else None
+
+
+def _mine(job_id: int, node: str, term: int) -> Any:
+    return and_(Job.id == job_id, Job.status == "running", Job.owner == node, Job.term == term)
+
+
+def finish(
+    session: Session,
+    job_id: int,
+    *,
+    node: str,
+    term: int,
+    status: str,
+    now: datetime,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record the outcome; False if the job is no longer ours (requeued by a newer leader)."""
+    res = session.execute(
+        update(Job)
+        .where(_mine(job_id, node, term))
+        .values(status=status, finished_at=now, heartbeat_at=now, result=result, error=error)
+        .execution_options(synchronize_session=False)
+    )
+    return affected(res) == 1
+
+
+def requeue(
+    session: Session,
+    job_id: int,
+    *,
+    node: str,
+    term: int,
+    run_after: datetime,
+    error: str | None = None,
+    count_attempt: bool = True,
+) -> bool:
+    """Put a job back in the queue to run later (a retry, or a handler waiting for something)."""
+    values: dict[str, Any] = {"status": "queued", "run_after": run_after, "owner": None, "error": error}
+    if not count_attempt:
+        values["attempts"] = Job.attempts - 1
+    res = session.execute(
+        update(Job).where(_mine(job_id, node, term)).values(**values).execution_options(synchronize_session=False)
+    )
+    return affected(res) == 1
+
+
+def add_step(session: Session, job_id: int, *, node: str, term: int, step: dict[str, Any], now: datetime) -> bool:
+    job = session.scalars(select(Job).where(_mine(job_id, node, term))).one_or_none()
+    if job is None:
+        return False
+    job.steps = [*job.steps, step]
+    job.heartbeat_at = now
+    return True
+
+
+def requeue_abandoned(session: Session, *, node: str, term: int) -> list[int]:
+    """When a node starts leading: jobs still `running` under an older term, or claimed by this node
+    before it stepped down, have nobody working on them; run them again."""
+    running = select(Job.id).where(Job.status == "running")
+    ids = list(session.scalars(running.where(or_(Job.term.is_(None), Job.term < term, Job.owner == node))))
+    if ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids))
+            .values(status="queued", owner=None, error="its leader went away; requeued")
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def live_job(session: Session, lock: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.lock == lock, Job.status.in_(LIVE_STATUSES)).order_by(Job.id)).first()
+
+
+def query_jobs(
+    session: Session, *, app_name: str | None = None, status: str | None = None, limit: int = 50
+) -> list[Job]:
+    stmt = select(Job)
+    if app_name:
+        stmt = stmt.where(Job.app_name == app_name)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> timedelta:
+    """Capped exponential backoff for temporary errors: 0.5 s, 1 s, 2 s, ... at most 30 s."""
+    return timedelta(seconds=min(cap, base * 2 ** max(0, attempt - 1)))

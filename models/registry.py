@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from orchestry.models.apps import App, AppRevision, get_app
 from orchestry.models.events import record
+from orchestry.models.jobs import enqueue
 from orchestry.workflows.registration import CurrentApp, RegistrationPlan, plan_registration
 
 
@@ -23,8 +24,17 @@ class Submission:
     warnings: tuple[str, ...]
 
 
-def register(session: Session, sub: Submission, *, raw: str, raw_format: str, actor: str) -> RegistrationPlan:
-    """Create, revise or leave the app; the caller's transaction makes it all-or-nothing."""
+@dataclass(frozen=True)
+class Registered:
+    plan: RegistrationPlan
+    job_id: int | None  # the rollout of a new revision on a running app
+
+
+def register(session: Session, sub: Submission, *, raw: str, raw_format: str, actor: str) -> Registered:
+    """Create, revise or leave the app; the caller's transaction makes it all-or-nothing.
+
+    A running app that gets a new revision is rolled out at once (a `deploy` job in the same transaction).
+    """
     app = get_app(session, sub.name)
     current = None
     if app is not None:
@@ -36,7 +46,7 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         current = CurrentApp(app.revision, latest_hash or "", app.status)
     plan = plan_registration(sub.name, current, sub.content_hash)
     if plan.action in ("unchanged", "refused"):
-        return plan
+        return Registered(plan, None)
     if app is None:
         app = App(name=sub.name, status="registered", desired_replicas=0, revision=plan.revision)
         session.add(app)
@@ -68,4 +78,10 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         content_hash=sub.content_hash,
         warnings=list(sub.warnings),
     )
-    return plan
+    job_id = None
+    if plan.action == "revised" and app.status in ("running", "failed"):
+        app.status, app.status_reason = "running", None
+        job_id = enqueue(
+            session, "deploy", app_name=app.name, lock=app.name, actor=actor, args={"revision": plan.revision}
+        ).job.id
+    return Registered(plan, job_id)

@@ -45,3 +45,27 @@ def replicas_of(session: Session, app_id: int) -> list[Replica]:
 
 def count_replicas(session: Session, app_id: int) -> int:
     return session.scalar(select(func.count()).select_from(Replica).where(Replica.app_id == app_id)) or 0
+
+
+def sync_observed(session: Session, app_id: int, observed: list[dict[str, object]]) -> None:
+    """Make the app's replica rows mirror what the engine reports (health fields are kept).
+
+    `observed` holds dicts with name, slot, revision, container_id, host, port, state, started_at.
+    """
+    rows = {r.name: r for r in session.scalars(select(Replica).where(Replica.app_id == app_id))}
+    seen = set()
+    for obs in observed:
+        name = str(obs["name"])
+        seen.add(name)
+        row = rows.get(name)
+        if row is None or row.container_id != obs["container_id"]:
+            if row is not None:
+                session.delete(row)
+                session.flush()
+            row = Replica(app_id=app_id, name=name)
+            session.add(row)
+        for key in ("slot", "revision", "container_id", "host", "port", "state", "started_at"):
+            setattr(row, key, obs[key])
+    for name, row in rows.items():
+        if name not in seen:
+            session.delete(row)

@@ -7,6 +7,7 @@ Each test gets its own database, copied from a template that was migrated once p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -131,6 +132,28 @@ def orchestry_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchestry", *args]
 
 
+class Box:
+    """One container from Docker's list: what the tests read of it, and kill/remove."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.id: str = summary["Id"]
+        self.name: str = summary["Names"][0].lstrip("/")
+        self.status: str = summary["State"]
+        self.labels: dict[str, str] = summary["Labels"] or {}
+        ports = [p for p in summary.get("Ports", []) if p.get("PublicPort")]
+        self.port: int | None = ports[0]["PublicPort"] if ports else None
+
+    def kill(self) -> None:
+        docker_client().api.kill(self.id)
+
+    def remove(self) -> None:
+        with contextlib.suppress(Exception):
+            docker_client().api.remove_container(self.id, force=True)
+
+    def inspect(self) -> dict[str, Any]:
+        return docker_client().api.inspect_container(self.id)
+
+
 @dataclass
 class LiveServer:
     """A real `orchestry serve` process on a port of its own."""
@@ -161,7 +184,30 @@ class LiveServer:
             timeout=60,
         )
 
+    @property
+    def cluster(self) -> str:
+        return self.env["ORCHESTRY_CLUSTER_NAME"]
+
+    def containers(self, app: str | None = None) -> list[Box]:
+        """This server's containers as Docker lists them (one call: no per-container inspect that could race
+        with a removal)."""
+        labels = [f"org.orchestry.cluster={self.cluster}"] + ([f"org.orchestry.app={app}"] if app else [])
+        return [Box(c) for c in docker_client().api.containers(all=True, filters={"label": labels})]
+
+    def remove_containers(self) -> None:
+        for container in self.containers():
+            container.remove()
+
+    def wait_job(self, job_id: int, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.http.get(f"/api/v1/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+                return job
+            time.sleep(0.1)
+
     def reset(self) -> None:
+        self.remove_containers()
         engine = make_engine(self.db_url)
         with engine.begin() as conn:
             for table in TABLES:
@@ -183,6 +229,8 @@ def start_server(
         "ORCHESTRY_DATABASE_URL": db_url,
         "ORCHESTRY_URL": f"http://127.0.0.1:{port}",
         "ORCHESTRY_DATA_DIR": str(workdir),
+        "ORCHESTRY_CLUSTER_NAME": "t" + uuid.uuid4().hex[:8],
+        "ORCHESTRY_NODE_ID": f"node-{port}",
         **(extra_env or {}),
     }
     log_path = workdir / f"serve-{port}.log"
@@ -205,7 +253,7 @@ def start_server(
     raise RuntimeError(f"orchestry serve did not answer within 30 s:\n{server.log()}")
 
 
-def stop_server(server: LiveServer) -> None:
+def stop_server(server: LiveServer, *, remove_containers: bool = True) -> None:
     server.http.close()
     server.proc.terminate()
     try:
@@ -213,6 +261,29 @@ def stop_server(server: LiveServer) -> None:
     except subprocess.TimeoutExpired:
         server.proc.kill()
         server.proc.wait()
+    if remove_containers:
+        server.remove_containers()
+
+
+_docker: Any = None
+
+
+def docker_client() -> Any:
+    global _docker
+    if _docker is None:
+        import docker
+
+        _docker = docker.from_env()
+    return _docker
+
+
+@pytest.fixture(scope="session")
+def testapp_image() -> str:
+    """The local test image (built once per run, reused after)."""
+    from orchestry.testapp.build import ensure_image
+
+    ensure_image()
+    return "orchestry-testapp:latest"
 
 
 @pytest.fixture(scope="session")

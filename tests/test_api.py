@@ -218,27 +218,18 @@ def test_events_filters(live: LiveServer) -> None:
     assert len(live.http.get("/api/v1/apps/a2/events").json()["events"]) == 1
 
 
-def test_delete_keeps_events_and_refuses_a_running_app_without_force(live: LiveServer) -> None:
+def test_delete_is_a_job_and_keeps_the_events(live: LiveServer) -> None:
     post(live, hello("gone"))
-    post(live, hello("busy"))
+    post(live, hello("stays"))
     resp = live.http.delete("/api/v1/apps/gone")
-    assert resp.status_code == 200 and resp.json()["deleted"] is True
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    assert accepted["url"] == f"/api/v1/jobs/{accepted['job']['id']}" == resp.headers["Location"]
+    assert live.wait_job(accepted["job"]["id"])["status"] == "succeeded"
     assert_error(live.http.get("/api/v1/apps/gone"), 404)
     types = [e["type"] for e in live.http.get("/api/v1/apps/gone/events").json()["events"]]
-    assert types == ["app.deleted", "app.created"]
-    assert [a["name"] for a in live.http.get("/api/v1/apps").json()["apps"]] == ["busy"]
-
-    from sqlalchemy import text
-
-    from orchestry.models.db import make_engine
-
-    engine = make_engine(live.db_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE apps SET desired_replicas = 2 WHERE name = 'busy'"))
-    engine.dispose()
-    assert_error(live.http.delete("/api/v1/apps/busy"), 409, "conflict")
-    assert live.http.get("/api/v1/apps/busy").status_code == 200
-    assert live.http.delete("/api/v1/apps/busy", params={"force": "true"}).status_code == 200
+    assert types == ["app.deleted", "app.delete", "app.created"]
+    assert [a["name"] for a in live.http.get("/api/v1/apps").json()["apps"]] == ["stays"]
     # The name is free again: registering it starts a new history at revision 1.
     assert post(live, hello("gone")).json()["results"][0]["revision"] == 1
 

@@ -54,8 +54,9 @@ def test_register_several_files_revisions_events_delete(live: LiveServer, tmp_pa
     assert {e["app"] for e in only_created} == {"app-a", "app-b"}
     assert len(json.loads(live.cli("events", "--limit", "1", "--json").stdout)["events"]) == 1
 
-    deleted = live.cli("delete", "app-b")
-    assert deleted.returncode == 0 and "deleted" in deleted.stdout
+    deleted = live.cli("delete", "app-b", "--wait")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "succeeded" in deleted.stdout
     assert "app.deleted" in live.cli("events", "app-b").stdout
 
 

@@ -28,7 +28,19 @@ def test_wheel_has_only_the_orchestry_namespace(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert top == {"orchestry", next(t for t in top if t.endswith(".dist-info"))}
-    for package in ("models", "web", "jobs", "workflows", "migrations", "nginx", "spec", "cli", "config"):
+    for package in (
+        "models",
+        "web",
+        "jobs",
+        "workflows",
+        "migrations",
+        "nginx",
+        "spec",
+        "cli",
+        "config",
+        "runtime",
+        "controller",
+    ):
         assert f"orchestry/{package}/__init__.py" in names
     assert "orchestry/migrations/env.py" in names
     assert "orchestry/migrations/script.py.mako" in names

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask
 from sqlalchemy.engine import Engine
 
 from orchestry.config import Settings
 from orchestry.models.db import make_engine, make_sessionmaker
-from orchestry.web import apps, events, system
+from orchestry.runtime.types import Runtime
+from orchestry.web import apps, events, jobs, logs, operations, system
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> Flask:
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    wake: Callable[[], None] | None = None,
+    runtime: Runtime | None = None,
+) -> Flask:
     app = Flask("orchestry")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_spec_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine or make_engine(settings.database_url)
-    app.extensions["orchestry"] = ApiContext(settings=settings, sessions=make_sessionmaker(engine))
+    app.extensions["orchestry"] = ApiContext(
+        settings=settings, sessions=make_sessionmaker(engine), wake=wake, runtime=runtime
+    )
     app.before_request(check_request)
     app.teardown_appcontext(close_session)
     install_errors(app)
-    for bp in (system.bp, apps.bp, events.bp):
+    for bp in (system.bp, apps.bp, operations.bp, jobs.bp, logs.bp, events.bp):
         app.register_blueprint(bp)
     return app

@@ -8,19 +8,16 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models.apps import App, AppRevision, get_app, get_revision, list_apps
-from orchestry.models.events import record
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
 from orchestry.spec import AppSpec, SpecParseError, UnsupportedMediaType, load_specs
-from orchestry.web.context import actor, ctx, query, session
+from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import (
     AppDetail,
     AppList,
     AppSummary,
-    DeleteQuery,
-    DeleteResult,
     ErrorOut,
     FieldIssueOut,
     RegisterResponse,
@@ -88,7 +85,8 @@ def register_apps() -> tuple[Response, int]:
     db = session()
     for attempt in (1, 2):  # a concurrent first registration of the same name loses the race once
         try:
-            plans = [register(db, sub, raw=raw, raw_format=raw_format, actor=actor()) for sub in subs]
+            done = [register(db, sub, raw=raw, raw_format=raw_format, actor=actor()) for sub in subs]
+            plans = [d.plan for d in done]
             if any(p.action == "refused" for p in plans):
                 db.rollback()
             else:
@@ -104,14 +102,17 @@ def register_apps() -> tuple[Response, int]:
     results = [
         RegisterResult(
             app=sub.name,
-            action=plan.action,
-            revision=plan.revision,  # type: ignore[arg-type]
+            action=d.plan.action,  # type: ignore[arg-type]
+            revision=d.plan.revision,
             content_hash=sub.content_hash,
-            message=plan.message,
+            message=d.plan.message,
             warnings=[FieldIssueOut(**_issue(w)) for w in spec.warnings],
+            job=d.job_id,
         )
-        for sub, plan, spec in zip(subs, plans, loaded.specs, strict=True)
+        for sub, d, spec in zip(subs, done, loaded.specs, strict=True)
     ]
+    if any(d.job_id for d in done):
+        wake_dispatcher()
     out = RegisterResponse(results=results)
     status = 201 if any(p.action == "created" for p in plans) else 200
     return jsonify(out.model_dump(mode="json")), status
@@ -225,31 +226,3 @@ def revisions(name: str) -> Response:
         for r in app.revisions
     ]
     return jsonify(RevisionList(app=app.name, revisions=revs).model_dump(mode="json"))
-
-
-@bp.delete(f"/{NAME}")
-@operation(
-    "Delete an app (its events are kept)",
-    tag="apps",
-    query=DeleteQuery,
-    responses={200: DeleteResult, 404: ErrorOut, 409: ErrorOut},
-)
-def delete(name: str) -> Response:
-    args = query(DeleteQuery)
-    db = session()
-    app = _load(name)
-    replicas = len(replicas_of(db, app.id))
-    if (replicas or app.desired_replicas) and not args.force:
-        raise ApiError(
-            409,
-            "conflict",
-            f"app {name} wants {app.desired_replicas} replicas and has {replicas}; "
-            "stop it first or delete with force=true",
-        )
-    db.delete(app)
-    record(
-        db, "app.deleted", f"app {name} deleted", actor=actor(), app_name=name, revision=app.revision, forced=args.force
-    )
-    db.commit()
-    out = DeleteResult(app=name, deleted=True, message=f"app {name} deleted")
-    return jsonify(out.model_dump(mode="json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import Settings
+from orchestry.runtime.types import Runtime
 from orchestry.web.errors import ApiError
 from orchestry.web.schemas import validation_fields
 
@@ -20,11 +22,20 @@ Q = TypeVar("Q", bound=BaseModel)
 class ApiContext:
     settings: Settings
     sessions: sessionmaker[Session]
+    wake: Callable[[], None] | None = None  # pokes this process's dispatcher after an enqueue commits
+    runtime: Runtime | None = None  # read-only use: logs
 
 
 def ctx() -> ApiContext:
     context: ApiContext = current_app.extensions["orchestry"]
     return context
+
+
+def wake_dispatcher() -> None:
+    """Start the job now if this process leads (other nodes learn of it by NOTIFY or by polling)."""
+    wake = ctx().wake
+    if wake is not None:
+        wake()
 
 
 def session() -> Session:

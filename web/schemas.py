@@ -66,7 +66,7 @@ class SpecQuery(Query):
 
 
 class DeleteQuery(Query):
-    force: QueryBool = Field(False, description="delete even when the app has replicas")
+    force: QueryBool = Field(False, description="kill the replicas at once instead of stopping them gracefully")
 
 
 class EventsQuery(Query):
@@ -97,6 +97,7 @@ class RegisterResult(BaseModel):
     content_hash: str
     message: str
     warnings: list[FieldIssueOut]
+    job: int | None = Field(None, description="the rollout job, when a running app got a new revision")
 
 
 class RegisterResponse(BaseModel):
@@ -205,3 +206,60 @@ def validation_fields(exc: ValidationError) -> list[dict[str, Any]]:
             rule = err["msg"][0].lower() + err["msg"][1:]
         out.append({"field": path, "rule": rule, "message": f"{path}: {rule}"})
     return out
+
+
+class ReplicasBody(BaseModel):
+    """Body of `scale` (required) and `up` (optional)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    replicas: int = Field(ge=0, description="replica count, 0..maxReplicas (and the configured cap)")
+
+
+class UpBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    replicas: int | None = Field(None, ge=1, description="default: the app's minReplicas (at least 1)")
+
+
+class JobsQuery(Query):
+    app: str | None = Field(None, max_length=63)
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    limit: QueryInt = Field(50, ge=1, le=1000)
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    app: str | None
+    status: str
+    args: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    steps: list[dict[str, Any]]
+    result: dict[str, Any] | None
+    error: str | None
+    owner: str | None
+    term: int | None
+    created_by: str
+    created_at: datetime
+    run_after: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class Accepted(BaseModel):
+    """202: the request is stored as a job; follow it at `url`."""
+
+    job: JobOut
+    url: str
+    created: bool = Field(description="false when an existing job answers (same idempotency key, or joined)")
+    message: str
+
+
+class LogsQuery(Query):
+    lines: QueryInt = Field(100, ge=0, le=10000, description="lines per replica from the end")
+    follow: QueryBool = Field(False, description="keep the response open and stream new lines")

@@ -97,11 +97,18 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_app_name_created_at", ["app_name", "created_at"], unique=False)
         batch_op.create_index("ix_jobs_status_run_after", ["status", "run_after"], unique=False)
         batch_op.create_index(
-            "uq_jobs_live_lock",
+            "uq_jobs_queued_lock",
             ["lock"],
             unique=True,
-            sqlite_where=sa.text("status IN ('queued', 'running')"),
-            postgresql_where=sa.text("status IN ('queued', 'running')"),
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        )
+        batch_op.create_index(
+            "uq_jobs_running_lock",
+            ["lock"],
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
         )
 
     op.create_table(
@@ -197,9 +204,14 @@ def downgrade() -> None:
     op.drop_table("leader_lease")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(
-            "uq_jobs_live_lock",
-            sqlite_where=sa.text("status IN ('queued', 'running')"),
-            postgresql_where=sa.text("status IN ('queued', 'running')"),
+            "uq_jobs_running_lock",
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        )
+        batch_op.drop_index(
+            "uq_jobs_queued_lock",
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
         )
         batch_op.drop_index("ix_jobs_status_run_after")
         batch_op.drop_index("ix_jobs_app_name_created_at")

@@ -1,0 +1,104 @@
+"""The dispatcher: claims queued jobs while this node leads and runs them on a bounded thread pool.
+
+It wakes on a poke (PostgreSQL NOTIFY, an enqueue in this process, the scheduler's periodic `dispatch`)
+or after a short poll, so a job starts within milliseconds of its commit and never later than the poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.config import Settings
+from orchestry.controller.leadership import Leadership
+from orchestry.jobs.runner import run_job
+from orchestry.models import jobs as jobq
+from orchestry.models.cluster import db_now
+from orchestry.runtime.types import Runtime
+
+log = logging.getLogger("orchestry.dispatch")
+POLL_SECONDS = 0.25
+
+
+class Dispatcher:
+    def __init__(
+        self, sessions: sessionmaker[Session], runtime: Runtime, settings: Settings, leadership: Leadership
+    ) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.settings = settings
+        self.leadership = leadership
+        self.workers = settings.job_workers
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._free = threading.Semaphore(self.workers)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="orchestry-job")
+        self._thread: threading.Thread | None = None
+        self.in_flight: set[int] = set()
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="orchestry-dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop claiming; running handlers notice the void fence at their next step and give up."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def shutdown(self) -> None:
+        self.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            try:
+                self.dispatch_available()
+            except SQLAlchemyError as exc:
+                log.warning("dispatch failed", extra={"error": str(exc).splitlines()[0]})
+                self._stop.wait(1.0)
+
+    def dispatch_available(self) -> int:
+        claimed = 0
+        while not self._stop.is_set() and self.leadership.leading:
+            if not self._free.acquire(blocking=False):
+                return claimed
+            fence = self.leadership.fence()
+            try:
+                with self.sessions.begin() as session:
+                    job_id = jobq.claim_next(session, node=fence.node, term=fence.term, now=db_now(session))
+            except BaseException:
+                self._free.release()
+                raise
+            if job_id is None:
+                self._free.release()
+                return claimed
+            claimed += 1
+            self.in_flight.add(job_id)
+            self._pool.submit(self._run, job_id, fence)
+        return claimed
+
+    def _run(self, job_id: int, fence: Any) -> None:
+        try:
+            run_job(job_id, sessions=self.sessions, runtime=self.runtime, settings=self.settings, fence=fence)
+        except Exception:
+            log.exception("job runner crashed", extra={"job_id": job_id})
+        finally:
+            self.in_flight.discard(job_id)
+            self._free.release()
+            self._wake.set()  # a lock may have been freed, or the job requeued itself

@@ -1,0 +1,136 @@
+"""One controller node: the lease loop, and while it leads, the scheduler, dispatcher and watchers.
+
+APScheduler (a BackgroundScheduler on the SQLAlchemy job store of the same database) holds the periodic
+jobs under fixed ids. It starts paused on every node and only the leader resumes it; a node that loses
+the lease pauses it again (never shutdown() + start(), which breaks APScheduler 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import UTC, datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine
+
+from orchestry.config import Settings
+from orchestry.controller import periodic
+from orchestry.controller.dispatcher import Dispatcher
+from orchestry.controller.leadership import Leadership
+from orchestry.controller.observed import EventAwareRuntime
+from orchestry.controller.sweeps import reconcile_sweep
+from orchestry.controller.watch import EventWatcher
+from orchestry.models import jobs as jobq
+from orchestry.models.db import make_sessionmaker
+from orchestry.models.events import record
+from orchestry.runtime.types import EngineEvent, Runtime
+
+log = logging.getLogger("orchestry.controller")
+DISPATCH_POLL_SECONDS = 1.0
+
+
+class Controller:
+    def __init__(self, settings: Settings, engine: Engine, runtime: Runtime) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.runtime = EventAwareRuntime(runtime)
+        self.sessions = make_sessionmaker(engine)
+        self.leadership = Leadership(
+            self.sessions,
+            node=settings.node_id,
+            address=f"http://{settings.host}:{settings.port}",
+            lease_seconds=settings.lease_seconds,
+            renew_seconds=settings.renew_seconds,
+            on_elected=self._elected,
+            on_deposed=self._deposed,
+        )
+        self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership)
+        self._dirty = threading.Event()
+        self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+            executors={"default": SchedulerPool(4)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+            timezone=UTC,
+        )
+        self.notify = None
+        if engine.dialect.name == "postgresql":
+            from orchestry.controller.notify import NotifyListener
+
+            self.notify = NotifyListener(engine.url, self.dispatcher.wake)
+
+    def start(self) -> None:
+        periodic.current = self
+        self.scheduler.start(paused=True)
+        if self.notify is not None:
+            self.notify.start()
+        self.leadership.start()
+
+    def stop(self) -> None:
+        self.leadership.stop()  # steps down (pausing everything) and releases the lease
+        if self.notify is not None:
+            self.notify.stop()
+        self.dispatcher.shutdown()
+        self.scheduler.shutdown(wait=False)
+        periodic.current = None
+
+    def _container_event(self, event: EngineEvent) -> None:
+        self.runtime.saw(event)
+        self.reconcile_now()
+
+    def reconcile_now(self) -> None:
+        """Run the reconcile sweep as soon as possible (a Docker event, a new term).
+
+        A sweep already running when this is called may have observed too early, so it sweeps once more."""
+        self._dirty.set()
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
+
+    def _elected(self, term: int) -> None:
+        with self.sessions.begin() as session:
+            requeued = jobq.requeue_abandoned(session, node=self.settings.node_id, term=term)
+            record(
+                session,
+                "leader.elected",
+                f"node {self.settings.node_id} leads (term {term})",
+                actor=f"node:{self.settings.node_id}",
+                term=term,
+                requeued_jobs=requeued,
+            )
+        self.scheduler.add_job(
+            periodic.DISPATCH, "interval", seconds=DISPATCH_POLL_SECONDS, id="dispatch", replace_existing=True
+        )
+        self.scheduler.add_job(
+            periodic.RECONCILE,
+            "interval",
+            seconds=self.settings.reconcile_seconds,
+            id="reconcile",
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.resume()
+        self.dispatcher.start()
+        self.watcher.start()
+
+    def _deposed(self, term: int) -> None:
+        self.scheduler.pause()
+        self.dispatcher.stop()
+        self.watcher.stop()
+
+    def run_reconcile(self) -> list[int]:
+        ids: list[int] = []
+        for _ in range(10):
+            self._dirty.clear()
+            if not self.leadership.leading:
+                return ids
+            ids += reconcile_sweep(self.sessions, self.runtime, self.settings.cluster_name)
+            if ids:
+                self.dispatcher.wake()
+            if not self._dirty.is_set():
+                break
+        return ids

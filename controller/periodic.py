@@ -1,0 +1,29 @@
+"""The callables APScheduler stores, referenced as `orchestry.controller.periodic:<name>`.
+
+APScheduler's job store keeps a textual reference to each function: these names must never move or be
+renamed (a stored job whose function is gone is silently dropped). They take no arguments and find the
+running controller through `current`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestry.controller.node import Controller
+
+current: Controller | None = None
+
+DISPATCH = "orchestry.controller.periodic:dispatch"
+RECONCILE = "orchestry.controller.periodic:reconcile"
+
+
+def dispatch() -> None:
+    """Fallback poke of the dispatcher (it also wakes on NOTIFY and in-process enqueues)."""
+    if current is not None:
+        current.dispatcher.wake()
+
+
+def reconcile() -> None:
+    if current is not None:
+        current.run_reconcile()

@@ -1,0 +1,67 @@
+"""The leader's periodic work besides dispatching: the reconcile sweep.
+
+Observe every container of the cluster in one engine call, read every app's desired state, and enqueue a
+`reconcile` job for each app that drifted. A failed observation ends the sweep: it never concludes from an
+engine that did not answer that the replicas are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.jobs.converge import RUNNING_STATUSES
+from orchestry.models import jobs as jobq
+from orchestry.models.apps import App, AppRevision
+from orchestry.runtime.types import EngineUnavailable, Runtime
+from orchestry.workflows.converge import Desired, Seen
+from orchestry.workflows.drift import AppState, drifted
+
+log = logging.getLogger("orchestry.reconcile")
+
+
+def app_states(session: Session) -> list[AppState]:
+    rows = session.execute(
+        select(App.name, App.status, App.desired_replicas, AppRevision.content_hash).join(
+            AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
+        )
+    ).all()
+    return [
+        AppState(name, status, Desired(replicas if status in RUNNING_STATUSES else 0, spec_hash))
+        for name, status, replicas, spec_hash in rows
+    ]
+
+
+def reconcile_sweep(sessions: sessionmaker[Session], runtime: Runtime, cluster: str) -> list[int]:
+    """Returns the ids of the jobs it enqueued.
+
+    The desired state and the busy apps are read *before* observing: a job that ends between the two
+    reads cannot make its half-removed containers look like drift."""
+    with sessions.begin() as session:
+        states = app_states(session)
+        busy = set(
+            session.scalars(
+                select(jobq.Job.lock).where(jobq.Job.status.in_(jobq.LIVE_STATUSES), jobq.Job.lock.is_not(None))
+            )
+        )
+    try:
+        containers = runtime.list_replicas(cluster)
+    except EngineUnavailable as exc:
+        log.warning("reconcile skipped: the engine did not answer", extra={"error": str(exc)})
+        return []
+    observed: dict[str, list[Seen]] = defaultdict(list)
+    for c in containers:
+        observed[c.app].append(Seen(c.name, c.slot, c.spec_hash, c.running, c.running))
+    enqueued = []
+    with sessions.begin() as session:
+        for name, why in drifted(states, dict(observed), busy):
+            if jobq.live_job(session, name) is not None:
+                continue  # a job started meanwhile; it will see what we saw
+            kind = "delete" if why == "deletion has no job" else "reconcile"
+            job = jobq.enqueue(session, kind, app_name=name, lock=name, actor="reconcile", args={"why": why}).job
+            log.info("drift found", extra={"app": name, "why": why, "job_id": job.id})
+            enqueued.append(job.id)
+    return enqueued

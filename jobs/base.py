@@ -1,0 +1,91 @@
+"""What a job handler gets and what it may raise.
+
+Handlers take a `JobContext` (the job's id and arguments, sessions, the runtime, the fence) and return a
+small result dict. They signal outcomes by exception, as kopf does:
+- `TemporaryError`: retry later with capped backoff (counts an attempt);
+- `PermanentError`: fail now, with a message a user understands;
+- `Wait`: nothing is wrong, the job needs something to happen first; requeue it soon (no attempt counted);
+- `NotLeader`: this node lost its lease; stop at once and write nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.config import Settings
+from orchestry.models import jobs as jobq
+from orchestry.models.base import utcnow
+from orchestry.models.events import record
+from orchestry.runtime.types import Runtime
+
+
+class TemporaryError(Exception):
+    pass
+
+
+class PermanentError(Exception):
+    pass
+
+
+class Wait(Exception):
+    def __init__(self, reason: str, seconds: float = 0.5) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
+class NotLeader(Exception):
+    pass
+
+
+@dataclass
+class Fence:
+    """This node's claim to act: its term, valid until a deadline on the monotonic clock.
+
+    The deadline is the lease's expiry as measured when it was last renewed, less a safety margin, so
+    a leader paused past its lease (SIGSTOP, a long GC, a frozen VM) finds it passed when it wakes up,
+    before any other node can have started acting.
+    """
+
+    node: str
+    term: int
+    valid_until: Callable[[], float]
+
+    def check(self) -> None:
+        if time.monotonic() >= self.valid_until():
+            raise NotLeader(f"node {self.node} no longer holds the lease of term {self.term}")
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    kind: str
+    app_name: str | None
+    args: dict[str, Any]
+    attempt: int
+    sessions: sessionmaker[Session]
+    runtime: Runtime
+    settings: Settings
+    fence: Fence
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def step(self, name: str, status: str = "ok", **detail: Any) -> None:
+        """Record one finished step of progress, visible at once in the job's API view."""
+        self.fence.check()
+        entry = {"step": name, "status": status, "at": utcnow().isoformat(), **detail}
+        with self.sessions.begin() as session:
+            if not jobq.add_step(
+                session, self.job_id, node=self.fence.node, term=self.fence.term, step=entry, now=utcnow()
+            ):
+                raise NotLeader(f"job {self.job_id} is no longer claimed by {self.fence.node}")
+        self.steps.append(entry)
+
+    def event(self, session: Session, type_: str, message: str, **details: Any) -> None:
+        record(session, type_, message, actor=f"job:{self.job_id}", app_name=self.app_name, **details)
+
+
+Handler = Callable[[JobContext], dict[str, Any] | None]

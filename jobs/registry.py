@@ -1,0 +1,24 @@
+"""Job kinds and their handlers. A kind is a stable name stored in the jobs table.
+
+The five app kinds share one handler, `converge`: the API writes the desired state (replicas, status)
+before it enqueues, so deploying, scaling, stopping, deleting and repairing are all "make the containers
+match the app row". They stay distinct kinds because users read them in the job history, and because a
+request of one kind supersedes a waiting job of another.
+"""
+
+from __future__ import annotations
+
+from orchestry.jobs.base import Handler
+from orchestry.jobs.converge import converge
+from orchestry.jobs.noop import noop
+
+APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
+
+HANDLERS: dict[str, Handler] = {
+    "deploy": converge,  # `up`, or the rollout of a new revision (one extra replica at a time)
+    "scale": converge,  # to the desired replica count
+    "stop": converge,  # `down`: desired 0, the app stays
+    "delete": converge,  # desired 0, then the app's rows go (its events stay)
+    "reconcile": converge,  # repair drift found by the reconcile sweep (a dead replica, an orphan)
+    "noop": noop,  # measures the queue itself (bench/job_latency)
+}

@@ -1,0 +1,131 @@
+"""Run one claimed job: call its handler and record the outcome, fenced by the claim's term."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.config import Settings
+from orchestry.jobs.base import Fence, JobContext, NotLeader, PermanentError, TemporaryError, Wait
+from orchestry.jobs.registry import APP_KINDS, HANDLERS
+from orchestry.models import jobs as jobq
+from orchestry.models.apps import get_app
+from orchestry.models.base import utcnow
+from orchestry.models.events import record
+from orchestry.runtime.types import Runtime
+
+log = logging.getLogger("orchestry.jobs")
+
+
+def run_job(job_id: int, *, sessions: sessionmaker[Session], runtime: Runtime, settings: Settings, fence: Fence) -> str:
+    """Returns the status the job was left in (succeeded, failed, queued, or `abandoned` if not ours)."""
+    with sessions() as session:
+        job = session.get(jobq.Job, job_id)
+        if job is None or job.status != "running" or job.owner != fence.node or job.term != fence.term:
+            return "abandoned"
+        ctx = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            app_name=job.app_name,
+            args=dict(job.args),
+            attempt=job.attempts,
+            sessions=sessions,
+            runtime=runtime,
+            settings=settings,
+            fence=fence,
+        )
+        max_attempts = job.max_attempts
+    fields = {"job_id": job_id, "kind": ctx.kind, "app": ctx.app_name, "attempt": ctx.attempt, "term": fence.term}
+    handler = HANDLERS.get(ctx.kind)
+    started = time.monotonic()
+    try:
+        if handler is None:
+            raise PermanentError(f"no handler for job kind {ctx.kind!r} in this version of Orchestry")
+        fence.check()
+        result = handler(ctx) or {}
+    except NotLeader as exc:
+        log.warning("job abandoned: lost leadership", extra={**fields, "reason": str(exc)})
+        return "abandoned"
+    except Wait as wait:
+        _settle(
+            sessions,
+            fence,
+            job_id,
+            "queued",
+            run_after=timedelta(seconds=wait.seconds),
+            error=f"waiting: {wait}",
+            count_attempt=False,
+        )
+        return "queued"
+    except PermanentError as exc:
+        log.warning("job failed", extra={**fields, "error": str(exc)})
+        _settle(sessions, fence, job_id, "failed", error=str(exc), ctx=ctx)
+        return "failed"
+    except Exception as exc:  # temporary by default: engine hiccups, database blips, bugs
+        message = str(exc) if isinstance(exc, TemporaryError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, TemporaryError):
+            log.exception("job raised", extra=fields)
+        if ctx.attempt >= max_attempts:
+            _settle(
+                sessions, fence, job_id, "failed", error=f"gave up after {ctx.attempt} attempts: {message}", ctx=ctx
+            )
+            return "failed"
+        delay = jobq.backoff(ctx.attempt)
+        log.info("job will retry", extra={**fields, "error": message, "retry_in_s": delay.total_seconds()})
+        _settle(sessions, fence, job_id, "queued", run_after=delay, error=message)
+        return "queued"
+    _settle(sessions, fence, job_id, "succeeded", result=result)
+    log.info("job succeeded", extra={**fields, "ms": round((time.monotonic() - started) * 1000, 1)})
+    return "succeeded"
+
+
+def _settle(
+    sessions: sessionmaker[Session],
+    fence: Fence,
+    job_id: int,
+    status: str,
+    *,
+    run_after: timedelta | None = None,
+    error: str | None = None,
+    result: dict | None = None,
+    count_attempt: bool = True,
+    ctx: JobContext | None = None,
+) -> None:
+    try:
+        fence.check()
+    except NotLeader:
+        return
+    now = utcnow()
+    with sessions.begin() as session:
+        if status == "queued":
+            jobq.requeue(
+                session,
+                job_id,
+                node=fence.node,
+                term=fence.term,
+                run_after=now + (run_after or timedelta()),
+                error=error,
+                count_attempt=count_attempt,
+            )
+            return
+        if not jobq.finish(
+            session, job_id, node=fence.node, term=fence.term, status=status, now=now, result=result, error=error
+        ):
+            return
+        if status == "failed" and ctx is not None:
+            record(
+                session,
+                "job.failed",
+                f"{ctx.kind} job {job_id} failed: {error}",
+                actor=f"node:{fence.node}",
+                app_name=ctx.app_name,
+                job_id=job_id,
+                kind=ctx.kind,
+            )
+            if ctx.kind in APP_KINDS and ctx.app_name:
+                app = get_app(session, ctx.app_name)
+                if app is not None and app.status != "deleting":
+                    app.status, app.status_reason = "failed", error

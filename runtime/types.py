@@ -1,0 +1,129 @@
+"""The runtime's vocabulary: what Orchestry asks of a container engine and what it observes.
+
+Job handlers and planners speak only these types; `docker_engine` translates them to the Docker SDK, and
+tests of jobs may use a recording fake with the same methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+# Labels on every container Orchestry creates. A container without LABEL_CLUSTER == our cluster name is
+# never touched.
+LABEL_CLUSTER = "org.orchestry.cluster"
+LABEL_APP = "org.orchestry.app"
+LABEL_SLOT = "org.orchestry.slot"
+LABEL_REVISION = "org.orchestry.revision"
+LABEL_SPEC_HASH = "org.orchestry.spec-hash"
+LABEL_PORT = "org.orchestry.port"  # the container port published on 127.0.0.1 (absent for workers)
+
+
+class RuntimeFailure(Exception):
+    """Base of runtime failures; `temporary` says whether retrying later can help."""
+
+    temporary = True
+
+
+class EngineUnavailable(RuntimeFailure):
+    """The engine did not answer (socket missing, timeout, 5xx). Never conclude anything from it."""
+
+
+class ImageUnavailable(RuntimeFailure):
+    """The image is not present and could not be pulled: retrying will not help."""
+
+    temporary = False
+
+
+class ContainerFailed(RuntimeFailure):
+    """The container was created but could not start or exited at once (bad command, port clash...)."""
+
+
+@dataclass(frozen=True)
+class ReplicaRequest:
+    """Everything needed to run one replica: the planner fills it from the normalised spec."""
+
+    cluster: str
+    app: str
+    slot: int
+    revision: int
+    spec_hash: str
+    image: str
+    container_port: int | None  # published on 127.0.0.1 with an ephemeral host port; None for workers
+    env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None  # entrypoint override
+    args: tuple[str, ...] | None = None
+    working_dir: str | None = None
+    volumes: tuple[tuple[str, str], ...] = ()  # (docker volume name, mount path)
+    nano_cpus: int | None = None
+    memory_bytes: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # the app's own labels, added to ours
+
+    @property
+    def name(self) -> str:
+        """The container's name: the app's slot, prefixed by the cluster so installations never collide."""
+        return container_name(self.cluster, self.app, self.slot)
+
+
+def container_name(cluster: str, app: str, slot: int) -> str:
+    return f"{cluster}-{app}-{slot}"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container as the engine reports it."""
+
+    id: str
+    name: str
+    app: str
+    slot: int
+    revision: int
+    spec_hash: str
+    state: str  # Docker's: created, running, restarting, exited, paused, dead, removing
+    host: str | None
+    port: int | None
+    started_at: datetime | None
+    exit_code: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    replica: str
+    timestamp: datetime
+    stream: str  # stdout | stderr
+    text: str
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    action: str  # die, start, destroy, oom, kill, stop ...
+    container_id: str
+    name: str
+    app: str
+    time: datetime
+
+
+class Runtime(Protocol):
+    def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
+        """Every container of the cluster (or of one app), running or not. Raises EngineUnavailable."""
+
+    def ensure_image(self, image: str) -> None:
+        """Present locally, or pulled once; ImageUnavailable otherwise."""
+
+    def start_replica(self, req: ReplicaRequest) -> Observed:
+        """Create and start the slot's container, or adopt the one already there for this spec hash."""
+
+    def stop_replica(self, cluster: str, name: str, grace_seconds: float) -> None:
+        """SIGTERM, SIGKILL after the grace period, then remove. A missing container is already stopped."""
+
+    def logs(self, cluster: str, app: str, lines: int, follow: bool) -> Iterator[LogLine]:
+        """The app's replicas' logs merged by time, each line with its replica's name."""
+
+    def events(self, cluster: str, since: datetime | None) -> Iterator[EngineEvent]:
+        """Container events of the cluster, blocking; ends when the stream breaks (reconnect with since)."""

@@ -1,0 +1,276 @@
+"""Apps on the real Docker engine through a real controller: up, scale, down, delete, self-healing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Box, LiveServer, assert_error, docker_client, hello, post, start_server, stop_server
+
+pytestmark = pytest.mark.usefixtures("testapp_image")
+
+
+def act(live: LiveServer, name: str, op: str, body: dict[str, Any] | None = None, **headers: str) -> dict[str, Any]:
+    resp = live.http.post(f"/api/v1/apps/{name}/{op}", json=body, headers=headers)
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def run(live: LiveServer, name: str, op: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    job = live.wait_job(act(live, name, op, body)["job"]["id"])
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def running(live: LiveServer, app: str) -> list[Box]:
+    return [c for c in live.containers(app) if c.status == "running"]
+
+
+def serving(container: Box) -> str:
+    resp = httpx.get(f"http://127.0.0.1:{container.port}/", timeout=5)
+    assert resp.status_code == 200
+    return resp.text
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
+    """Seconds until predicate() was true; fails after timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not true within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def test_up_scale_down_delete(live: LiveServer) -> None:
+    post(live, hello("web") + "scaling:\n  maxReplicas: 6\n")
+    job = run(live, "web", "up", {"replicas": 3})
+    assert [s["step"] for s in job["steps"]] == [f"start {live.cluster}-web-{i}" for i in (1, 2, 3)]
+    containers = running(live, "web")
+    assert sorted(c.name for c in containers) == [f"{live.cluster}-web-{i}" for i in (1, 2, 3)]
+    for c in containers:
+        assert "hostname=" in serving(c)
+        assert c.labels["org.orchestry.app"] == "web"
+        assert c.inspect()["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    app = live.http.get("/api/v1/apps/web").json()
+    assert (app["status"], app["desired_replicas"], app["replica_count"]) == ("running", 3, 3)
+    assert {r["address"].split(":")[0] for r in app["replicas"]} == {"127.0.0.1"}
+    assert all(r["container_id"] and r["state"] == "running" and r["revision"] == 1 for r in app["replicas"])
+
+    run(live, "web", "scale", {"replicas": 5})
+    assert len(running(live, "web")) == 5
+    run(live, "web", "scale", {"replicas": 2})
+    assert sorted(c.name for c in live.containers("web")) == [f"{live.cluster}-web-1", f"{live.cluster}-web-2"]
+
+    run(live, "web", "down")
+    assert live.containers("web") == []
+    assert live.http.get("/api/v1/apps/web").json()["status"] == "stopped"
+
+    run(live, "web", "up", {"replicas": 1})
+    resp = live.http.delete("/api/v1/apps/web")
+    assert live.wait_job(resp.json()["job"]["id"])["status"] == "succeeded"
+    assert live.containers("web") == []
+    assert live.http.get("/api/v1/apps/web").status_code == 404
+    types = [e["type"] for e in live.http.get("/api/v1/apps/web/events").json()["events"]]
+    assert types[0] == "app.deleted" and "app.created" in types and "app.scale" in types
+
+
+def test_killed_replicas_are_replaced(live: LiveServer) -> None:
+    post(live, hello("heal"))
+    run(live, "heal", "up", {"replicas": 2})
+    victim = running(live, "heal")[0]
+    victim.kill()
+    took = wait_for(
+        lambda: len(running(live, "heal")) == 2 and victim.id not in {c.id for c in running(live, "heal")}, timeout=10
+    )
+    assert took < 2.0, f"replaced after {took:.2f}s"
+
+    for c in live.containers("heal"):
+        c.remove()
+    wait_for(lambda: len(running(live, "heal")) == 2, timeout=15)
+    names = sorted(c.name for c in running(live, "heal"))
+    assert names == [f"{live.cluster}-heal-1", f"{live.cluster}-heal-2"]
+
+
+def test_idempotency_key_and_duplicate_runs(live: LiveServer) -> None:
+    post(live, hello("idem"))
+    first = act(live, "idem", "up", {"replicas": 2}, **{"Idempotency-Key": "abc-1"})
+    second = act(live, "idem", "up", {"replicas": 2}, **{"Idempotency-Key": "abc-1"})
+    assert first["job"]["id"] == second["job"]["id"] and second["created"] is False
+    assert live.wait_job(first["job"]["id"])["status"] == "succeeded"
+    ids = {c.id for c in live.containers("idem")}
+    # The same operation again changes nothing: the handler observes that all is in place.
+    again = run(live, "idem", "up", {"replicas": 2})
+    assert again["steps"] == [] and {c.id for c in live.containers("idem")} == ids
+    jobs = live.http.get("/api/v1/jobs", params={"app": "idem"}).json()["jobs"]
+    assert len(jobs) == 2
+
+
+def test_missing_image_fails_fast_without_retries(live: LiveServer) -> None:
+    post(live, hello("ghost", image="orchestry-no-such-image:1"))
+    started = time.monotonic()
+    job = live.wait_job(act(live, "ghost", "up")["job"]["id"], timeout=30)
+    assert time.monotonic() - started < 30
+    assert job["status"] == "failed"
+    assert job["error"] == "image orchestry-no-such-image:1 is not available locally and could not be pulled"
+    assert job["attempts"] == 1
+    app = live.http.get("/api/v1/apps/ghost").json()
+    assert app["status"] == "failed" and "not available locally" in app["status_reason"]
+    time.sleep(1.5)  # no retry storm: the reconcile sweep leaves failed apps to the user
+    assert len(live.http.get("/api/v1/jobs", params={"app": "ghost"}).json()["jobs"]) == 1
+    assert live.containers("ghost") == []
+
+
+def test_bad_operations_enqueue_nothing(live: LiveServer) -> None:
+    post(live, hello("strict") + "scaling:\n  maxReplicas: 3\n")
+    cases = [
+        ("strict", "scale", {"replicas": 4}, 422, "replicas"),
+        ("strict", "scale", {"replicas": -1}, 422, "replicas"),
+        ("strict", "scale", {"replicas": "2"}, 422, "replicas"),
+        ("strict", "scale", {"replicas": True}, 422, "replicas"),
+        ("strict", "scale", {"replicas": 1.5}, 422, "replicas"),
+        ("strict", "scale", {}, 422, "replicas"),
+        ("strict", "scale", None, 422, "<body>"),
+        ("strict", "scale", {"replicas": 1, "extra": 1}, 422, "extra"),
+        ("strict", "up", {"replicas": 0}, 422, "replicas"),
+        ("nope", "up", None, 404, None),
+        ("nope", "scale", {"replicas": 1}, 404, None),
+    ]
+    for name, op, body, status, fld in cases:
+        err = assert_error(live.http.post(f"/api/v1/apps/{name}/{op}", json=body), status)
+        if fld:
+            assert fld in [f["field"] for f in err["fields"]], (op, body, err)
+    assert_error(
+        live.http.post("/api/v1/apps/strict/scale", content="{", headers={"Content-Type": "application/json"}),
+        400,
+        "malformed_json",
+    )
+    assert_error(
+        live.http.post(
+            "/api/v1/apps/strict/scale", content="replicas: 1", headers={"Content-Type": "application/yaml"}
+        ),
+        415,
+    )
+    assert live.http.get("/api/v1/jobs").json()["jobs"] == []
+    run(live, "strict", "down")
+    resp = live.http.delete("/api/v1/apps/strict")
+    live.wait_job(resp.json()["job"]["id"])
+    assert_error(live.http.post("/api/v1/apps/strict/up"), 404)
+
+
+def test_new_revision_rolls_out_one_replica_at_a_time(live: LiveServer) -> None:
+    post(live, hello("roll"))
+    run(live, "roll", "up", {"replicas": 2})
+    old = {c.id for c in live.containers("roll")}
+    resp = post(live, hello("roll", extra="  env:\n    - name: COLOR\n      value: blue\n"))
+    job_id = resp.json()["results"][0]["job"]
+    assert job_id
+    job = live.wait_job(job_id)
+    assert job["status"] == "succeeded", job
+    steps = [s["step"].split()[0] for s in job["steps"]]
+    assert steps == ["start", "stop", "start", "stop"]  # surge of one: never fewer than 2 running
+    now = live.containers("roll")
+    assert len(now) == 2 and not old & {c.id for c in now}
+    assert all(c.labels["org.orchestry.revision"] == "2" for c in now)
+
+
+def test_logs_merge_replicas(live: LiveServer) -> None:
+    post(live, hello("talk"))
+    run(live, "talk", "up", {"replicas": 2})
+    for c in running(live, "talk"):
+        serving(c)
+    text = live.http.get("/api/v1/apps/talk/logs", params={"lines": 20}).text
+    prefixes = {line.split()[0] for line in text.splitlines() if line}
+    assert prefixes == {f"{live.cluster}-talk-1", f"{live.cluster}-talk-2"}
+    cli = live.cli("logs", "talk", "-n", "5")
+    assert cli.returncode == 0 and f"{live.cluster}-talk-1" in cli.stdout
+
+
+def test_cli_wait_shows_progress(live: LiveServer) -> None:
+    post(live, hello("cliapp"))
+    out = live.cli("up", "cliapp", "--replicas", "2", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert f"[ok ] start {live.cluster}-cliapp-1" in out.stdout and "succeeded" in out.stdout
+    jobs = live.cli("jobs", "--app", "cliapp")
+    assert "deploy" in jobs.stdout and "succeeded" in jobs.stdout
+    job_id = jobs.stdout.splitlines()[1].split()[0]
+    assert "steps:" in live.cli("job", job_id).stdout
+    assert live.cli("scale", "cliapp", "99").returncode == 1
+    assert live.cli("down", "cliapp", "--wait").returncode == 0
+    ghost = live.cli("register", "-", stdin=hello("ghost2", image="orchestry-no-such:2").encode())
+    assert ghost.returncode == 0
+    failed = live.cli("start", "ghost2", "--wait")
+    assert failed.returncode == 1 and "not available locally" in failed.stderr
+
+
+def test_second_controller_runs_no_job_while_the_first_leads(live: LiveServer, tmp_path: Path) -> None:
+    other = start_server(live.db_url, tmp_path, extra_env={"ORCHESTRY_CLUSTER_NAME": live.cluster})
+    try:
+        post(live, hello("shared"))
+        for i in range(4):
+            job = live.wait_job(act(other, "shared", "scale", {"replicas": i % 2 + 1})["job"]["id"])
+            assert job["status"] == "succeeded" and job["owner"] == live.env["ORCHESTRY_NODE_ID"]
+        jobs = live.http.get("/api/v1/jobs").json()["jobs"]
+        assert {j["owner"] for j in jobs} == {live.env["ORCHESTRY_NODE_ID"]}
+    finally:
+        stop_server(other, remove_containers=False)
+
+
+def test_controller_killed_mid_up_converges_after_restart(databases: Any, tmp_path: Path) -> None:
+    server = start_server(databases.migrated(), tmp_path, extra_env={"ORCHESTRY_LEASE_SECONDS": "2"})
+    try:
+        post(server, hello("crash"))
+        act(server, "crash", "up", {"replicas": 5})
+        wait_for(lambda: len(server.containers("crash")) >= 1, timeout=10, step=0.01)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        server.http.close()
+        restarted = start_server(
+            server.db_url,
+            tmp_path,
+            extra_env={"ORCHESTRY_CLUSTER_NAME": server.cluster, "ORCHESTRY_LEASE_SECONDS": "2"},
+        )
+        try:
+            wait_for(lambda: len(running(restarted, "crash")) == 5, timeout=30)
+            time.sleep(1.0)
+            names = sorted(c.name for c in restarted.containers("crash"))
+            assert names == sorted(f"{server.cluster}-crash-{i}" for i in range(1, 6))
+            assert len(restarted.containers()) == 5  # no orphan
+        finally:
+            stop_server(restarted)
+    finally:
+        if server.proc.poll() is None:
+            stop_server(server)
+        server.remove_containers()
+
+
+def test_orphans_of_deleted_apps_are_removed(live: LiveServer) -> None:
+    orphan = docker_client().containers.run(
+        "orchestry-testapp:latest",
+        detach=True,
+        name=f"{live.cluster}-zombie-1",
+        labels={
+            "org.orchestry.cluster": live.cluster,
+            "org.orchestry.app": "zombie",
+            "org.orchestry.slot": "1",
+            "org.orchestry.revision": "1",
+            "org.orchestry.spec-hash": "sha256:x",
+        },
+    )
+    foreign = docker_client().containers.run(
+        "orchestry-testapp:latest", detach=True, labels={"org.orchestry.test": "1"}
+    )
+    try:
+        wait_for(lambda: live.containers("zombie") == [], timeout=20)
+        foreign.reload()
+        assert foreign.status == "running"  # never touch what is not ours
+    finally:
+        foreign.remove(force=True)
+        subprocess.run(["docker", "rm", "-f", orphan.id], capture_output=True)

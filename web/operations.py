@@ -1,0 +1,166 @@
+"""App operations: up, down, scale, delete. Each validates, writes the desired state and enqueues the job
+that converges to it, in one transaction, and answers 202 with the job's URL. No request touches Docker."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from orchestry.models import jobs as jobq
+from orchestry.models.apps import App, get_app, get_revision
+from orchestry.models.events import record
+from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
+from orchestry.web.errors import ApiError, field, not_found
+from orchestry.web.jobs import job_out
+from orchestry.web.openapi import Body, operation
+from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, UpBody, validation_fields
+
+bp = Blueprint("operations", __name__, url_prefix="/api/v1/apps")
+NAME = "<string(maxlength=253):name>"
+M = TypeVar("M", bound=BaseModel)
+ACCEPTED_RESPONSES: dict[int, Any] = {202: Accepted, 404: ErrorOut, 409: ErrorOut, 415: ErrorOut, 422: ErrorOut}
+
+
+def _body(model: type[M], *, required: bool) -> M:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        if required:
+            raise ApiError(422, "invalid", "a JSON body is required", [field("<body>", "required")])
+        return model()
+    if request.mimetype not in ("application/json", ""):
+        raise ApiError(415, "unsupported_media_type", f"send application/json, not {request.mimetype}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = validation_fields(exc)
+        raise ApiError(422, "invalid", "; ".join(f["message"] for f in fields), fields) from None
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            "Idempotency-Key: must be 1-128 printable characters",
+            [field("Idempotency-Key", "must be 1-128 printable characters")],
+        )
+    return key
+
+
+def _live_app(name: str) -> App:
+    app = get_app(session(), name)
+    if app is None:
+        raise not_found("app", name)
+    if app.status == "deleting":
+        raise ApiError(409, "conflict", f"app {name} is being deleted")
+    return app
+
+
+def _max_replicas(app: App) -> tuple[int, str]:
+    rev = get_revision(session(), app)
+    spec_max = int((rev.spec if rev else {}).get("scaling", {}).get("maxReplicas", 5))
+    cap = ctx().settings.max_replicas
+    return (spec_max, f"its maxReplicas ({spec_max})") if spec_max <= cap else (cap, f"the configured cap ({cap})")
+
+
+def _check_bound(app: App, replicas: int) -> None:
+    limit, why = _max_replicas(app)
+    if replicas > limit:
+        raise ApiError(
+            422, "invalid", f"replicas: must be <= {limit}, {why}", [field("replicas", f"must be <= {limit}, {why}")]
+        )
+
+
+def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[Response, int]:
+    db = session()
+    try:
+        queued = jobq.enqueue(
+            db, kind, app_name=app.name, lock=app.name, args=args, actor=actor(), idempotency_key=_idempotency_key()
+        )
+        record(db, f"app.{kind}", message, actor=actor(), app_name=app.name, job_id=queued.job.id, **args)
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        raise ApiError(
+            409, "conflict", f"another operation on {app.name} was requested at the same time; retry"
+        ) from None
+    wake_dispatcher()
+    out = job_out(queued.job)
+    note = message if queued.created else f"{message} (joined job {queued.job.id})"
+    body = Accepted(job=out, url=out.url, created=queued.created, message=note)
+    resp = jsonify(body.model_dump(mode="json"))
+    resp.headers["Location"] = out.url
+    return resp, 202
+
+
+@bp.post(f"/{NAME}/up")
+@bp.post(f"/{NAME}/start")
+@operation(
+    "Run the app's replicas",
+    tag="operations",
+    body=Body(UpBody, ("application/json",), "optional"),
+    responses=ACCEPTED_RESPONSES,
+)
+def up(name: str) -> tuple[Response, int]:
+    body = _body(UpBody, required=False)
+    app = _live_app(name)
+    rev = get_revision(session(), app)
+    min_replicas = int((rev.spec if rev else {}).get("scaling", {}).get("minReplicas", 1))
+    replicas = body.replicas or app.desired_replicas or max(1, min_replicas)
+    _check_bound(app, replicas)
+    app.status, app.status_reason, app.desired_replicas = "running", None, replicas
+    return _enqueue(
+        app, "deploy", f"up {name}: {replicas} replica(s) of revision {app.revision}", {"replicas": replicas}
+    )
+
+
+@bp.post(f"/{NAME}/down")
+@bp.post(f"/{NAME}/stop")
+@operation("Stop every replica (the app stays registered)", tag="operations", responses=ACCEPTED_RESPONSES)
+def down(name: str) -> tuple[Response, int]:
+    app = _live_app(name)
+    app.status, app.status_reason, app.desired_replicas = "stopped", None, 0
+    return _enqueue(app, "stop", f"down {name}", {})
+
+
+@bp.post(f"/{NAME}/scale")
+@operation("Set the replica count", tag="operations", body=Body(ReplicasBody), responses=ACCEPTED_RESPONSES)
+def scale(name: str) -> tuple[Response, int]:
+    body = _body(ReplicasBody, required=True)
+    app = _live_app(name)
+    _check_bound(app, body.replicas)
+    app.desired_replicas = body.replicas
+    if app.status in ("registered", "stopped", "failed"):
+        app.status, app.status_reason = "running", None
+    return _enqueue(app, "scale", f"scale {name} to {body.replicas}", {"replicas": body.replicas})
+
+
+@bp.delete(f"/{NAME}")
+@operation(
+    "Delete the app: stop its replicas, then remove it (its events are kept)",
+    tag="operations",
+    query=DeleteQuery,
+    responses=ACCEPTED_RESPONSES,
+)
+def delete(name: str) -> tuple[Response, int]:
+    args = query(DeleteQuery)
+    app = get_app(session(), name)
+    if app is None:
+        raise not_found("app", name)
+    if app.status == "deleting":
+        live = jobq.live_job(session(), name)
+        if live is not None:
+            out = job_out(live)
+            body = Accepted(job=out, url=out.url, created=False, message=f"app {name} is already being deleted")
+            return jsonify(body.model_dump(mode="json")), 202
+    app.status, app.desired_replicas = "deleting", 0
+    return _enqueue(app, "delete", f"delete {name}", {"force": True} if args.force else {})
