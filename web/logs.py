@@ -42,14 +42,13 @@ def logs(name: str) -> Response:
         raise ApiError(503, "unavailable", "this controller has no container engine configured")
     try:
         lines = runtime.logs(ctx().settings.cluster_name, name, args.lines, args.follow)
-        first = next(lines, None)
+        if not args.follow:  # bounded (lines per replica): read it all now, so engine errors become a 503
+            lines = iter(list(lines))
     except EngineUnavailable as exc:
         raise ApiError(503, "unavailable", f"the container engine did not answer: {exc}") from None
 
     def body() -> Iterator[str]:
         try:
-            if first is not None:
-                yield _format(first)
             for line in lines:
                 yield _format(line)
         except EngineUnavailable:

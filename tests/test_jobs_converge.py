@@ -1,0 +1,199 @@
+"""The converge handler with a recording fake runtime (the real engine is tested in test_operations.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from orchestry.config import load_settings
+from orchestry.jobs.base import Fence, JobContext, NotLeader, PermanentError, TemporaryError
+from orchestry.jobs.converge import converge
+from orchestry.models.apps import get_app
+from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.registry import Submission, register
+from orchestry.models.replicas import replicas_of
+from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, ReplicaRequest
+from orchestry.spec import load_specs
+
+
+class FakeRuntime:
+    """Keeps containers in a dict and records every action."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, Observed] = {}
+        self.actions: list[str] = []
+        self.images = {"orchestry-testapp:latest"}
+        self.fail_starts = False
+        self.down = False
+        self._n = 0
+
+    def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
+        if self.down:
+            raise EngineUnavailable("engine down")
+        return [c for c in self.containers.values() if app is None or c.app == app]
+
+    def ensure_image(self, image: str) -> None:
+        if image not in self.images:
+            raise ImageUnavailable(f"image {image} is not available locally and could not be pulled")
+
+    def start_replica(self, req: ReplicaRequest) -> Observed:
+        if self.fail_starts:
+            raise ContainerFailed(f"{req.name} exited at once with code 1")
+        self._n += 1
+        obs = Observed(
+            f"id{self._n}",
+            req.name,
+            req.app,
+            req.slot,
+            req.revision,
+            req.spec_hash,
+            "running",
+            "127.0.0.1",
+            30000 + self._n,
+            datetime.now(UTC),
+        )
+        self.containers[req.name] = obs
+        self.actions.append(f"start {req.name} r{req.revision}")
+        return obs
+
+    def stop_replica(self, cluster: str, name: str, grace_seconds: float) -> None:
+        self.containers.pop(name, None)
+        self.actions.append(f"stop {name}")
+
+    def logs(self, *a: Any) -> Iterator[Any]:
+        return iter(())
+
+    def events(self, *a: Any) -> Iterator[Any]:
+        return iter(())
+
+
+SPEC = """apiVersion: v1
+kind: App
+metadata: {name: web}
+spec:
+  image: orchestry-testapp:latest
+  ports: [{containerPort: 8080}]
+  environment: [{name: COLOR, value: "%s"}]
+"""
+
+
+@pytest.fixture
+def env(db_url: str):  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    runtime = FakeRuntime()
+    settings = load_settings({"database_url": db_url, "cluster_name": "c"})
+    yield sessions, runtime, settings
+    engine.dispose()
+
+
+def submit(sessions, color: str) -> None:  # type: ignore[no-untyped-def]
+    loaded = load_specs(SPEC % color, "application/yaml").specs[0]
+    with sessions.begin() as s:
+        register(
+            s, Submission("web", loaded.normalized, loaded.content_hash, ()), raw="", raw_format="yaml", actor="test"
+        )
+
+
+def desire(sessions, replicas: int, status: str = "running") -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        app = get_app(s, "web")
+        assert app is not None
+        app.desired_replicas, app.status = replicas, status
+
+
+def ctx(env, valid: bool = True) -> JobContext:  # type: ignore[no-untyped-def]
+    sessions, runtime, settings = env
+    fence = Fence("n", 1, lambda: time.monotonic() + 60 if valid else 0.0)
+    context = JobContext(
+        job_id=0,
+        kind="scale",
+        app_name="web",
+        args={},
+        attempt=1,
+        sessions=sessions,
+        runtime=runtime,
+        settings=settings,
+        fence=fence,
+    )
+    context.step = lambda name, status="ok", **kw: None  # type: ignore[method-assign]  # no job row here
+    return context
+
+
+def test_running_twice_changes_nothing_the_second_time(env) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 3)
+    first = converge(ctx(env))
+    assert runtime.actions == ["start c-web-1 r1", "start c-web-2 r1", "start c-web-3 r1"]
+    assert first["started"] == ["c-web-1", "c-web-2", "c-web-3"]
+    runtime.actions.clear()
+    second = converge(ctx(env))
+    assert runtime.actions == [] and second["started"] == [] and second["replicas"] == 3
+    with sessions() as s:
+        rows = replicas_of(s, get_app(s, "web").id)  # type: ignore[union-attr]
+        assert [(r.slot, r.state, r.port is not None) for r in rows] == [(1, "running", True)] * 1 + [
+            (2, "running", True),
+            (3, "running", True),
+        ]
+        assert get_app(s, "web").status == "running"  # type: ignore[union-attr]
+
+
+def test_scale_in_then_stop_then_delete(env) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 3)
+    converge(ctx(env))
+    desire(sessions, 1)
+    converge(ctx(env))
+    assert sorted(runtime.containers) == ["c-web-1"]
+    desire(sessions, 0, "stopped")
+    converge(ctx(env))
+    assert runtime.containers == {}
+    desire(sessions, 0, "deleting")
+    result = converge(ctx(env))
+    assert result.get("deleted") is True
+    with sessions() as s:
+        assert get_app(s, "web") is None
+
+
+def test_new_revision_rolls_out_with_a_surge_of_one(env) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 2)
+    converge(ctx(env))
+    runtime.actions.clear()
+    submit(sessions, "green")  # revision 2; the app is running, so a deploy job was enqueued too
+    converge(ctx(env))
+    assert runtime.actions == ["start c-web-3 r2", "stop c-web-1", "start c-web-1 r2", "stop c-web-2"]
+    assert {c.revision for c in runtime.containers.values()} == {2}
+
+
+def test_failures_are_classified(env) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 1)
+    runtime.down = True
+    with pytest.raises(TemporaryError, match="cannot observe"):
+        converge(ctx(env))
+    runtime.down = False
+    runtime.fail_starts = True
+    with pytest.raises(TemporaryError, match="exited at once"):
+        converge(ctx(env))
+    runtime.fail_starts = False
+    runtime.images.clear()
+    with pytest.raises(PermanentError, match="not available locally"):
+        converge(ctx(env))
+
+
+def test_a_void_fence_acts_on_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 2)
+    with pytest.raises(NotLeader):
+        converge(ctx(env, valid=False))
+    assert runtime.actions == []

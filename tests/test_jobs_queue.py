@@ -1,0 +1,148 @@
+"""The job queue and the lease on a real database (SQLite or PostgreSQL, per the run)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from orchestry.models import jobs as jobq
+from orchestry.models.base import utcnow
+from orchestry.models.cluster import acquire_or_renew, current_lease, release
+from orchestry.models.db import make_engine, make_sessionmaker
+
+from conftest import DB_KIND
+
+
+@pytest.fixture
+def sessions(db_url: str):  # type: ignore[no-untyped-def]
+    engine = make_engine(db_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def lead(sessions, node: str = "a", seconds: float = 30) -> int:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        held = acquire_or_renew(s, node, seconds)
+    assert held is not None
+    return held[0]
+
+
+def test_idempotency_key_returns_the_same_job(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        first = jobq.enqueue(s, "scale", app_name="a", lock="a", idempotency_key="k1")
+        second = jobq.enqueue(s, "scale", app_name="a", lock="a", idempotency_key="k1")
+    assert first.created and not second.created and first.job.id == second.job.id
+
+
+def test_same_kind_joins_the_waiting_job_and_another_kind_supersedes_it(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        scale1 = jobq.enqueue(s, "scale", app_name="a", lock="a", args={"replicas": 2}).job
+        scale2 = jobq.enqueue(s, "scale", app_name="a", lock="a", args={"replicas": 4})
+        assert scale2.job.id == scale1.id and not scale2.created and scale2.job.args == {"replicas": 4}
+        delete = jobq.enqueue(s, "delete", app_name="a", lock="a")
+        assert delete.created
+        s.flush()
+        s.refresh(scale1)
+        assert scale1.status == "cancelled" and "superseded" in (scale1.error or "")
+
+
+def test_the_database_refuses_two_waiting_jobs_for_one_app(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        jobq.enqueue(s, "scale", app_name="a", lock="a")
+    with pytest.raises(IntegrityError), sessions.begin() as s:
+        s.add(jobq.Job(kind="stop", app_name="a", lock="a"))
+
+
+def test_claims_need_the_lease_and_respect_locks(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        first = jobq.enqueue(s, "scale", app_name="a", lock="a").job.id
+        other = jobq.enqueue(s, "scale", app_name="b", lock="b").job.id
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="a", term=1, now=utcnow()) is None  # no lease yet
+    term = lead(sessions)
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) == first
+    with sessions.begin() as s:  # a second job of app `a` waits while the first runs
+        follow_up = jobq.enqueue(s, "stop", app_name="a", lock="a").job.id
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) == other
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) is None
+    with sessions.begin() as s:
+        assert jobq.finish(s, first, node="a", term=term, status="succeeded", now=utcnow())
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) == follow_up
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="b", term=term, now=utcnow()) is None  # not b's lease
+
+
+def test_a_deposed_leader_cannot_record_outcomes(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        job = jobq.enqueue(s, "scale", app_name="a", lock="a").job.id
+    old = lead(sessions, "a", seconds=30)
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="a", term=old, now=utcnow()) == job
+    with sessions.begin() as s:  # the lease expires; node b takes it and requeues a's job
+        s.execute(text("UPDATE leader_lease SET expires_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
+    new = lead(sessions, "b")
+    assert new == old + 1
+    with sessions.begin() as s:
+        assert jobq.requeue_abandoned(s, node="b", term=new) == [job]
+    with sessions.begin() as s:
+        assert not jobq.finish(s, job, node="a", term=old, status="succeeded", now=utcnow())
+        assert not jobq.add_step(s, job, node="a", term=old, step={"step": "x"}, now=utcnow())
+        assert jobq.claim_next(s, node="a", term=old, now=utcnow()) is None
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="b", term=new, now=utcnow()) == job
+
+
+def test_lease_acquire_renew_expire_release(sessions) -> None:  # type: ignore[no-untyped-def]
+    term = lead(sessions, "a", seconds=30)
+    with sessions.begin() as s:
+        assert acquire_or_renew(s, "b", 30) is None
+        renewed = acquire_or_renew(s, "a", 30)
+        assert renewed is not None and renewed[0] == term
+    with sessions.begin() as s:
+        assert release(s, "a", term)
+    with sessions.begin() as s:
+        taken = acquire_or_renew(s, "b", 30)
+        assert taken is not None and taken[0] == term + 1
+        assert current_lease(s).holder == "b"  # type: ignore[union-attr]
+    with sessions.begin() as s:  # an expired lease is never renewed: taking it again is a new term
+        s.execute(text("UPDATE leader_lease SET expires_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
+    again = lead(sessions, "b")
+    assert again == term + 2
+
+
+@pytest.mark.skipif(DB_KIND != "postgresql", reason="concurrent claims are PostgreSQL's (SQLite serialises writers)")
+def test_concurrent_claimers_take_each_job_once(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        for i in range(60):
+            jobq.enqueue(s, "noop", args={"i": i})
+    term = lead(sessions)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with sessions.begin() as s:
+                job = jobq.claim_next(s, node="a", term=term, now=utcnow())
+            if job is None:
+                return
+            with lock:
+                claimed.append(job)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 60 and len(set(claimed)) == 60
+
+
+def test_backoff_is_capped() -> None:
+    assert [jobq.backoff(n).total_seconds() for n in (1, 2, 3, 4, 10, 50)] == [0.5, 1, 2, 4, 30, 30]
