@@ -101,10 +101,9 @@ def serve(args: Args, settings: Settings) -> int:
         },
     )
     try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("shutting down", extra={"node": settings.node_id})
+        server.run()  # returns on SIGINT/SIGTERM (waitress catches the KeyboardInterrupt)
     finally:
+        log.info("shutting down", extra={"node": settings.node_id})
         controller.stop()
         server.close()
         engine.dispose()

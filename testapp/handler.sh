@@ -22,6 +22,7 @@ respond() {  # respond STATUS BODY [CONTENT-TYPE]
     printf 'HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %s\r\nConnection: close\r\nX-Served-By: %s\r\n\r\n' \
         "$1" "${3:-text/plain; charset=utf-8}" "${#2}" "$host"
     [ "$method" = HEAD ] || printf '%s' "$2"
+    printf '%s %s %s\n' "$method" "$target" "${1%% *}" >&2  # an access log line, read by `orchestry logs`
     exit 0
 }
 

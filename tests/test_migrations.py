@@ -36,6 +36,18 @@ def test_upgrade_creates_every_table_and_matches_the_models(empty_db_url: str) -
     assert _diff(empty_db_url) == []
 
 
+def test_apschedulers_own_table_is_not_a_difference(empty_db_url: str) -> None:
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine)
+    store = SQLAlchemyJobStore(engine=engine)
+    store.start(None, "default")  # creates apscheduler_jobs, as the leader's scheduler does
+    store.shutdown()
+    engine.dispose()
+    assert _diff(empty_db_url) == []
+
+
 def test_upgrade_twice_is_harmless(empty_db_url: str) -> None:
     engine = make_engine(empty_db_url)
     upgrade(engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,18 @@ def test_logs_merge_replicas(live: LiveServer) -> None:
     assert prefixes == {f"{live.cluster}-talk-1", f"{live.cluster}-talk-2"}
     cli = live.cli("logs", "talk", "-n", "5")
     assert cli.returncode == 0 and f"{live.cluster}-talk-1" in cli.stdout
+
+    # follow: lines that appear after the request arrive on the open response
+    def later() -> None:
+        time.sleep(0.5)
+        for c in running(live, "talk"):
+            serving(c)
+
+    threading.Thread(target=later, daemon=True).start()
+    with live.http.stream("GET", "/api/v1/apps/talk/logs", params={"lines": 0, "follow": 1}, timeout=10) as resp:
+        assert resp.status_code == 200
+        first = next(resp.iter_lines())
+    assert first.startswith(f"{live.cluster}-talk-")
 
 
 def test_cli_wait_shows_progress(live: LiveServer) -> None:

@@ -1,0 +1,372 @@
+"""Shared plumbing of the benchmarks: a throwaway database, an `orchestry serve` process, Docker clean-up,
+HTTP readiness probes and percentiles.
+
+Everything here cleans up after itself in `finally` blocks, Ctrl-C and SIGTERM included: servers are
+stopped, containers removed by label, temporary folders deleted. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from orchestry.models.db import make_engine, make_sessionmaker
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTAPP_IMAGE = "orchestry-testapp:latest"
+CLUSTER_LABEL = "org.orchestry.cluster"
+BENCH_LABEL = "org.orchestry.bench"  # on the containers a benchmark starts itself (the floor), never Orchestry's
+
+
+# -- interruption ---------------------------------------------------------------------------------------------
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C, so `finally` blocks clean up in both cases."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Let a clean-up finish: a second Ctrl-C while it runs is reported, not obeyed (SIGKILL still works)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def later(signum: int, frame: object) -> None:
+        print("cleaning up, one moment…", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, later) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        with shielded():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- databases ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database (`orchestry serve` migrates it when it starts).
+
+    PostgreSQL: a throwaway server from tests/pg_server.py (run as the `postgres` user), unless
+    ORCHESTRY_TEST_PG_URL names an admin URL of a running one; then a database of our own is created in it
+    and dropped at the end.
+    """
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'orchestry.db'}"
+        return
+    if kind != "postgresql":
+        raise ValueError(f"unknown database kind {kind!r}")
+    admin_url = os.environ.get("ORCHESTRY_TEST_PG_URL")
+    server = None
+    if not admin_url:
+        if str(ROOT / "tests") not in sys.path:
+            sys.path.insert(0, str(ROOT / "tests"))
+        from pg_server import start_server
+
+        server = start_server()
+        admin_url = server.admin_url
+    name = "bench_" + uuid.uuid4().hex[:12]
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with shielded():
+            if server is not None:
+                server.stop()
+            else:
+                admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+                with contextlib.suppress(Exception), admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+
+
+# -- an `orchestry serve` process -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A real `orchestry serve` process on a free port, with its own data dir and cluster name."""
+
+    url: str
+    db_url: str
+    cluster: str
+    node: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_job(self, job_id: int, timeout: float) -> dict[str, Any]:
+        """The job once it has ended (succeeded, failed, cancelled); TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job: dict[str, Any] = self.http.get(f"/api/v1/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def _serve_env(db_url: str, workdir: Path, port: int, cluster: str, node: str) -> dict[str, str]:
+    # Nothing of the caller's Orchestry configuration leaks in: no ORCHESTRY_* variable, no config file.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRY_")}
+    env.update(
+        XDG_CONFIG_HOME=str(workdir / "config"),
+        XDG_DATA_HOME=str(workdir / "data"),
+        ORCHESTRY_DATA_DIR=str(workdir / "orchestry"),
+        ORCHESTRY_DATABASE_URL=db_url,
+        ORCHESTRY_URL=f"http://127.0.0.1:{port}",
+        ORCHESTRY_CLUSTER_NAME=cluster,
+        ORCHESTRY_NODE_ID=node,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def serve(db_url: str, workdir: Path, *, startup_timeout: float = 60) -> Iterator[Server]:
+    """Start `orchestry serve`, wait until it answers /health and leads, yield it; stop it and remove every
+    container of its cluster at the end."""
+    port = free_port()
+    cluster = "bench" + uuid.uuid4().hex[:8]
+    node = f"bench-{port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"serve-{port}.log"
+    with open(log_path, "wb") as log:
+        # Its own session: a Ctrl-C in the terminal reaches only us, and we stop it in order.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestry", "serve", "--port", str(port)],
+            env=_serve_env(db_url, workdir, port, cluster, node),
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", db_url, cluster, node, proc, log_path)
+    try:
+        _wait_healthy(server, startup_timeout)
+        _wait_leading(server, startup_timeout)
+        yield server
+    finally:
+        with shielded():
+            server.http.close()
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            remove_containers({CLUSTER_LABEL: cluster})
+
+
+def _wait_healthy(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"orchestry serve exited with {server.proc.returncode}:\n{server.log_tail()}")
+        with contextlib.suppress(httpx.TransportError):
+            if server.http.get("/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"orchestry serve did not answer /health within {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def _wait_leading(server: Server, timeout: float) -> None:
+    """Until this node holds the lease and its dispatcher has run one no-op job end to end."""
+    from orchestry.models import jobs as jobq
+    from orchestry.models.cluster import current_lease
+
+    engine = make_engine(server.db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with sessions() as session:
+                lease = current_lease(session)
+                if lease is not None and lease.holder == server.node:
+                    break
+            if time.monotonic() > deadline or server.proc.poll() is not None:
+                raise RuntimeError(f"orchestry serve did not become leader:\n{server.log_tail()}")
+            time.sleep(0.1)
+        with sessions.begin() as session:
+            job_id = jobq.enqueue(session, "noop", actor="bench").job.id
+        while True:
+            with sessions() as session:
+                status = session.get(jobq.Job, job_id).status  # type: ignore[union-attr]
+            if status == "succeeded":
+                return
+            if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise RuntimeError(f"the first no-op job ended {status}:\n{server.log_tail()}")
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
+# -- Docker -----------------------------------------------------------------------------------------------------
+
+_docker: Any = None
+_docker_lock = threading.Lock()
+
+
+def docker_client() -> Any:
+    global _docker
+    with _docker_lock:
+        if _docker is None:
+            import docker
+
+            _docker = docker.from_env(timeout=120)
+        return _docker
+
+
+def label_filter(labels: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in labels.items()]
+
+
+def containers(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Docker's summaries of the containers carrying all of `labels` (one API call)."""
+    found: list[dict[str, Any]] = docker_client().api.containers(all=True, filters={"label": label_filter(labels)})
+    return found
+
+
+def remove_containers(labels: dict[str, str]) -> int:
+    """Force-remove every container carrying all of `labels`, in parallel. Returns how many."""
+    import docker.errors
+
+    with shielded():
+        api = docker_client().api
+        found = containers(labels)
+
+        def remove(summary: dict[str, Any]) -> None:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                api.remove_container(summary["Id"], force=True)
+
+        threads = [threading.Thread(target=remove, args=(c,)) for c in found]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(found)
+
+
+def published_port(summary: dict[str, Any], container_port: int = 8080) -> int | None:
+    for p in summary.get("Ports") or []:
+        if p.get("PrivatePort") == container_port and p.get("PublicPort"):
+            return int(p["PublicPort"])
+    return None
+
+
+def ensure_testapp() -> str:
+    from orchestry.testapp.build import ensure_image
+
+    ensure_image()
+    return TESTAPP_IMAGE
+
+
+# -- HTTP readiness -----------------------------------------------------------------------------------------------
+
+
+def http_ok(port: int, path: str = "/", timeout: float = 1.0) -> bool:
+    """One GET on 127.0.0.1:port; True on a 200. Cheap: no client object, one connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def wait_answering(
+    labels: dict[str, str], count: int, *, timeout: float, poll: float, abort: Callable[[], str | None] | None = None
+) -> float:
+    """Until `count` containers carrying `labels` answer GET / with a 200 on their published port 8080.
+
+    Returns the monotonic time the last of them first answered. The same probe serves the floor and
+    Orchestry, so both are measured alike: one container listing per `poll`, then one GET per container
+    not yet answering. `abort` may return a reason to give up (a failed job)."""
+    deadline = time.monotonic() + timeout
+    answered: dict[str, float] = {}
+    while True:
+        for summary in containers(labels):
+            port = published_port(summary)
+            if summary["Id"] in answered or port is None or summary.get("State") != "running":
+                continue
+            if http_ok(port):
+                answered[summary["Id"]] = time.monotonic()
+        if len(answered) >= count:
+            return max(answered.values())
+        reason = abort() if abort else None
+        if reason:
+            raise RuntimeError(reason)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(answered)} of {count} containers answered within {timeout:.0f} s")
+        time.sleep(poll)
+
+
+# -- figures ---------------------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least p % of the values at or below it."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
