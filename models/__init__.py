@@ -7,6 +7,7 @@ from orchestry.models.events import Event
 from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
 from orchestry.models.replicas import Replica
+from orchestry.models.routing import RoutingState
 from orchestry.models.tokens import ApiToken
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "LeaderLease",
     "MetricSample",
     "Replica",
+    "RoutingState",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.base import Base, utcnow
@@ -30,6 +30,8 @@ class Replica(Base):
     consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
     last_check_at: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)
+    drain_started_at: Mapped[datetime | None] = mapped_column(doc="left rotation, waiting to be stopped")
     started_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -38,9 +38,8 @@ TABLES = (
     "jobs",
     "events",
     "api_tokens",
-    "leader_lease",
-    "controller_nodes",
-)
+    "routing_state",
+)  # not leader_lease nor controller_nodes: the live server keeps leading across tests
 
 for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:
     del os.environ[_key]

@@ -1,0 +1,35 @@
+"""The routing table's state: the generation last pushed to nginx and the generation nginx confirmed.
+
+Generations only grow, across leaders, so nginx can refuse a stale push from a deposed leader.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, String
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from orchestry.models.base import Base, utcnow
+
+ROUTING_NAME = "default"
+
+
+class RoutingState(Base):
+    __tablename__ = "routing_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0, doc="last table computed and pushed")
+    served_generation: Mapped[int] = mapped_column(BigInteger, default=0, doc="what nginx confirmed serving")
+    routes: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="app -> addresses of that generation")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def routing_state(session: Session) -> RoutingState:
+    row = session.get(RoutingState, ROUTING_NAME, with_for_update=True)
+    if row is None:
+        row = RoutingState(name=ROUTING_NAME, generation=0, served_generation=0, routes={})
+        session.add(row)
+        session.flush()
+    return row
