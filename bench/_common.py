@@ -41,30 +41,43 @@ BENCH_LABEL = "org.orchestry.bench"  # on the containers a benchmark starts itse
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C, so `finally` blocks clean up in both cases."""
+    """SIGTERM behaves like Ctrl-C, so `finally` blocks clean up in both cases (SIGINT too when the shell
+    started us with it ignored, as background jobs are)."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_shield = {"depth": 0, "pending": False}
 
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """Let a clean-up finish: a second Ctrl-C while it runs is reported, not obeyed (SIGKILL still works)."""
+    """Hold Ctrl-C and SIGTERM back while a start-up or a clean-up that must not be cut in half runs; the
+    outermost shield raises KeyboardInterrupt once it is done if one arrived meanwhile (SIGKILL still works)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def later(signum: int, frame: object) -> None:
-        print("cleaning up, one moment…", file=sys.stderr, flush=True)
+        _shield["pending"] = True
+        print("one moment, cleaning up…", file=sys.stderr, flush=True)
 
     previous = {sig: signal.signal(sig, later) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _shield["depth"] += 1
     try:
         yield
     finally:
+        _shield["depth"] -= 1
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if _shield["depth"] == 0 and _shield["pending"]:
+            _shield["pending"] = False
+            if sys.exc_info()[1] is None:
+                raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -101,15 +114,16 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         raise ValueError(f"unknown database kind {kind!r}")
     admin_url = os.environ.get("ORCHESTRY_TEST_PG_URL")
     server = None
-    if not admin_url:
-        if str(ROOT / "tests") not in sys.path:
-            sys.path.insert(0, str(ROOT / "tests"))
-        from pg_server import start_server
-
-        server = start_server()
-        admin_url = server.admin_url
     name = "bench_" + uuid.uuid4().hex[:12]
     try:
+        if not admin_url:
+            if str(ROOT / "tests") not in sys.path:
+                sys.path.insert(0, str(ROOT / "tests"))
+            from pg_server import start_server
+
+            with shielded():  # cut half-way, it would leave its folder behind, and maybe a running server
+                server = start_server()
+            admin_url = server.admin_url
         admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -119,7 +133,7 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         with shielded():
             if server is not None:
                 server.stop()
-            else:
+            elif admin_url:
                 admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
                 with contextlib.suppress(Exception), admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -186,30 +200,32 @@ def serve(db_url: str, workdir: Path, *, startup_timeout: float = 60) -> Iterato
     node = f"bench-{port}"
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"serve-{port}.log"
-    with open(log_path, "wb") as log:
-        # Its own session: a Ctrl-C in the terminal reaches only us, and we stop it in order.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestry", "serve", "--port", str(port)],
-            env=_serve_env(db_url, workdir, port, cluster, node),
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", db_url, cluster, node, proc, log_path)
+    server: Server | None = None
     try:
+        with shielded(), open(log_path, "wb") as log:  # once started, `server` is set and `finally` stops it
+            # Its own session: a Ctrl-C in the terminal reaches only us, and we stop it in order.
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestry", "serve", "--port", str(port)],
+                env=_serve_env(db_url, workdir, port, cluster, node),
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            server = Server(f"http://127.0.0.1:{port}", db_url, cluster, node, proc, log_path)
         _wait_healthy(server, startup_timeout)
         _wait_leading(server, startup_timeout)
         yield server
     finally:
         with shielded():
-            server.http.close()
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if server is not None:
+                server.http.close()
+                server.proc.terminate()
+                try:
+                    server.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    server.proc.kill()
+                    server.proc.wait()
             remove_containers({CLUSTER_LABEL: cluster})
 
 

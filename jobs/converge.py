@@ -73,6 +73,7 @@ def _rows(observed: list[Observed]) -> list[dict[str, object]]:
             "port": o.port,
             "state": o.state,
             "started_at": o.started_at,
+            "ports": {str(private): public for private, public in o.ports},
         }
         for o in observed
     ]

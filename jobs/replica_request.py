@@ -66,4 +66,5 @@ def replica_request(
         nano_cpus=millicores * 1_000_000 if millicores else None,
         memory_bytes=resources.get("memory"),
         labels=dict(spec.get("metadata", {}).get("labels") or {}),
+        extra_ports=tuple(p["containerPort"] for p in body.get("ports") or [] if p["containerPort"] != port),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -32,6 +33,7 @@ class Replica(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_latency_ms: Mapped[float | None] = mapped_column(Float)
     drain_started_at: Mapped[datetime | None] = mapped_column(doc="left rotation, waiting to be stopped")
+    ports: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="container port -> port on 127.0.0.1")
     started_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -52,7 +54,7 @@ def count_replicas(session: Session, app_id: int) -> int:
 def sync_observed(session: Session, app_id: int, observed: list[dict[str, object]]) -> None:
     """Make the app's replica rows mirror what the engine reports (health fields are kept).
 
-    `observed` holds dicts with name, slot, revision, container_id, host, port, state, started_at.
+    `observed` holds dicts with name, slot, revision, container_id, host, port, state, started_at, ports.
     """
     rows = {r.name: r for r in session.scalars(select(Replica).where(Replica.app_id == app_id))}
     seen = set()
@@ -66,7 +68,7 @@ def sync_observed(session: Session, app_id: int, observed: list[dict[str, object
                 session.flush()
             row = Replica(app_id=app_id, name=name)
             session.add(row)
-        for key in ("slot", "revision", "container_id", "host", "port", "state", "started_at"):
+        for key in ("slot", "revision", "container_id", "host", "port", "state", "started_at", "ports"):
             setattr(row, key, obs[key])
     for name, row in rows.items():
         if name not in seen:

@@ -462,7 +462,9 @@ def _create_args(req: ReplicaRequest) -> dict[str, Any]:
     }
     if req.container_port is not None:
         labels[LABEL_PORT] = str(req.container_port)
-        args["ports"] = {f"{req.container_port}/tcp": (LOOPBACK, None)}
+    published = ([req.container_port] if req.container_port is not None else []) + list(req.extra_ports)
+    if published:
+        args["ports"] = {f"{p}/tcp": (LOOPBACK, None) for p in dict.fromkeys(published)}
     if req.command is not None:
         args["entrypoint"] = list(req.command)
     if req.args is not None:
@@ -494,6 +496,7 @@ def _observed(
     port: int | None,
     started_at: datetime | None,
     exit_code: int | None,
+    ports: tuple[tuple[int, int], ...] = (),
 ) -> Observed:
     """Malformed labels still give an Observed (slot -1, revision -1) so that reconcile can remove it."""
     return Observed(
@@ -508,6 +511,7 @@ def _observed(
         port=port,
         started_at=started_at,
         exit_code=exit_code,
+        ports=ports,
     )
 
 
@@ -526,6 +530,13 @@ def _from_summary(summary: dict[str, Any]) -> Observed:
         ),
         None,
     )
+    published = tuple(
+        sorted(
+            (int(b["PrivatePort"]), int(b["PublicPort"]))
+            for b in summary.get("Ports") or []
+            if b.get("IP") == LOOPBACK and b.get("Type", "tcp") == "tcp" and b.get("PublicPort")
+        )
+    )
     names = summary.get("Names") or [""]
     exited = _EXITED.search(summary.get("Status") or "")
     created = summary.get("Created")
@@ -537,6 +548,7 @@ def _from_summary(summary: dict[str, Any]) -> Observed:
         port=port,
         started_at=datetime.fromtimestamp(created, UTC) if created else None,
         exit_code=int(exited.group(1)) if exited else None,
+        ports=published,
     )
 
 
@@ -548,6 +560,16 @@ def _from_inspect(attrs: dict[str, Any]) -> Observed:
     if private is not None:
         bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{private}/tcp") or []
         port = next((int(b["HostPort"]) for b in bindings if b.get("HostIp") == LOOPBACK and b.get("HostPort")), None)
+    bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    published = tuple(
+        sorted(
+            (int(key.split("/")[0]), int(b["HostPort"]))
+            for key, bindings in bound.items()
+            if key.endswith("/tcp")
+            for b in bindings or []
+            if b.get("HostIp") == LOOPBACK and b.get("HostPort")
+        )
+    )
     running = state.get("Status") == "running"
     return _observed(
         labels,
@@ -557,6 +579,7 @@ def _from_inspect(attrs: dict[str, Any]) -> Observed:
         port=port,
         started_at=_timestamp(state.get("StartedAt") or ""),
         exit_code=None if running else state.get("ExitCode"),
+        ports=published,
     )
 
 

@@ -60,6 +60,7 @@ class ReplicaRequest:
     nano_cpus: int | None = None
     memory_bytes: int | None = None
     labels: dict[str, str] = field(default_factory=dict)  # the app's own labels, added to ours
+    extra_ports: tuple[int, ...] = ()  # the app's other container ports, published on 127.0.0.1 too
 
     @property
     def name(self) -> str:
@@ -86,6 +87,11 @@ class Observed:
     port: int | None
     started_at: datetime | None
     exit_code: int | None = None
+    ports: tuple[tuple[int, int], ...] = ()  # (container port, published port on 127.0.0.1), every published one
+
+    def published(self, container_port: int) -> int | None:
+        """The loopback port where `container_port` is reachable (health checks use it)."""
+        return next((host for private, host in self.ports if private == container_port), None)
 
     @property
     def running(self) -> bool:

@@ -84,3 +84,28 @@ def test_db_current_on_an_unreachable_database_is_one_line() -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("orchestry: cannot reach the database")
     assert "Traceback" not in out.stderr
+
+
+def test_upgrade_keeps_rows_written_by_the_previous_schema(empty_db_url: str) -> None:
+    from sqlalchemy import text
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO apps (name, status, desired_replicas, revision, created_at, updated_at) "
+                "VALUES ('old', 'running', 1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO replicas (app_id, revision, slot, name, state, health, consecutive_failures, "
+                "consecutive_successes, created_at, updated_at) SELECT id, 1, 1, 'old-1', 'running', "
+                "'unknown', 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM apps"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name, drain_started_at FROM replicas")).one() == ("old-1", None)
+    engine.dispose()

@@ -1,4 +1,4 @@
-"""replica health and drain, routing state
+"""replica health, drain and ports, routing state
 
 Revision ID: 0002
 Revises: 0001
@@ -31,10 +31,12 @@ def upgrade() -> None:
     with op.batch_alter_table("replicas", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_latency_ms", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("drain_started_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("ports", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("replicas", schema=None) as batch_op:
+        batch_op.drop_column("ports")
         batch_op.drop_column("drain_started_at")
         batch_op.drop_column("last_latency_ms")
 

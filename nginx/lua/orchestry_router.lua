@@ -1,0 +1,258 @@
+-- Orchestry's router: which replica serves a request, changed without reloading nginx.
+--
+-- The routing table lives in the shared dict `orchestry_routes` as ONE JSON value (key "table"), so a PUT
+-- replaces it atomically; the counter "version" is bumped after each write as a cheap change hint. Every
+-- worker keeps the decoded table and decodes again only when the hint moved, so a request costs two
+-- shared-dict reads. The shared dict survives a HUP reload but not a restart: `init` loads the routes file
+-- (written by Orchestry before every push) so a restarted nginx routes at once.
+--
+-- Values are validated here as well as in Python: the control endpoint is the trust boundary of nginx.
+
+local cjson = require "cjson.safe"
+local balancer = require "ngx.balancer"
+
+local DICT = "orchestry_routes"
+local LOCK_TTL = 5 -- seconds: a crashed writer cannot hold the lock longer
+
+local _M = {}
+local conf = { domain = "localhost", routes_file = nil, load = 0 }
+local cached_version, cached_generation, cached_apps -- per worker, see above
+local rr = {} -- per worker round-robin counters, by app
+
+local function valid_app(name)
+  return type(name) == "string" and #name <= 63 and name:find("^[a-z0-9][-a-z0-9]*$") ~= nil
+    and name:find("[a-z0-9]$") ~= nil
+end
+
+-- "IPv4:port" -> host, port; set_current_peer takes an IP, never a name.
+local function parse_peer(addr)
+  if type(addr) ~= "string" then return nil end
+  local a, b, c, d, port = addr:match("^(%d+)%.(%d+)%.(%d+)%.(%d+):(%d+)$")
+  if not a then return nil end
+  for _, octet in ipairs({ a, b, c, d }) do
+    if #octet > 3 or tonumber(octet) > 255 or (#octet > 1 and octet:sub(1, 1) == "0") then return nil end
+  end
+  if #port > 5 or port:sub(1, 1) == "0" or tonumber(port) > 65535 then return nil end
+  return a .. "." .. b .. "." .. c .. "." .. d, tonumber(port)
+end
+
+-- A decoded body -> generation, apps; or nil and the reason.
+local function check_table(t)
+  if type(t) ~= "table" then return nil, "expected a JSON object" end
+  local g = t.generation
+  if type(g) ~= "number" or g < 0 or g ~= math.floor(g) or g > 2 ^ 53 then
+    return nil, "generation must be a non-negative integer"
+  end
+  if type(t.apps) ~= "table" then return nil, "apps must be an object" end
+  for name, peers in pairs(t.apps) do
+    if not valid_app(name) then return nil, "invalid app name: " .. tostring(name) end
+    if type(peers) ~= "table" then return nil, "addresses of " .. name .. " must be a list" end
+    local count = 0
+    for _ in pairs(peers) do count = count + 1 end
+    if count ~= #peers then return nil, "addresses of " .. name .. " must be a list" end
+    for _, addr in ipairs(peers) do
+      if not parse_peer(addr) then return nil, "invalid address of " .. name .. ": " .. tostring(addr) end
+    end
+  end
+  return g, t.apps
+end
+
+-- Hand-made JSON: lua-cjson 2.1 writes an empty list as {} and large integers in exponent form.
+-- Names and addresses were validated above, so they need no escaping.
+local function encode_table(generation, apps)
+  local names = {}
+  for name in pairs(apps) do names[#names + 1] = name end
+  table.sort(names)
+  local parts = {}
+  for i, name in ipairs(names) do
+    local quoted = {}
+    for j, addr in ipairs(apps[name]) do quoted[j] = '"' .. addr .. '"' end
+    parts[i] = '"' .. name .. '":[' .. table.concat(quoted, ",") .. "]"
+  end
+  return string.format('{"generation":%d,"apps":{%s}}', generation, table.concat(parts, ","))
+end
+
+local function current_generation()
+  return ngx.shared[DICT]:get("generation")
+end
+
+-- Store a checked table unless it is older than the one served. Returns true, or false and the generation
+-- served. Writers take a lock in the dict, since the compare and the set are two operations.
+local function store(generation, apps)
+  local dict = ngx.shared[DICT]
+  local locked = false
+  for _ = 1, 1000 do
+    locked = dict:add("lock", true, LOCK_TTL)
+    if locked or ngx.get_phase() == "init" then break end
+    ngx.sleep(0.001)
+  end
+  if not locked and ngx.get_phase() ~= "init" then return false, nil, "locked by another writer" end
+  local served = current_generation()
+  local ok = served == nil or generation >= served
+  local err
+  if ok then
+    ok, err = dict:safe_set("table", encode_table(generation, apps)) -- safe_: never evicts other keys
+    if ok then
+      dict:set("generation", generation)
+      dict:incr("version", 1, 0)
+    end
+  end
+  if locked then dict:delete("lock") end
+  return ok, served, err
+end
+
+-- The worker's decoded table: generation and {app = {{host, port}, ...}}; nil before any table arrived.
+local function current()
+  local dict = ngx.shared[DICT]
+  local version = dict:get("version")
+  if version ~= cached_version then
+    local t = cjson.decode(dict:get("table") or "null")
+    if t then
+      local apps = {}
+      for name, addrs in pairs(t.apps) do
+        local peers = {}
+        for i, addr in ipairs(addrs) do
+          local host, port = parse_peer(addr)
+          peers[i] = { host = host, port = port }
+        end
+        apps[name] = peers
+      end
+      cached_generation, cached_apps = t.generation, apps
+    end
+    cached_version = version
+  end
+  return cached_generation, cached_apps
+end
+
+local function respond(status, body)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["Cache-Control"] = "no-store"
+  ngx.print(type(body) == "string" and body or cjson.encode(body), "\n")
+  return ngx.exit(status)
+end
+
+-- init_by_lua (master, at every start and reload): remember the settings, load the routes file.
+function _M.init(settings)
+  conf.domain = settings.domain
+  conf.routes_file = settings.routes_file
+  -- Tells a reload apart: old workers answer the previous value until they exit.
+  conf.load = ngx.shared[DICT]:incr("loads", 1, 0)
+  local file = io.open(conf.routes_file, "r")
+  if not file then return end -- nothing pushed yet: every app is unknown until the first push
+  local text = file:read("*a")
+  file:close()
+  local generation, apps = check_table(cjson.decode(text))
+  if not generation then
+    ngx.log(ngx.ERR, "orchestry: ignoring routes file ", conf.routes_file, ": ", apps or "invalid JSON")
+    return
+  end
+  local ok, served, err = store(generation, apps)
+  if err then
+    ngx.log(ngx.ERR, "orchestry: cannot store the routes file's table: ", err)
+  elseif ok then
+    ngx.log(ngx.NOTICE, "orchestry: loaded generation ", generation, " from ", conf.routes_file)
+  else
+    ngx.log(ngx.NOTICE, "orchestry: kept generation ", served, " over the routes file's ", generation)
+  end
+end
+
+-- access_by_lua on the public server: pick the app by host (<app>.<domain>) or by path prefix (/<app>/...).
+function _M.route()
+  local host = ngx.var.host
+  local uri = ngx.var.request_uri -- raw, as the client sent it: forwarded without re-encoding
+  local suffix = "." .. conf.domain
+  local app, prefix, bare
+  if #host > #suffix and host:sub(-#suffix) == suffix then
+    app = host:sub(1, -#suffix - 1)
+    if not valid_app(app) then return respond(404, { error = "unknown_app", app = cjson.null }) end
+  else
+    local segment, rest = uri:match("^/([^/?]*)(.*)$")
+    if not valid_app(segment) then return respond(404, { error = "unknown_app", app = cjson.null }) end
+    app, prefix = segment, "/" .. segment
+    bare = rest == "" or rest:sub(1, 1) == "?"
+    uri = bare and "/" or rest
+  end
+  ngx.var.orch_app = app
+  local generation, apps = current()
+  if not generation then return respond(503, { error = "no_routes", app = app }) end
+  ngx.var.orch_generation = generation
+  local peers = apps[app]
+  if not peers then return respond(404, { error = "unknown_app", app = app }) end
+  if bare then
+    -- /<app> -> /<app>/ so that the app's relative links resolve under its prefix.
+    local method = ngx.req.get_method()
+    local query = ngx.var.is_args .. (ngx.var.args or "")
+    return ngx.redirect(prefix .. "/" .. query, (method == "GET" or method == "HEAD") and 301 or 308)
+  end
+  if #peers == 0 then return respond(503, { error = "no_healthy_replica", app = app }) end
+  ngx.ctx.orch_peers = peers
+  ngx.var.orch_uri = uri
+  ngx.var.orch_prefix = prefix or ""
+end
+
+-- balancer_by_lua: round-robin per worker; a retry (proxy_next_upstream) takes the next peer in turn.
+function _M.balance()
+  local ctx = ngx.ctx
+  local peers = ctx.orch_peers
+  local tries = ctx.orch_tries
+  if not tries then
+    local n = (rr[ngx.var.orch_app] or 0) + 1
+    rr[ngx.var.orch_app] = n
+    ctx.orch_first = n
+    tries = 0
+    if #peers > 1 then balancer.set_more_tries(#peers - 1) end
+  end
+  ctx.orch_tries = tries + 1
+  local peer = peers[(ctx.orch_first + tries - 1) % #peers + 1]
+  local ok, err = balancer.set_current_peer(peer.host, peer.port)
+  if not ok then
+    ngx.log(ngx.ERR, "orchestry: set_current_peer failed: ", err)
+    return ngx.exit(502)
+  end
+end
+
+-- Control server (loopback only): GET or PUT /_orchestry/routes.
+function _M.control_routes()
+  local method = ngx.req.get_method()
+  if method == "GET" then
+    local raw = ngx.shared[DICT]:get("table")
+    return respond(200, raw or '{"generation":null,"apps":{}}')
+  end
+  if method ~= "PUT" then
+    ngx.header["Allow"] = "GET, PUT"
+    return respond(405, { error = "method_not_allowed" })
+  end
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local path = ngx.req.get_body_file() -- only if the body outgrew client_body_buffer_size
+    local file = path and io.open(path, "r")
+    if file then
+      body = file:read("*a")
+      file:close()
+    end
+  end
+  local decoded, json_err = cjson.decode(body or "")
+  if decoded == nil then return respond(400, { error = "invalid_json", detail = json_err }) end
+  local generation, apps = check_table(decoded)
+  if not generation then return respond(400, { error = "invalid_routes", detail = apps }) end
+  local ok, served, err = store(generation, apps)
+  if err then return respond(503, { error = "not_stored", detail = err }) end
+  if not ok then return respond(409, { error = "stale_generation", generation = served }) end
+  return respond(200, string.format('{"generation":%d}', generation))
+end
+
+function _M.control_generation()
+  local generation = current_generation()
+  return respond(200, generation and string.format('{"generation":%d}', generation) or '{"generation":null}')
+end
+
+-- Which configuration load this worker belongs to (see init), for confirming a reload.
+function _M.control_status()
+  local generation = current_generation()
+  return respond(200, string.format('{"load":%d,"pid":%d,"generation":%s}', conf.load, ngx.worker.pid(),
+    generation and string.format("%d", generation) or "null"))
+end
+
+return _M
