@@ -45,5 +45,11 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("waitress.queue", "alembic.runtime.migration"):
+    for noisy in (
+        "waitress.queue",
+        "alembic.runtime.migration",
+        "httpx",
+        "apscheduler.executors.default",
+        "apscheduler.scheduler",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

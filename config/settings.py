@@ -172,6 +172,27 @@ SETTINGS: tuple[Setting, ...] = (
         lambda _: "text",
         "`json` writes one JSON object per log line, for machines.",
     ),
+    Setting(
+        "nginx",
+        _to_choice("managed", "off"),
+        lambda _: "managed",
+        "`managed`: the leader runs its own nginx (Debian's, with the Lua module); `off`: no routing.",
+    ),
+    Setting("proxy_host", _to_str, lambda _: "127.0.0.1", "Address nginx listens on for app traffic."),
+    Setting("proxy_port", lambda raw: _port_check(_to_int(raw)), lambda _: 8080, "Port nginx listens on."),
+    Setting(
+        "nginx_control_port",
+        lambda raw: _port_check(_to_int(raw)),
+        lambda _: 8081,
+        "Loopback port of nginx's control endpoint (the routing table is pushed there).",
+    ),
+    Setting("domain", _to_str, lambda _: "localhost", "Apps answer at <app>.<domain> (and at /<app>/)."),
+    Setting(
+        "health_sweep_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 0.5,
+        "How often the leader looks for replicas due a health check (each app's periodSeconds applies).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import Settings
 from orchestry.controller.leadership import Leadership
+from orchestry.jobs.base import HealthChecker, Router
 from orchestry.jobs.runner import run_job
 from orchestry.models import jobs as jobq
-from orchestry.models.cluster import db_now
 from orchestry.runtime.types import Runtime
 
 log = logging.getLogger("orchestry.dispatch")
@@ -27,8 +27,16 @@ POLL_SECONDS = 0.25
 
 class Dispatcher:
     def __init__(
-        self, sessions: sessionmaker[Session], runtime: Runtime, settings: Settings, leadership: Leadership
+        self,
+        sessions: sessionmaker[Session],
+        runtime: Runtime,
+        settings: Settings,
+        leadership: Leadership,
+        router: Router | None = None,
+        health: HealthChecker | None = None,
     ) -> None:
+        self.router = router
+        self.health = health
         self.sessions = sessions
         self.runtime = runtime
         self.settings = settings
@@ -81,24 +89,32 @@ class Dispatcher:
             fence = self.leadership.fence()
             try:
                 with self.sessions.begin() as session:
-                    job_id = jobq.claim_next(session, node=fence.node, term=fence.term, now=db_now(session))
+                    job = jobq.claim_next(session, node=fence.node, term=fence.term)
             except BaseException:
                 self._free.release()
                 raise
-            if job_id is None:
+            if job is None:
                 self._free.release()
                 return claimed
             claimed += 1
-            self.in_flight.add(job_id)
-            self._pool.submit(self._run, job_id, fence)
+            self.in_flight.add(job.id)
+            self._pool.submit(self._run, job, fence)
         return claimed
 
-    def _run(self, job_id: int, fence: Any) -> None:
+    def _run(self, job: jobq.Claimed, fence: Any) -> None:
         try:
-            run_job(job_id, sessions=self.sessions, runtime=self.runtime, settings=self.settings, fence=fence)
+            run_job(
+                job,
+                sessions=self.sessions,
+                runtime=self.runtime,
+                settings=self.settings,
+                fence=fence,
+                router=self.router,
+                health=self.health,
+            )
         except Exception:
-            log.exception("job runner crashed", extra={"job_id": job_id})
+            log.exception("job runner crashed", extra={"job_id": job.id})
         finally:
-            self.in_flight.discard(job_id)
+            self.in_flight.discard(job.id)
             self._free.release()
             self._wake.set()  # a lock may have been freed, or the job requeued itself

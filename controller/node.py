@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
@@ -21,17 +22,35 @@ from sqlalchemy.engine import Engine
 from orchestry.config import Settings
 from orchestry.controller import periodic
 from orchestry.controller.dispatcher import Dispatcher
+from orchestry.controller.health import HealthSweep
 from orchestry.controller.leadership import Leadership
 from orchestry.controller.observed import EventAwareRuntime
-from orchestry.controller.sweeps import reconcile_sweep
+from orchestry.controller.routing import RouteSync
+from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
 from orchestry.controller.watch import EventWatcher
+from orchestry.jobs.base import TemporaryError
 from orchestry.models import jobs as jobq
 from orchestry.models.db import make_sessionmaker
 from orchestry.models.events import record
+from orchestry.nginx.manager import NginxError, NginxManager, process_user
+from orchestry.nginx.render import NginxSettings, render_config
+from orchestry.probe import Prober, ProberError
 from orchestry.runtime.types import EngineEvent, Runtime
 
 log = logging.getLogger("orchestry.controller")
 DISPATCH_POLL_SECONDS = 1.0
+NGINX_CHECK_SECONDS = 5.0
+
+
+def nginx_settings(settings: Settings) -> NginxSettings:
+    return NginxSettings(
+        prefix=Path(settings.data_dir) / "nginx",
+        listen_port=settings.proxy_port,
+        bind_address=settings.proxy_host,
+        control_port=settings.nginx_control_port,
+        domain=settings.domain,
+        user=process_user(),  # as root, nginx's workers must be able to enter the data directory
+    )
 
 
 class Controller:
@@ -49,8 +68,16 @@ class Controller:
             on_elected=self._elected,
             on_deposed=self._deposed,
         )
-        self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership)
+        self.nginx: NginxManager | None = None
+        self.router: RouteSync | None = None
+        if settings.nginx == "managed":
+            self.nginx = NginxManager(nginx_settings(settings))
+            self.router = RouteSync(self.sessions, self.nginx)
+        self.prober = Prober()
+        self.health = HealthSweep(self.sessions, self.prober, self.router, self._unhealthy)
+        self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)
         self._dirty = threading.Event()
+        self._sweeping = threading.Event()
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine)},
@@ -77,6 +104,10 @@ class Controller:
             self.notify.stop()
         self.dispatcher.shutdown()
         self.scheduler.shutdown(wait=False)
+        self.prober.close()
+        if self.nginx is not None:
+            self.nginx.stop()
+            self.nginx.close()
         periodic.current = None
 
     def _container_event(self, event: EngineEvent) -> None:
@@ -88,6 +119,8 @@ class Controller:
 
         A sweep already running when this is called may have observed too early, so it sweeps once more."""
         self._dirty.set()
+        if self._sweeping.is_set():
+            return  # the running sweep goes round once more
         with contextlib.suppress(JobLookupError):
             self.scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
 
@@ -113,6 +146,22 @@ class Controller:
             replace_existing=True,
             next_run_time=datetime.now(UTC),
         )
+        self.scheduler.add_job(
+            periodic.HEALTH,
+            "interval",
+            seconds=self.settings.health_sweep_seconds,
+            id="health-sweep",
+            replace_existing=True,
+        )
+        if self.nginx is not None:
+            self.scheduler.add_job(
+                periodic.NGINX,
+                "interval",
+                seconds=NGINX_CHECK_SECONDS,
+                id="nginx-render",
+                replace_existing=True,
+                next_run_time=datetime.now(UTC),
+            )
         self.scheduler.resume()
         self.dispatcher.start()
         self.watcher.start()
@@ -124,13 +173,46 @@ class Controller:
 
     def run_reconcile(self) -> list[int]:
         ids: list[int] = []
-        for _ in range(10):
-            self._dirty.clear()
-            if not self.leadership.leading:
-                return ids
-            ids += reconcile_sweep(self.sessions, self.runtime, self.settings.cluster_name)
-            if ids:
-                self.dispatcher.wake()
-            if not self._dirty.is_set():
-                break
+        self._sweeping.set()
+        try:
+            for _ in range(10):
+                self._dirty.clear()
+                if not self.leadership.leading:
+                    return ids
+                ids += reconcile_sweep(self.sessions, self.runtime, self.settings.cluster_name)
+                if ids:
+                    self.dispatcher.wake()
+                if not self._dirty.is_set():
+                    break
+        finally:
+            self._sweeping.clear()
         return ids
+
+    def run_health(self) -> None:
+        if not self.leadership.leading:
+            return
+        try:
+            self.health.run()
+        except ProberError as exc:  # the prober itself failed: record nothing rather than false verdicts
+            log.warning("health sweep skipped", extra={"error": str(exc)})
+
+    def _unhealthy(self, apps: set[str]) -> None:
+        """Replicas crossed their failure threshold: repair their apps (unless backing off)."""
+        if self.leadership.leading and enqueue_repairs(self.sessions, apps):
+            self.dispatcher.wake()
+
+    def run_nginx(self) -> None:
+        """nginx-render: the skeleton rendered and applied (reloads only when it changed), nginx running,
+        and the current routing table served. Idempotent; also restarts an nginx that died."""
+        if self.nginx is None or self.router is None or not self.leadership.leading:
+            return
+        try:
+            changed = self.nginx.render_and_apply(render_config(self.nginx.settings))
+            restarted = self.nginx.ensure_running()
+            if changed or restarted:
+                self.router.forget()
+            self.router.sync()
+        except (NginxError, TemporaryError) as exc:
+            log.warning("nginx is not serving the current configuration", extra={"error": str(exc)})
+            with self.sessions.begin() as session:
+                record(session, "nginx.failed", f"nginx: {exc}", actor=f"node:{self.settings.node_id}")

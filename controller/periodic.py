@@ -16,6 +16,8 @@ current: Controller | None = None
 
 DISPATCH = "orchestry.controller.periodic:dispatch"
 RECONCILE = "orchestry.controller.periodic:reconcile"
+HEALTH = "orchestry.controller.periodic:health_sweep"
+NGINX = "orchestry.controller.periodic:nginx_render"
 
 
 def dispatch() -> None:
@@ -27,3 +29,13 @@ def dispatch() -> None:
 def reconcile() -> None:
     if current is not None:
         current.run_reconcile()
+
+
+def health_sweep() -> None:
+    if current is not None:
+        current.run_health()
+
+
+def nginx_render() -> None:
+    if current is not None:
+        current.run_nginx()

@@ -13,12 +13,15 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestry.jobs.converge import RUNNING_STATUSES
+from orchestry.jobs.converge import REPLACED_EVENT, RUNNING_STATUSES
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, AppRevision
+from orchestry.models.base import utcnow
+from orchestry.models.events import Event
 from orchestry.runtime.types import EngineUnavailable, Runtime
 from orchestry.workflows.converge import Desired, Seen
 from orchestry.workflows.drift import AppState, drifted
+from orchestry.workflows.health import replacement_backoff
 
 log = logging.getLogger("orchestry.reconcile")
 
@@ -63,5 +66,30 @@ def reconcile_sweep(sessions: sessionmaker[Session], runtime: Runtime, cluster: 
             kind = "delete" if why == "deletion has no job" else "reconcile"
             job = jobq.enqueue(session, kind, app_name=name, lock=name, actor="reconcile", args={"why": why}).job
             log.info("drift found", extra={"app": name, "why": why, "job_id": job.id})
+            enqueued.append(job.id)
+    return enqueued
+
+
+def enqueue_repairs(sessions: sessionmaker[Session], apps: set[str]) -> list[int]:
+    """A `reconcile` job for each app with an unhealthy replica, unless it has a job or backs off."""
+    now = utcnow()
+    enqueued = []
+    with sessions.begin() as session:
+        for name in sorted(apps):
+            if jobq.live_job(session, name) is not None:
+                continue
+            times = list(
+                session.scalars(
+                    select(Event.created_at)
+                    .where(Event.app_name == name, Event.type == REPLACED_EVENT)
+                    .order_by(Event.created_at.desc())
+                    .limit(20)
+                )
+            )
+            if replacement_backoff(times, now) is not None:
+                continue
+            job = jobq.enqueue(
+                session, "reconcile", app_name=name, lock=name, actor="health", args={"why": "unhealthy replica"}
+            ).job
             enqueued.append(job.id)
     return enqueued

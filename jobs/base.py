@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,6 +60,24 @@ class Fence:
             raise NotLeader(f"node {self.node} no longer holds the lease of term {self.term}")
 
 
+class Router(Protocol):
+    """nginx as the jobs see it. `sync` recomputes the routing table from the database and pushes it,
+    returning once nginx serves it (or raising TemporaryError)."""
+
+    def sync(self) -> None: ...
+
+    def serving(self, app: str) -> frozenset[str] | None:
+        """Addresses nginx confirmed serving for the app; None when not known."""
+
+    def in_flight(self, address: str) -> int | None:
+        """Requests nginx has open to that address; None when not known."""
+
+
+class HealthChecker(Protocol):
+    def check_app(self, app: str) -> dict[str, Any]:
+        """Probe every replica of the app now, record the verdicts, return them by replica."""
+
+
 @dataclass
 class JobContext:
     job_id: int
@@ -71,6 +89,8 @@ class JobContext:
     runtime: Runtime
     settings: Settings
     fence: Fence
+    router: Router | None = None
+    health: HealthChecker | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def step(self, name: str, status: str = "ok", **detail: Any) -> None:

@@ -2,33 +2,48 @@
 
 Every app operation (deploy, scale, stop, delete, reconcile) is this loop; they differ only in the desired
 state the API wrote before enqueueing them. Running it twice is harmless: the second run observes that
-nothing is left to do.
+nothing is left to do. The job never sleeps: when the plan says wait (a replica draining, a new one not yet
+healthy), it raises `Wait` and the dispatcher runs it again shortly.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
 from orchestry.jobs.replica_request import replica_request
 from orchestry.models.apps import App, get_app, get_revision
-from orchestry.models.replicas import sync_observed
+from orchestry.models.base import utcnow
+from orchestry.models.events import Event
+from orchestry.models.replicas import Replica, sync_observed
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed
-from orchestry.workflows.converge import Desired, Plan, Seen, plan_app
+from orchestry.workflows.converge import Desired, Plan, Seen, Stop, plan_app
+from orchestry.workflows.health import policy_from_spec, replacement_backoff
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
 RUNNING_STATUSES = ("running", "failed")
+REPLACED_EVENT = "replica.replaced"
+
+
+@dataclass(frozen=True)
+class RowState:
+    container_id: str | None
+    health: str
+    drain_started_at: datetime | None
+    address: str | None
 
 
 @dataclass(frozen=True)
 class Target:
-    """The desired state read from the database for one round."""
+    """The desired state read from the database for one round, with what the database knows of each replica."""
 
     app_id: int | None
     status: str
@@ -36,10 +51,24 @@ class Target:
     revision: int
     spec_hash: str
     spec: dict[str, Any]
+    rows: dict[str, RowState] = field(default_factory=dict)
+    replacements: tuple[datetime, ...] = ()
 
     @property
-    def desired(self) -> Desired:
-        return Desired(self.replicas, self.spec_hash)
+    def routed(self) -> bool:
+        return bool(self.spec) and self.spec.get("spec", {}).get("type", "http") == "http"
+
+    @property
+    def probed(self) -> bool:
+        return policy_from_spec(self.spec.get("healthCheck")) is not None if self.spec else False
+
+    @property
+    def drain_seconds(self) -> float:
+        return float(self.spec.get("termination", {}).get("drainSeconds", 30)) if self.routed else 0.0
+
+    @property
+    def grace_seconds(self) -> float:
+        return float(self.spec.get("termination", {}).get("gracePeriodSeconds", 30)) if self.spec else 0.0
 
 
 def read_target(session: Session, name: str) -> Target:
@@ -48,7 +77,28 @@ def read_target(session: Session, name: str) -> Target:
         return Target(None, "absent", 0, 0, "", {})
     rev = get_revision(session, app)
     replicas = app.desired_replicas if app.status in RUNNING_STATUSES else 0
-    return Target(app.id, app.status, replicas, app.revision, rev.content_hash if rev else "", rev.spec if rev else {})
+    rows = {
+        r.name: RowState(r.container_id, r.health, r.drain_started_at, r.address)
+        for r in session.scalars(select(Replica).where(Replica.app_id == app.id))
+    }
+    replaced = tuple(
+        session.scalars(
+            select(Event.created_at)
+            .where(Event.app_name == name, Event.type == REPLACED_EVENT)
+            .order_by(Event.created_at.desc())
+            .limit(20)
+        )
+    )
+    return Target(
+        app.id,
+        app.status,
+        replicas,
+        app.revision,
+        rev.content_hash if rev else "",
+        rev.spec if rev else {},
+        rows,
+        replaced,
+    )
 
 
 def observe(ctx: JobContext, name: str) -> list[Observed]:
@@ -58,8 +108,39 @@ def observe(ctx: JobContext, name: str) -> list[Observed]:
         raise TemporaryError(f"cannot observe the containers of {name}: {exc}") from None
 
 
-def _seen(observed: list[Observed]) -> list[Seen]:
-    return [Seen(o.name, o.slot, o.spec_hash, o.running, o.running) for o in observed]
+def seen(ctx: JobContext, target: Target, observed: list[Observed], now: datetime) -> list[Seen]:
+    """What the planner sees: Docker's state, the health the sweep recorded, and what nginx serves."""
+    serving = ctx.router.serving(ctx.app_name or "") if ctx.router and target.routed else None
+    out = []
+    for o in observed:
+        row = target.rows.get(o.name)
+        same = row is not None and row.container_id == o.id
+        health = row.health if same and row else "unknown"
+        healthy = o.running and (health == "healthy" or not target.probed)
+        address = f"{o.host}:{o.port}" if o.port else None
+        in_table = serving is None or (address is not None and address in serving)
+        draining = same and row is not None and row.drain_started_at is not None
+        drained = False
+        if target.app_id is None:  # an orphan: no table routes to it, nothing to drain
+            draining = drained = True
+        if draining and row is not None and row.drain_started_at is not None:
+            left = serving is None or address not in serving
+            waited = (now - row.drain_started_at).total_seconds()
+            in_flight = ctx.router.in_flight(address) if ctx.router and address and left else None
+            drained = ctx.router is None or (left and (waited >= target.drain_seconds or in_flight == 0))
+        out.append(
+            Seen(
+                o.name,
+                o.slot,
+                o.spec_hash,
+                o.running,
+                healthy and in_table,
+                draining,
+                drained,
+                o.running and health == "unhealthy",
+            )
+        )
+    return out
 
 
 def _rows(observed: list[Observed]) -> list[dict[str, object]]:
@@ -92,83 +173,110 @@ def converge(ctx: JobContext) -> dict[str, Any]:
             ctx.fence.check()
             with ctx.sessions.begin() as session:
                 sync_observed(session, target.app_id, _rows(observed))
-        plan = plan_app(target.desired, _seen(observed))
+        now = utcnow()
+        backoff = replacement_backoff(target.replacements, now)
+        desired = Desired(target.replicas, target.spec_hash, replace_unhealthy=backoff is None)
+        plan = plan_app(desired, seen(ctx, target, observed, now))
         if plan.done:
             return _finish(ctx, target, observed, started, stopped)
-        if plan.wait:
-            raise Wait(plan.wait)
-        _apply(ctx, target, plan, started, stopped)
+        if plan.halt:
+            _stop(ctx, target, plan.stops, stopped)
+            raise PermanentError(plan.halt)
+        if plan.wait and not (plan.starts or plan.drains or plan.stops):
+            raise Wait(plan.wait + (f"; replacing unhealthy replicas backs off for {backoff}" if backoff else ""))
+        _drain(ctx, target, plan.drains)
+        _stop(ctx, target, plan.stops, stopped)
+        _start(ctx, target, plan, started)
     raise TemporaryError(f"{name} did not converge in {MAX_ROUNDS} rounds")
 
 
-def _apply(ctx: JobContext, target: Target, plan: Plan, started: list[str], stopped: list[str]) -> None:
+def _drain(ctx: JobContext, target: Target, drains: tuple[Stop, ...]) -> None:
+    """Take replicas out of rotation; they stop in a later round, once nginx no longer sends them traffic."""
+    if not drains or target.app_id is None:
+        return
     ctx.fence.check()
-    grace = float(target.spec.get("termination", {}).get("gracePeriodSeconds", 30)) if target.spec else 0.0
-    if ctx.args.get("force"):
-        grace = 0.0
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(plan.stops), len(plan.starts)))) as pool:
-        for stop, outcome in zip(
-            plan.stops,
-            pool.map(
-                lambda s: _attempt(lambda: ctx.runtime.stop_replica(ctx.settings.cluster_name, s.name, grace)),
-                plan.stops,
-            ),
-            strict=True,
-        ):
-            if outcome is not None:
-                raise TemporaryError(f"stopping {stop.name} failed: {outcome}")
-            ctx.step(f"stop {stop.name}", reason=stop.reason)
-            stopped.append(stop.name)
-        if not plan.starts:
-            return
-        image = target.spec["spec"]["image"]
+    names = [d.name for d in drains]
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Replica)
+            .where(Replica.app_id == target.app_id, Replica.name.in_(names), Replica.drain_started_at.is_(None))
+            .values(drain_started_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        for d in drains:
+            if d.reason.startswith("unhealthy"):
+                ctx.event(
+                    session, REPLACED_EVENT, f"replica {d.name} is unhealthy and is being replaced", replica=d.name
+                )
+    for d in drains:
+        ctx.step(f"drain {d.name}", reason=d.reason)
+    if ctx.router is not None and target.routed:
+        ctx.router.sync()
+
+
+def _stop(ctx: JobContext, target: Target, stops: tuple[Stop, ...], stopped: list[str]) -> None:
+    if not stops:
+        return
+    ctx.fence.check()
+    grace = 0.0 if ctx.args.get("force") else target.grace_seconds
+
+    def stop_one(stop: Stop) -> None:
         try:
-            ctx.runtime.ensure_image(image)
-        except ImageUnavailable as exc:
-            raise PermanentError(str(exc)) from None
-        except EngineUnavailable as exc:
-            raise TemporaryError(str(exc)) from None
-        requests = [
-            replica_request(
-                cluster=ctx.settings.cluster_name,
-                spec=target.spec,
-                slot=s.slot,
-                revision=target.revision,
-                spec_hash=target.spec_hash,
-                replicas=target.replicas,
-            )
-            for s in plan.starts
-        ]
-        ctx.fence.check()
-        results = list(pool.map(lambda r: _attempt(lambda: ctx.runtime.start_replica(r)), requests))
-    failures = []
-    for req, start, outcome in zip(requests, plan.starts, results, strict=True):
-        if isinstance(outcome, Observed):
-            ctx.step(
-                f"start {req.name}",
-                reason=start.reason,
-                container=outcome.id[:12],
-                address=f"{outcome.host}:{outcome.port}" if outcome.port else None,
-            )
-            started.append(req.name)
-        else:
-            ctx.step(f"start {req.name}", status="failed", reason=start.reason, error=str(outcome))
-            failures.append(outcome)
+            ctx.runtime.stop_replica(ctx.settings.cluster_name, stop.name, grace)
+        except (EngineUnavailable, ContainerFailed) as exc:
+            raise TemporaryError(f"stopping {stop.name} failed: {exc}") from None
+        ctx.step(f"stop {stop.name}", reason=stop.reason)
+        stopped.append(stop.name)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(stops))) as pool:
+        list(pool.map(stop_one, stops))
+
+
+def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> None:
+    if not plan.starts:
+        return
+    try:
+        ctx.runtime.ensure_image(target.spec["spec"]["image"])
+    except ImageUnavailable as exc:
+        raise PermanentError(str(exc)) from None
+    except EngineUnavailable as exc:
+        raise TemporaryError(str(exc)) from None
+    ctx.fence.check()
+    failures: list[Exception] = []
+
+    def start_one(slot: int, reason: str) -> None:
+        req = replica_request(
+            cluster=ctx.settings.cluster_name,
+            spec=target.spec,
+            slot=slot,
+            revision=target.revision,
+            spec_hash=target.spec_hash,
+            replicas=target.replicas,
+        )
+        try:
+            obs = ctx.runtime.start_replica(req)
+        except (EngineUnavailable, ContainerFailed, ImageUnavailable) as exc:
+            ctx.step(f"start {req.name}", status="failed", reason=reason, error=str(exc))
+            failures.append(exc)
+            return
+        ctx.step(
+            f"start {req.name}",
+            reason=reason,
+            container=obs.id[:12],
+            address=f"{obs.host}:{obs.port}" if obs.port else None,
+        )
+        started.append(req.name)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(plan.starts))) as pool:
+        list(pool.map(lambda s: start_one(s.slot, s.reason), plan.starts))
     if any(isinstance(f, ImageUnavailable) for f in failures):
         raise PermanentError(str(next(f for f in failures if isinstance(f, ImageUnavailable))))
     if failures:
         # A replica that exits at once may have lost a race (its name, its port) or be broken for good:
         # retry with backoff, and let the job's attempt limit turn a broken one into a failed app.
         raise TemporaryError(f"replica failed to start: {failures[0]}")
-
-
-def _attempt(fn: Any) -> Any:
-    """Run one runtime action; return its result, or the runtime failure it raised (to report per replica)."""
-    try:
-        result = fn()
-        return result if result is not None else None
-    except (EngineUnavailable, ContainerFailed, ImageUnavailable) as exc:
-        return exc
+    if ctx.router is not None and target.routed and not target.probed:
+        ctx.router.sync()  # no health check: a running replica joins the table at once
 
 
 def _finish(
@@ -193,11 +301,13 @@ def _finish(
                 ctx.event(
                     session,
                     "app.converged",
-                    f"app {app.name}: {len(observed)} replica(s) of revision {app.revision} running",
+                    f"app {app.name}: {len(observed)} replica(s) of revision {app.revision} serving",
                     replicas=len(observed),
                     started=started,
                     stopped=stopped,
                 )
         elif app.status in ("stopped", "registered") and stopped:
             ctx.event(session, "app.stopped", f"app {app.name} stopped", stopped=stopped)
+    if ctx.router is not None and target.routed and (started or stopped):
+        ctx.router.sync()
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from orchestry.jobs.base import Handler
 from orchestry.jobs.converge import converge
+from orchestry.jobs.health_check import health_check
 from orchestry.jobs.noop import noop
 
 APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
@@ -20,5 +21,6 @@ HANDLERS: dict[str, Handler] = {
     "stop": converge,  # `down`: desired 0, the app stays
     "delete": converge,  # desired 0, then the app's rows go (its events stay)
     "reconcile": converge,  # repair drift found by the reconcile sweep (a dead replica, an orphan)
+    "health-check": health_check,  # probe one app's replicas now, on request
     "noop": noop,  # measures the queue itself (bench/job_latency)
 }

@@ -9,7 +9,16 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import Settings
-from orchestry.jobs.base import Fence, JobContext, NotLeader, PermanentError, TemporaryError, Wait
+from orchestry.jobs.base import (
+    Fence,
+    HealthChecker,
+    JobContext,
+    NotLeader,
+    PermanentError,
+    Router,
+    TemporaryError,
+    Wait,
+)
 from orchestry.jobs.registry import APP_KINDS, HANDLERS
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import get_app
@@ -18,26 +27,35 @@ from orchestry.models.events import record
 from orchestry.runtime.types import Runtime
 
 log = logging.getLogger("orchestry.jobs")
+WAIT_LIMIT = timedelta(minutes=10)  # a job that waits longer (a replica never healthy, never drained) fails
 
 
-def run_job(job_id: int, *, sessions: sessionmaker[Session], runtime: Runtime, settings: Settings, fence: Fence) -> str:
+def run_job(
+    job: jobq.Claimed,
+    *,
+    sessions: sessionmaker[Session],
+    runtime: Runtime,
+    settings: Settings,
+    fence: Fence,
+    router: Router | None = None,
+    health: HealthChecker | None = None,
+) -> str:
     """Returns the status the job was left in (succeeded, failed, queued, or `abandoned` if not ours)."""
-    with sessions() as session:
-        job = session.get(jobq.Job, job_id)
-        if job is None or job.status != "running" or job.owner != fence.node or job.term != fence.term:
-            return "abandoned"
-        ctx = JobContext(
-            job_id=job.id,
-            kind=job.kind,
-            app_name=job.app_name,
-            args=dict(job.args),
-            attempt=job.attempts,
-            sessions=sessions,
-            runtime=runtime,
-            settings=settings,
-            fence=fence,
-        )
-        max_attempts = job.max_attempts
+    job_id = job.id
+    ctx = JobContext(
+        job_id=job.id,
+        kind=job.kind,
+        app_name=job.app_name,
+        args=dict(job.args),
+        attempt=job.attempts,
+        sessions=sessions,
+        runtime=runtime,
+        settings=settings,
+        fence=fence,
+        router=router,
+        health=health,
+    )
+    max_attempts = job.max_attempts
     fields = {"job_id": job_id, "kind": ctx.kind, "app": ctx.app_name, "attempt": ctx.attempt, "term": fence.term}
     handler = HANDLERS.get(ctx.kind)
     started = time.monotonic()
@@ -50,6 +68,10 @@ def run_job(job_id: int, *, sessions: sessionmaker[Session], runtime: Runtime, s
         log.warning("job abandoned: lost leadership", extra={**fields, "reason": str(exc)})
         return "abandoned"
     except Wait as wait:
+        if utcnow() - job.created_at > WAIT_LIMIT:
+            error = f"gave up after waiting {WAIT_LIMIT.total_seconds():.0f}s: {wait}"
+            _settle(sessions, fence, job_id, "failed", error=error, ctx=ctx)
+            return "failed"
         _settle(
             sessions,
             fence,

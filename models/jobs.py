@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, exists, or_, select, text, update
+from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, exists, func, or_, select, text, update
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from orchestry.models.base import Base, affected, utcnow
@@ -120,7 +120,7 @@ def enqueue(
     return Enqueued(job, True)
 
 
-def _holds_lease(node: str, term: int, now: datetime) -> Any:
+def _holds_lease(node: str, term: int, now: Any) -> Any:
     return exists().where(
         LeaderLease.name == LEASE_NAME,
         LeaderLease.holder == node,
@@ -129,35 +129,55 @@ def _holds_lease(node: str, term: int, now: datetime) -> Any:
     )
 
 
-def claim_next(session: Session, *, node: str, term: int, now: datetime) -> int | None:
-    """Claim the oldest runnable job whose lock is free, if this node leads at `term`. Returns its id."""
-    running = aliased(Job)
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim returns: enough to run the job without reading its row again."""
+
+    id: int
+    kind: str
+    app_name: str | None
+    args: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+
+
+_RUNNING = aliased(Job)
+
+
+def claim_next(session: Session, *, node: str, term: int, now: datetime | None = None) -> Claimed | None:
+    """Claim the oldest runnable job whose lock is free, if this node leads at `term`: one statement
+    (`UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...`). `now` defaults to the
+    database's clock on PostgreSQL and this process's on SQLite."""
+    if now is None:
+        at: Any = func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+    else:
+        at = now
     candidate = (
         select(Job.id)
-        .where(Job.status == "queued", Job.run_after <= now)
-        .where(or_(Job.lock.is_(None), ~exists().where(running.lock == Job.lock, running.status == "running")))
+        .where(Job.status == "queued", Job.run_after <= at)
+        .where(or_(Job.lock.is_(None), ~exists().where(_RUNNING.lock == Job.lock, _RUNNING.status == "running")))
         .order_by(Job.run_after, Job.id)
         .limit(1)
         .with_for_update(skip_locked=True, of=Job)
+        .scalar_subquery()
     )
-    job_id = session.scalar(candidate)
-    if job_id is None:
-        return None
-    claimed = session.execute(
+    row = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued", _holds_lease(node, term, now))
+        .where(Job.id == candidate, Job.status == "queued", _holds_lease(node, term, at))
         .values(
             status="running",
             owner=node,
             term=term,
             attempts=Job.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
+            started_at=at,
+            heartbeat_at=at,
             error=None,
         )
+        .returning(Job.id, Job.kind, Job.app_name, Job.args, Job.attempts, Job.max_attempts, Job.created_at)
         .execution_options(synchronize_session=False)
-    )
-    return job_id if affected(claimed) == 1 else None
+    ).one_or_none()
+    return Claimed(*row) if row is not None else None
 
 
 def _mine(job_id: int, node: str, term: int) -> Any:

@@ -8,10 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import Base, utcnow
+from orchestry.models.replicas import Replica
+from orchestry.workflows.health import policy_from_spec
+from orchestry.workflows.routing import ReplicaView, RoutedApp
 
 ROUTING_NAME = "default"
 
@@ -33,3 +37,27 @@ def routing_state(session: Session) -> RoutingState:
         session.add(row)
         session.flush()
     return row
+
+
+def routed_apps(session: Session) -> list[RoutedApp]:
+    """Every app with what decides its routes: type, status, health check, and its replicas."""
+    apps = session.execute(
+        select(App.id, App.name, App.status, AppRevision.spec).join(
+            AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
+        )
+    ).all()
+    by_app: dict[int, list[ReplicaView]] = {}
+    for r in session.scalars(select(Replica)):
+        by_app.setdefault(r.app_id, []).append(
+            ReplicaView(r.address, r.state == "running", r.health, r.drain_started_at is not None)
+        )
+    return [
+        RoutedApp(
+            name,
+            spec.get("spec", {}).get("type", "http"),
+            status,
+            policy_from_spec(spec.get("healthCheck")) is not None,
+            tuple(by_app.get(app_id, [])),
+        )
+        for app_id, name, status, spec in apps
+    ]

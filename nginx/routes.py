@@ -49,11 +49,7 @@ def parse_route_table(text: str) -> RouteTable:
     data = json.loads(text)
     if not isinstance(data, dict) or not isinstance(data.get("apps"), dict):
         raise ValueError("routes: expected an object with 'generation' and 'apps'")
-    apps = data["apps"]
-    for name, peers in apps.items():
-        # The Lua side encodes an empty list as {}: both mean "no healthy replica".
-        if peers == {}:
-            apps[name] = []
-        elif not isinstance(peers, list):
+    for name, peers in data["apps"].items():
+        if not isinstance(peers, list):
             raise ValueError(f"routes: addresses of {name!r} must be a list")
-    return build_route_table(data.get("generation"), apps)  # type: ignore[arg-type]
+    return build_route_table(data.get("generation"), data["apps"])  # type: ignore[arg-type]

@@ -38,8 +38,7 @@ TABLES = (
     "jobs",
     "events",
     "api_tokens",
-    "routing_state",
-)  # not leader_lease nor controller_nodes: the live server keeps leading across tests
+)  # not leader_lease, controller_nodes, routing_state: the live server keeps leading and routing across tests
 
 for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:
     del os.environ[_key]
@@ -229,6 +228,8 @@ def start_server(
         "ORCHESTRY_URL": f"http://127.0.0.1:{port}",
         "ORCHESTRY_DATA_DIR": str(workdir),
         "ORCHESTRY_CLUSTER_NAME": "t" + uuid.uuid4().hex[:8],
+        "ORCHESTRY_PROXY_PORT": str(free_port()),
+        "ORCHESTRY_NGINX_CONTROL_PORT": str(free_port()),
         "ORCHESTRY_NODE_ID": f"node-{port}",
         **(extra_env or {}),
     }

@@ -31,6 +31,11 @@ def lead(sessions, node: str = "a", seconds: float = 30) -> int:  # type: ignore
     return held[0]
 
 
+def claim_id(session, node: str, term: int) -> int | None:  # type: ignore[no-untyped-def]
+    claimed = jobq.claim_next(session, node=node, term=term)
+    return claimed.id if claimed is not None else None
+
+
 def test_idempotency_key_returns_the_same_job(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions.begin() as s:
         first = jobq.enqueue(s, "scale", app_name="a", lock="a", idempotency_key="k1")
@@ -62,22 +67,22 @@ def test_claims_need_the_lease_and_respect_locks(sessions) -> None:  # type: ign
         first = jobq.enqueue(s, "scale", app_name="a", lock="a").job.id
         other = jobq.enqueue(s, "scale", app_name="b", lock="b").job.id
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="a", term=1, now=utcnow()) is None  # no lease yet
+        assert claim_id(s, "a", 1) is None  # no lease yet
     term = lead(sessions)
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) == first
+        assert claim_id(s, "a", term) == first
     with sessions.begin() as s:  # a second job of app `a` waits while the first runs
         follow_up = jobq.enqueue(s, "stop", app_name="a", lock="a").job.id
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) == other
+        assert claim_id(s, "a", term) == other
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) is None
+        assert claim_id(s, "a", term) is None
     with sessions.begin() as s:
         assert jobq.finish(s, first, node="a", term=term, status="succeeded", now=utcnow())
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="a", term=term, now=utcnow()) == follow_up
+        assert claim_id(s, "a", term) == follow_up
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="b", term=term, now=utcnow()) is None  # not b's lease
+        assert claim_id(s, "b", term) is None  # not b's lease
 
 
 def test_a_deposed_leader_cannot_record_outcomes(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +90,7 @@ def test_a_deposed_leader_cannot_record_outcomes(sessions) -> None:  # type: ign
         job = jobq.enqueue(s, "scale", app_name="a", lock="a").job.id
     old = lead(sessions, "a", seconds=30)
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="a", term=old, now=utcnow()) == job
+        assert claim_id(s, "a", old) == job
     with sessions.begin() as s:  # the lease expires; node b takes it and requeues a's job
         s.execute(text("UPDATE leader_lease SET expires_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
     new = lead(sessions, "b")
@@ -95,9 +100,9 @@ def test_a_deposed_leader_cannot_record_outcomes(sessions) -> None:  # type: ign
     with sessions.begin() as s:
         assert not jobq.finish(s, job, node="a", term=old, status="succeeded", now=utcnow())
         assert not jobq.add_step(s, job, node="a", term=old, step={"step": "x"}, now=utcnow())
-        assert jobq.claim_next(s, node="a", term=old, now=utcnow()) is None
+        assert claim_id(s, "a", old) is None
     with sessions.begin() as s:
-        assert jobq.claim_next(s, node="b", term=new, now=utcnow()) == job
+        assert claim_id(s, "b", new) == job
 
 
 def test_lease_acquire_renew_expire_release(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -130,7 +135,7 @@ def test_concurrent_claimers_take_each_job_once(sessions) -> None:  # type: igno
     def worker() -> None:
         while True:
             with sessions.begin() as s:
-                job = jobq.claim_next(s, node="a", term=term, now=utcnow())
+                job = claim_id(s, "a", term)
             if job is None:
                 return
             with lock:

@@ -59,6 +59,30 @@ FORBIDDEN = {
     ),
     "runtime": ("sqlalchemy", "flask", "orchestry.models", "orchestry.web", "orchestry.jobs", "orchestry.controller"),
     "controller": ("docker", "flask", "orchestry.web", "orchestry.runtime.docker_engine"),
+    "probe": (
+        "docker",
+        "sqlalchemy",
+        "flask",
+        "apscheduler",
+        "orchestry.models",
+        "orchestry.web",
+        "orchestry.jobs",
+        "orchestry.controller",
+        "orchestry.runtime",
+        "orchestry.nginx",
+    ),
+    "nginx": (
+        "docker",
+        "sqlalchemy",
+        "flask",
+        "apscheduler",
+        "orchestry.models",
+        "orchestry.web",
+        "orchestry.jobs",
+        "orchestry.controller",
+        "orchestry.runtime",
+        "orchestry.probe",
+    ),
 }
 
 

@@ -53,7 +53,7 @@ def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
 def test_up_scale_down_delete(live: LiveServer) -> None:
     post(live, hello("web") + "scaling:\n  maxReplicas: 6\n")
     job = run(live, "web", "up", {"replicas": 3})
-    assert [s["step"] for s in job["steps"]] == [f"start {live.cluster}-web-{i}" for i in (1, 2, 3)]
+    assert sorted(s["step"] for s in job["steps"]) == [f"start {live.cluster}-web-{i}" for i in (1, 2, 3)]
     containers = running(live, "web")
     assert sorted(c.name for c in containers) == [f"{live.cluster}-web-{i}" for i in (1, 2, 3)]
     for c in containers:
@@ -176,7 +176,8 @@ def test_new_revision_rolls_out_one_replica_at_a_time(live: LiveServer) -> None:
     job = live.wait_job(job_id)
     assert job["status"] == "succeeded", job
     steps = [s["step"].split()[0] for s in job["steps"]]
-    assert steps == ["start", "stop", "start", "stop"]  # surge of one: never fewer than 2 running
+    # surge of one, drain before stop: never fewer than 2 replicas serving
+    assert steps == ["start", "drain", "stop", "start", "drain", "stop"]
     now = live.containers("roll")
     assert len(now) == 2 and not old & {c.id for c in now}
     assert all(c.labels["org.orchestry.revision"] == "2" for c in now)

@@ -44,6 +44,8 @@ def test_wheel_has_only_the_orchestry_namespace(tmp_path: Path) -> None:
         assert f"orchestry/{package}/__init__.py" in names
     assert "orchestry/migrations/env.py" in names
     assert "orchestry/migrations/script.py.mako" in names
+    assert "orchestry/nginx/templates/nginx.conf.j2" in names
+    assert any(n.startswith("orchestry/nginx/lua/") and n.endswith(".lua") for n in names)
     assert any(n.startswith("orchestry/migrations/versions/0001") for n in names)
     assert not any("/tests/" in n or n.startswith("orchestry/tests") or "/bench/" in n for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

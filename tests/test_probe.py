@@ -92,6 +92,13 @@ class Server:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 1000)
             await writer.drain()
             await reader.read()  # until the prober hangs up
+        elif path == "/close":
+            return  # hang up without a word
+        elif path == "/garbage":
+            writer.write(b"SPEAKING NO HTTP\r\n\r\n")
+        elif path == "/early":
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n")
+            answer(200)
         elif path.startswith("/hang"):
             await reader.read()  # read, never answered, until the prober hangs up
         else:
@@ -184,6 +191,39 @@ def test_redirect_counts_as_ok_and_is_not_followed(server: Server, prober: Probe
     assert server.hits["/redirect"] == 2
 
 
+@pytest.mark.parametrize(
+    ("path", "ok", "detail"),
+    [
+        ("/close", False, "connection closed without a response"),
+        ("/garbage", False, "protocol error: "),
+        ("/early", True, "HTTP 200"),  # a 1xx comes before the real answer
+    ],
+)
+def test_odd_servers(server: Server, prober: Prober, path: str, ok: bool, detail: str) -> None:
+    got_ok, got_detail, _ = one(prober, http("a-1", server.port, path))
+    assert got_ok == ok
+    assert got_detail.startswith(detail)
+
+
+def test_request_headers_host_and_framing(server: Server, prober: Prober) -> None:
+    """The target's headers are sent as given and may replace Host and User-Agent; framing stays the
+    prober's (one Content-Length, Connection: close)."""
+    headers = (("Host", "api.example"), ("X-Probe", "1"), ("Content-Length", "999"), ("Connection", "keep-alive"))
+    target = http("a-1", server.port, "/post", method="POST", headers=headers, body='{"ping": true}')
+    assert one(prober, target)[:2] == (True, "HTTP 200")
+    _, _, got, body = server.received[0]
+    assert (got["host"], got["x-probe"], got["content-length"], got["connection"]) == (
+        "api.example",
+        "1",
+        "14",
+        "close",
+    )
+    assert got["user-agent"].startswith("orchestry-probe") and body == b'{"ping": true}'
+    one(prober, http("a-2", server.port, "/ok"))
+    assert server.received[1][2]["host"] == f"{HOST}:{server.port}"
+    assert "content-length" not in server.received[1][2]  # a GET has no body
+
+
 def test_status_is_the_answer_and_the_body_is_not_read(server: Server, prober: Prober) -> None:
     started = time.perf_counter()
     assert one(prober, http("a-1", server.port, "/endless", timeout_seconds=2.0))[:2] == (True, "HTTP 200")
@@ -254,10 +294,10 @@ def test_an_unexpected_exception_fails_only_its_check(
 ) -> None:
     real = prober_module._check_http
 
-    async def flaky(client: object, target: Target) -> tuple[bool, str]:
+    async def flaky(target: Target) -> tuple[bool, str]:
         if target.key == "boom":
             raise RuntimeError("something unexpected")
-        return await real(client, target)  # type: ignore[arg-type]
+        return await real(target)
 
     monkeypatch.setattr(prober_module, "_check_http", flaky)
     targets = [http(f"a-{i}", server.port, "/ok") for i in range(5)]
@@ -268,7 +308,8 @@ def test_an_unexpected_exception_fails_only_its_check(
     results = prober.check_all(targets)
     assert all(results[f"a-{i}"].ok for i in range(5))
     assert (results["boom"].ok, results["boom"].detail) == (False, "RuntimeError: something unexpected")
-    assert not results["bad-header"].ok and results["bad-header"].detail
+    assert not results["bad-header"].ok
+    assert results["bad-header"].detail.startswith("invalid request:")
 
 
 def test_probes_ignore_proxy_settings(server: Server, prober: Prober, monkeypatch: pytest.MonkeyPatch) -> None:

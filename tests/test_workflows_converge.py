@@ -1,4 +1,4 @@
-"""The reconcile plan as a table: desired state and observed replicas in, starts and stops out."""
+"""The reconcile plan as a table: desired state and observed replicas in, starts, drains and stops out."""
 
 from __future__ import annotations
 
@@ -7,67 +7,178 @@ import pytest
 from orchestry.workflows.converge import Desired, Plan, Seen, Start, Stop, plan_app
 
 
-def run(slot: int, h: str = "new", ready: bool = True) -> Seen:
-    return Seen(f"a-{slot}", slot, h, running=True, ready=ready)
+def run(slot: int, h: str = "new", ready: bool = True, **kw: bool) -> Seen:
+    return Seen(f"a-{slot}", slot, h, running=True, ready=ready, **kw)
 
 
 def dead(slot: int, h: str = "new") -> Seen:
     return Seen(f"a-{slot}", slot, h, running=False, ready=False)
 
 
-def starts(*slots: int) -> tuple[int, ...]:
-    return slots
+def leaving(slot: int, drained: bool, h: str = "old") -> Seen:
+    return Seen(f"a-{slot}", slot, h, running=True, ready=False, draining=True, drained=drained)
 
 
+def sick(slot: int, h: str = "new") -> Seen:
+    return Seen(f"a-{slot}", slot, h, running=True, ready=False, unhealthy=True)
+
+
+# (id, desired replicas, seen, start slots, drains, stops, waits, halts)
 CASES = [
-    # (id, desired replicas, seen, expected start slots, expected stop names, waits)
-    ("nothing to nothing", 0, [], (), (), False),
-    ("up 3 from nothing", 3, [], (1, 2, 3), (), False),
-    ("already 3", 3, [run(1), run(2), run(3)], (), (), False),
-    ("scale 3 to 5", 5, [run(1), run(2), run(3)], (4, 5), (), False),
-    ("scale 5 to 2 stops the highest slots", 2, [run(i) for i in range(1, 6)], (), ("a-5", "a-4", "a-3"), False),
-    ("down", 0, [run(1), run(2)], (), ("a-2", "a-1"), False),
-    ("a dead replica is removed and its slot reused", 3, [run(1), dead(2), run(3)], (2,), ("a-2",), False),
-    ("all dead", 2, [dead(1), dead(2)], (1, 2), ("a-1", "a-2"), False),
-    ("gap in slots is filled first", 3, [run(1), run(3)], (2,), (), False),
-    ("bad slot label removed", 1, [run(1), Seen("x", -1, "new", True, True)], (), ("x",), False),
-    ("rollout starts one new", 3, [run(1, "old"), run(2, "old"), run(3, "old")], (4,), (), False),
+    ("nothing to nothing", 0, [], (), (), (), False, False),
+    ("up 3 from nothing", 3, [], (1, 2, 3), (), (), False, False),
+    ("already 3", 3, [run(1), run(2), run(3)], (), (), (), False, False),
+    ("up waits until the new replicas serve", 2, [run(1), run(2, ready=False)], (), (), (), True, False),
+    ("scale 3 to 5", 5, [run(1), run(2), run(3)], (4, 5), (), (), False, False),
+    (
+        "scale 5 to 2 drains the highest slots",
+        2,
+        [run(i) for i in range(1, 6)],
+        (),
+        ("a-5", "a-4", "a-3"),
+        (),
+        False,
+        False,
+    ),
+    ("down drains everything", 0, [run(1), run(2)], (), ("a-2", "a-1"), (), False, False),
+    ("a draining replica waits", 1, [run(1), leaving(2, drained=False, h="new")], (), (), (), True, False),
+    ("a drained replica stops", 1, [run(1), leaving(2, drained=True, h="new")], (), (), ("a-2",), False, False),
+    (
+        "draining does not count as capacity",
+        2,
+        [run(1), leaving(2, drained=False, h="new")],
+        (3,),
+        (),
+        (),
+        False,
+        False,
+    ),
+    (
+        "a dead replica is removed at once and its slot reused",
+        3,
+        [run(1), dead(2), run(3)],
+        (2,),
+        (),
+        ("a-2",),
+        False,
+        False,
+    ),
+    ("all dead", 2, [dead(1), dead(2)], (1, 2), (), ("a-1", "a-2"), False, False),
+    ("gap in slots is filled first", 3, [run(1), run(3)], (2,), (), (), False, False),
+    ("bad slot label removed", 1, [run(1), Seen("x", -1, "new", True, True)], (), (), ("x",), False, False),
+    ("unhealthy is replaced: new slot and drain", 2, [run(1), sick(2)], (3,), ("a-2",), (), False, False),
+    ("rollout starts one new", 3, [run(1, "old"), run(2, "old"), run(3, "old")], (4,), (), (), False, False),
     (
         "rollout waits for the new one",
         3,
         [run(1, "old"), run(2, "old"), run(3, "old"), run(4, ready=False)],
         (),
         (),
+        (),
+        True,
+        False,
+    ),
+    (
+        "rollout drains one old once ready",
+        3,
+        [run(1, "old"), run(2, "old"), run(3, "old"), run(4)],
+        (),
+        ("a-1",),
+        (),
+        False,
+        False,
+    ),
+    (
+        "rollout: the drained old stops, the next new starts",
+        3,
+        [leaving(1, drained=True), run(2, "old"), run(3, "old"), run(4)],
+        (5,),
+        (),
+        ("a-1",),
+        False,
+        False,
+    ),
+    (
+        "rollout drains one old at a time",
+        3,
+        [leaving(1, drained=False), run(2, "old"), run(3, "old"), run(4), run(5)],
+        (),
+        (),
+        (),
+        True,
+        False,
+    ),
+    ("rollout next new takes the freed slot", 3, [run(2, "old"), run(3, "old"), run(4)], (1,), (), (), False, False),
+    ("rollout last old drained", 3, [run(3, "old"), run(1), run(2), run(4)], (), ("a-3",), (), False, False),
+    ("rollout while scaling down", 1, [run(1, "old"), run(2, "old")], (), ("a-1",), (), False, False),
+    ("rollout of a stopped app just drains", 0, [run(1, "old")], (), ("a-1",), (), False, False),
+    (
+        "rollout under capacity starts up to one extra",
+        2,
+        [dead(1, "old"), run(2, "old")],
+        (1, 3),
+        (),
+        ("a-1",),
+        False,
+        False,
+    ),
+    (
+        "rollout halts on an unhealthy new replica",
+        2,
+        [run(1, "old"), run(2, "old"), sick(3)],
+        (),
+        (),
+        ("a-3",),
+        False,
         True,
     ),
-    ("rollout stops one old once ready", 3, [run(1, "old"), run(2, "old"), run(3, "old"), run(4)], (), ("a-1",), False),
-    ("rollout next new takes the freed slot", 3, [run(2, "old"), run(3, "old"), run(4)], (1,), (), False),
-    ("rollout last old stopped", 3, [run(3, "old"), run(1), run(2), run(4)], (), ("a-3",), False),
-    ("rollout while scaling down", 1, [run(1, "old"), run(2, "old")], (), ("a-1",), False),
-    ("rollout of a stopped app just stops", 0, [run(1, "old")], (), ("a-1",), False),
-    ("rollout under capacity starts up to one extra", 2, [dead(1, "old"), run(2, "old")], (1, 3), ("a-1",), False),
 ]
 
 
-@pytest.mark.parametrize(("want", "seen", "start", "stop", "waits"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_plan(want: int, seen: list[Seen], start: tuple[int, ...], stop: tuple[str, ...], waits: bool) -> None:
+@pytest.mark.parametrize(
+    ("want", "seen", "start", "drain", "stop", "waits", "halts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_plan(
+    want: int,
+    seen: list[Seen],
+    start: tuple[int, ...],
+    drain: tuple[str, ...],
+    stop: tuple[str, ...],
+    waits: bool,
+    halts: bool,
+) -> None:
     plan = plan_app(Desired(want, "new"), seen)
     assert tuple(s.slot for s in plan.starts) == start
+    assert tuple(s.name for s in plan.drains) == drain
     assert tuple(s.name for s in plan.stops) == stop
     assert (plan.wait is not None) == waits
+    assert (plan.halt is not None) == halts
+
+
+def test_backing_off_keeps_the_unhealthy_replica_without_waiting_on_it() -> None:
+    """While the app backs off, the failed replica stays out of rotation and the job has nothing to do."""
+    plan = plan_app(Desired(2, "new", replace_unhealthy=False), [run(1), sick(2)])
+    assert plan.done
 
 
 def test_rollout_converges_and_never_drops_below_desired() -> None:
-    """Simulate a whole rollout of 4 replicas: apply each plan, check capacity, stop when done."""
+    """A whole rollout of 4 replicas: apply each plan (drains take a round), check capacity, stop when done."""
     seen = [run(i, "old") for i in range(1, 5)]
-    for _ in range(50):
+    for _ in range(60):
         plan = plan_app(Desired(4, "new"), seen)
         if plan.done:
             break
         assert sum(s.ready for s in seen) >= 4
         assert len(seen) <= 5
-        names = {s.name for s in plan.stops}
-        seen = [s for s in seen if s.name not in names] + [run(s.slot) for s in plan.starts]
+        stopped = {s.name for s in plan.stops}
+        drained = {s.name for s in plan.drains}
+        seen = [
+            leaving(s.slot, drained=False, h=s.spec_hash)
+            if s.name in drained
+            else (leaving(s.slot, drained=True, h=s.spec_hash) if s.draining else s)
+            for s in seen
+            if s.name not in stopped
+        ] + [run(s.slot) for s in plan.starts]
     assert plan.done
     assert len(seen) == 4 and all(s.spec_hash == "new" for s in seen)
     assert len({s.slot for s in seen}) == 4
@@ -77,4 +188,6 @@ def test_done_plan() -> None:
     assert Plan().done
     assert not Plan(starts=(Start(1, "x"),)).done
     assert not Plan(stops=(Stop("a", "x"),)).done
+    assert not Plan(drains=(Stop("a", "x"),)).done
     assert not Plan(wait="w").done
+    assert not Plan(halt="h").done

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from orchestry.config import Settings
 from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.runtime.types import Runtime
-from orchestry.web import apps, events, jobs, logs, operations, system
+from orchestry.web import apps, events, health, jobs, logs, operations, system
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
@@ -32,6 +32,6 @@ def create_app(
     app.before_request(check_request)
     app.teardown_appcontext(close_session)
     install_errors(app)
-    for bp in (system.bp, apps.bp, operations.bp, jobs.bp, logs.bp, events.bp):
+    for bp in (system.bp, apps.bp, operations.bp, health.bp, jobs.bp, logs.bp, events.bp):
         app.register_blueprint(bp)
     return app

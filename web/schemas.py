@@ -263,3 +263,23 @@ class Accepted(BaseModel):
 class LogsQuery(Query):
     lines: QueryInt = Field(100, ge=0, le=10000, description="lines per replica from the end")
     follow: QueryBool = Field(False, description="keep the response open and stream new lines")
+
+
+class ReplicaHealthOut(BaseModel):
+    name: str
+    state: str = Field(description="the container's state")
+    health: str = Field(description="unknown (not yet proven), healthy (in rotation) or unhealthy")
+    in_rotation: bool
+    draining: bool
+    last_check_at: datetime | None
+    last_latency_ms: float | None
+    consecutive_successes: int
+    consecutive_failures: int
+    last_error: str | None
+
+
+class AppHealth(BaseModel):
+    app: str
+    check: dict[str, Any] | None = Field(description="the app's healthCheck; null when it has none")
+    healthy: int
+    replicas: list[ReplicaHealthOut]

@@ -1,11 +1,17 @@
-"""The reconcile plan of one app: which replicas to start and which to stop, given what runs now.
+"""The reconcile plan of one app: which replicas to start, drain and stop, given what runs now.
 
 Level-triggered, like a Kubernetes controller: the plan depends only on the desired state and on what
-the engine reports, so a handler re-plans after every action and a retried job picks up where the last
-one stopped. Replicas are slots (`app-1`, `app-2`, ...); a new replica takes the lowest free slot.
+is observed, so a handler re-plans after every action and a retried job picks up where the last one
+stopped. Replicas are slots (`app-1`, `app-2`, ...); a new replica takes the lowest free slot.
+
+A running replica never stops while it may still receive traffic: it is first *drained* (taken out of
+the routing table), and stopped only once nginx confirmed the table without it and its in-flight
+requests had time to finish (`drained`). A dead replica is removed at once.
 
 A new revision rolls out with a surge of one: start one replica of the new revision, wait until it is
-ready, stop one of the old revision, and so on; the app never runs fewer ready replicas than desired.
+ready (healthy and in the routing table), drain one of the old revision, and so on; the app never has
+fewer ready replicas than desired. A new replica that turns unhealthy halts the rollout: the old
+revision keeps serving and the plan says why.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 class Desired:
     replicas: int  # 0 when the app is stopped or being deleted
     spec_hash: str
+    replace_unhealthy: bool = True  # False while the app backs off from replacing failing replicas
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,10 @@ class Seen:
     slot: int
     spec_hash: str
     running: bool
-    ready: bool  # running and, where the app has a health check, passing it
+    ready: bool  # serving: healthy (or no health check) and in the routing table
+    draining: bool = False  # left the routing table, waiting to be stopped
+    drained: bool = False  # draining, and safe to stop now
+    unhealthy: bool = False  # crossed its failure threshold: to be replaced
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,14 @@ class Stop:
 @dataclass(frozen=True)
 class Plan:
     starts: tuple[Start, ...] = ()
-    stops: tuple[Stop, ...] = ()
-    wait: str | None = None  # nothing to do until this changes (e.g. a new replica is not ready yet)
+    drains: tuple[Stop, ...] = ()  # take out of rotation now, stop in a later round
+    stops: tuple[Stop, ...] = ()  # stop now
+    wait: str | None = None  # nothing more to do until this changes
+    halt: str | None = None  # the rollout cannot go on: the job fails with this reason
 
     @property
     def done(self) -> bool:
-        return not self.starts and not self.stops and self.wait is None
+        return not (self.starts or self.drains or self.stops or self.wait or self.halt)
 
 
 def free_slots(used: set[int], count: int) -> list[int]:
@@ -65,32 +77,48 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
     stops = [Stop(s.name, "not running") for s in seen if not s.running]
     stops += [Stop(s.name, "not a valid slot") for s in seen if s.running and s.slot < 1]
     running = [s for s in seen if s.running and s.slot >= 1]
-    current = sorted((s for s in running if s.spec_hash == desired.spec_hash), key=lambda s: s.slot)
-    old = sorted((s for s in running if s.spec_hash != desired.spec_hash), key=lambda s: s.slot)
-    want = max(0, desired.replicas)
     used = {s.slot for s in running}
+    leaving = [s for s in running if s.draining]
+    stops += [Stop(s.name, "drained") for s in leaving if s.drained]
+    waits = [s.name for s in leaving if not s.drained]
+
+    active = [s for s in running if not s.draining]
+    doomed = [s for s in active if s.unhealthy and desired.replace_unhealthy]
+    keep = [s for s in active if s not in doomed]
+    current = sorted((s for s in keep if s.spec_hash == desired.spec_hash), key=lambda s: s.slot)
+    old = sorted((s for s in keep if s.spec_hash != desired.spec_hash), key=lambda s: s.slot)
+    want = max(0, desired.replicas)
+    drains = [Stop(s.name, "unhealthy: replaced") for s in doomed]
+    starts: list[Start] = []
+
+    failed_new = [s for s in active if s.unhealthy and s.spec_hash == desired.spec_hash]
+    if failed_new and any(s.spec_hash != desired.spec_hash for s in active):
+        bad = ", ".join(s.name for s in failed_new)
+        return Plan(
+            stops=(*stops, *(Stop(s.name, "new revision unhealthy") for s in failed_new)),
+            halt=f"the new revision did not become healthy ({bad}); the old revision keeps serving",
+        )
 
     if len(current) >= want:
         extra = sorted(current, key=lambda s: s.slot, reverse=True)[: len(current) - want]
-        stops += [Stop(s.name, f"scale to {want}") for s in extra]
-        stops += [Stop(s.name, "replaced by the new revision" if want else f"scale to {want}") for s in old]
-        return Plan(stops=tuple(stops))
-
-    missing = want - len(current)
-    if not old:
-        return Plan(
-            starts=tuple(Start(slot, f"scale to {want}") for slot in free_slots(used, missing)), stops=tuple(stops)
-        )
-
-    # Rolling update, one extra replica at a time.
-    total = len(current) + len(old)
-    if total < want + 1:
-        room = min(missing, want + 1 - total)
-        return Plan(
-            starts=tuple(Start(slot, "roll out the new revision") for slot in free_slots(used, room)),
-            stops=tuple(stops),
-        )
-    not_ready = [s.name for s in current if not s.ready]
-    if not_ready:
-        return Plan(stops=tuple(stops), wait=f"waiting for {', '.join(not_ready)} to be ready")
-    return Plan(stops=(*stops, Stop(old[0].name, "replaced by the new revision")))
+        drains += [Stop(s.name, f"scale to {want}") for s in extra]
+        drains += [Stop(s.name, "replaced by the new revision" if want else f"scale to {want}") for s in old]
+    elif not old:
+        starts = [Start(slot, f"scale to {want}") for slot in free_slots(used, want - len(current))]
+    else:  # rolling update, one extra replica at a time (those still draining count as extra)
+        total = len(current) + len(old) + len([s for s in leaving if not s.drained])
+        not_ready = [s.name for s in current if not s.ready and not s.unhealthy]
+        if total < want + 1:
+            room = min(want - len(current), want + 1 - total)
+            starts = [Start(slot, "roll out the new revision") for slot in free_slots(used, room)]
+        elif not_ready or any(not s.drained for s in leaving):
+            waits += not_ready  # the draining ones are in `waits` already
+        else:
+            drains.append(Stop(old[0].name, "replaced by the new revision"))
+    if not (starts or drains or stops):
+        # up and scale end when the new replicas serve; one that failed (kept while backing off) is not awaited
+        waits += [s.name for s in current if not s.ready and not s.unhealthy and s.name not in waits]
+    wait = None
+    if waits and not (starts or drains or stops):
+        wait = f"waiting for {', '.join(waits)}"
+    return Plan(starts=tuple(starts), drains=tuple(drains), stops=tuple(stops), wait=wait)

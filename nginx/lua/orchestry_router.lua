@@ -12,6 +12,9 @@ local cjson = require "cjson.safe"
 local balancer = require "ngx.balancer"
 
 local DICT = "orchestry_routes"
+-- Requests in flight per replica address ("ip:port" -> count), for draining: counted from the balancer's
+-- choice until the request's log phase; a retry moves the count to the next peer.
+local INFLIGHT = "orchestry_inflight"
 local LOCK_TTL = 5 -- seconds: a crashed writer cannot hold the lock longer
 
 local _M = {}
@@ -113,7 +116,7 @@ local function current()
         local peers = {}
         for i, addr in ipairs(addrs) do
           local host, port = parse_peer(addr)
-          peers[i] = { host = host, port = port }
+          peers[i] = { host = host, port = port, address = addr }
         end
         apps[name] = peers
       end
@@ -205,10 +208,23 @@ function _M.balance()
   end
   ctx.orch_tries = tries + 1
   local peer = peers[(ctx.orch_first + tries - 1) % #peers + 1]
+  local inflight = ngx.shared[INFLIGHT]
+  if ctx.orch_inflight then inflight:incr(ctx.orch_inflight, -1, 0) end
+  inflight:incr(peer.address, 1, 0)
+  ctx.orch_inflight = peer.address
   local ok, err = balancer.set_current_peer(peer.host, peer.port)
   if not ok then
     ngx.log(ngx.ERR, "orchestry: set_current_peer failed: ", err)
     return ngx.exit(502)
+  end
+end
+
+-- log_by_lua on the public server: the request is over, its replica has one request less in flight.
+function _M.done()
+  local address = ngx.ctx.orch_inflight
+  if address then
+    ngx.shared[INFLIGHT]:incr(address, -1, 0)
+    ngx.ctx.orch_inflight = nil
   end
 end
 
@@ -246,6 +262,24 @@ end
 function _M.control_generation()
   local generation = current_generation()
   return respond(200, generation and string.format('{"generation":%d}', generation) or '{"generation":null}')
+end
+
+-- GET /_orchestry/inflight?address=ip:port -> {"address": n}; without an address, every non-zero count.
+function _M.control_inflight()
+  local inflight = ngx.shared[INFLIGHT]
+  local address = ngx.req.get_uri_args().address
+  if type(address) == "table" then return respond(400, { error = "invalid_address" }) end
+  local counts = {}
+  if address then
+    if not parse_peer(address) then return respond(400, { error = "invalid_address" }) end
+    counts[address] = math.max(0, inflight:get(address) or 0)
+  else
+    for _, key in ipairs(inflight:get_keys(0)) do
+      local n = inflight:get(key)
+      if n and n > 0 then counts[key] = n end
+    end
+  end
+  return respond(200, next(counts) and cjson.encode(counts) or "{}")
 end
 
 -- Which configuration load this worker belongs to (see init), for confirming a reload.

@@ -1,0 +1,443 @@
+"""Orchestry's own nginx: start, stop, apply a rendered skeleton, push the routing table.
+
+The effects live here; rendering (render.py) and the table (routes.py) are pure.
+
+- A skeleton is applied as a transaction, the way certbot does it: skip when unchanged, write a temp file,
+  `nginx -t` it as the whole configuration, swap it in atomically, reload, and confirm the reload (every
+  configuration load has a number that the control endpoint reports; old workers keep the old one). A
+  refused test leaves the running config untouched; a failed reload puts the previous file back.
+- A routing table is first written to the routes file (so a restarted nginx routes it at once), then PUT
+  to the control endpoint, and counts as applied only once nginx reports its generation.
+- nginx runs as a daemon, not as our child, so Orchestry can restart without dropping traffic. Its master
+  is found by the pid file and checked by its command line before any signal. A master killed with
+  SIGKILL leaves its workers serving (they keep the listening sockets): `start` ends those orphans, found
+  as the nginx processes that hold our listening sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestry.nginx import validate
+from orchestry.nginx.render import TEMP_DIRS, NginxSettings, render_config
+from orchestry.nginx.routes import RouteTable
+
+log = logging.getLogger(__name__)
+
+_CONTROL_TIMEOUT = httpx.Timeout(connect=1.0, read=5.0, write=5.0, pool=1.0)
+
+
+class NginxError(Exception):
+    """nginx did not do what was asked; the caller may try again later."""
+
+
+class NginxUnavailable(NginxError):
+    """The control endpoint did not answer (nginx is down, starting or overloaded)."""
+
+
+class ConfigRefused(NginxError):
+    """nginx refused a configuration; the running configuration (file and process) is unchanged."""
+
+
+class ReloadFailed(ConfigRefused):
+    """`nginx -t` accepted the file but the running master did not load it (e.g. a port in use)."""
+
+
+class StaleGeneration(NginxError):
+    """A routing table older than the one nginx (or the routes file) already holds."""
+
+    def __init__(self, message: str, served: int | None) -> None:
+        super().__init__(message)
+        self.served = served
+
+
+def process_user() -> str | None:
+    """The value for `NginxSettings.user`: this process's user when it is root, else None (not needed).
+
+    As root without a `user` directive nginx runs its workers as `nobody`, which cannot enter a 0700 data
+    directory: a request body or response that outgrows its memory buffer then fails with a 500.
+    """
+    return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+
+
+class NginxManager:
+    def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.binary = binary
+        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
+        # No keep-alive: after a reload an idle connection would still point at an exiting worker.
+        self._http = httpx.Client(
+            base_url=f"http://127.0.0.1:{settings.control_port}",
+            timeout=_CONTROL_TIMEOUT,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,  # never send loopback control calls through an HTTP proxy from the environment
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- configuration ---------------------------------------------------------------------------------
+
+    def render_and_apply(self, text: str) -> bool:
+        """Apply a rendered configuration; False when it is already the one in place.
+
+        Raises ConfigRefused (nginx's message included) when `nginx -t` refuses it, ReloadFailed when the
+        running nginx does not load it (NginxUnavailable when it does not answer); in every case the previous
+        file is back in place and nginx serves on with it. When nginx is not running, the file is only
+        installed: `start` writes its own rendering of `self.settings`, so render from those.
+        """
+        conf = self.settings.conf_file
+        if conf.exists() and conf.read_text() == text:
+            return False
+        self._make_dirs()
+        previous = conf.read_text() if conf.exists() else None
+        self._install(text)
+        if not self.running():
+            return True
+        try:
+            self._reload()
+        except NginxError:
+            # The file must say what runs: otherwise the next call would skip this text as already applied.
+            if previous is not None:
+                _write_atomic(conf, previous)
+            raise
+        return True
+
+    def test_config(self, path: Path) -> None:
+        """`nginx -t` on a whole configuration file; raises ConfigRefused with nginx's own message."""
+        result = self._run("-t", "-q", "-c", str(path))
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip()
+            raise ConfigRefused(f"nginx refused the configuration: {message}")
+
+    def _install(self, text: str) -> None:
+        """Test `text` as a temp file beside the running config, then swap it in atomically."""
+        conf = self.settings.conf_file
+        temp = conf.with_name(f".{conf.name}.{uuid.uuid4().hex}.tmp")
+        temp.write_text(text)
+        try:
+            self.test_config(temp)
+            if conf.exists():
+                shutil.copyfile(conf, conf.with_name(conf.name + ".previous"))  # for a person to compare
+            os.replace(temp, conf)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _reload(self) -> None:
+        """HUP the master and wait for the outcome: the load number moves, or the master gives up.
+
+        The master reports failures only in its error log. A `bind()` that finds the port in use is retried
+        for 2.5 s and may still succeed, so it is final only with "still could not bind()"; any other
+        `[emerg]` is final once the load number has stayed put for a moment (it would move right after).
+        """
+        pid = self._master_pid()
+        if pid is None:
+            raise NginxUnavailable("nginx is not running")
+        before = self._status()["load"]
+        error_log = self.settings.error_log
+        offset = error_log.stat().st_size if error_log.exists() else 0
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + self.timeout
+        failed_at: float | None = None
+        errors: list[str] = []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(NginxError):
+                if self._status()["load"] != before:
+                    log.info("nginx reloaded", extra={"nginx_pid": pid})
+                    return
+            errors = [line for line in _read_from(error_log, offset).splitlines() if "[emerg]" in line]
+            final = [e for e in errors if "bind()" not in e or "still could not bind()" in e]
+            if final and failed_at is None:
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > 0.3:
+                raise ReloadFailed("nginx did not load the configuration: " + " | ".join(errors))
+            time.sleep(0.01)
+        detail = (": " + " | ".join(errors)) if errors else ""
+        raise ReloadFailed(f"nginx did not confirm the reload within {self.timeout:g} s{detail}")
+
+    # --- process ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start our nginx (a no-op when it runs) and wait until its control endpoint answers.
+
+        The configuration is rendered from the settings, tested and written first; the routes file, if any,
+        is loaded by nginx itself as it starts.
+        """
+        if self.running():
+            return
+        if os.geteuid() == 0 and self.settings.user is None:
+            log.warning("nginx starts as root without `user`: its workers run as nobody (see process_user)")
+        self._end_orphans()
+        self._make_dirs()
+        self._install(render_config(self.settings))
+        result = self._run("-c", str(self.settings.conf_file))
+        if result.returncode != 0:
+            raise NginxError(f"nginx did not start: {(result.stderr or result.stdout).strip()}")
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(NginxError):
+                self._status()
+                log.info("nginx started", extra={"nginx_pid": self._master_pid()})
+                return
+            time.sleep(0.02)
+        raise NginxError(f"nginx started but its control endpoint did not answer within {self.timeout:g} s")
+
+    def stop(self) -> None:
+        """Stop our nginx: graceful (SIGQUIT) first, then SIGTERM, then SIGKILL; never another nginx."""
+        pid = self._master_pid()
+        if pid is not None:
+            for sig, wait in ((signal.SIGQUIT, self.timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                if _wait_gone([pid], wait):
+                    break
+        self._end_orphans()
+
+    def running(self) -> bool:
+        return self._master_pid() is not None
+
+    def ensure_running(self) -> bool:
+        """Start nginx if it is not running; True when it was started. It then loads the routes file."""
+        if self.running():
+            return False
+        log.warning("nginx is not running; starting it")
+        self.start()
+        return True
+
+    def master_pid(self) -> int | None:
+        return self._master_pid()
+
+    def _master_pid(self) -> int | None:
+        """The pid in our pid file, if that process is alive and is the master of this configuration."""
+        try:
+            pid = int(self.settings.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        cmdline = _cmdline(pid)
+        if not _alive(pid) or "master process" not in cmdline or str(self.settings.conf_file) not in cmdline:
+            return None
+        return pid
+
+    def _end_orphans(self) -> None:
+        """End nginx processes that still hold our listening sockets although our master is gone."""
+        s = self.settings
+        conf = str(s.conf_file)
+        pids = {
+            pid
+            for pid in _listeners({(s.bind_address, s.listen_port), ("127.0.0.1", s.control_port)})
+            # Another nginx's master, or a worker of a live master, is not ours: leave it (start then fails).
+            if conf in _cmdline(pid) or "nginx: master process" not in _cmdline(_parent(pid)) + _cmdline(pid)
+        }
+        if not pids:
+            return
+        log.warning("ending orphaned nginx workers", extra={"pids": sorted(pids)})
+        for sig, wait in ((signal.SIGQUIT, 2.0), (signal.SIGKILL, 2.0)):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            if _wait_gone(pids, wait):
+                return
+
+    def _make_dirs(self) -> None:
+        s = self.settings
+        for directory in (s.conf_file.parent, s.pid_file.parent, s.error_log.parent, s.routes_path.parent):
+            directory.mkdir(parents=True, exist_ok=True)
+        for name in TEMP_DIRS:
+            (s.temp_dir / name).mkdir(parents=True, exist_ok=True)
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        binary = shutil.which(self.binary)
+        if binary is None:
+            raise NginxError(f"the nginx binary {self.binary!r} was not found")
+        prefix = str(self.settings.prefix) + "/"
+        return subprocess.run(
+            [binary, "-p", prefix, *args],
+            cwd=self.settings.prefix,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout + 5,  # a start retries bind() for 2.5 s before giving up
+            check=False,
+        )
+
+    # --- routing table ---------------------------------------------------------------------------------
+
+    def push_routes(self, table: RouteTable) -> int:
+        """Make nginx serve `table`; returns the generation nginx then reports.
+
+        The routes file is written first, so a restart between the two steps still routes this table.
+        Pushing the same generation again is harmless; an older one raises StaleGeneration.
+        """
+        on_file = self.routes_file_generation()
+        if on_file is not None and on_file > table.generation:
+            raise StaleGeneration(f"routes file holds generation {on_file} > {table.generation}", on_file)
+        body = table.to_json()
+        _write_atomic(self.settings.routes_path, body)
+        response = self._request("PUT", "/_orchestry/routes", content=body)
+        if response.status_code == 409:
+            current = response.json().get("generation")
+            raise StaleGeneration(f"nginx serves generation {current} > {table.generation}", current)
+        if response.status_code != 200:
+            raise NginxError(f"nginx refused the routing table: {response.status_code} {response.text.strip()}")
+        served = self.served_generation()
+        if served is None or served != table.generation:
+            raise NginxError(f"nginx reports generation {served} after pushing {table.generation}")
+        log.info("routes pushed", extra={"generation": served, "apps": len(table.apps)})
+        return served
+
+    def served_generation(self) -> int | None:
+        """The generation nginx serves; None when it serves no table or does not answer."""
+        try:
+            response = self._request("GET", "/_orchestry/generation")
+        except NginxUnavailable:
+            return None
+        generation = response.json().get("generation") if response.status_code == 200 else None
+        return int(generation) if isinstance(generation, int) else None
+
+    def served_routes(self) -> dict[str, Any]:
+        """The table as nginx holds it (`GET /_orchestry/routes`)."""
+        response = self._request("GET", "/_orchestry/routes")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def in_flight(self, address: str) -> int | None:
+        """Requests nginx has open to `address` (IPv4:port), for draining; None when nginx does not answer.
+
+        Counted from the balancer's choice to the end of the request, so it never undercounts a request that
+        is still being answered.
+        """
+        validate.address(address)
+        try:
+            response = self._request("GET", "/_orchestry/inflight", params={"address": address})
+        except NginxUnavailable:
+            return None
+        count = response.json().get(address) if response.status_code == 200 else None
+        return int(count) if isinstance(count, int) else None
+
+    def routes_file_generation(self) -> int | None:
+        try:
+            generation = json.loads(self.settings.routes_path.read_text()).get("generation")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return int(generation) if isinstance(generation, int) else None
+
+    def _status(self) -> dict[str, Any]:
+        response = self._request("GET", "/_orchestry/status")
+        if response.status_code != 200:
+            raise NginxUnavailable(f"nginx status: {response.status_code}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def _request(
+        self, method: str, path: str, content: str | None = None, params: dict[str, str] | None = None
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            return self._http.request(method, path, content=content, headers=headers, params=params)
+        except httpx.TransportError as exc:
+            raise NginxUnavailable(f"nginx control endpoint: {exc!r}") from exc
+
+
+# --- small helpers on files and /proc --------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            return file.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie (a killed daemon stays a zombie until its parent, often pid 1, reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _wait_gone(pids: set[int] | list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _proc_hex(host: str, port: int) -> str:
+    """An IPv4 socket address as /proc/net/tcp prints it (the address in host byte order)."""
+    return "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(host))[0], port)  # noqa: UP031
+
+
+def _listeners(addresses: set[tuple[str, int]]) -> set[int]:
+    """Pids of nginx processes holding a listening TCP socket on one of `addresses`."""
+    wanted = {_proc_hex(host, port) for host, port in addresses}
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] in wanted and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    pids: set[int] = set()
+    if not inodes:
+        return pids
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "nginx":
+                continue
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    pids.add(int(entry.name))
+                    break
+    return pids

@@ -1,0 +1,73 @@
+"""/api/v1/apps/<name>/health: each replica's health; `POST .../health/check` probes them now (a job)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from orchestry.models import jobs as jobq
+from orchestry.models.apps import get_app, get_revision
+from orchestry.models.replicas import replicas_of
+from orchestry.web.context import actor, session, wake_dispatcher
+from orchestry.web.errors import not_found
+from orchestry.web.jobs import job_out
+from orchestry.web.openapi import operation
+from orchestry.web.schemas import Accepted, AppHealth, ErrorOut, ReplicaHealthOut
+from orchestry.workflows.health import policy_from_spec
+
+bp = Blueprint("health", __name__, url_prefix="/api/v1/apps")
+NAME = "<string(maxlength=253):name>"
+
+
+@bp.get(f"/{NAME}/health")
+@operation(
+    "Each replica's health: state, last check, latency, consecutive results, last error",
+    tag="health",
+    responses={200: AppHealth, 404: ErrorOut},
+)
+def show(name: str) -> Response:
+    db = session()
+    app = get_app(db, name)
+    if app is None:
+        raise not_found("app", name)
+    rev = get_revision(db, app)
+    check = (rev.spec if rev else {}).get("healthCheck")
+    probed = policy_from_spec(check) is not None
+    replicas = [
+        ReplicaHealthOut(
+            name=r.name,
+            state=r.state,
+            health=r.health,
+            in_rotation=r.state == "running" and r.drain_started_at is None and (r.health == "healthy" or not probed),
+            draining=r.drain_started_at is not None,
+            last_check_at=r.last_check_at,
+            last_latency_ms=r.last_latency_ms,
+            consecutive_successes=r.consecutive_successes,
+            consecutive_failures=r.consecutive_failures,
+            last_error=r.last_error,
+        )
+        for r in replicas_of(db, app.id)
+    ]
+    out = AppHealth(
+        app=name, check=check if probed else None, healthy=sum(r.in_rotation for r in replicas), replicas=replicas
+    )
+    return jsonify(out.model_dump(mode="json"))
+
+
+@bp.post(f"/{NAME}/health/check")
+@operation(
+    "Probe every replica of the app now (a `health-check` job); the job's result holds the verdicts",
+    tag="health",
+    responses={202: Accepted, 404: ErrorOut},
+)
+def check(name: str) -> tuple[Response, int]:
+    db = session()
+    if get_app(db, name) is None:
+        raise not_found("app", name)
+    queued = jobq.enqueue(db, "health-check", app_name=name, actor=actor())
+    db.commit()
+    wake_dispatcher()
+    out = job_out(queued.job)
+    body = Accepted(job=out, url=out.url, created=True, message=f"health check of {name} queued")
+    resp = jsonify(body.model_dump(mode="json"))
+    resp.headers["Location"] = out.url
+    return resp, 202
