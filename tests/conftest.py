@@ -347,3 +347,13 @@ def assert_error(resp: httpx.Response, status: int, error: str | None = None) ->
     if error:
         assert body["error"] == error
     return body
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
+    """Seconds until predicate() was true; fails the test after `timeout`."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not true within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - start

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import LiveServer, assert_error, hello, post
+from conftest import LiveServer, assert_error, hello, post, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -34,15 +34,6 @@ def up(live: LiveServer, name: str, replicas: int) -> dict[str, Any]:
 
 def proxy(live: LiveServer) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{live.env['ORCHESTRY_PROXY_PORT']}", timeout=5)
-
-
-def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not true within {timeout}s")
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 def served_by(resp: httpx.Response) -> str:

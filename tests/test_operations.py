@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Box, LiveServer, assert_error, docker_client, hello, post, start_server, stop_server
+from conftest import Box, LiveServer, assert_error, docker_client, hello, post, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -38,16 +38,6 @@ def serving(container: Box) -> str:
     resp = httpx.get(f"http://127.0.0.1:{container.port}/", timeout=5)
     assert resp.status_code == 200
     return resp.text
-
-
-def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
-    """Seconds until predicate() was true; fails after timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not true within {timeout}s")
-        time.sleep(step)
-    return time.monotonic() - start
 
 
 def test_up_scale_down_delete(live: LiveServer) -> None:
