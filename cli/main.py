@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=30)
     p = waitable(cmd("job", ops.job, "one job: steps, attempts, timings, error"))
     p.add_argument("id", type=int)
+    p = cmd("cluster", ops.cluster, "the controller cluster: status, leader, nodes")
+    p.add_argument("action", choices=("status", "leader", "nodes"), nargs="?", default="status")
     p = cmd("logs", ops.logs, "an app's replicas' logs, merged, each line with its replica")
     p.add_argument("name")
     p.add_argument("-n", "--lines", type=int, default=100)

@@ -175,3 +175,47 @@ def logs(args: Args, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def cluster(args: Args, settings: Settings) -> int:
+    client = _client(settings)
+    if args.action == "leader":
+        data = client.get("/api/v1/cluster/leader")
+        if args.json:
+            print_json(data)
+        elif data["leader"]:
+            print(
+                f"{data['leader']} leads (term {data['term']}, lease until {data['expires_at']}) at {data['address']}"
+            )
+        else:
+            print(f"no leader (last term {data['term']})")
+        return 0 if data["leader"] else 1
+    data = client.get("/api/v1/cluster/status")
+    if args.json:
+        print_json(data if args.action == "status" else data["nodes"])
+        return 0
+    if args.action == "status":
+        lead = data["leader"]
+        print(
+            keyvalues(
+                [
+                    ("this node", data["node"] + (" (leader)" if data["is_leader"] else "")),
+                    ("leader", f"{lead['leader']} term {lead['term']}" if lead["leader"] else "none"),
+                    ("lease until", lead["expires_at"]),
+                ]
+            )
+        )
+        print()
+    rows = [
+        (
+            n["node_id"],
+            "leader" if n["leader"] else "",
+            "alive" if n["alive"] else "gone",
+            n["address"],
+            n["version"],
+            ago(n["heartbeat_at"]),
+        )
+        for n in data["nodes"]
+    ]
+    print(table(rows, ("NODE", "ROLE", "STATE", "ADDRESS", "VERSION", "HEARTBEAT")))
+    return 0

@@ -278,3 +278,24 @@ def test_orphans_of_deleted_apps_are_removed(live: LiveServer) -> None:
     finally:
         foreign.remove(force=True)
         subprocess.run(["docker", "rm", "-f", orphan.id], capture_output=True)
+
+
+def test_cluster_endpoints_and_cli(live: LiveServer, tmp_path: Path) -> None:
+    other = start_server(live.db_url, tmp_path, extra_env={"ORCHESTRY_CLUSTER_NAME": live.cluster,
+                                                            "ORCHESTRY_NGINX": "off"})
+    try:
+        me = live.env["ORCHESTRY_NODE_ID"]
+        for server in (live, other):
+            status = server.http.get("/api/v1/cluster/status")
+            assert status.headers["X-Orchestry-Node"] == server.env["ORCHESTRY_NODE_ID"]
+            body = status.json()
+            assert body["leader"]["leader"] == me and body["is_leader"] == (server is live)
+            assert {n["node_id"] for n in body["nodes"]} >= {me, other.env["ORCHESTRY_NODE_ID"]}
+            assert server.http.get("/cluster/leader").json()["leader"] == me
+            assert server.http.get("/api/v1/cluster/health").json()["has_leader"] is True
+        out = other.cli("cluster", "leader")
+        assert out.returncode == 0 and me in out.stdout
+        nodes = other.cli("cluster", "nodes")
+        assert "leader" in nodes.stdout and other.env["ORCHESTRY_NODE_ID"] in nodes.stdout
+    finally:
+        stop_server(other, remove_containers=False)

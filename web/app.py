@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask
+from flask import Flask, Response
 from sqlalchemy.engine import Engine
 
 from orchestry.config import Settings
 from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.runtime.types import Runtime
-from orchestry.web import apps, events, health, jobs, logs, operations, system
+from orchestry.web import apps, cluster, events, health, jobs, logs, operations, system
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
@@ -32,6 +32,12 @@ def create_app(
     app.before_request(check_request)
     app.teardown_appcontext(close_session)
     install_errors(app)
-    for bp in (system.bp, apps.bp, operations.bp, health.bp, jobs.bp, logs.bp, events.bp):
+
+    @app.after_request
+    def _node_header(response: Response) -> Response:
+        response.headers["X-Orchestry-Node"] = settings.node_id  # which node answered, in a cluster
+        return response
+
+    for bp in (system.bp, apps.bp, operations.bp, health.bp, jobs.bp, logs.bp, events.bp, cluster.bp):
         app.register_blueprint(bp)
     return app

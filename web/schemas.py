@@ -283,3 +283,34 @@ class AppHealth(BaseModel):
     check: dict[str, Any] | None = Field(description="the app's healthCheck; null when it has none")
     healthy: int
     replicas: list[ReplicaHealthOut]
+
+
+class NodeOut(BaseModel):
+    node_id: str
+    address: str
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    leader: bool
+    alive: bool = Field(description="heartbeat within three lease periods")
+
+
+class LeaderOut(BaseModel):
+    leader: str | None = Field(description="the node holding an unexpired lease; null while nobody leads")
+    term: int
+    expires_at: datetime | None
+    address: str | None
+
+
+class ClusterStatus(BaseModel):
+    node: str = Field(description="the node that answered")
+    is_leader: bool
+    leader: LeaderOut
+    nodes: list[NodeOut]
+
+
+class ClusterHealth(BaseModel):
+    status: Literal["ok", "degraded"]
+    node: str
+    has_leader: bool
+    database: str
