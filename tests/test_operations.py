@@ -281,8 +281,9 @@ def test_orphans_of_deleted_apps_are_removed(live: LiveServer) -> None:
 
 
 def test_cluster_endpoints_and_cli(live: LiveServer, tmp_path: Path) -> None:
-    other = start_server(live.db_url, tmp_path, extra_env={"ORCHESTRY_CLUSTER_NAME": live.cluster,
-                                                            "ORCHESTRY_NGINX": "off"})
+    other = start_server(
+        live.db_url, tmp_path, extra_env={"ORCHESTRY_CLUSTER_NAME": live.cluster, "ORCHESTRY_NGINX": "off"}
+    )
     try:
         me = live.env["ORCHESTRY_NODE_ID"]
         for server in (live, other):
@@ -299,3 +300,23 @@ def test_cluster_endpoints_and_cli(live: LiveServer, tmp_path: Path) -> None:
         assert "leader" in nodes.stdout and other.env["ORCHESTRY_NODE_ID"] in nodes.stdout
     finally:
         stop_server(other, remove_containers=False)
+
+
+def test_prometheus_metrics(live: LiveServer) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    post(live, hello("measured"))
+    run(live, "measured", "up", {"replicas": 2})
+    resp = live.http.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    }
+    assert samples[("orchestry_app_desired_replicas", (("app", "measured"),))] == 2
+    assert samples[("orchestry_app_running_replicas", (("app", "measured"),))] == 2
+    assert samples[("orchestry_app_ready_replicas", (("app", "measured"),))] == 2
+    assert samples[("orchestry_jobs", (("kind", "deploy"), ("status", "succeeded")))] == 1
+    assert samples[("orchestry_leader", (("node", live.env["ORCHESTRY_NODE_ID"]),))] == 1
+    assert samples[("orchestry_leader_term", ())] >= 1
