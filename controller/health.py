@@ -1,6 +1,7 @@
 """The health sweep: probe every replica that is due, record verdicts, and act on transitions.
 
-Which replicas are due and what a result means are pure (`workflows.health`); the probes run concurrently
+Each replica is checked as its own revision says (during a rollout the old replicas keep their old
+check). Which replicas are due and what a result means are pure (`workflows.health`); the probes run concurrently
 (`probe.Prober`), so a sweep costs about one timeout, not the sum. A transition is stored on the replica
 and written as an event; a change of rotation is pushed to nginx at once; a replica that crossed its
 failure threshold makes its app drift, which a `reconcile` job repairs (subject to the replacement backoff).
@@ -72,7 +73,7 @@ class HealthSweep:
             stmt = (
                 select(Replica, App.name, AppRevision.spec)
                 .join(App, App.id == Replica.app_id)
-                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision))
+                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
                 .where(
                     App.status.in_(("running", "failed")),
                     Replica.state == "running",
@@ -121,7 +122,7 @@ class HealthSweep:
             rows = session.execute(
                 select(Replica, App.name, AppRevision.spec)
                 .join(App, App.id == Replica.app_id)
-                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision))
+                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
                 .where(Replica.name.in_(list(results)))
             ).all()
             for row, app_name, spec in rows:

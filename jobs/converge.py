@@ -181,6 +181,9 @@ def converge(ctx: JobContext) -> dict[str, Any]:
             return _finish(ctx, target, observed, started, stopped)
         if plan.halt:
             _stop(ctx, target, plan.stops, stopped)
+            if target.app_id is not None:  # the app fails now: leave its replica rows true to what runs
+                with ctx.sessions.begin() as session:
+                    sync_observed(session, target.app_id, _rows(observe(ctx, name)))
             raise PermanentError(plan.halt)
         if plan.wait and not (plan.starts or plan.drains or plan.stops):
             raise Wait(plan.wait + (f"; replacing unhealthy replicas backs off for {backoff}" if backoff else ""))

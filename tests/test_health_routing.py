@@ -193,3 +193,20 @@ def test_initial_delay_keeps_a_new_replica_out_of_rotation(live: LiveServer) -> 
     assert time.monotonic() - started >= 3
     (replica,) = live.http.get("/api/v1/apps/slowstart/health").json()["replicas"]
     assert replica["health"] == "healthy"
+
+
+def test_a_revision_that_never_becomes_healthy_halts_the_rollout(live: LiveServer) -> None:
+    post(live, hello("halt") + FAST)
+    up(live, "halt", 2)
+    old = {r["name"] for r in live.http.get("/api/v1/apps/halt").json()["replicas"]}
+    broken = FAST.replace("failureThreshold: 2", "failureThreshold: 2\n  expectedStatusCodes: [204]")  # it answers 200
+    resp = post(live, hello("halt") + broken)
+    job = live.wait_job(resp.json()["results"][0]["job"], timeout=60)
+    assert job["status"] == "failed" and "did not become healthy" in job["error"]
+    app = live.http.get("/api/v1/apps/halt").json()
+    assert app["status"] == "failed" and "old revision keeps serving" in app["status_reason"]
+    serving = {r["name"] for r in app["replicas"] if r["revision"] == 1 and r["state"] == "running"}
+    assert serving == old
+    assert all(r["revision"] == 1 for r in app["replicas"])  # the failed new replica was stopped
+    with proxy(live) as client:
+        assert all(client.get("/halt/").status_code == 200 for _ in range(5))
