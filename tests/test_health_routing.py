@@ -15,11 +15,12 @@ from conftest import LiveServer, assert_error, hello, post, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
-FAST = """healthCheck:
+PERIOD, FAILURES = 1.0, 2
+FAST = f"""healthCheck:
   path: /health
-  periodSeconds: 0.5
-  timeoutSeconds: 0.5
-  failureThreshold: 2
+  periodSeconds: {PERIOD}
+  timeoutSeconds: 1
+  failureThreshold: {FAILURES}
 termination:
   drainSeconds: 5
   gracePeriodSeconds: 1
@@ -101,7 +102,8 @@ def test_an_unhealthy_replica_leaves_rotation_and_is_replaced(live: LiveServer) 
         )
 
     took = wait_for(out_of_rotation, timeout=10)
-    assert took <= 2 * 0.5 + 1.0 + 0.5, f"left rotation after {took:.2f}s"
+    # the issue's bound: failureThreshold x periodSeconds + 1 s (plus the half-second the sweep may wait)
+    assert took <= FAILURES * PERIOD + 1.0 + 0.5, f"left rotation after {took:.2f}s"
     left_at = datetime.now(UTC) + timedelta(seconds=1)  # the log's times have whole seconds
     # replaced: two healthy replicas again, the victim gone
     wait_for(
@@ -148,10 +150,10 @@ def test_health_endpoints(live: LiveServer) -> None:
 @pytest.mark.parametrize(
     ("check", "healthy"),
     [
-        ("healthCheck:\n  protocol: TCP\n  periodSeconds: 0.5\n  timeoutSeconds: 0.5\n", True),
+        ("healthCheck:\n  protocol: TCP\n  periodSeconds: 1\n  timeoutSeconds: 1\n", True),
         (
             "healthCheck:\n  method: POST\n  path: /echo\n  headers: [{name: X-Probe, value: '1'}]\n  body: ping\n"
-            "  periodSeconds: 0.5\n  timeoutSeconds: 0.5\n",
+            "  periodSeconds: 1\n  timeoutSeconds: 1\n",
             True,
         ),
         (
@@ -181,16 +183,16 @@ def test_check_kinds(live: LiveServer, check: str, healthy: bool) -> None:
 def test_initial_delay_keeps_a_new_replica_out_of_rotation(live: LiveServer) -> None:
     post(
         live,
-        hello("slowstart") + "healthCheck:\n  initialDelaySeconds: 3\n  periodSeconds: 0.5\n  timeoutSeconds: 0.5\n",
+        hello("slowstart") + "healthCheck:\n  initialDelaySeconds: 5\n  periodSeconds: 0.5\n  timeoutSeconds: 0.5\n",
     )
     started = time.monotonic()
     resp = live.http.post("/api/v1/apps/slowstart/up", json={"replicas": 1})
     wait_for(lambda: live.http.get("/api/v1/apps/slowstart/health").json()["replicas"], timeout=10)
     (replica,) = live.http.get("/api/v1/apps/slowstart/health").json()["replicas"]
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     assert replica["health"] == "unknown" and replica["last_check_at"] is None and not replica["in_rotation"]
     assert live.wait_job(resp.json()["job"]["id"], timeout=30)["status"] == "succeeded"
-    assert time.monotonic() - started >= 3
+    assert time.monotonic() - started >= 5
     (replica,) = live.http.get("/api/v1/apps/slowstart/health").json()["replicas"]
     assert replica["health"] == "healthy"
 
