@@ -386,3 +386,62 @@ def percentile(values: Sequence[float], p: float) -> float:
         return math.nan
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+# -- routing benchmarks: wrk, nginx ports, TIME_WAIT -------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    """The path of wrk; installs Debian's (`apt-get install -y wrk`) when it is missing and we are root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is missing: installing Debian's wrk (apt-get install -y wrk)", flush=True)
+    if os.geteuid() != 0:
+        raise SystemExit("wrk is missing and this is not root: run `sudo apt-get install -y wrk` first")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
+        result = subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True, text=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit(f"could not install wrk:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    print(f"installed {found}", flush=True)
+    return found
+
+
+def proxy_ports(serve_workdir: Path) -> tuple[int, int]:
+    """Free ports for the nginx of a `serve(db_url, serve_workdir)` still to start: (proxy, control).
+
+    `serve` passes no ORCHESTRY_* variable through, so they go into the config file it reads (the one under
+    its own XDG_CONFIG_HOME); without this its nginx would take the default 8080 and 8081."""
+    proxy, control = free_port(), free_port()
+    config = serve_workdir / "config" / "orchestry" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"proxy_port: {proxy}\nnginx_control_port: {control}\n")
+    return proxy, control
+
+
+def time_wait_sockets() -> int:
+    """TCP sockets in TIME_WAIT in this network namespace (/proc/net/sockstat)."""
+    try:
+        for line in Path("/proc/net/sockstat").read_text().splitlines():
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def settle_time_wait(below: int = 2000, timeout: float = 70) -> float:
+    """Wait until fewer than `below` sockets are in TIME_WAIT (they last 60 s); returns the seconds waited.
+
+    The test app closes every connection, so each request through Docker's port mapping leaves sockets in
+    TIME_WAIT (the client's, and docker-proxy's to the container); tens of thousands of them make new
+    connections slow (ephemeral port search), and a run that starts after a busy one would measure that."""
+    began = time.monotonic()
+    while time_wait_sockets() >= below and time.monotonic() - began < timeout:
+        time.sleep(0.5)
+    return time.monotonic() - began
