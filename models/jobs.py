@@ -215,8 +215,22 @@ def requeue(
     error: str | None = None,
     count_attempt: bool = True,
 ) -> bool:
-    """Put a job back in the queue to run later (a retry, or a handler waiting for something)."""
+    """Put a job back in the queue to run later (a retry, or a handler waiting for something).
+
+    If another job of the same app was queued meanwhile, this one ends instead ("superseded"): handlers
+    converge to the desired state the newer request already wrote, and one app never has two waiting jobs.
+    """
     values: dict[str, Any] = {"status": "queued", "run_after": run_after, "owner": None, "error": error}
+    lock = session.scalar(select(Job.lock).where(_mine(job_id, node, term)))
+    if lock is not None:
+        newer = session.scalar(select(Job.id).where(Job.lock == lock, Job.status == "queued", Job.id != job_id))
+        if newer is not None:
+            values = {
+                "status": "cancelled",
+                "finished_at": utcnow(),
+                "heartbeat_at": utcnow(),
+                "error": f"superseded by job {newer}, which carries on",
+            }
     if not count_attempt:
         values["attempts"] = Job.attempts - 1
     res = session.execute(

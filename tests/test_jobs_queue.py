@@ -151,3 +151,18 @@ def test_concurrent_claimers_take_each_job_once(sessions) -> None:  # type: igno
 
 def test_backoff_is_capped() -> None:
     assert [jobq.backoff(n).total_seconds() for n in (1, 2, 3, 4, 10, 50)] == [0.5, 1, 2, 4, 30, 30]
+
+
+def test_a_requeued_job_gives_way_to_a_newer_waiting_one(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        first = jobq.enqueue(s, "deploy", app_name="a", lock="a").job.id
+    term = lead(sessions)
+    with sessions.begin() as s:
+        assert claim_id(s, "a", term) == first
+    with sessions.begin() as s:  # a new request arrives while the first one runs
+        newer = jobq.enqueue(s, "scale", app_name="a", lock="a").job.id
+    with sessions.begin() as s:  # the first one waits for something: it must not collide with the newer one
+        assert jobq.requeue(s, first, node="a", term=term, run_after=utcnow(), count_attempt=False)
+    with sessions() as s:
+        assert s.get(jobq.Job, first).status == "cancelled"  # type: ignore[union-attr]
+        assert s.get(jobq.Job, newer).status == "queued"  # type: ignore[union-attr]
