@@ -10,6 +10,7 @@ small result dict. They signal outcomes by exception, as kopf does:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,12 +93,15 @@ class JobContext:
     router: Router | None = None
     health: HealthChecker | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+    _step_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def step(self, name: str, status: str = "ok", **detail: Any) -> None:
         """Record one finished step of progress, visible at once in the job's API view."""
         self.fence.check()
         entry = {"step": name, "status": status, "at": utcnow().isoformat(), **detail}
-        with self.sessions.begin() as session:
+        # Steps of parallel starts arrive from several threads: the list is read and written whole, so one
+        # writer at a time, or a step would be lost.
+        with self._step_lock, self.sessions.begin() as session:
             if not jobq.add_step(
                 session, self.job_id, node=self.fence.node, term=self.fence.term, step=entry, now=utcnow()
             ):
