@@ -9,7 +9,7 @@ from orchestry.models.apps import get_app, get_revision
 from orchestry.models.replicas import replicas_of
 from orchestry.web.context import actor, session, wake_dispatcher
 from orchestry.web.errors import not_found
-from orchestry.web.jobs import job_out
+from orchestry.web.jobs import accepted
 from orchestry.web.openapi import operation
 from orchestry.web.schemas import Accepted, AppHealth, ErrorOut, ReplicaHealthOut
 from orchestry.workflows.health import policy_from_spec
@@ -66,8 +66,4 @@ def check(name: str) -> tuple[Response, int]:
     queued = jobq.enqueue(db, "health-check", app_name=name, actor=actor())
     db.commit()
     wake_dispatcher()
-    out = job_out(queued.job)
-    body = Accepted(job=out, url=out.url, created=True, message=f"health check of {name} queued")
-    resp = jsonify(body.model_dump(mode="json"))
-    resp.headers["Location"] = out.url
-    return resp, 202
+    return accepted(queued.job, created=True, message=f"health check of {name} queued")

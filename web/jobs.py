@@ -8,7 +8,7 @@ from orchestry.models import jobs as jobq
 from orchestry.web.context import query, session
 from orchestry.web.errors import not_found
 from orchestry.web.openapi import operation
-from orchestry.web.schemas import ErrorOut, JobList, JobOut, JobsQuery
+from orchestry.web.schemas import Accepted, ErrorOut, JobList, JobOut, JobsQuery
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -34,6 +34,14 @@ def job_out(job: jobq.Job) -> JobOut:
         finished_at=job.finished_at,
         url=f"/api/v1/jobs/{job.id}",
     )
+
+
+def accepted(job: jobq.Job, *, created: bool, message: str) -> tuple[Response, int]:
+    """The 202 every enqueueing request answers: the job, where to follow it (also as Location)."""
+    out = job_out(job)
+    resp = jsonify(Accepted(job=out, url=out.url, created=created, message=message).model_dump(mode="json"))
+    resp.headers["Location"] = out.url
+    return resp, 202
 
 
 @bp.get("")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +15,7 @@ from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.events import record
 from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field, not_found
-from orchestry.web.jobs import job_out
+from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, UpBody, validation_fields
 
@@ -94,12 +94,8 @@ def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[R
             409, "conflict", f"another operation on {app.name} was requested at the same time; retry"
         ) from None
     wake_dispatcher()
-    out = job_out(queued.job)
     note = message if queued.created else f"{message} (joined job {queued.job.id})"
-    body = Accepted(job=out, url=out.url, created=queued.created, message=note)
-    resp = jsonify(body.model_dump(mode="json"))
-    resp.headers["Location"] = out.url
-    return resp, 202
+    return accepted(queued.job, created=queued.created, message=note)
 
 
 @bp.post(f"/{NAME}/up")
@@ -159,8 +155,6 @@ def delete(name: str) -> tuple[Response, int]:
     if app.status == "deleting":
         live = jobq.live_job(session(), name)
         if live is not None:
-            out = job_out(live)
-            body = Accepted(job=out, url=out.url, created=False, message=f"app {name} is already being deleted")
-            return jsonify(body.model_dump(mode="json")), 202
+            return accepted(live, created=False, message=f"app {name} is already being deleted")
     app.status, app.desired_replicas = "deleting", 0
     return _enqueue(app, "delete", f"delete {name}", {"force": True} if args.force else {})
