@@ -15,7 +15,10 @@ from orchestry.models.base import Base, utcnow
 
 class MetricSample(Base):
     __tablename__ = "metric_samples"
-    __table_args__ = (Index("ix_metric_samples_app_id_taken_at", "app_id", "taken_at"),)
+    __table_args__ = (
+        Index("ix_metric_samples_app_id_taken_at", "app_id", "taken_at"),  # window queries: one range scan
+        Index("ix_metric_samples_taken_at", "taken_at"),  # retention: the oldest rows first, without a scan
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
