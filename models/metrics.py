@@ -1,16 +1,24 @@
 """Metric samples, per app (replica_name NULL) or per replica, kept for a retention period.
 
-Wide rows (one column per metric) keep window queries to a single indexed range scan.
+Wide rows (one column per metric) keep window queries to a single indexed range scan on
+(app_id, taken_at). Every row of one collection carries the same `taken_at`, so "the current values" of an
+app are the rows at its latest app row's time. Retention deletes the oldest rows in bounded batches through
+the taken_at index, so it never holds a long lock.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from orchestry.models.base import Base, utcnow
+from orchestry.models.base import Base, affected, utcnow
+from orchestry.workflows.scaling import MetricWindow, ReplicaSample
+
+PURGE_BATCH = 5_000
 
 
 class MetricSample(Base):
@@ -31,3 +39,173 @@ class MetricSample(Base):
     active_connections: Mapped[float | None] = mapped_column(Float)
     error_rate: Mapped[float | None] = mapped_column(Float)
     ready_replicas: Mapped[int | None] = mapped_column(Integer)
+
+
+# -- writing and retention ------------------------------------------------------------------------------------
+
+
+def purge_before(session: Session, before: datetime, batch: int = PURGE_BATCH) -> int:
+    """Delete up to `batch` of the oldest samples taken before `before`; returns how many went.
+
+    The caller repeats while a full batch went (each batch its own short transaction, if it wants)."""
+    oldest = select(MetricSample.id).where(MetricSample.taken_at < before).order_by(MetricSample.taken_at).limit(batch)
+    return affected(
+        session.execute(
+            delete(MetricSample).where(MetricSample.id.in_(oldest)), execution_options={"synchronize_session": False}
+        )
+    )
+
+
+# -- reading --------------------------------------------------------------------------------------------------
+
+
+def samples_since(
+    session: Session,
+    app_id: int,
+    since: datetime,
+    *,
+    until: datetime | None = None,
+    app_rows_only: bool = False,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> list[MetricSample]:
+    """The app's samples taken at or after `since` (one range scan of the (app_id, taken_at) index)."""
+    stmt = select(MetricSample).where(MetricSample.app_id == app_id, MetricSample.taken_at >= since)
+    if until is not None:
+        stmt = stmt.where(MetricSample.taken_at <= until)
+    if app_rows_only:
+        stmt = stmt.where(MetricSample.replica_name.is_(None))
+    order = MetricSample.taken_at.desc() if newest_first else MetricSample.taken_at
+    stmt = stmt.order_by(order, MetricSample.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def current(session: Session, app_id: int, since: datetime) -> tuple[MetricSample | None, list[MetricSample]]:
+    """The app's latest app row taken at or after `since` and the replica rows of the same collection."""
+    app_row = session.scalars(
+        select(MetricSample)
+        .where(MetricSample.app_id == app_id, MetricSample.taken_at >= since, MetricSample.replica_name.is_(None))
+        .order_by(MetricSample.taken_at.desc(), MetricSample.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if app_row is None:
+        return None, []
+    replicas = session.scalars(
+        select(MetricSample)
+        .where(
+            MetricSample.app_id == app_id,
+            MetricSample.taken_at == app_row.taken_at,
+            MetricSample.replica_name.is_not(None),
+        )
+        .order_by(MetricSample.replica_name)
+    ).all()
+    return app_row, list(replicas)
+
+
+def latest_app_rows(session: Session, since: datetime) -> dict[int, MetricSample]:
+    """Every app's latest app row taken at or after `since` (a range scan of the taken_at index: keep
+    `since` recent, a few collection periods back)."""
+    newest = (
+        select(MetricSample.app_id, func.max(MetricSample.taken_at).label("at"))
+        .where(MetricSample.taken_at >= since, MetricSample.replica_name.is_(None))
+        .group_by(MetricSample.app_id)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(MetricSample).join(
+            newest,
+            (MetricSample.app_id == newest.c.app_id)
+            & (MetricSample.taken_at == newest.c.at)
+            & MetricSample.replica_name.is_(None),
+        )
+    )
+    return {row.app_id: row for row in rows}
+
+
+@dataclass(frozen=True)
+class Averages:
+    """Means over a window of one series: the app's (replica None) or one replica's."""
+
+    replica: str | None
+    samples: int
+    first: datetime
+    last: datetime
+    cpu_percent: float | None
+    memory_percent: float | None
+    rps: float | None
+    p95_ms: float | None
+    active_connections: float | None
+    error_rate: float | None
+    ready_replicas: float | None
+
+    @property
+    def span_seconds(self) -> float:
+        return (self.last - self.first).total_seconds()
+
+
+def window_averages(
+    session: Session, app_id: int, since: datetime, until: datetime | None = None
+) -> dict[str | None, Averages]:
+    """Means per series (None: the app row) over [since, until]: one range scan, grouped in the database."""
+    m = MetricSample
+    stmt = (
+        select(
+            m.replica_name,
+            func.count(m.id),
+            func.min(m.taken_at),
+            func.max(m.taken_at),
+            func.avg(m.cpu_percent),
+            func.avg(m.memory_percent),
+            func.avg(m.rps),
+            func.avg(m.p95_ms),
+            func.avg(m.active_connections),
+            func.avg(m.error_rate),
+            func.avg(m.ready_replicas),
+        )
+        .where(m.app_id == app_id, m.taken_at >= since)
+        .group_by(m.replica_name)
+    )
+    if until is not None:
+        stmt = stmt.where(m.taken_at <= until)
+    out: dict[str | None, Averages] = {}
+    for name, count, first, last, *means in session.execute(stmt):
+        values = [None if v is None else float(v) for v in means]
+        out[name] = Averages(name, int(count), _aware(first), _aware(last), *values)
+    return out
+
+
+def metric_window(
+    session: Session, app_id: int, since: datetime, until: datetime | None = None, replicas: Sequence[str] | None = None
+) -> MetricWindow:
+    """The autoscaler's input: per-replica and app-level means over the window.
+
+    `replicas` limits the per-replica part to those names (the replicas that exist now)."""
+    groups = window_averages(session, app_id, since, until)
+    app = groups.get(None)
+    per_replica = {
+        name: ReplicaSample(
+            cpu_percent=a.cpu_percent,
+            memory_percent=a.memory_percent,
+            rps=a.rps,
+            p95_ms=a.p95_ms,
+            active_connections=a.active_connections,
+        )
+        for name, a in groups.items()
+        if name is not None and (replicas is None or name in replicas)
+    }
+    return MetricWindow(
+        span_seconds=app.span_seconds if app is not None else 0.0,
+        replicas=per_replica,
+        rps=app.rps if app is not None else None,
+        p95_ms=app.p95_ms if app is not None else None,
+        active_connections=app.active_connections if app is not None else None,
+    )
+
+
+def _aware(value: datetime | str) -> datetime:
+    """min()/max() of a timestamp may come back raw on SQLite (a string, no zone): make them UTC-aware."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -31,6 +31,7 @@ import docker
 import docker.errors
 import requests
 
+from orchestry.runtime.stats import ContainerFacts
 from orchestry.runtime.types import (
     LABEL_APP,
     LABEL_CLUSTER,
@@ -47,6 +48,7 @@ from orchestry.runtime.types import (
     ReplicaRequest,
     RuntimeFailure,
 )
+from orchestry.workflows.metrics import Usage
 
 LOOPBACK = "127.0.0.1"
 POLL_SECONDS = 0.05
@@ -204,6 +206,39 @@ class DockerEngine:
                 decode=True, filters={"type": "container", "label": f"{LABEL_CLUSTER}={cluster}"}, since=since
             )
         return EventStream(stream)
+
+    # -- resource usage (the fallback of runtime/stats.py when cgroup files cannot be read) --------------------
+
+    def container_facts(self, container_id: str) -> ContainerFacts:
+        with _engine(f"inspect container {container_id[:12]}"):
+            attrs = self._inspect(container_id)
+        if attrs is None:
+            raise ContainerFailed(f"container {container_id[:12]} is gone")
+        host = attrs.get("HostConfig") or {}
+        nano = host.get("NanoCpus") or 0
+        quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 100_000
+        cores = nano / 1e9 if nano > 0 else (quota / period if quota > 0 else None)
+        pid = (attrs.get("State") or {}).get("Pid") or None
+        return ContainerFacts(pid=pid, cpu_limit=cores, memory_limit=host.get("Memory") or None)
+
+    def container_usage(self, container_id: str) -> Usage:
+        """Docker's one-shot stats (API 1.41+: no second sample, so no one-second wait)."""
+        with _engine(f"read the stats of container {container_id[:12]}"):
+            raw: dict[str, Any] = self._docker().api.stats(container_id, stream=False, one_shot=True)
+        at = time.monotonic()
+        cpu = ((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+        memory = raw.get("memory_stats") or {}
+        if cpu is None or "usage" not in memory:  # a stopped container answers with empty sections
+            raise ContainerFailed(f"container {container_id[:12]} reported no usage")
+        cache = memory.get("stats") or {}
+        inactive = cache.get("inactive_file", cache.get("total_inactive_file", 0))
+        used = int(memory["usage"])
+        return Usage(
+            at=at,
+            cpu_usec=int(cpu) // 1000,
+            memory_bytes=used - inactive if inactive < used else used,
+            memory_limit=int(memory["limit"]) if memory.get("limit") else None,
+        )
 
     # -- start helpers ----------------------------------------------------------------------------------------
 

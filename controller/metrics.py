@@ -1,0 +1,262 @@
+"""The `metrics-collect` periodic job: one sample per running replica and one per running app, on the leader.
+
+Observe → compute → write: the replica rows and their containers come from the database, the counters from
+the cgroup reader (Docker's stats API for what it cannot read), traffic figures from nginx through an
+optional callable, and the percentages from `workflows.metrics`. Every row of one collection carries the
+same `taken_at` (the database's clock), so a collection is one consistent snapshot.
+
+Nothing false is written: a replica whose counters could not be read gets no row, a replica read for the
+first time has no CPU figure yet (CPU needs two readings), and an app row's means cover only the ready
+replicas that were read. Old samples are deleted in bounded batches, each in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.models.apps import App
+from orchestry.models.cluster import db_now
+from orchestry.models.metrics import MetricSample, purge_before
+from orchestry.models.replicas import Replica
+from orchestry.runtime.stats import UsageReader, UsageSource
+from orchestry.runtime.types import RuntimeFailure
+from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
+
+log = logging.getLogger("orchestry.controller.metrics")
+
+MAX_PURGE_BATCHES = 10  # per collection: a backlog is worked off over several runs, never in one long stall
+
+
+class AppTraffic(Protocol):
+    """What nginx saw for one app since the previous call (the lead's nginx counters provide it)."""
+
+    @property
+    def rps(self) -> float: ...
+    @property
+    def p95_ms(self) -> float | None: ...
+    @property
+    def active_connections(self) -> int: ...
+    @property
+    def error_rate(self) -> float: ...
+    @property
+    def replicas(self) -> Mapping[str, float]:
+        """Requests per second by upstream address (`127.0.0.1:<port>`)."""
+        ...
+
+
+TrafficSource = Callable[[], Mapping[str, Any]]  # app name -> AppTraffic
+
+
+@dataclass(frozen=True)
+class Target:
+    app_id: int
+    app: str
+    replica: str
+    container_id: str
+    address: str | None
+    ready: bool
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What one run did (logged, and read by tests and the benchmark)."""
+
+    taken_at: datetime
+    apps: int
+    replicas: int  # replica rows written
+    unread: int  # running replicas whose counters could not be read (no row)
+    from_cgroup: int
+    from_engine: int
+    read_seconds: float
+    purged: int
+    traffic: bool  # traffic figures were available
+
+
+@dataclass
+class MetricsCollector:
+    sessions: sessionmaker[Session]
+    reader: UsageReader
+    retention_seconds: float = 86_400.0
+    traffic: TrafficSource | None = None
+    _previous: dict[str, Usage] = field(default_factory=dict, init=False)
+
+    @classmethod
+    def for_runtime(
+        cls, sessions: sessionmaker[Session], runtime: object, retention_seconds: float
+    ) -> MetricsCollector:
+        """A collector reading cgroup files, with the runtime's stats API as fallback when it has one."""
+        engine = runtime if isinstance(runtime, UsageSource) else None
+        return cls(sessions, UsageReader(engine), retention_seconds=retention_seconds)
+
+    def run(self) -> Collection | None:
+        """The periodic job: collect, or log and skip this sample when the database or the engine fails."""
+        try:
+            collection = self.collect()
+        except (SQLAlchemyError, RuntimeFailure, OSError) as exc:
+            log.warning("metrics collection skipped", extra={"error": str(exc)})
+            return None
+        log.debug(
+            "metrics collected",
+            extra={"replicas": collection.replicas, "apps": collection.apps, "read_seconds": collection.read_seconds},
+        )
+        return collection
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def collect(self) -> Collection:
+        """One collection and one retention pass. Raises nothing the caller must handle beyond database errors."""
+        apps, targets = self._targets()
+        started = time.monotonic()
+        result = self.reader.read([t.container_id for t in targets])
+        read_seconds = time.monotonic() - started
+        host = self.reader.host_memory()
+        traffic = self._traffic()
+
+        figures: dict[str, tuple[float | None, float | None]] = {}
+        for t in targets:
+            usage = result.usage.get(t.container_id)
+            if usage is None:
+                continue
+            figures[t.replica] = (cpu_percent(self._previous.get(t.container_id), usage), memory_percent(usage, host))
+        self._previous = {cid: u for cid, u in result.usage.items()}  # stopped containers fall out here
+
+        with self.sessions.begin() as session:
+            now = db_now(session)
+            rows = [
+                *self._replica_rows(targets, figures, traffic, now),
+                *self._app_rows(apps, targets, figures, traffic, now),
+            ]
+            session.add_all(rows)
+        purged = self.purge(now - timedelta(seconds=self.retention_seconds))
+        collection = Collection(
+            taken_at=now,
+            apps=len(apps),
+            replicas=len(figures),
+            unread=len(targets) - len(figures),
+            from_cgroup=result.from_cgroup,
+            from_engine=result.from_engine,
+            read_seconds=read_seconds,
+            purged=purged,
+            traffic=traffic is not None,
+        )
+        if collection.unread:
+            log.warning(
+                "metrics: some replicas could not be read",
+                extra={"unread": collection.unread, "replicas": len(targets)},
+            )
+        return collection
+
+    def purge(self, before: datetime) -> int:
+        total = 0
+        for _ in range(MAX_PURGE_BATCHES):
+            with self.sessions.begin() as session:
+                gone = purge_before(session, before)
+            total += gone
+            if gone == 0:
+                break
+        return total
+
+    # -- observe ---------------------------------------------------------------------------------------------
+
+    def _targets(self) -> tuple[dict[int, str], list[Target]]:
+        """Running apps, and their running replicas with a container, as the database knows them."""
+        with self.sessions() as session:
+            apps: dict[int, str] = dict(
+                session.execute(select(App.id, App.name).where(App.status == "running")).tuples().all()
+            )
+            replicas = session.scalars(
+                select(Replica)
+                .where(Replica.app_id.in_(apps), Replica.state == "running", Replica.container_id.is_not(None))
+                .order_by(Replica.app_id, Replica.slot)
+            ).all()
+            targets = [
+                Target(
+                    app_id=r.app_id,
+                    app=apps[r.app_id],
+                    replica=r.name,
+                    container_id=r.container_id or "",
+                    address=r.address,
+                    ready=r.health == "healthy" and r.drain_started_at is None,
+                )
+                for r in replicas
+            ]
+        return apps, targets
+
+    def _traffic(self) -> Mapping[str, Any] | None:
+        if self.traffic is None:
+            return None
+        try:
+            return self.traffic()
+        except Exception as exc:  # nginx's counters unreadable: CPU and memory still count, traffic stays unknown
+            log.warning("metrics: no traffic figures", extra={"error": str(exc)})
+            return None
+
+    # -- rows ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _replica_rows(
+        targets: list[Target],
+        figures: Mapping[str, tuple[float | None, float | None]],
+        traffic: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> list[MetricSample]:
+        rows = []
+        for t in targets:
+            if t.replica not in figures:
+                continue
+            cpu, memory = figures[t.replica]
+            seen = traffic.get(t.app) if traffic is not None else None
+            rps = None
+            if seen is not None and t.address is not None:
+                rps = float((getattr(seen, "replicas", None) or {}).get(t.address, 0.0)) if t.ready else None
+            rows.append(
+                MetricSample(
+                    app_id=t.app_id,
+                    replica_name=t.replica,
+                    taken_at=now,
+                    cpu_percent=cpu,
+                    memory_percent=memory,
+                    rps=rps,
+                )
+            )
+        return rows
+
+    @staticmethod
+    def _app_rows(
+        apps: Mapping[int, str],
+        targets: list[Target],
+        figures: Mapping[str, tuple[float | None, float | None]],
+        traffic: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> list[MetricSample]:
+        rows = []
+        for app_id, name in apps.items():
+            ready = [t for t in targets if t.app_id == app_id and t.ready]
+            read = [figures[t.replica] for t in ready if t.replica in figures]
+            row = MetricSample(
+                app_id=app_id,
+                replica_name=None,
+                taken_at=now,
+                cpu_percent=mean(cpu for cpu, _ in read),
+                memory_percent=mean(memory for _, memory in read),
+                ready_replicas=len(ready),
+            )
+            seen = traffic.get(name) if traffic is not None else None
+            if traffic is not None:
+                # nginx saw nothing of an app it routes: that is zero traffic, not an unknown
+                row.rps = float(seen.rps) if seen is not None else 0.0
+                row.p95_ms = float(seen.p95_ms) if seen is not None and seen.p95_ms is not None else None
+                row.active_connections = float(seen.active_connections) if seen is not None else 0.0
+                row.error_rate = float(seen.error_rate) if seen is not None else 0.0
+            rows.append(row)
+        return rows

@@ -1,0 +1,376 @@
+"""What each replica uses, read from its cgroup files, with Docker's stats API as the fallback.
+
+Design note: Docker's one-shot stats call takes a round trip to the engine per container (and blocks about
+a second without one-shot); the same counters sit in the container's cgroup files, which read in
+microseconds. So the reader finds each container's cgroup directory once (cached by container id: a
+container never moves) and reads a few small files per collection.
+
+Finding the directory, in order: the usual places by id (cgroup v2 with the systemd driver:
+`system.slice/docker-<id>.scope`, with the cgroupfs driver: `docker/<id>`; cgroup v1: the same under each
+controller's mount), then the container's init process (`/proc/<pid>/cgroup`, pid from one inspect), then
+a bounded search for the id (hosts that nest Docker's cgroups under their own). Both hierarchies are
+handled: v2 (`cpu.stat` usage_usec, `memory.current`, `memory.max`, `cpu.max`) and v1 (`cpuacct.usage`,
+`memory.usage_in_bytes`, `memory.limit_in_bytes`, `cpu.cfs_quota_us`). Limits come from the same files,
+so they are the ones in force.
+
+A container whose files cannot be read is asked of the engine instead, all of them at once from a thread
+pool (never one after another). A container neither source can read is left out of the result: the caller
+records nothing for it rather than a zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+from orchestry.runtime.types import RuntimeFailure
+from orchestry.workflows.metrics import UNLIMITED_BYTES, Usage
+
+log = logging.getLogger("orchestry.runtime.stats")
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_ROOT = Path("/proc")
+SEARCH_DEPTH = 4  # how deep the last-resort search for a container's directory looks
+Mode = Literal["auto", "cgroup", "docker"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ContainerFacts:
+    """What an inspect says that the stats call does not: the init process and the limits set."""
+
+    pid: int | None
+    cpu_limit: float | None  # cores
+    memory_limit: int | None  # bytes
+
+
+@runtime_checkable
+class UsageSource(Protocol):
+    """The engine side of the reader (DockerEngine implements it)."""
+
+    def container_facts(self, container_id: str) -> ContainerFacts:
+        """Init pid and limits of a container. Raises RuntimeFailure."""
+
+    def container_usage(self, container_id: str) -> Usage:
+        """One reading from the engine's stats API (its memory limit: the host's without one). Raises
+        RuntimeFailure."""
+
+
+@dataclass(frozen=True)
+class CgroupDirs:
+    """Where one container's counters live: one directory on cgroup v2, one per controller on v1."""
+
+    version: int
+    cpu: Path  # v2: the container's directory; v1: its cpuacct directory
+    memory: Path
+    quota: Path | None = None  # v1: its cpu controller directory (cfs quota); v2: same as cpu
+
+
+# -- parsing (pure) -------------------------------------------------------------------------------------------
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """`key value` lines (cpu.stat, memory.stat) → {key: value}; lines that are not integers are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            out[key] = int(value.strip())
+        except ValueError:
+            continue
+    return out
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """cgroup v2 `cpu.max`: "max 100000" (no limit) or "<quota> <period>" → cores."""
+    parts = text.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    quota, period = int(parts[0]), int(parts[1])
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def parse_v1_quota(quota: str, period: str) -> float | None:
+    """cgroup v1 `cpu.cfs_quota_us` (-1: no limit) and `cpu.cfs_period_us` → cores."""
+    q, p = int(quota.strip()), int(period.strip())
+    return q / p if q > 0 and p > 0 else None
+
+
+def parse_memory_limit(text: str) -> int | None:
+    """`memory.max` ("max") or `memory.limit_in_bytes` (a huge number) → bytes, None without a limit."""
+    value = text.strip()
+    if value == "max":
+        return None
+    limit = int(value)
+    return limit if 0 < limit < UNLIMITED_BYTES else None
+
+
+def own_cgroup_paths(text: str) -> dict[str, str]:
+    """`/proc/<pid>/cgroup` → {controller: path}; the v2 line (`0::/path`) is under "" ."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        for controller in parts[1].split(",") if parts[1] else [""]:
+            out[controller] = parts[2]
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read()
+
+
+def read_dirs(dirs: CgroupDirs, now: float) -> Usage:
+    """One reading. Raises OSError or ValueError when a file is gone (the container stopped) or unreadable."""
+    if dirs.version == 2:
+        cpu_usec = parse_keyed(_read(dirs.cpu / "cpu.stat"))["usage_usec"]
+        current = int(_read(dirs.memory / "memory.current"))
+        inactive = parse_keyed(_read(dirs.memory / "memory.stat")).get("inactive_file", 0)
+        memory_limit = parse_memory_limit(_read(dirs.memory / "memory.max"))
+        cpu_limit = _optional(lambda: parse_cpu_max(_read((dirs.quota or dirs.cpu) / "cpu.max")))
+    else:
+        cpu_usec = int(_read(dirs.cpu / "cpuacct.usage")) // 1000
+        current = int(_read(dirs.memory / "memory.usage_in_bytes"))
+        inactive = parse_keyed(_read(dirs.memory / "memory.stat")).get("total_inactive_file", 0)
+        memory_limit = parse_memory_limit(_read(dirs.memory / "memory.limit_in_bytes"))
+        quota = dirs.quota
+        cpu_limit = (
+            _optional(lambda: parse_v1_quota(_read(quota / "cpu.cfs_quota_us"), _read(quota / "cpu.cfs_period_us")))
+            if quota is not None
+            else None
+        )
+    return Usage(
+        at=now,
+        cpu_usec=cpu_usec,
+        memory_bytes=max(0, current - inactive if inactive < current else current),
+        memory_limit=memory_limit,
+        cpu_limit=cpu_limit,
+    )
+
+
+def _optional(read: Callable[[], float | None]) -> float | None:
+    """A limit file the controller does not expose (cpu not delegated) means: no limit we can see."""
+    try:
+        return read()
+    except (OSError, ValueError):
+        return None
+
+
+def host_memory(proc: Path = PROC_ROOT) -> int | None:
+    """MemTotal in bytes: the denominator of replicas without a memory limit."""
+    try:
+        for line in _read(proc / "meminfo").splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass
+class CgroupLocator:
+    """Finds a container's cgroup directories under `root` (a test may point it at a fake tree)."""
+
+    root: Path = CGROUP_ROOT
+    proc: Path = PROC_ROOT
+    version: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.version = 2 if (self.root / "cgroup.controllers").exists() else 1
+
+    def _mount(self, controller: str) -> Path:
+        return self.root if self.version == 2 else self.root / controller
+
+    def _by_id(self, base: Path, container_id: str) -> Path | None:
+        for candidate in (
+            base / "system.slice" / f"docker-{container_id}.scope",
+            base / "docker" / container_id,
+            base / "docker.slice" / f"docker-{container_id}.scope",
+        ):
+            if candidate.is_dir():
+                return candidate
+        return None
+
+    def _by_pid(self, base: Path, controller: str, pid: int | None) -> Path | None:
+        if pid is None or pid <= 0:
+            return None
+        try:
+            paths = own_cgroup_paths(_read(self.proc / str(pid) / "cgroup"))
+        except (OSError, ValueError):
+            return None
+        relative = paths.get(controller)
+        if relative is None:
+            return None
+        candidate = base / relative.lstrip("/")
+        return candidate if candidate.is_dir() else None
+
+    def _search(self, base: Path, container_id: str) -> Path | None:
+        names = (container_id, f"docker-{container_id}.scope")
+        level = [base]
+        for _ in range(SEARCH_DEPTH):
+            following: list[Path] = []
+            for directory in level:
+                try:
+                    children = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
+                except OSError:
+                    continue
+                for child in children:
+                    if child.name in names:
+                        return Path(child.path)
+                    following.append(Path(child.path))
+            level = following
+        return None
+
+    def _find(self, controller: str, proc_controller: str, container_id: str, pid: int | None) -> Path | None:
+        base = self._mount(controller)
+        return (
+            self._by_id(base, container_id)
+            or self._by_pid(base, proc_controller, pid)
+            or self._search(base, container_id)
+        )
+
+    def locate(self, container_id: str, pid: int | None = None) -> CgroupDirs | None:
+        if self.version == 2:
+            found = self._find("", "", container_id, pid)
+            return CgroupDirs(2, found, found, found) if found is not None else None
+        cpu = self._find("cpuacct", "cpuacct", container_id, pid)
+        memory = self._find("memory", "memory", container_id, pid)
+        if cpu is None or memory is None:
+            return None
+        return CgroupDirs(1, cpu, memory, self._find("cpu", "cpu", container_id, pid))
+
+
+# -- the reader -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    usage: dict[str, Usage]  # container id -> reading; a container that could not be read is absent
+    from_cgroup: int
+    from_engine: int
+    failed: int
+
+
+class UsageReader:
+    """Reads many containers at once: cgroup files where found, the engine's stats API for the rest.
+
+    mode "auto" (the default) does that; "cgroup" and "docker" force one source (for bench/metrics_collect).
+    Not thread-safe: one collector calls it.
+    """
+
+    def __init__(
+        self,
+        engine: UsageSource | None,
+        *,
+        locator: CgroupLocator | None = None,
+        mode: Mode = "auto",
+        workers: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.locator = locator or CgroupLocator()
+        self.mode = mode
+        self.workers = workers
+        self.clock = clock
+        self._dirs: dict[str, CgroupDirs | None] = {}  # None: looked, not found (ask the engine)
+        self._facts_cache: dict[str, ContainerFacts] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def host_memory(self) -> int | None:
+        return host_memory(self.locator.proc)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="orchestry-stats")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def read(self, container_ids: Sequence[str]) -> ReadResult:
+        ids = list(dict.fromkeys(container_ids))
+        self._forget(set(ids))
+        usage: dict[str, Usage] = {}
+        from_cgroup = 0
+        if self.mode != "docker":
+            self._locate(ids)
+            for cid in ids:
+                dirs = self._dirs.get(cid)
+                if dirs is None:
+                    continue
+                try:
+                    usage[cid] = read_dirs(dirs, self.clock())
+                    from_cgroup += 1
+                except (OSError, ValueError, KeyError):
+                    self._dirs.pop(cid, None)  # stopped or moved: look again next time
+        rest = [cid for cid in ids if cid not in usage]
+        from_engine = 0
+        if rest and self.engine is not None and self.mode != "cgroup":
+            for cid, reading in zip(rest, self._map(self._engine_usage, rest), strict=True):
+                if reading is not None:
+                    usage[cid] = reading
+                    from_engine += 1
+        return ReadResult(usage, from_cgroup, from_engine, len(ids) - len(usage))
+
+    def _forget(self, alive: set[str]) -> None:
+        for cid in [c for c in self._dirs if c not in alive]:
+            del self._dirs[cid]
+        for cid in [c for c in self._facts_cache if c not in alive]:
+            del self._facts_cache[cid]
+
+    def _locate(self, ids: Iterable[str]) -> None:
+        new = [cid for cid in ids if cid not in self._dirs]
+        if not new:
+            return
+        missing = []
+        for cid in new:
+            dirs = self.locator.locate(cid)
+            self._dirs[cid] = dirs
+            if dirs is None:
+                missing.append(cid)
+        if missing and self.engine is not None:  # ask for the init pid and look through /proc, all at once
+            for cid, facts in zip(missing, self._map(self._facts, missing), strict=True):
+                if facts is not None:
+                    self._dirs[cid] = self.locator.locate(cid, facts.pid)
+
+    def _map(self, call: Callable[[str], T], ids: list[str]) -> list[T]:
+        """`call` over every id at once from the pool (one id: in this thread)."""
+        if len(ids) == 1:
+            return [call(ids[0])]
+        return list(self._executor().map(call, ids))
+
+    def _facts(self, cid: str) -> ContainerFacts | None:
+        assert self.engine is not None
+        try:
+            facts = self.engine.container_facts(cid)
+            self._facts_cache[cid] = facts
+            return facts
+        except RuntimeFailure as exc:
+            log.debug("no facts for a container", extra={"container": cid[:12], "error": str(exc)})
+            return None
+
+    def _engine_usage(self, cid: str) -> Usage | None:
+        """The engine's reading, with the limits of the container's inspect (cached: they never change)."""
+        assert self.engine is not None
+        try:
+            facts = self._facts_cache.get(cid) or self.engine.container_facts(cid)
+            self._facts_cache[cid] = facts
+            usage = self.engine.container_usage(cid)
+        except RuntimeFailure as exc:
+            log.debug("no stats for a container", extra={"container": cid[:12], "error": str(exc)})
+            return None
+        # Without a limit of its own, Docker reports the host's memory as the limit: the same denominator.
+        return replace(usage, cpu_limit=facts.cpu_limit, memory_limit=facts.memory_limit or usage.memory_limit)

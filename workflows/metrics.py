@@ -1,0 +1,64 @@
+"""Resource figures of replicas and apps, as pure functions of raw counters.
+
+The kernel (and Docker's stats API) report CPU as a cumulative counter of CPU time, so a percentage needs
+two readings: the collector keeps each container's previous `Usage` in memory and hands both here. CPU is a
+percentage of the replica's CPU limit, or of one core when it has none (a busy replica without a limit on
+a 4-core host can then read up to 400%). Memory is a percentage of the replica's memory limit, or of the
+host's memory when it has none. Anything that cannot be computed honestly (no previous reading, a counter
+that went backwards, no time elapsed) is None, never 0: a missing figure must not look like an idle one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+UNLIMITED_BYTES = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2^63-1
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One reading of a container's counters, from its cgroup files or Docker's stats API."""
+
+    at: float  # seconds on the reader's monotonic clock: only differences between readings matter
+    cpu_usec: int  # CPU time used since the container started, all cores summed
+    memory_bytes: int  # in use, without the inactive file cache the kernel reclaims first (as `docker stats`)
+    memory_limit: int | None = None  # bytes; None: no limit
+    cpu_limit: float | None = None  # cores; None: no limit
+
+
+@dataclass(frozen=True)
+class ReplicaFigures:
+    cpu_percent: float | None
+    memory_percent: float | None
+
+
+def cpu_percent(prev: Usage | None, cur: Usage) -> float | None:
+    """CPU used between two readings as a percentage of the limit (of one core without one)."""
+    if prev is None:
+        return None
+    elapsed = cur.at - prev.at
+    used = cur.cpu_usec - prev.cpu_usec
+    if elapsed <= 0 or used < 0:  # same instant, or a counter that restarted: no honest figure
+        return None
+    cores = cur.cpu_limit if cur.cpu_limit is not None and cur.cpu_limit > 0 else 1.0
+    return used / 1e6 / elapsed / cores * 100.0
+
+
+def memory_percent(cur: Usage, host_bytes: int | None) -> float | None:
+    """Memory in use as a percentage of the limit (of the host's memory without one)."""
+    limit = cur.memory_limit if cur.memory_limit is not None and 0 < cur.memory_limit < UNLIMITED_BYTES else None
+    denominator = limit if limit is not None else host_bytes
+    if not denominator or denominator <= 0 or cur.memory_bytes < 0:
+        return None
+    return cur.memory_bytes / denominator * 100.0
+
+
+def figures(prev: Usage | None, cur: Usage, host_bytes: int | None) -> ReplicaFigures:
+    return ReplicaFigures(cpu_percent(prev, cur), memory_percent(cur, host_bytes))
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that exist; None when none does (an app without data is not an idle app)."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
