@@ -77,7 +77,10 @@ def serve(args: Args, settings: Settings) -> int:
     from orchestry.web.app import create_app
 
     runtime = DockerEngine()
-    controller = Controller(settings, engine, runtime)
+    try:
+        controller = Controller(settings, engine, runtime)
+    except ValueError as exc:  # a combination of settings that each passed alone (e.g. nginx paths)
+        raise CliError(str(exc), code=2) from None
     # waitress buffers a whole body before Flask sees it; up to 16x the limit Flask answers the 413 in JSON,
     # beyond that waitress cuts the upload off itself (still a 413).
     app = create_app(settings, engine, wake=controller.dispatcher.wake, runtime=runtime)

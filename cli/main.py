@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"))
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--no-migrate", action="store_true", help="do not upgrade the database schema at start")
+    p.add_argument("--nginx", choices=("managed", "external", "off"), help="which nginx routes apps")
+    p.add_argument("--proxy-port", type=int, help="port nginx listens on for app traffic (default 8080)")
+    p.add_argument("--nginx-conf", help="external: the existing nginx's main configuration")
+    p.add_argument("--nginx-include", help="external: the file Orchestry writes, included inside http { }")
+    p.add_argument("--nginx-reload-command", help="external: how to reload that nginx (run without a shell)")
 
     p = cmd("db", admin.db, "database schema: upgrade, current")
     p.add_argument("action", choices=("upgrade", "current"))
@@ -121,12 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Settings that some command also takes as a flag (named like the setting: --proxy-port -> proxy_port).
+FLAG_SETTINGS = (
+    "url",
+    "token",
+    "host",
+    "port",
+    "database_url",
+    "data_dir",
+    "node_id",
+    "log_format",
+    "log_level",
+    "nginx",
+    "proxy_port",
+    "nginx_conf",
+    "nginx_include",
+    "nginx_reload_command",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    flags = {
-        k: getattr(args, k, None)
-        for k in ("url", "token", "host", "port", "database_url", "data_dir", "node_id", "log_format", "log_level")
-    }
+    flags = {k: getattr(args, k, None) for k in FLAG_SETTINGS}
     try:
         settings = load_settings(flags, config_path=args.config)
     except ConfigError as exc:

@@ -101,6 +101,16 @@ def _port_check(value: int) -> int:
     return value
 
 
+def _to_abs_path(raw: Any) -> str:
+    """An absolute path that is safe to hand to nginx (the same rule as nginx/validate.py's)."""
+    text = _to_str(raw)
+    if not text.startswith("/") or ".." in text.split("/"):
+        raise ValueError("must be an absolute path without '..'")
+    if not re.fullmatch(r"[A-Za-z0-9/_.,:@%+=~-]{1,4096}", text):
+        raise ValueError("must be letters, digits and '/_.,:@%+=~-' only (no spaces, quotes, ';{}$#')")
+    return text
+
+
 def _positive(value: int) -> int:
     if value < 1:
         raise ValueError("must be >= 1")
@@ -174,9 +184,30 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "nginx",
-        _to_choice("managed", "off"),
+        _to_choice("managed", "external", "off"),
         lambda _: "managed",
-        "`managed`: the leader runs its own nginx (Debian's, with the Lua module); `off`: no routing.",
+        "`managed`: the leader runs its own nginx (Debian's, with the Lua module); `external`: an existing nginx "
+        "includes Orchestry's file (nginx_conf, nginx_include, nginx_reload_command); `off`: no routing.",
+    ),
+    Setting("nginx_binary", _to_str, lambda _: "nginx", "The nginx binary (a name on PATH or a path)."),
+    Setting(
+        "nginx_conf",
+        _to_abs_path,
+        lambda _: "/etc/nginx/nginx.conf",
+        "`external`: the existing nginx's main configuration (tested with `nginx -t -c` before each reload).",
+    ),
+    Setting(
+        "nginx_include",
+        _to_abs_path,
+        lambda _: "/etc/nginx/conf.d/orchestry.conf",
+        "`external`: the file Orchestry writes, included by nginx_conf inside `http { }`.",
+    ),
+    Setting(
+        "nginx_reload_command",
+        _to_str,
+        lambda _: "",
+        "`external`: command that reloads the existing nginx (run without a shell); empty: "
+        "`<nginx_binary> -c <nginx_conf> -s reload`.",
     ),
     Setting("proxy_host", _to_str, lambda _: "127.0.0.1", "Address nginx listens on for app traffic."),
     Setting("proxy_port", lambda raw: _port_check(_to_int(raw)), lambda _: 8080, "Port nginx listens on."),

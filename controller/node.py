@@ -18,6 +18,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestry.config import Settings
 from orchestry.controller import periodic
@@ -32,8 +33,10 @@ from orchestry.jobs.base import TemporaryError
 from orchestry.models import jobs as jobq
 from orchestry.models.db import make_sessionmaker
 from orchestry.models.events import record
+from orchestry.models.replicas import mark_exited
+from orchestry.nginx.external import ExternalNginx, ExternalPaths
 from orchestry.nginx.manager import NginxError, NginxManager, process_user
-from orchestry.nginx.render import NginxSettings, render_config
+from orchestry.nginx.render import NginxSettings
 from orchestry.probe import Prober, ProberError
 from orchestry.runtime.types import EngineEvent, Runtime
 
@@ -53,6 +56,21 @@ def nginx_settings(settings: Settings) -> NginxSettings:
     )
 
 
+def nginx_manager(settings: Settings) -> NginxManager | None:
+    """The nginx this node drives, per the `nginx` setting: its own, an existing one, or none."""
+    if settings.nginx == "managed":
+        return NginxManager(nginx_settings(settings), binary=settings.nginx_binary)
+    if settings.nginx == "external":
+        paths = ExternalPaths(
+            conf=Path(settings.nginx_conf),
+            include=Path(settings.nginx_include),
+            binary=settings.nginx_binary,
+            reload_command=settings.nginx_reload_command,
+        )
+        return ExternalNginx(nginx_settings(settings), paths)
+    return None
+
+
 class Controller:
     def __init__(self, settings: Settings, engine: Engine, runtime: Runtime) -> None:
         self.settings = settings
@@ -68,11 +86,8 @@ class Controller:
             on_elected=self._elected,
             on_deposed=self._deposed,
         )
-        self.nginx: NginxManager | None = None
-        self.router: RouteSync | None = None
-        if settings.nginx == "managed":
-            self.nginx = NginxManager(nginx_settings(settings))
-            self.router = RouteSync(self.sessions, self.nginx)
+        self.nginx = nginx_manager(settings)
+        self.router = RouteSync(self.sessions, self.nginx) if self.nginx is not None else None
         self.prober = Prober()
         self.health = HealthSweep(self.sessions, self.prober, self.router, self._unhealthy)
         self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)
@@ -112,7 +127,22 @@ class Controller:
 
     def _container_event(self, event: EngineEvent) -> None:
         self.runtime.saw(event)
+        if event.action in ("die", "oom"):
+            self._unroute(event.container_id)
         self.reconcile_now()
+
+    def _unroute(self, container_id: str) -> None:
+        """A replica died: out of the routing table now, not when its replacement is ready (nginx would
+        otherwise keep trying it, and a POST that reaches a dead replica is not retried elsewhere)."""
+        if self.router is None or not self.leadership.leading:
+            return
+        try:
+            with self.sessions.begin() as session:
+                changed = mark_exited(session, container_id)
+            if changed:
+                self.router.sync()
+        except (TemporaryError, SQLAlchemyError) as exc:  # the next job or sweep routes it out anyway
+            log.warning("could not unroute a dead replica", extra={"container": container_id, "error": str(exc)})
 
     def reconcile_now(self) -> None:
         """Run the reconcile sweep as soon as possible (a Docker event, a new term).
@@ -207,9 +237,9 @@ class Controller:
         if self.nginx is None or self.router is None or not self.leadership.leading:
             return
         try:
-            changed = self.nginx.render_and_apply(render_config(self.nginx.settings))
+            changed = self.nginx.render_and_apply(self.nginx.render())
             restarted = self.nginx.ensure_running()
-            if changed or restarted:
+            if changed or restarted or not self.router.confirmed():
                 self.router.forget()
             self.router.sync()
         except (NginxError, TemporaryError) as exc:

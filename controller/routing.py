@@ -75,6 +75,11 @@ class RouteSync:
     def in_flight(self, address: str) -> int | None:
         return self.manager.in_flight(address) if hasattr(self.manager, "in_flight") else None
 
+    def confirmed(self) -> bool:
+        """Whether nginx still reports the generation last pushed (a restart or a wiped shared dict
+        shows as another one, or none)."""
+        return self._served_generation < 0 or self.manager.served_generation() == self._served_generation
+
     def forget(self) -> None:
         """After a leadership change or an nginx restart: what nginx serves must be confirmed again."""
         with self._lock:

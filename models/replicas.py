@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from orchestry.models.base import Base, utcnow
+from orchestry.models.base import Base, affected, utcnow
 
 REPLICA_STATES = ("pending", "starting", "running", "draining", "stopping", "exited", "failed")
 HEALTH_STATES = ("unknown", "healthy", "unhealthy")
@@ -73,3 +73,12 @@ def sync_observed(session: Session, app_id: int, observed: list[dict[str, object
     for name, row in rows.items():
         if name not in seen:
             session.delete(row)
+
+
+def mark_exited(session: Session, container_id: str) -> bool:
+    """Docker announced the container's death: its row says so at once, so routing drops it before the
+    job that replaces it observes anything (that job's observation then agrees). True when a row changed."""
+    result = session.execute(
+        update(Replica).where(Replica.container_id == container_id, Replica.state == "running").values(state="exited")
+    )
+    return affected(result) > 0

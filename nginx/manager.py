@@ -91,6 +91,10 @@ class NginxManager:
     def close(self) -> None:
         self._http.close()
 
+    def render(self) -> str:
+        """The configuration this manager applies, rendered from its settings."""
+        return render_config(self.settings)
+
     # --- configuration ---------------------------------------------------------------------------------
 
     def render_and_apply(self, text: str) -> bool:
@@ -114,7 +118,7 @@ class NginxManager:
         except NginxError:
             # The file must say what runs: otherwise the next call would skip this text as already applied.
             if previous is not None:
-                _write_atomic(conf, previous)
+                write_atomic(conf, previous)
             raise
         return True
 
@@ -184,7 +188,7 @@ class NginxManager:
             log.warning("nginx starts as root without `user`: its workers run as nobody (see process_user)")
         self._end_orphans()
         self._make_dirs()
-        self._install(render_config(self.settings))
+        self._install(self.render())
         result = self._run("-c", str(self.settings.conf_file))
         if result.returncode != 0:
             raise NginxError(f"nginx did not start: {(result.stderr or result.stdout).strip()}")
@@ -287,7 +291,7 @@ class NginxManager:
         if on_file is not None and on_file > table.generation:
             raise StaleGeneration(f"routes file holds generation {on_file} > {table.generation}", on_file)
         body = table.to_json()
-        _write_atomic(self.settings.routes_path, body)
+        write_atomic(self.settings.routes_path, body)
         response = self._request("PUT", "/_orchestry/routes", content=body)
         if response.status_code == 409:
             current = response.json().get("generation")
@@ -356,7 +360,7 @@ class NginxManager:
 # --- small helpers on files and /proc --------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temp, "w") as file:

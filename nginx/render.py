@@ -19,6 +19,7 @@ from orchestry.nginx import validate
 PACKAGE_DIR = Path(__file__).resolve().parent
 LUA_DIR = PACKAGE_DIR / "lua"
 TEMPLATE = "nginx.conf.j2"
+HTTP_TEMPLATE = "http.conf.j2"  # the http-context part: all of it for an existing nginx (render_include)
 # NDK first: the Lua module needs its symbols (`undefined symbol: ndk_set_var_value` otherwise).
 DEFAULT_MODULES = (
     "/usr/lib/nginx/modules/ndk_http_module.so",
@@ -135,4 +136,17 @@ def _environment() -> jinja2.Environment:
 
 
 def render_config(settings: NginxSettings) -> str:
-    return _environment().get_template(TEMPLATE).render(**_check(settings))
+    """The whole configuration of Orchestry's own nginx."""
+    context = _check(settings)
+    environment = _environment()
+    http_block = environment.get_template(HTTP_TEMPLATE).render(**context, external=False)
+    return environment.get_template(TEMPLATE).render(**context, http_block=http_block.rstrip("\n"))
+
+
+def render_include(settings: NginxSettings) -> str:
+    """The file an existing nginx includes inside its `http { }` block (`nginx: external`).
+
+    Only what Orchestry's routing needs, with names of its own (`orchestry_*`), so it sits beside the
+    sites that nginx already serves; process-level settings (user, pid, modules, temp paths) stay theirs.
+    """
+    return _environment().get_template(HTTP_TEMPLATE).render(**_check(settings), external=True)

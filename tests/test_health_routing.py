@@ -131,6 +131,22 @@ def test_an_unhealthy_replica_leaves_rotation_and_is_replaced(live: LiveServer) 
     assert "replica.unhealthy" in events and "replica.replaced" in events
 
 
+def test_a_killed_replica_leaves_the_routing_table_at_its_death(live: LiveServer) -> None:
+    """On Docker's `die` event, not once its replacement is healthy: POSTs (never retried) stop reaching it."""
+    post(live, hello("mortal") + FAST.replace("periodSeconds: 1.0", "periodSeconds: 1.0\n  initialDelaySeconds: 5"))
+    up(live, "mortal", 2)
+    victim, survivor = live.http.get("/api/v1/apps/mortal").json()["replicas"]
+    control = f"http://127.0.0.1:{live.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
+    assert sorted(httpx.get(control).json()["apps"]["mortal"]) == sorted([victim["address"], survivor["address"]])
+    next(c for c in live.containers("mortal") if c.name == victim["name"]).kill()
+    took = wait_for(lambda: httpx.get(control).json()["apps"]["mortal"] == [survivor["address"]], timeout=5)
+    # the replacement waits 5 s before its first check: the table changed on the event, not on its health
+    assert took < 3, f"the dead replica stayed routed for {took:.2f}s"
+    with proxy(live) as client:
+        for _ in range(10):
+            assert client.post("/echo", headers={"Host": "mortal.localhost"}, content=b"x").status_code == 200
+
+
 def test_health_endpoints(live: LiveServer) -> None:
     post(live, hello("probe") + FAST)
     up(live, "probe", 1)
