@@ -171,9 +171,10 @@ class MetricsCollector:
     def _targets(self) -> tuple[dict[int, str], list[Target]]:
         """Running apps, and their running replicas with a container, as the database knows them."""
         with self.sessions() as session:
-            apps: dict[int, str] = dict(
-                session.execute(select(App.id, App.name).where(App.status == "running")).tuples().all()
-            )
+            apps: dict[int, str] = {
+                app_id: name
+                for app_id, name in session.execute(select(App.id, App.name).where(App.status == "running"))
+            }
             replicas = session.scalars(
                 select(Replica)
                 .where(Replica.app_id.in_(apps), Replica.state == "running", Replica.container_id.is_not(None))
