@@ -164,10 +164,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "lease_seconds",
         lambda raw: _positive_float(raw),
-        lambda _: 4.0,
+        lambda _: 2.5,
         "How long the leader's lease lasts without renewal (failover time after a crash).",
     ),
-    Setting("renew_seconds", lambda raw: _positive_float(raw), lambda _: 1.0, "How often the leader renews."),
+    Setting(
+        "renew_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 0.5,
+        "How often the leader renews, and the longest a follower waits before trying to take the lease.",
+    ),
     Setting(
         "reconcile_seconds",
         lambda raw: _positive_float(raw),

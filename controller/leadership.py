@@ -1,9 +1,19 @@
 """The lease loop: acquire or renew the leader lease every `renew_seconds`, step down when it cannot.
 
 The fence deadline is measured on this node's monotonic clock from *before* the renewing transaction
-began, less a margin: the database's expiry is at least that late, so when the deadline passes here no
-other node can yet hold the lease. A paused process (SIGSTOP, a frozen VM) wakes up past its deadline
-and stops acting before it could overlap with a new leader.
+began, less a margin (`workflows/lease.py`): the database's expiry is at least that late, so when the
+deadline passes here no other node can yet hold the lease. A paused process (SIGSTOP, a frozen VM) wakes
+up past its deadline and stops acting before it could overlap with a new leader.
+
+Followers sleep until the holder's lease runs out (capped at `renew_seconds`, to see a release soon).
+
+Events: whoever takes over a lapsed lease records `leader.lease_lost` for its previous holder (in the
+taking transaction: the deposed node may be paused, dead or cut off, and must write nothing itself);
+a clean shutdown records `leader.stepped_down` with the release. Every step-down is logged with its reason.
+
+On PostgreSQL the lease transaction holds the lease row's lock for a few milliseconds. A holder paused in
+the middle of it would block every other node, so that transaction sets a short `lock_timeout` (a follower
+just tries again) and `idle_in_transaction_session_timeout` (the server ends a paused holder's session).
 """
 
 from __future__ import annotations
@@ -12,15 +22,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry import __version__
 from orchestry.jobs.base import Fence
-from orchestry.models.cluster import acquire_or_renew, heartbeat, release
+from orchestry.models.cluster import Held, acquire_or_renew, heartbeat, release
+from orchestry.models.events import record
+from orchestry.workflows.lease import fence_deadline, follower_wait, margin_seconds
 
 log = logging.getLogger("orchestry.leader")
+NOT_LEADING_POLL_SECONDS = 0.5
 
 
 class Leadership:
@@ -40,7 +57,7 @@ class Leadership:
         self.address = address
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
-        self.margin = min(1.0, lease_seconds * 0.2)
+        self.margin = margin_seconds(lease_seconds)
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.term: int | None = None
@@ -67,55 +84,127 @@ class Leadership:
         self._stop.set()
         self._thread.join(timeout=self.renew_seconds + 5)
         term = self.term
-        if term is not None:
-            self._step_down("shutting down")
-            try:
-                with self.sessions.begin() as session:
-                    release(session, self.node, term)
-            except SQLAlchemyError as exc:
-                log.warning("could not release the lease", extra={"error": str(exc).splitlines()[0]})
+        if term is None:
+            return
+        self._step_down("shutting down")
+        try:
+            with self.sessions.begin() as session:
+                if release(session, self.node, term):
+                    record(
+                        session,
+                        "leader.stepped_down",
+                        f"node {self.node} released the lease (term {term}): shutting down",
+                        actor=f"node:{self.node}",
+                        term=term,
+                        reason="shutting down",
+                    )
+        except SQLAlchemyError as exc:
+            log.warning("could not release the lease", extra={"error": str(exc).splitlines()[0]})
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.tick()
-            self._stop.wait(self.renew_seconds)
+            try:
+                wait = self.tick()
+            except Exception:  # never let the lease thread die: a node without it would never lead again
+                log.exception("lease loop failed")
+                wait = self.renew_seconds
+            self._stop.wait(wait)
 
-    def tick(self) -> None:
+    def tick(self) -> float:
+        """One attempt to acquire or renew; returns the seconds until the next one."""
         began = time.monotonic()
         try:
             with self.sessions.begin() as session:
+                _short_locks(session, self.renew_seconds)
                 held = acquire_or_renew(session, self.node, self.lease_seconds)
                 heartbeat(session, self.node, self.address, __version__)
+                if isinstance(held, Held) and held.previous is not None:
+                    prev = held.previous
+                    record(
+                        session,
+                        "leader.lease_lost",
+                        f"node {prev.holder} lost the lease of term {prev.term}: not renewed before "
+                        f"{prev.expired_at.isoformat()}; node {self.node} took it (term {held.term})",
+                        actor=f"node:{self.node}",
+                        node=prev.holder,
+                        term=prev.term,
+                        expired_at=prev.expired_at.isoformat(),
+                        successor=self.node,
+                        successor_term=held.term,
+                    )
         except SQLAlchemyError as exc:
-            held = None
             if self.term is not None:
                 log.warning("cannot renew the lease", extra={"error": str(exc).splitlines()[0]})
-        if held is None:
+                self._step_down("cannot reach the database to renew")
+            return self.renew_seconds
+        if not isinstance(held, Held):
             if self.term is not None:
-                self._step_down("lease lost")
-            return
-        term, _expires = held
-        if self.term is not None and term != self.term:
-            self._step_down(f"term changed to {term}")
-        self._valid_until = began + self.lease_seconds - self.margin
+                self._step_down(f"lease held by {held.holder}" if held.holder else "lease expired")
+            return follower_wait(held.now, held.expires_at, self.renew_seconds)
+        if self.term is not None and held.term != self.term:
+            self._step_down(f"term changed to {held.term}")
+        self._valid_until = fence_deadline(began, self.lease_seconds)
         if self.term is None:
-            self.term = term
-            log.info("elected leader", extra={"node": self.node, "term": term})
-            try:
-                self.on_elected(term)
-            except Exception:
-                log.exception("starting as leader failed; stepping down", extra={"term": term})
-                self._step_down("start failed")
+            self._elected(held)
+        return self.renew_seconds
+
+    def _elected(self, held: Held) -> None:
+        self.term = held.term
+        fields: dict[str, Any] = {"node": self.node, "term": held.term, "acquired_at": held.acquired_at.isoformat()}
+        if held.previous is not None:
+            fields.update(previous=held.previous.holder, previous_term=held.previous.term)
+        log.info("elected leader", extra=fields)
+        try:
+            self.on_elected(held.term)
+        except Exception:
+            log.exception("starting as leader failed; stepping down", extra={"term": held.term})
+            self._step_down("start failed")
+            return
+        # The failover is over when this line is written: the bench and the tests time it.
+        log.info("leading: scheduler running", extra=fields)
 
     def _step_down(self, reason: str) -> None:
         term = self.term
         if term is None:
             return
+        # The fences of this term end now, or earlier if the deadline passed already (a paused node, a lost
+        # database): logged as wall-clock time, so an audit can compare it with the next term's start.
+        now = time.monotonic()
+        fence_ended = time.time() - max(0.0, now - self._valid_until)
         self.term = None
         self._epoch += 1
         self._valid_until = 0.0
-        log.warning("stepped down", extra={"node": self.node, "term": term, "reason": reason})
+        log.warning(
+            "stepped down",
+            extra={"node": self.node, "term": term, "reason": reason, "fence_ended": round(fence_ended, 3)},
+        )
         try:
             self.on_deposed(term)
         except Exception:
             log.exception("stepping down failed", extra={"term": term})
+
+
+def _short_locks(session: Session, renew_seconds: float) -> None:
+    """PostgreSQL: never wait long for the lease row, and never let a paused holder keep it locked."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ms = max(100, int(renew_seconds * 1000))
+    session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+    session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, 3 * ms)}"))
+
+
+class FencedScheduler(BackgroundScheduler):  # type: ignore[misc]
+    """APScheduler that runs due jobs only while this node leads (by its fence, not only its pause state).
+
+    A leader paused past its lease wakes up with its scheduler still resumed until the lease loop notices;
+    without this it would run (and write the next run times of) the shared job store's jobs meanwhile."""
+
+    def __init__(self, leading: Callable[[], bool], **options: Any) -> None:
+        super().__init__(**options)
+        self._leading = leading
+
+    def _process_jobs(self) -> float | None:
+        if self.state == STATE_RUNNING and not self._leading():
+            return NOT_LEADING_POLL_SECONDS
+        wait: float | None = super()._process_jobs()
+        return wait

@@ -16,7 +16,6 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,7 +23,7 @@ from orchestry.config import Settings
 from orchestry.controller import periodic
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
-from orchestry.controller.leadership import Leadership
+from orchestry.controller.leadership import FencedScheduler, Leadership
 from orchestry.controller.observed import EventAwareRuntime
 from orchestry.controller.routing import RouteSync
 from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
@@ -94,7 +93,8 @@ class Controller:
         self._dirty = threading.Event()
         self._sweeping = threading.Event()
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
-        self.scheduler = BackgroundScheduler(
+        self.scheduler = FencedScheduler(
+            lambda: self.leadership.leading,
             jobstores={"default": SQLAlchemyJobStore(engine=engine)},
             executors={"default": SchedulerPool(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},

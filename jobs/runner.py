@@ -19,6 +19,7 @@ from orchestry.jobs.base import (
     TemporaryError,
     Wait,
 )
+from orchestry.jobs.fenced import FencedRuntime
 from orchestry.jobs.registry import APP_KINDS, HANDLERS
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import get_app
@@ -49,7 +50,7 @@ def run_job(
         args=dict(job.args),
         attempt=job.attempts,
         sessions=sessions,
-        runtime=runtime,
+        runtime=FencedRuntime(runtime, fence, job.id),
         settings=settings,
         fence=fence,
         router=router,

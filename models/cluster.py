@@ -8,6 +8,7 @@ claims and job outcomes are conditioned on it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import BigInteger, String, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.base import Base, affected, utcnow
+from orchestry.workflows.lease import lease_action
 
 LEASE_NAME = "controller"
 
@@ -48,33 +50,69 @@ def db_now(session: Session) -> datetime:
     return utcnow()
 
 
-def acquire_or_renew(session: Session, node: str, seconds: float) -> tuple[int, datetime] | None:
+class Previous(NamedTuple):
+    holder: str
+    term: int
+    expired_at: datetime
+
+
+class Held(NamedTuple):
+    """The lease as this node holds it after `acquire_or_renew`."""
+
+    term: int
+    expires_at: datetime
+    acquired_at: datetime  # when this term began (the database's clock)
+    new_term: bool  # taken just now, not renewed
+    previous: Previous | None  # who held it before, when taken over from an expired lease
+
+
+class Lost(NamedTuple):
+    """Another node holds the lease (or nobody, with `holder` None), until `expires_at` by the database's clock."""
+
+    holder: str | None
+    expires_at: datetime | None
+    now: datetime
+
+
+def acquire_or_renew(session: Session, node: str, seconds: float) -> Held | Lost:
     """Hold the lease for `seconds` more: renew it if ours and unexpired, else take it if free or expired.
 
-    Returns (term, expires_at) while this node leads, None otherwise. An expired lease is never renewed:
-    taking it again starts a new term, so anything fenced by the old term stays fenced.
+    Returns `Held` while this node leads, `Lost` (whoever holds it, until when) otherwise. An expired lease
+    is never renewed: taking it again starts a new term, so anything fenced by the old term stays fenced.
+    The row is locked first, so the holder read here is the one replaced (the previous leader, for events).
     """
     dialect = session.get_bind().dialect.name
     ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(LeaderLease)
     session.execute(ins.values(name=LEASE_NAME, term=0).on_conflict_do_nothing(index_elements=["name"]))
+    row = session.execute(
+        select(LeaderLease.holder, LeaderLease.term, LeaderLease.expires_at, LeaderLease.acquired_at)
+        .where(LeaderLease.name == LEASE_NAME)
+        .with_for_update()
+    ).one()
     now = db_now(session)
     expires = now + timedelta(seconds=seconds)
-    renewed = session.execute(
-        update(LeaderLease)
-        .where(LeaderLease.name == LEASE_NAME, LeaderLease.holder == node, LeaderLease.expires_at > now)
-        .values(renewed_at=now, expires_at=expires)
-        .returning(LeaderLease.term)
-    ).scalar_one_or_none()
-    if renewed is not None:
-        return int(renewed), expires
-    taken = session.execute(
+    action = lease_action(row.holder, row.expires_at, node, now)
+    if action == "renew":
+        session.execute(
+            update(LeaderLease)
+            .where(LeaderLease.name == LEASE_NAME)
+            .values(renewed_at=now, expires_at=expires)
+            .execution_options(synchronize_session=False)
+        )
+        return Held(int(row.term), expires, row.acquired_at or now, False, None)
+    if action == "wait":
+        return Lost(row.holder, row.expires_at, now)
+    term = int(row.term) + 1
+    session.execute(
         update(LeaderLease)
         .where(LeaderLease.name == LEASE_NAME)
-        .where((LeaderLease.holder.is_(None)) | (LeaderLease.expires_at <= now))
-        .values(holder=node, term=LeaderLease.term + 1, acquired_at=now, renewed_at=now, expires_at=expires)
-        .returning(LeaderLease.term)
-    ).scalar_one_or_none()
-    return (int(taken), expires) if taken is not None else None
+        .values(holder=node, term=term, acquired_at=now, renewed_at=now, expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+    previous = None
+    if row.holder is not None and row.expires_at is not None:  # it lapsed (a released lease has no holder)
+        previous = Previous(row.holder, int(row.term), row.expires_at)
+    return Held(term, expires, now, True, previous)
 
 
 def release(session: Session, node: str, term: int) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from orchestry.models import jobs as jobq
 from orchestry.models.base import utcnow
-from orchestry.models.cluster import acquire_or_renew, current_lease, release
+from orchestry.models.cluster import Held, Lost, acquire_or_renew, current_lease, release
 from orchestry.models.db import make_engine, make_sessionmaker
 
 from conftest import DB_KIND
@@ -27,7 +27,7 @@ def sessions(db_url: str):  # type: ignore[no-untyped-def]
 def lead(sessions, node: str = "a", seconds: float = 30) -> int:  # type: ignore[no-untyped-def]
     with sessions.begin() as s:
         held = acquire_or_renew(s, node, seconds)
-    assert held is not None
+    assert isinstance(held, Held)
     return held[0]
 
 
@@ -108,7 +108,7 @@ def test_a_deposed_leader_cannot_record_outcomes(sessions) -> None:  # type: ign
 def test_lease_acquire_renew_expire_release(sessions) -> None:  # type: ignore[no-untyped-def]
     term = lead(sessions, "a", seconds=30)
     with sessions.begin() as s:
-        assert acquire_or_renew(s, "b", 30) is None
+        assert isinstance(acquire_or_renew(s, "b", 30), Lost)
         renewed = acquire_or_renew(s, "a", 30)
         assert renewed is not None and renewed[0] == term
     with sessions.begin() as s:

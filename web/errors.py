@@ -1,7 +1,10 @@
 """Every error the API gives is JSON: {"error": code, "detail": message, "fields": [...]}.
 
 Handlers raise `ApiError`; Werkzeug's own HTTP errors (404, 405, 413, ...) are rewritten in the same
-shape; anything unexpected is logged with its traceback and answered as a plain 500 without internals.
+shape; a database that cannot be reached (down, restarting, refusing connections) is a 503
+`database_unavailable` with a `Retry-After`, logged in one line, since the request may simply be retried
+once it is back; anything else unexpected is logged with its traceback and answered as a plain 500 without
+internals.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("orchestry.web")
@@ -66,6 +71,28 @@ def error_response(err: ApiError) -> Response:
     return resp
 
 
+DATABASE_RETRY_AFTER = "2"
+
+
+def database_outage(exc: BaseException) -> bool:
+    """Is this the database being unreachable (not a bug, not a constraint)? Connection refused or lost,
+    the server shutting down, no free connection in the pool: retrying later can succeed."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def database_unavailable(exc: BaseException) -> ApiError:
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = first[0] if first else type(exc).__name__
+    return ApiError(
+        503,
+        "database_unavailable",
+        f"the database cannot be reached ({reason}); retry once it is back (with the same Idempotency-Key)",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
+
+
 def install(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError) -> Response:
@@ -89,5 +116,8 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if database_outage(exc):
+            log.warning("database unavailable", extra={"error": str(exc).strip().splitlines()[0][:300]})
+            return error_response(database_unavailable(exc))
         log.exception("unhandled error in request", extra={"error_type": type(exc).__name__})
         return error_response(ApiError(500, "internal", "internal error; see the controller's log"))

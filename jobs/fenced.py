@@ -1,0 +1,69 @@
+"""The runtime as a job sees it: every action checks the fence right before it starts, and is logged with
+the node and term that took it.
+
+The check is the last moment before Docker is asked, in whichever thread asks (parallel starts included), so
+a leader whose fence ran out while it waited for a lock or for another replica acts on nothing more. The
+log line (`runtime action`, with node, term, job, action, target, and the wall-clock time it began) lets an
+audit compare every action with each term's validity (bench/chaos does: actions outside their term).
+Reads (list, logs, events) are neither fenced nor logged: they change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TypeVar
+
+from orchestry.jobs.base import Fence
+from orchestry.runtime.types import EngineEvent, LogLine, Observed, ReplicaRequest, Runtime
+
+log = logging.getLogger("orchestry.runtime.actions")
+T = TypeVar("T")
+
+
+class FencedRuntime:
+    def __init__(self, inner: Runtime, fence: Fence, job_id: int) -> None:
+        self.inner = inner
+        self.fence = fence
+        self.job_id = job_id
+
+    def _act(self, action: str, target: str, call: Callable[[], T]) -> T:
+        self.fence.check()
+        fields = {"node": self.fence.node, "term": self.fence.term, "job_id": self.job_id, "action": action}
+        began = time.time()
+        log.info("runtime action", extra={**fields, "target": target, "began": round(began, 3)})
+        try:
+            result = call()
+        except Exception as exc:
+            log.info(
+                "runtime action failed",
+                extra={**fields, "target": target, "began": round(began, 3), "error": str(exc)[:200]},
+            )
+            raise
+        container = result.id[:12] if isinstance(result, Observed) else None
+        log.info(
+            "runtime action done",
+            extra={**fields, "target": target, "began": round(began, 3), "ended": round(time.time(), 3)}
+            | ({"container": container} if container else {}),
+        )
+        return result
+
+    def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
+        return self.inner.list_replicas(cluster, app)
+
+    def ensure_image(self, image: str) -> None:
+        self.inner.ensure_image(image)  # present already, or a pull: no container changes
+
+    def start_replica(self, req: ReplicaRequest) -> Observed:
+        return self._act("start", req.name, lambda: self.inner.start_replica(req))
+
+    def stop_replica(self, cluster: str, name: str, grace_seconds: float) -> None:
+        self._act("stop", name, lambda: self.inner.stop_replica(cluster, name, grace_seconds))
+
+    def logs(self, cluster: str, app: str, lines: int, follow: bool) -> Iterator[LogLine]:
+        return self.inner.logs(cluster, app, lines, follow)
+
+    def events(self, cluster: str, since: datetime | None) -> Iterator[EngineEvent]:
+        return self.inner.events(cluster, since)
