@@ -229,6 +229,18 @@ SETTINGS: tuple[Setting, ...] = (
         lambda _: 0.5,
         "How often the leader looks for replicas due a health check (each app's periodSeconds applies).",
     ),
+    Setting(
+        "metrics_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 2.0,
+        "How often the leader samples every replica's CPU and memory and every app's traffic.",
+    ),
+    Setting(
+        "metrics_retention_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 86400.0,
+        "How long metric samples are kept.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

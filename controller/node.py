@@ -24,6 +24,7 @@ from orchestry.controller import periodic
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
 from orchestry.controller.leadership import FencedScheduler, Leadership
+from orchestry.controller.metrics import MetricsCollector
 from orchestry.controller.observed import EventAwareRuntime
 from orchestry.controller.routing import RouteSync
 from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
@@ -89,6 +90,7 @@ class Controller:
         self.router = RouteSync(self.sessions, self.nginx) if self.nginx is not None else None
         self.prober = Prober()
         self.health = HealthSweep(self.sessions, self.prober, self.router, self._unhealthy)
+        self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
         self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)
         self._dirty = threading.Event()
         self._sweeping = threading.Event()
@@ -120,6 +122,7 @@ class Controller:
         self.dispatcher.shutdown()
         self.scheduler.shutdown(wait=False)
         self.prober.close()
+        self.metrics.close()
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx.close()
@@ -183,6 +186,13 @@ class Controller:
             id="health-sweep",
             replace_existing=True,
         )
+        self.scheduler.add_job(
+            periodic.METRICS,
+            "interval",
+            seconds=self.settings.metrics_seconds,
+            id="metrics-collect",
+            replace_existing=True,
+        )
         if self.nginx is not None:
             self.scheduler.add_job(
                 periodic.NGINX,
@@ -225,6 +235,11 @@ class Controller:
             self.health.run()
         except ProberError as exc:  # the prober itself failed: record nothing rather than false verdicts
             log.warning("health sweep skipped", extra={"error": str(exc)})
+
+    def run_metrics(self) -> None:
+        """metrics-collect: one sample of every replica and app (leader only; a failure skips one sample)."""
+        if self.leadership.leading:
+            self.metrics.run()
 
     def _unhealthy(self, apps: set[str]) -> None:
         """Replicas crossed their failure threshold: repair their apps (unless backing off)."""

@@ -18,6 +18,7 @@ DISPATCH = "orchestry.controller.periodic:dispatch"
 RECONCILE = "orchestry.controller.periodic:reconcile"
 HEALTH = "orchestry.controller.periodic:health_sweep"
 NGINX = "orchestry.controller.periodic:nginx_render"
+METRICS = "orchestry.controller.periodic:metrics_collect"
 
 
 def dispatch() -> None:
@@ -39,3 +40,8 @@ def health_sweep() -> None:
 def nginx_render() -> None:
     if current is not None:
         current.run_nginx()
+
+
+def metrics_collect() -> None:
+    if current is not None:
+        current.run_metrics()
