@@ -333,6 +333,14 @@ class NginxManager:
         count = response.json().get(address) if response.status_code == 200 else None
         return int(count) if isinstance(count, int) else None
 
+    def traffic_counters(self) -> dict[str, Any]:
+        """nginx's per-app traffic counters (`GET /_orchestry/stats`, see nginx/traffic.py)."""
+        response = self._request("GET", "/_orchestry/stats")
+        if response.status_code != 200:
+            raise NginxError(f"nginx stats: {response.status_code}")
+        result: dict[str, Any] = response.json()
+        return result
+
     def routes_file_generation(self) -> int | None:
         try:
             generation = json.loads(self.settings.routes_path.read_text()).get("generation")

@@ -32,6 +32,7 @@ from orchestry.nginx.manager import (
 )
 from orchestry.nginx.render import DEFAULT_MODULES, NginxSettings, render_config
 from orchestry.nginx.routes import build_route_table
+from orchestry.nginx.traffic import TrafficMeter
 
 NGINX_MISSING = [m for m in ("/usr/sbin/nginx", *DEFAULT_MODULES) if not Path(m).exists()]
 pytestmark = pytest.mark.skipif(
@@ -574,6 +575,33 @@ def test_in_flight_counts_requests_until_they_end(nginx: NginxManager, backends:
     with control(nginx) as c:
         assert c.get("/_orchestry/inflight").json() == {}
         assert c.get("/_orchestry/inflight", params={"address": "localhost:80"}).status_code == 400
+
+
+def test_traffic_is_counted_per_app_and_replica(nginx: NginxManager, backends: Backends) -> None:
+    """nginx's own counters, as the metrics job reads them: exact per app, per replica, 5xx and latency."""
+    fast, slow, other, resetter = backends["fast"], backends["slow"], backends["other"], Resetter()
+    try:
+        nginx.push_routes(build_route_table(1, {"web": [fast.address, slow.address], "api": [other.address]}))
+        meter = TrafficMeter(nginx)
+        assert meter() == {}  # one reading gives no rate
+        with client(nginx) as c:
+            for _ in range(10):
+                assert c.get("/web/?sleep=0.12").status_code == 200
+            for _ in range(3):
+                c.get("/api/")
+            c.get("/nope/")  # unknown app: not counted anywhere
+        nginx.push_routes(build_route_table(2, {"web": [fast.address], "api": [resetter.address]}))
+        with client(nginx) as c:
+            assert c.post("/api/", content=b"x").status_code == 502  # reached a replica that reset: a 5xx
+        result = meter()
+    finally:
+        resetter.close()
+    web, api = result["web"], result["api"]
+    assert web.requests == 10 and web.error_rate == 0 and web.active_connections == 0
+    assert web.replicas.keys() == {fast.address, slow.address}
+    assert web.p95_ms is not None and 100 <= web.p95_ms <= 300  # every request slept 120 ms
+    assert api.requests == 4 and api.error_rate == 0.25
+    assert meter()["web"].requests == 0  # the next interval starts where this one ended
 
 
 def test_in_flight_moves_with_a_retry(nginx: NginxManager, backends: Backends) -> None:

@@ -16,6 +16,13 @@ local DICT = "orchestry_routes"
 -- choice until the request's log phase; a retry moves the count to the next peer.
 local INFLIGHT = "orchestry_inflight"
 local LOCK_TTL = 5 -- seconds: a crashed writer cannot hold the lock longer
+-- Traffic counters for the metrics (cumulative since nginx started; a reload keeps them): per app requests,
+-- 5xx answers, requests open now, a latency histogram and requests by replica address. Orchestry reads
+-- them every few seconds and turns differences into rates and a p95 (nginx/traffic.py). A few shared-dict
+-- increments per request: cheaper than writing and parsing a log line, and exact under any load.
+local STATS = "orchestry_stats"
+-- Upper bounds (ms) of the latency buckets; the last bucket holds everything slower.
+local BOUNDS = { 5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000 }
 
 local _M = {}
 local conf = { domain = "localhost", routes_file = nil, load = 0 }
@@ -141,6 +148,8 @@ function _M.init(settings)
   conf.routes_file = settings.routes_file
   -- Tells a reload apart: old workers answer the previous value until they exit.
   conf.load = ngx.shared[DICT]:incr("loads", 1, 0)
+  -- When this nginx started (its counters count from then): set once, kept across reloads.
+  ngx.shared[STATS]:add("started", ngx.now())
   local file = io.open(conf.routes_file, "r")
   if not file then return end -- nothing pushed yet: every app is unknown until the first push
   local text = file:read("*a")
@@ -190,6 +199,8 @@ function _M.route()
   end
   if #peers == 0 then return respond(503, { error = "no_healthy_replica", app = app }) end
   ngx.ctx.orch_peers = peers
+  ngx.shared[STATS]:incr("a:" .. app, 1, 0) -- open until the log phase (done)
+  ngx.ctx.orch_active = app
   ngx.var.orch_uri = uri
   ngx.var.orch_prefix = prefix or ""
 end
@@ -219,13 +230,32 @@ function _M.balance()
   end
 end
 
--- log_by_lua on the public server: the request is over, its replica has one request less in flight.
+local function bucket(ms)
+  for i, bound in ipairs(BOUNDS) do
+    if ms <= bound then return i end
+  end
+  return #BOUNDS + 1
+end
+
+-- log_by_lua on the public server: the request is over, its replica has one request less in flight, and
+-- it counts in its app's traffic (only requests that were routed to a replica count).
 function _M.done()
-  local address = ngx.ctx.orch_inflight
+  local ctx = ngx.ctx
+  local address = ctx.orch_inflight
   if address then
     ngx.shared[INFLIGHT]:incr(address, -1, 0)
-    ngx.ctx.orch_inflight = nil
+    ctx.orch_inflight = nil
   end
+  local app = ctx.orch_active
+  if not app then return end
+  ctx.orch_active = nil
+  local stats = ngx.shared[STATS]
+  stats:incr("a:" .. app, -1, 0)
+  stats:incr("r:" .. app, 1, 0)
+  if ngx.status >= 500 then stats:incr("e:" .. app, 1, 0) end
+  local ms = (tonumber(ngx.var.request_time) or 0) * 1000
+  stats:incr("h:" .. app .. ":" .. bucket(ms), 1, 0)
+  if address then stats:incr("u:" .. app .. "|" .. address, 1, 0) end
 end
 
 -- Control server (loopback only): GET or PUT /_orchestry/routes.
@@ -280,6 +310,41 @@ function _M.control_inflight()
     end
   end
   return respond(200, next(counts) and cjson.encode(counts) or "{}")
+end
+
+-- GET /_orchestry/stats: every counter (see STATS), for nginx/traffic.py.
+function _M.control_stats()
+  local stats = ngx.shared[STATS]
+  local apps = {}
+  local function app_entry(name)
+    local entry = apps[name]
+    if not entry then
+      local buckets = {}
+      for i = 1, #BOUNDS + 1 do buckets[i] = 0 end
+      entry = { requests = 0, errors = 0, active = 0, buckets = buckets, replicas = {} }
+      apps[name] = entry
+    end
+    return entry
+  end
+  for _, key in ipairs(stats:get_keys(0)) do
+    local value = stats:get(key)
+    if value then
+      local kind, rest = key:sub(1, 1), key:sub(3)
+      if kind == "r" then app_entry(rest).requests = value
+      elseif kind == "e" then app_entry(rest).errors = value
+      elseif kind == "a" then app_entry(rest).active = math.max(0, value)
+      elseif kind == "h" then
+        local name, i = rest:match("^(.*):(%d+)$")
+        if name then app_entry(name).buckets[tonumber(i)] = value end
+      elseif kind == "u" then
+        local name, address = rest:match("^(.*)|(.*)$")
+        if name then app_entry(name).replicas[address] = value end
+      end
+    end
+  end
+  local body = cjson.encode({ bounds = BOUNDS, apps = apps, load = conf.load,
+    started = ngx.shared[STATS]:get("started") })
+  return respond(200, body)
 end
 
 -- Which configuration load this worker belongs to (see init), for confirming a reload.
