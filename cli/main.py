@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, ops
+from orchestry.cli import admin, apps, metrics, ops
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", help="event type or dotted prefix (app, app.created)")
     p.add_argument("--since", help="ISO 8601 time or a duration back from now (15m, 2h)")
     p.add_argument("--limit", type=int, default=50)
+    p = cmd("metrics", metrics.metrics, "an app's CPU, memory and traffic: now, window means, per replica")
+    p.add_argument("name")
+    p.add_argument("--since", help="history from this ISO 8601 time or duration back (15m, 2h); see --json")
     return parser
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql import Subquery
 
 from orchestry.models.base import Base, affected, utcnow
 from orchestry.workflows.scaling import MetricWindow, ReplicaSample
@@ -104,24 +105,29 @@ def current(session: Session, app_id: int, since: datetime) -> tuple[MetricSampl
     return app_row, list(replicas)
 
 
-def latest_app_rows(session: Session, since: datetime) -> dict[int, MetricSample]:
-    """Every app's latest app row taken at or after `since` (a range scan of the taken_at index: keep
-    `since` recent, a few collection periods back)."""
-    newest = (
+def _newest(since: datetime) -> Subquery:
+    """Each app's latest collection time at or after `since` (its app row's)."""
+    return (
         select(MetricSample.app_id, func.max(MetricSample.taken_at).label("at"))
         .where(MetricSample.taken_at >= since, MetricSample.replica_name.is_(None))
         .group_by(MetricSample.app_id)
         .subquery()
     )
-    rows = session.scalars(
-        select(MetricSample).join(
-            newest,
-            (MetricSample.app_id == newest.c.app_id)
-            & (MetricSample.taken_at == newest.c.at)
-            & MetricSample.replica_name.is_(None),
-        )
+
+
+def latest_rows(session: Session, since: datetime) -> list[MetricSample]:
+    """Every row of each app's latest collection taken at or after `since` (a range scan of the taken_at
+    index: keep `since` recent, a few collection periods back). Per app: its app row, then replicas by name."""
+    newest = _newest(since)
+    stmt = select(MetricSample).join(
+        newest, (MetricSample.app_id == newest.c.app_id) & (MetricSample.taken_at == newest.c.at)
     )
-    return {row.app_id: row for row in rows}
+    return sorted(session.scalars(stmt), key=lambda r: (r.app_id, r.replica_name is not None, r.replica_name or ""))
+
+
+def latest_app_rows(session: Session, since: datetime) -> dict[int, MetricSample]:
+    """Every app's latest app row taken at or after `since` (see `latest_rows`)."""
+    return {row.app_id: row for row in latest_rows(session, since) if row.replica_name is None}
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,15 @@ def job_stats(session: Session) -> list[JobStat]:
     for kind, status, started, ended in finished:
         seconds[(kind, status)] = seconds.get((kind, status), 0.0) + max(0.0, (ended - started).total_seconds())
     return [JobStat(k, s, c, seconds.get((k, s), 0.0)) for k, s, c in rows]
+
+
+def health_counts(session: Session) -> list[tuple[str, str, int]]:
+    """(app, health state, replicas) over the running replicas: the health checks' current verdicts."""
+    rows = session.execute(
+        select(App.name, Replica.health, func.count(Replica.id))
+        .join(Replica, Replica.app_id == App.id)
+        .where(Replica.state == "running")
+        .group_by(App.name, Replica.health)
+        .order_by(App.name, Replica.health)
+    ).all()
+    return [(name, health, int(count)) for name, health, count in rows]

@@ -7,6 +7,7 @@ controller loses nothing, and API workers keep no state (see the design card).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,8 +15,11 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
+from orchestry.models.apps import list_apps
 from orchestry.models.cluster import current_lease, db_now
-from orchestry.models.stats import app_stats, job_stats
+from orchestry.models.metrics import latest_rows
+from orchestry.models.stats import app_stats, health_counts, job_stats
+from orchestry.web.app_metrics import fresh_since
 from orchestry.web.context import ctx, session
 from orchestry.web.openapi import operation
 
@@ -23,9 +27,10 @@ bp = Blueprint("metrics", __name__)
 
 
 class StateCollector(Collector):
-    def __init__(self, session: Session, node: str) -> None:
+    def __init__(self, session: Session, node: str, fresh: datetime) -> None:
         self.session = session  # the request's own: a second connection would queue behind it on SQLite
         self.node = node
+        self.fresh = fresh  # samples older than this are not current any more (no leader collects)
 
     def collect(self) -> Iterator[Metric]:
         apps = app_stats(self.session)
@@ -49,6 +54,13 @@ class StateCollector(Collector):
             if j.seconds:
                 seconds.add_metric([j.kind, j.status], j.seconds)
         yield from (count, seconds)
+        yield from self._samples()
+        health = GaugeMetricFamily(
+            "orchestry_replica_health", "Running replicas by their health-check verdict", labels=["app", "state"]
+        )
+        for app, state, replicas in health_counts(self.session):
+            health.add_metric([app, state], replicas)
+        yield health
         leads = (
             lease is not None and lease.holder == self.node and lease.expires_at is not None and lease.expires_at > now
         )
@@ -57,10 +69,61 @@ class StateCollector(Collector):
         yield leader
         yield GaugeMetricFamily("orchestry_leader_term", "The lease's current term", value=lease.term if lease else 0)
 
+    def _samples(self) -> Iterator[Metric]:
+        """The latest fresh collection of each app: its figures, and each replica's CPU and memory."""
+        rows = latest_rows(self.session, self.fresh)
+        names = {a.id: a.name for a in list_apps(self.session)}
+        per_app = {
+            column: GaugeMetricFamily(f"orchestry_app_{name}", text, labels=["app"])
+            for column, (name, text) in APP_GAUGES.items()
+        }
+        replica_cpu = GaugeMetricFamily(
+            "orchestry_replica_cpu_percent",
+            "% of the replica's CPU limit (of one core without one)",
+            labels=["app", "replica"],
+        )
+        replica_memory = GaugeMetricFamily(
+            "orchestry_replica_memory_percent",
+            "% of the replica's memory limit (of the host's memory without one)",
+            labels=["app", "replica"],
+        )
+        for row in rows:
+            app = names.get(row.app_id)
+            if app is None:
+                continue
+            if row.replica_name is None:
+                for column, family in per_app.items():
+                    value = getattr(row, column)
+                    if value is not None:
+                        family.add_metric([app], value / 1000.0 if column == "p95_ms" else value)
+                continue
+            if row.cpu_percent is not None:
+                replica_cpu.add_metric([app, row.replica_name], row.cpu_percent)
+            if row.memory_percent is not None:
+                replica_memory.add_metric([app, row.replica_name], row.memory_percent)
+        yield from per_app.values()
+        yield from (replica_cpu, replica_memory)
+
+
+# Sample column -> (metric name after `orchestry_app_`, help). p95 is exported in seconds (Prometheus' base unit).
+APP_GAUGES = {
+    "cpu_percent": ("cpu_percent", "Mean CPU of the ready replicas, % of each one's limit (latest sample)"),
+    "memory_percent": ("memory_percent", "Mean memory of the ready replicas, % of each one's limit (latest sample)"),
+    "rps": ("requests_per_second", "Requests per second nginx served for the app (latest sample)"),
+    "p95_ms": ("p95_latency_seconds", "95th percentile response time nginx saw for the app (latest sample)"),
+    "active_connections": ("active_connections", "Connections open through nginx to the app (latest sample)"),
+    "error_rate": ("error_ratio", "Share of the app's responses that were server errors (latest sample)"),
+}
+
 
 @bp.get("/metrics")
-@operation("Prometheus metrics: apps, replicas, jobs, leadership", tag="system", responses={200: "text/plain"})
+@operation(
+    "Prometheus metrics: apps, replicas, resource use, traffic, health, jobs, leadership",
+    tag="system",
+    responses={200: "text/plain"},
+)
 def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(session(), ctx().settings.node_id))
+    _now, fresh = fresh_since(session())
+    registry.register(StateCollector(session(), ctx().settings.node_id, fresh))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,117 @@
+"""Metrics end to end through `orchestry serve`: the leader's collector, the JSON endpoints, the CLI, Prometheus."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from burn import burning
+
+from conftest import LiveServer, assert_error, hello, post, wait_for
+
+LIMITED = "  resources:\n    cpu: 100m\n    memory: 64Mi\n"
+
+
+def up(live: LiveServer, name: str, replicas: int = 1) -> None:
+    post(live, hello(name, extra=LIMITED))
+    job = live.wait_job(live.http.post(f"/api/v1/apps/{name}/up", json={"replicas": replicas}).json()["job"]["id"])
+    assert job["status"] == "succeeded", job
+
+
+def metrics(live: LiveServer, name: str, **params: str) -> dict[str, Any]:
+    resp = live.http.get(f"/api/v1/apps/{name}/metrics", params=params)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def replica_cpu(live: LiveServer, name: str) -> float | None:
+    replicas = metrics(live, name)["replicas"]
+    return replicas[0]["cpu_percent"] if replicas else None
+
+
+def test_cpu_burn_drives_the_cpu_metric_of_a_100m_replica_near_100_percent(live: LiveServer) -> None:
+    """The must-show: the test app's /burn endpoint, through `orchestry serve`'s metrics endpoint."""
+    up(live, "burner")
+    (replica,) = live.http.get("/api/v1/apps/burner").json()["replicas"]
+    # Idle first: the leader samples every 2 s; CPU needs two samples of the same container.
+    wait_for(lambda: replica_cpu(live, "burner") is not None, timeout=20, step=0.5)
+    idle = replica_cpu(live, "burner")
+    assert idle is not None and idle < 30, idle
+    with burning(f"http://{replica['address']}") as done:
+        wait_for(lambda: (replica_cpu(live, "burner") or 0) > 70, timeout=30, step=0.5)
+    assert done[0] > 0
+    body = metrics(live, "burner")
+    (row,) = body["replicas"]
+    assert row["name"] == replica["name"] and row["memory_percent"] is not None and 0 < row["memory_percent"] < 100
+    assert body["current"]["ready_replicas"] == 1 and body["current"]["cpu_percent"] is not None
+    assert body["windows"]["1m"]["samples"] >= 2 and body["windows"]["1m"]["cpu_percent"] > 0
+    assert body["history"] and body["history"][-1]["taken_at"] == body["collected_at"]
+
+    out = live.cli("metrics", "burner")
+    assert out.returncode == 0, out.stderr
+    assert "CPU %" in out.stdout and "1m mean" in out.stdout and replica["name"] in out.stdout
+    as_json = live.cli("metrics", "burner", "--json", "--since", "5m")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["app"] == "burner"
+
+
+def test_history_is_bounded_and_bad_parameters_are_named(live: LiveServer) -> None:
+    up(live, "counted")
+    wait_for(lambda: len(metrics(live, "counted")["history"]) >= 3, timeout=20, step=0.5)
+    history = metrics(live, "counted", limit="2")["history"]
+    latest = metrics(live, "counted")["history"]
+    assert len(history) == 2 and history[0]["taken_at"] < history[1]["taken_at"]
+    assert history[-1]["taken_at"] <= latest[-1]["taken_at"]
+    assert metrics(live, "counted", since="2000-01-01T00:00:00Z", limit="1000")["history"]
+    future = metrics(live, "counted", since="2999-01-01T00:00:00Z")
+    assert future["history"] == [] and future["app"] == "counted"
+
+    body = assert_error(live.http.get("/api/v1/apps/nope/metrics"), 404, "not_found")
+    assert "nope" in body["detail"]
+    for params, field in (({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"since": "soon"}, "since")):
+        body = assert_error(live.http.get("/api/v1/apps/counted/metrics", params=params), 400, "invalid_parameter")
+        assert body["fields"][0]["field"] == field
+    body = assert_error(live.http.get("/api/v1/apps/counted/metrics", params={"window": "1m"}), 400)
+    assert body["fields"][0]["field"] == "window"
+    out = live.cli("metrics", "nope")
+    assert out.returncode == 1 and "nope" in out.stderr
+
+
+def test_summary_and_prometheus(live: LiveServer) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    up(live, "summed", replicas=2)
+    post(live, hello("idle"))
+
+    def collected() -> bool:
+        apps = {a["app"]: a for a in live.http.get("/api/v1/metrics").json()["apps"]}
+        return apps["summed"]["cpu_percent"] is not None
+
+    wait_for(collected, timeout=20, step=0.5)
+    summary = live.http.get("/api/v1/metrics").json()
+    apps = {a["app"]: a for a in summary["apps"]}
+    assert set(apps) == {"summed", "idle"}
+    assert apps["summed"]["desired_replicas"] == 2 and apps["summed"]["ready_replicas"] == 2
+    assert apps["summed"]["memory_percent"] > 0
+    assert apps["idle"]["collected_at"] is None and apps["idle"]["cpu_percent"] is None
+    assert summary["totals"]["apps"] == 2 and summary["totals"]["running_replicas"] == 2
+    assert summary["interval_seconds"] == 2
+
+    text = live.http.get("/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("orchestry_app_cpu_percent", (("app", "summed"),))] >= 0
+    assert samples[("orchestry_app_memory_percent", (("app", "summed"),))] > 0
+    assert samples[("orchestry_replica_health", (("app", "summed"), ("state", "healthy")))] == 2
+    replicas = [k for k in samples if k[0] == "orchestry_replica_memory_percent" and ("app", "summed") in k[1]]
+    assert len(replicas) == 2
+    assert samples[("orchestry_app_desired_replicas", (("app", "summed"),))] == 2  # the existing ones stay
+
+    doc = live.http.get("/api/v1/openapi.json").json()
+    assert "/api/v1/apps/{name}/metrics" in doc["paths"] and "/api/v1/metrics" in doc["paths"]
+    params = {p["name"] for p in doc["paths"]["/api/v1/apps/{name}/metrics"]["get"]["parameters"]}
+    assert params == {"name", "since", "limit"}
