@@ -7,9 +7,13 @@ up past its deadline and stops acting before it could overlap with a new leader.
 
 Followers sleep until the holder's lease runs out (capped at `renew_seconds`, to see a release soon).
 
+Every election is a new term, even when a node takes back the lease it gave up (it stepped down when the
+database was unreachable, or its process restarted): a term is one continuous leadership.
+
 Events: whoever takes over a lapsed lease records `leader.lease_lost` for its previous holder (in the
 taking transaction: the deposed node may be paused, dead or cut off, and must write nothing itself);
-a clean shutdown records `leader.stepped_down` with the release. Every step-down is logged with its reason.
+a clean shutdown records `leader.stepped_down` with the release, and so does a node taking back the lease
+it had given up without releasing it. Every step-down is logged with its reason.
 
 On PostgreSQL the lease transaction holds the lease row's lock for a few milliseconds. A holder paused in
 the middle of it would block every other node, so that transaction sets a short `lock_timeout` (a follower
@@ -116,28 +120,22 @@ class Leadership:
         try:
             with self.sessions.begin() as session:
                 _short_locks(session, self.renew_seconds)
-                held = acquire_or_renew(session, self.node, self.lease_seconds)
+                held = acquire_or_renew(session, self.node, self.lease_seconds, self.term)
                 heartbeat(session, self.node, self.address, __version__)
                 if isinstance(held, Held) and held.previous is not None:
-                    prev = held.previous
-                    record(
-                        session,
-                        "leader.lease_lost",
-                        f"node {prev.holder} lost the lease of term {prev.term}: not renewed before "
-                        f"{prev.expired_at.isoformat()}; node {self.node} took it (term {held.term})",
-                        actor=f"node:{self.node}",
-                        node=prev.holder,
-                        term=prev.term,
-                        expired_at=prev.expired_at.isoformat(),
-                        successor=self.node,
-                        successor_term=held.term,
-                    )
+                    self._record_previous(session, held)
         except SQLAlchemyError as exc:
             if self.term is not None:
                 log.warning("cannot renew the lease", extra={"error": str(exc).splitlines()[0]})
                 self._step_down("cannot reach the database to renew")
             return self.renew_seconds
         if not isinstance(held, Held):
+            if held.holder == self.node and self.term is not None:
+                log.warning(
+                    "the lease is held under this node's name in another term: is a second process running "
+                    "with this node id?",
+                    extra={"node": self.node, "term": self.term},
+                )
             if self.term is not None:
                 self._step_down(f"lease held by {held.holder}" if held.holder else "lease expired")
             return follower_wait(held.now, held.expires_at, self.renew_seconds)
@@ -147,6 +145,27 @@ class Leadership:
         if self.term is None:
             self._elected(held)
         return self.renew_seconds
+
+    def _record_previous(self, session: Session, held: Held) -> None:
+        """The end of the term this one replaces, as an event (its holder may be dead or cut off)."""
+        prev = held.previous
+        assert prev is not None
+        if prev.lapsed:
+            type_, why = "leader.lease_lost", f"not renewed before {prev.expires_at.isoformat()}"
+        else:
+            type_, why = "leader.stepped_down", "it had stepped down without releasing the lease"
+        record(
+            session,
+            type_,
+            f"node {prev.holder} lost the lease of term {prev.term}: {why}; "
+            f"node {self.node} took it (term {held.term})",
+            actor=f"node:{self.node}",
+            node=prev.holder,
+            term=prev.term,
+            expires_at=prev.expires_at.isoformat(),
+            successor=self.node,
+            successor_term=held.term,
+        )
 
     def _elected(self, held: Held) -> None:
         self.term = held.term

@@ -53,7 +53,8 @@ def db_now(session: Session) -> datetime:
 class Previous(NamedTuple):
     holder: str
     term: int
-    expired_at: datetime
+    expires_at: datetime
+    lapsed: bool  # False: this node's own lease, given up when it stepped down (or its process restarted)
 
 
 class Held(NamedTuple):
@@ -74,8 +75,9 @@ class Lost(NamedTuple):
     now: datetime
 
 
-def acquire_or_renew(session: Session, node: str, seconds: float) -> Held | Lost:
-    """Hold the lease for `seconds` more: renew it if ours and unexpired, else take it if free or expired.
+def acquire_or_renew(session: Session, node: str, seconds: float, term: int | None = None) -> Held | Lost:
+    """Hold the lease for `seconds` more: renew it if ours (at `term`) and unexpired, else take it if free,
+    expired, or ours from an earlier leadership (`term` None: this node does not lead now).
 
     Returns `Held` while this node leads, `Lost` (whoever holds it, until when) otherwise. An expired lease
     is never renewed: taking it again starts a new term, so anything fenced by the old term stays fenced.
@@ -91,7 +93,7 @@ def acquire_or_renew(session: Session, node: str, seconds: float) -> Held | Lost
     ).one()
     now = db_now(session)
     expires = now + timedelta(seconds=seconds)
-    action = lease_action(row.holder, row.expires_at, node, now)
+    action = lease_action(row.holder, row.expires_at, int(row.term), node, term, now)
     if action == "renew":
         session.execute(
             update(LeaderLease)
@@ -102,17 +104,17 @@ def acquire_or_renew(session: Session, node: str, seconds: float) -> Held | Lost
         return Held(int(row.term), expires, row.acquired_at or now, False, None)
     if action == "wait":
         return Lost(row.holder, row.expires_at, now)
-    term = int(row.term) + 1
+    new_term = int(row.term) + 1
     session.execute(
         update(LeaderLease)
         .where(LeaderLease.name == LEASE_NAME)
-        .values(holder=node, term=term, acquired_at=now, renewed_at=now, expires_at=expires)
+        .values(holder=node, term=new_term, acquired_at=now, renewed_at=now, expires_at=expires)
         .execution_options(synchronize_session=False)
     )
     previous = None
-    if row.holder is not None and row.expires_at is not None:  # it lapsed (a released lease has no holder)
-        previous = Previous(row.holder, int(row.term), row.expires_at)
-    return Held(term, expires, now, True, previous)
+    if row.holder is not None and row.expires_at is not None:  # not released: it lapsed, or was ours
+        previous = Previous(row.holder, int(row.term), row.expires_at, lapsed=row.expires_at <= now)
+    return Held(new_term, expires, now, True, previous)
 
 
 def release(session: Session, node: str, term: int) -> bool:

@@ -111,10 +111,14 @@ class DedicatedPg:
 
     def modifying_statements(self) -> list[tuple[datetime, str, str]]:
         """(time, application name, statement) of every INSERT/UPDATE/DELETE logged so far."""
-        out = []
+        out: list[tuple[datetime, str, str]] = []
         for line in self.log_path.read_text(errors="replace").splitlines():
+            if line[:1] in ("\t", " ") and out:  # a statement's next line
+                at, app, stmt = out[-1]
+                out[-1] = (at, app, f"{stmt} {line.strip()}".strip())
+                continue
             # 2026-11-27 08:01:02.345 UTC [node-a] LOG:  statement: UPDATE ...
-            if "statement: " not in line or "[" not in line:
+            if "statement: " not in line or " [" not in line:
                 continue
             stamp, _, rest = line.partition(" [")
             app, _, rest = rest.partition("] ")

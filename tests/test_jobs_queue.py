@@ -109,8 +109,8 @@ def test_lease_acquire_renew_expire_release(sessions) -> None:  # type: ignore[n
     term = lead(sessions, "a", seconds=30)
     with sessions.begin() as s:
         assert isinstance(acquire_or_renew(s, "b", 30), Lost)
-        renewed = acquire_or_renew(s, "a", 30)
-        assert renewed is not None and renewed[0] == term
+        renewed = acquire_or_renew(s, "a", 30, term)
+        assert isinstance(renewed, Held) and renewed.term == term and not renewed.new_term
     with sessions.begin() as s:
         assert release(s, "a", term)
     with sessions.begin() as s:

@@ -22,15 +22,22 @@ LeaseAction = Literal["renew", "take", "wait"]
 MIN_WAIT_SECONDS = 0.05  # never spin on the database
 
 
-def lease_action(holder: str | None, expires_at: datetime | None, me: str, now: datetime) -> LeaseAction:
-    """Renew our own unexpired lease, take a free or lapsed one, else wait. Never renew a lapsed lease of
-    ours: taking it again starts a new term, so whatever the old term did in between stays fenced."""
+def lease_action(
+    holder: str | None, expires_at: datetime | None, row_term: int, me: str, my_term: int | None, now: datetime
+) -> LeaseAction:
+    """Renew the live lease we hold, take a free or lapsed one, else wait.
+
+    Renewal needs our own term: a lease this node gave up (it stepped down, or its process restarted) is
+    taken again as a new term, so every election is a term of its own and whatever the earlier one had
+    started stays fenced. A lapsed lease is never renewed, for the same reason."""
     live = holder is not None and expires_at is not None and expires_at > now
-    if live and holder == me:
-        return "renew"
-    if live:
+    if not live:
+        return "take"
+    if holder != me:
         return "wait"
-    return "take"
+    if my_term is None:
+        return "take"
+    return "renew" if my_term == row_term else "wait"  # another process under our name took it
 
 
 def margin_seconds(lease_seconds: float) -> float:
