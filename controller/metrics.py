@@ -78,7 +78,7 @@ class Collection:
     from_engine: int
     read_seconds: float
     purged: int
-    traffic: bool  # traffic figures were available
+    traffic: bool  # the traffic source answered (it may still have had no figures yet)
 
 
 @dataclass
@@ -218,8 +218,8 @@ class MetricsCollector:
             cpu, memory = figures[t.replica]
             seen = traffic.get(t.app) if traffic is not None else None
             rps = None
-            if seen is not None and t.address is not None:
-                rps = float((getattr(seen, "replicas", None) or {}).get(t.address, 0.0)) if t.ready else None
+            if seen is not None and t.address is not None and t.ready:  # the app was counted: absent means none
+                rps = float((getattr(seen, "replicas", None) or {}).get(t.address, 0.0))
             rows.append(
                 MetricSample(
                     app_id=t.app_id,
@@ -252,12 +252,13 @@ class MetricsCollector:
                 memory_percent=mean(memory for _, memory in read),
                 ready_replicas=len(ready),
             )
+            # An app the traffic source does not name has no figures (nginx's first reading, a failed read,
+            # an app nginx never counted): unknown, never zero. A named app's zeros are real.
             seen = traffic.get(name) if traffic is not None else None
-            if traffic is not None:
-                # nginx saw nothing of an app it routes: that is zero traffic, not an unknown
-                row.rps = float(seen.rps) if seen is not None else 0.0
-                row.p95_ms = float(seen.p95_ms) if seen is not None and seen.p95_ms is not None else None
-                row.active_connections = float(seen.active_connections) if seen is not None else 0.0
-                row.error_rate = float(seen.error_rate) if seen is not None else 0.0
+            if seen is not None:
+                row.rps = float(seen.rps)
+                row.p95_ms = float(seen.p95_ms) if seen.p95_ms is not None else None
+                row.active_connections = float(seen.active_connections)
+                row.error_rate = float(seen.error_rate)
             rows.append(row)
         return rows

@@ -191,7 +191,7 @@ def test_nothing_readable_records_no_false_zeros(sessions: sessionmaker[Session]
     assert app_row.replica_name is None
     assert app_row.cpu_percent is None and app_row.memory_percent is None
     assert app_row.ready_replicas == 2
-    assert app_row.rps == 0.0  # nginx answered and saw no request: a real zero
+    assert app_row.rps is None  # the traffic source named no app (its first reading): unknown, not zero
 
 
 def test_a_failing_traffic_source_leaves_traffic_unknown(sessions: sessionmaker[Session]) -> None:
@@ -205,6 +205,39 @@ def test_a_failing_traffic_source_leaves_traffic_unknown(sessions: sessionmaker[
     assert done is not None and done.traffic is False
     (app_row,) = rows(sessions)
     assert (app_row.rps, app_row.p95_ms, app_row.ready_replicas) == (None, None, 0)
+
+
+def test_nginx_traffic_meter_plugs_in(sessions: sessionmaker[Session]) -> None:
+    """The lead's TrafficMeter as the source: its first reading has no rates (unknown), the next one has."""
+    from orchestry.nginx.traffic import TrafficMeter
+
+    with sessions.begin() as s:
+        add_app(s, "web")
+    readings = iter(
+        [
+            {"started": 1.0, "bounds": [10, 100], "apps": {"web": {"requests": 100, "errors": 0, "active": 1}}},
+            {
+                "started": 1.0,
+                "bounds": [10, 100],
+                "apps": {"web": {"requests": 300, "errors": 20, "active": 2, "buckets": [0, 200, 0]}},
+            },
+        ]
+    )
+    clock = iter([0.0, 2.0])
+
+    class Counters:
+        def traffic_counters(self) -> dict[str, object]:
+            return next(readings)
+
+    collector = MetricsCollector(
+        sessions, UsageReader(None), traffic=TrafficMeter(Counters(), clock=lambda: next(clock))
+    )
+    collector.collect()
+    collector.collect()
+    first, second = rows(sessions)
+    assert (first.rps, first.error_rate, first.active_connections) == (None, None, None)
+    assert (second.rps, second.error_rate, second.active_connections) == (100.0, 0.1, 2.0)
+    assert second.p95_ms is not None and 10 < second.p95_ms <= 100
 
 
 # -- retention and queries, on synthetic samples ----------------------------------------------------------------
