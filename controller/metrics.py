@@ -240,9 +240,13 @@ class MetricsCollector:
         traffic: Mapping[str, Any] | None,
         now: datetime,
     ) -> list[MetricSample]:
+        ready_of: dict[int, list[Target]] = {app_id: [] for app_id in apps}
+        for t in targets:
+            if t.ready:
+                ready_of[t.app_id].append(t)
         rows = []
         for app_id, name in apps.items():
-            ready = [t for t in targets if t.app_id == app_id and t.ready]
+            ready = ready_of[app_id]
             read = [figures[t.replica] for t in ready if t.replica in figures]
             row = MetricSample(
                 app_id=app_id,
