@@ -56,11 +56,13 @@ class HealthSweep:
         prober: Prober,
         router: Router | None,
         on_unhealthy: Callable[[set[str]], None],
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sessions = sessions
         self.prober = prober
         self.router = router
         self.on_unhealthy = on_unhealthy
+        self.may_write = may_write  # the leader's fence: checked once the probes are back, before recording
 
     def run(self, app: str | None = None, force: bool = False) -> SweepReport:
         """Probe what is due (every replica of `app` when forced) and record the verdicts."""
@@ -100,6 +102,8 @@ class HealthSweep:
         results = dict(self.prober.check_all(targets)) if targets else {}
         results.update(failed_early)
         if not results and not promote:
+            return report
+        if not self.may_write():  # this node stopped leading while it probed (paused, lease lost): record nothing
             return report
         rotation_changed = self._record(results, promote, report)
         if rotation_changed and self.router is not None:

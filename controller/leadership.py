@@ -22,6 +22,7 @@ just tries again) and `idle_in_transaction_session_timeout` (the server ends a p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -67,6 +68,7 @@ class Leadership:
         self.term: int | None = None
         self._epoch = 0  # grows on every step-down: fences handed out before it are void, even for the same term
         self._valid_until = 0.0
+        self._retry_after = 0.0  # after a failed start, not before this (monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-lease", daemon=True)
 
@@ -117,6 +119,8 @@ class Leadership:
     def tick(self) -> float:
         """One attempt to acquire or renew; returns the seconds until the next one."""
         began = time.monotonic()
+        if self.term is None and began < self._retry_after:
+            return self._retry_after - began
         try:
             with self.sessions.begin() as session:
                 _short_locks(session, self.renew_seconds)
@@ -176,8 +180,13 @@ class Leadership:
         try:
             self.on_elected(held.term)
         except Exception:
+            # Hand the lease over and stay out for a lease's length: another node may start where this one
+            # cannot, and this one does not burn a new term every renew interval meanwhile.
             log.exception("starting as leader failed; stepping down", extra={"term": held.term})
             self._step_down("start failed")
+            self._retry_after = time.monotonic() + self.lease_seconds
+            with contextlib.suppress(SQLAlchemyError), self.sessions.begin() as session:
+                release(session, self.node, held.term)
             return
         # The failover is over when this line is written: the bench and the tests time it.
         log.info("leading: scheduler running", extra=fields)

@@ -89,7 +89,9 @@ class Controller:
         self.nginx = nginx_manager(settings)
         self.router = RouteSync(self.sessions, self.nginx) if self.nginx is not None else None
         self.prober = Prober()
-        self.health = HealthSweep(self.sessions, self.prober, self.router, self._unhealthy)
+        self.health = HealthSweep(
+            self.sessions, self.prober, self.router, self._unhealthy, may_write=lambda: self.leadership.leading
+        )
         self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
         self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)
         self._dirty = threading.Event()
@@ -151,6 +153,8 @@ class Controller:
         """Run the reconcile sweep as soon as possible (a Docker event, a new term).
 
         A sweep already running when this is called may have observed too early, so it sweeps once more."""
+        if not self.leadership.leading:  # a deposed leader's late Docker event must not touch the job store
+            return
         self._dirty.set()
         if self._sweeping.is_set():
             return  # the running sweep goes round once more

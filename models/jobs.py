@@ -250,17 +250,40 @@ def add_step(session: Session, job_id: int, *, node: str, term: int, step: dict[
 
 def requeue_abandoned(session: Session, *, node: str, term: int) -> list[int]:
     """When a node starts leading: jobs still `running` under an older term, or claimed by this node
-    before it stepped down, have nobody working on them; run them again."""
-    running = select(Job.id).where(Job.status == "running")
-    ids = list(session.scalars(running.where(or_(Job.term.is_(None), Job.term < term, Job.owner == node))))
-    if ids:
+    before it stepped down, have nobody working on them; run them again.
+
+    One whose app got a waiting job meanwhile ends as superseded instead, as in `requeue`: the waiting job
+    converges to the newer desired state, and one app never has two waiting jobs (the unique index would
+    refuse it, and with it the whole election)."""
+    running = select(Job.id, Job.lock).where(Job.status == "running")
+    found = session.execute(running.where(or_(Job.term.is_(None), Job.term < term, Job.owner == node))).all()
+    locks = [lock for _, lock in found if lock is not None]
+    waiting: dict[str | None, int] = {}
+    if locks:
+        rows = session.execute(select(Job.lock, Job.id).where(Job.lock.in_(locks), Job.status == "queued"))
+        waiting = {lock: job_id for lock, job_id in rows}
+    requeued = [job_id for job_id, lock in found if lock not in waiting]
+    for job_id, lock in found:
+        if lock in waiting:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(
+                    status="cancelled",
+                    owner=None,
+                    finished_at=utcnow(),
+                    error=f"its leader went away; superseded by job {waiting[lock]}, which carries on",
+                )
+                .execution_options(synchronize_session=False)
+            )
+    if requeued:
         session.execute(
             update(Job)
-            .where(Job.id.in_(ids))
+            .where(Job.id.in_(requeued))
             .values(status="queued", owner=None, error="its leader went away; requeued")
             .execution_options(synchronize_session=False)
         )
-    return ids
+    return requeued
 
 
 def live_job(session: Session, lock: str) -> Job | None:

@@ -156,6 +156,8 @@ class Node:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     stopped: bool = False  # SIGSTOPped
+    _offset: int = 0
+    _records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -235,16 +237,20 @@ class Node:
             self.proc.wait()
 
     def records(self) -> list[dict[str, Any]]:
-        """This node's JSON log lines (all of its lives), each with `node` set."""
-        out = []
-        with contextlib.suppress(OSError):
-            for line in self.log_path.read_text(errors="replace").splitlines():
+        """This node's JSON log lines (all of its lives), each with `node` set. Read incrementally: callers
+        poll this many times a second while a failover runs."""
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+            end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next call
+            self._offset += end
+            for line in chunk[:end].decode(errors="replace").splitlines():
                 if line.startswith("{"):
                     with contextlib.suppress(ValueError):
                         rec = json.loads(line)
                         rec.setdefault("node", self.node_id)
-                        out.append(rec)
-        return out
+                        self._records.append(rec)
+        return list(self._records)
 
     def tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
