@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO 8601 time or a duration back from now (15m, 2h)")
     p.add_argument("--limit", type=int, default=50)
     p = cmd("metrics", metrics.metrics, "an app's CPU, memory and traffic: now, window means, per replica")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", help="without it: every app's current figures")
     p.add_argument("--since", help="history from this ISO 8601 time or duration back (15m, 2h); see --json")
     return parser
 

@@ -1,4 +1,7 @@
-"""`orchestry metrics NAME`: an app's current figures, window means and replicas (`--json`: the API's answer)."""
+"""`orchestry metrics [NAME]`: an app's current figures, window means and replicas, or every app's figures.
+
+`--json` prints the API's answer.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ def _fmt(value: Any, pattern: str) -> str | None:
 
 
 def metrics(args: argparse.Namespace, settings: Settings) -> int:
+    if args.name is None:
+        return summary(args, settings)
     params = {"since": args.since} if args.since else {}
     m = _client(settings).get(f"/api/v1/apps/{args.name}/metrics", params=params)
     if args.json:
@@ -59,4 +64,24 @@ def metrics(args: argparse.Namespace, settings: Settings) -> int:
                 ("REPLICA", "CPU %", "CPU % 1m", "MEM %", "RPS"),
             )
         )
+    return 0
+
+
+def summary(args: argparse.Namespace, settings: Settings) -> int:
+    """Every app on one line each (`GET /api/v1/metrics`)."""
+    m = _client(settings).get("/api/v1/metrics")
+    if args.json:
+        print_json(m)
+        return 0
+    rows = [
+        (
+            a["app"],
+            a["status"],
+            f"{a['ready_replicas']}/{a['desired_replicas']}",
+            *(_fmt(a[key], p) for _, key, p in FIGURES[:-1]),
+            ago(a["collected_at"]) if a["collected_at"] else None,
+        )
+        for a in m["apps"]
+    ]
+    print(table(rows, ("APP", "STATUS", "READY", *(h for h, _, _ in FIGURES[:-1]), "SAMPLED")))
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from burn import burning
 
-from conftest import LiveServer, assert_error, hello, post, wait_for
+from conftest import LiveServer, assert_error, hello, post, start_server, stop_server, wait_for
 
 LIMITED = "  resources:\n    cpu: 100m\n    memory: 64Mi\n"
 
@@ -111,7 +113,31 @@ def test_summary_and_prometheus(live: LiveServer) -> None:
     assert len(replicas) == 2
     assert samples[("orchestry_app_desired_replicas", (("app", "summed"),))] == 2  # the existing ones stay
 
+    out = live.cli("metrics")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["APP", "STATUS", "READY"]
+    assert any(line.split()[:3] == ["summed", "running", "2/2"] for line in lines), out.stdout
+
     doc = live.http.get("/api/v1/openapi.json").json()
     assert "/api/v1/apps/{name}/metrics" in doc["paths"] and "/api/v1/metrics" in doc["paths"]
     params = {p["name"] for p in doc["paths"]["/api/v1/apps/{name}/metrics"]["get"]["parameters"]}
     assert params == {"name", "since", "limit"}
+
+
+def test_only_the_leader_collects(live: LiveServer, tmp_path: Path) -> None:
+    """A second controller on the same database follows: one collection every metrics_seconds, not two."""
+    up(live, "once")
+    follower = start_server(live.db_url, tmp_path)
+    try:
+        wait_for(lambda: len(metrics(live, "once", limit="1000")["history"]) >= 2, timeout=20, step=0.5)
+        start = metrics(live, "once", limit="1000")["history"]
+        time.sleep(6.0)
+        end = metrics(live, "once", limit="1000")["history"]
+        grown = len(end) - len(start)
+        assert 2 <= grown <= 4, grown  # 6 s at one collection per 2 s
+        times = [p["taken_at"] for p in end]
+        assert len(times) == len(set(times))
+        assert follower.http.get("/api/v1/apps/once/metrics").json()["collected_at"] is not None  # any node answers
+    finally:
+        stop_server(follower, remove_containers=False)

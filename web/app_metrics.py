@@ -81,6 +81,7 @@ class AppMetricsSummary(Figures):
     status: str
     desired_replicas: int
     running_replicas: int
+    ready_replicas: int = Field(description="replicas in rotation now")
     collected_at: datetime | None
 
 
