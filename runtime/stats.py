@@ -232,23 +232,25 @@ class CgroupLocator:
             level = following
         return None
 
-    def _find(self, controller: str, proc_controller: str, container_id: str, pid: int | None) -> Path | None:
+    def _find(self, controller: str, container_id: str, pid: int | None, search: bool) -> Path | None:
         base = self._mount(controller)
         return (
             self._by_id(base, container_id)
-            or self._by_pid(base, proc_controller, pid)
-            or self._search(base, container_id)
+            or self._by_pid(base, controller, pid)
+            or (self._search(base, container_id) if search else None)
         )
 
-    def locate(self, container_id: str, pid: int | None = None) -> CgroupDirs | None:
+    def locate(self, container_id: str, pid: int | None = None, *, search: bool = True) -> CgroupDirs | None:
+        """The container's directories: by id, else through its init process `pid`, else (with `search`)
+        by a bounded walk of the hierarchy."""
         if self.version == 2:
-            found = self._find("", "", container_id, pid)
+            found = self._find("", container_id, pid, search)
             return CgroupDirs(2, found, found, found) if found is not None else None
-        cpu = self._find("cpuacct", "cpuacct", container_id, pid)
-        memory = self._find("memory", "memory", container_id, pid)
+        cpu = self._find("cpuacct", container_id, pid, search)
+        memory = self._find("memory", container_id, pid, search)
         if cpu is None or memory is None:
             return None
-        return CgroupDirs(1, cpu, memory, self._find("cpu", "cpu", container_id, pid))
+        return CgroupDirs(1, cpu, memory, self._find("cpu", container_id, pid, search))
 
 
 # -- the reader -------------------------------------------------------------------------------------------------
@@ -332,19 +334,24 @@ class UsageReader:
             del self._facts_cache[cid]
 
     def _locate(self, ids: Iterable[str]) -> None:
-        new = [cid for cid in ids if cid not in self._dirs]
-        if not new:
-            return
+        """Find the directories of containers seen for the first time: by id; then, for the rest, through
+        their init process (one inspect each, all at once) or a bounded search. A container whose inspect
+        failed is looked for again next time; one the search did not find is left to the engine."""
         missing = []
-        for cid in new:
-            dirs = self.locator.locate(cid)
-            self._dirs[cid] = dirs
-            if dirs is None:
-                missing.append(cid)
-        if missing and self.engine is not None:  # ask for the init pid and look through /proc, all at once
-            for cid, facts in zip(missing, self._map(self._facts, missing), strict=True):
-                if facts is not None:
-                    self._dirs[cid] = self.locator.locate(cid, facts.pid)
+        for cid in ids:
+            if cid not in self._dirs:
+                found = self.locator.locate(cid, search=False)
+                if found is not None:
+                    self._dirs[cid] = found
+                else:
+                    missing.append(cid)
+        if not missing:
+            return
+        facts = self._map(self._facts, missing) if self.engine is not None else [None] * len(missing)
+        for cid, known in zip(missing, facts, strict=True):
+            found = self.locator.locate(cid, known.pid if known is not None else None)
+            if found is not None or known is not None or self.engine is None:
+                self._dirs[cid] = found
 
     def _map(self, call: Callable[[str], T], ids: list[str]) -> list[T]:
         """`call` over every id at once from the pool (one id: in this thread)."""

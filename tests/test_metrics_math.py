@@ -8,6 +8,8 @@ import pytest
 
 from orchestry.runtime.stats import (
     CgroupLocator,
+    ContainerFacts,
+    UsageReader,
     own_cgroup_paths,
     parse_cpu_max,
     parse_keyed,
@@ -15,6 +17,7 @@ from orchestry.runtime.stats import (
     parse_v1_quota,
     read_dirs,
 )
+from orchestry.runtime.types import ContainerFailed
 from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
 
 GiB = 1 << 30
@@ -210,3 +213,52 @@ def test_v1_without_the_cpu_controller_has_no_visible_limit(tmp_path: Path) -> N
 def test_a_container_nowhere_is_none(tmp_path: Path) -> None:
     assert CgroupLocator(root=v2_root(tmp_path), proc=tmp_path / "proc").locate(CID, pid=1) is None
     assert CgroupLocator(root=tmp_path / "v1", proc=tmp_path / "proc").locate(CID) is None
+
+
+class FakeEngine:
+    """The engine side of the reader: inspect facts and stats readings, counting the calls."""
+
+    def __init__(self, facts: dict[str, ContainerFacts], usage: dict[str, Usage]) -> None:
+        self.facts, self.usage = facts, usage
+        self.calls: list[tuple[str, str]] = []
+
+    def container_facts(self, container_id: str) -> ContainerFacts:
+        self.calls.append(("facts", container_id))
+        if container_id not in self.facts:
+            raise ContainerFailed("gone")
+        return self.facts[container_id]
+
+    def container_usage(self, container_id: str) -> Usage:
+        self.calls.append(("usage", container_id))
+        if container_id not in self.usage:
+            raise ContainerFailed("gone")
+        return self.usage[container_id]
+
+
+def test_reader_uses_the_init_pid_from_the_engine_then_the_files(tmp_path: Path) -> None:
+    root = v2_root(tmp_path)
+    write(root / "elsewhere" / "ctr", V2_FILES)
+    write(tmp_path / "proc" / "77", {"cgroup": "0::/elsewhere/ctr\n"})
+    engine = FakeEngine({CID: ContainerFacts(pid=77, cpu_limit=0.1, memory_limit=None)}, {})
+    reader = UsageReader(engine, locator=CgroupLocator(root=root, proc=tmp_path / "proc"), clock=lambda: 3.0)
+    for _ in range(2):
+        result = reader.read([CID])
+        assert (result.from_cgroup, result.from_engine, result.failed) == (1, 0, 0)
+        assert result.usage[CID].cpu_usec == 2_500_000
+    assert engine.calls == [("facts", CID)]  # one inspect, then the files alone
+
+
+def test_reader_falls_back_to_the_engine_with_the_inspected_limits(tmp_path: Path) -> None:
+    other = "e" * 64
+    engine = FakeEngine(
+        {CID: ContainerFacts(pid=None, cpu_limit=0.25, memory_limit=None)},
+        {CID: Usage(at=1.0, cpu_usec=5, memory_bytes=10, memory_limit=16 * GiB)},
+    )
+    reader = UsageReader(engine, locator=CgroupLocator(root=v2_root(tmp_path), proc=tmp_path / "proc"))
+    result = reader.read([CID, other])
+    assert (result.from_cgroup, result.from_engine, result.failed) == (0, 1, 1)
+    # the CPU limit from the inspect; no memory limit of its own: the engine's figure (the host's memory)
+    assert result.usage[CID] == Usage(at=1.0, cpu_usec=5, memory_bytes=10, memory_limit=16 * GiB, cpu_limit=0.25)
+    engine.calls.clear()
+    reader.read([CID])
+    assert engine.calls == [("usage", CID)]  # the facts are cached, and the files are not searched again
