@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, metrics, ops
+from orchestry.cli import admin, apps, metrics, ops, scaling
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("metrics", metrics.metrics, "an app's CPU, memory and traffic: now, window means, per replica")
     p.add_argument("name", nargs="?", help="without it: every app's current figures")
     p.add_argument("--since", help="history from this ISO 8601 time or duration back (15m, 2h); see --json")
+    p = cmd("scaling", scaling.scaling, "an app's scaling policy and the decisions that changed its replicas")
+    p.add_argument("name")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change the policy (repeatable)")
+    p.add_argument("--all", action="store_true", help="also the evaluations that changed nothing")
+    p.add_argument("--limit", type=int, default=20)
     return parser
 
 

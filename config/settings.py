@@ -236,6 +236,12 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the leader samples every replica's CPU and memory and every app's traffic.",
     ),
     Setting(
+        "autoscale_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 5.0,
+        "How often the leader evaluates every app in auto mode (a surge is acted on after each metrics sample).",
+    ),
+    Setting(
         "metrics_retention_seconds",
         lambda raw: _positive_float(raw),
         lambda _: 86400.0,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestry.config import Settings
 from orchestry.controller import periodic
+from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
 from orchestry.controller.leadership import FencedScheduler, Leadership
@@ -37,6 +38,7 @@ from orchestry.models.replicas import mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
 from orchestry.nginx.manager import NginxError, NginxManager, process_user
 from orchestry.nginx.render import NginxSettings
+from orchestry.nginx.traffic import TrafficMeter
 from orchestry.probe import Prober, ProberError
 from orchestry.runtime.types import EngineEvent, Runtime
 
@@ -93,7 +95,16 @@ class Controller:
             self.sessions, self.prober, self.router, self._unhealthy, may_write=lambda: self.leadership.leading
         )
         self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
+        if self.nginx is not None:
+            self.metrics.traffic = TrafficMeter(self.nginx)
         self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)
+        self.autoscaler = Autoscaler(
+            self.sessions,
+            self.leadership.fence,
+            max_replicas=settings.max_replicas,
+            retention_seconds=settings.metrics_retention_seconds,
+            wake=self.dispatcher.wake,
+        )
         self._dirty = threading.Event()
         self._sweeping = threading.Event()
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
@@ -191,6 +202,13 @@ class Controller:
             replace_existing=True,
         )
         self.scheduler.add_job(
+            periodic.AUTOSCALE,
+            "interval",
+            seconds=self.settings.autoscale_seconds,
+            id="autoscale",
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
             periodic.METRICS,
             "interval",
             seconds=self.settings.metrics_seconds,
@@ -241,9 +259,14 @@ class Controller:
             log.warning("health sweep skipped", extra={"error": str(exc)})
 
     def run_metrics(self) -> None:
-        """metrics-collect: one sample of every replica and app (leader only; a failure skips one sample)."""
+        """metrics-collect: one sample of every replica and app (leader only; a failure skips one sample),
+        then the autoscaler's fast path: a surge in the fresh sample scales out now, not at the next round."""
+        if self.leadership.leading and self.metrics.run() is not None:
+            self.autoscaler.run(fast=True)
+
+    def run_autoscale(self) -> None:
         if self.leadership.leading:
-            self.metrics.run()
+            self.autoscaler.run()
 
     def _unhealthy(self, apps: set[str]) -> None:
         """Replicas crossed their failure threshold: repair their apps (unless backing off)."""

@@ -19,6 +19,7 @@ RECONCILE = "orchestry.controller.periodic:reconcile"
 HEALTH = "orchestry.controller.periodic:health_sweep"
 NGINX = "orchestry.controller.periodic:nginx_render"
 METRICS = "orchestry.controller.periodic:metrics_collect"
+AUTOSCALE = "orchestry.controller.periodic:autoscale"
 
 
 def dispatch() -> None:
@@ -45,3 +46,8 @@ def nginx_render() -> None:
 def metrics_collect() -> None:
     if current is not None:
         current.run_metrics()
+
+
+def autoscale() -> None:
+    if current is not None:
+        current.run_autoscale()

@@ -8,6 +8,7 @@ from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
 from orchestry.models.replicas import Replica
 from orchestry.models.routing import RoutingState
+from orchestry.models.scaling import ScalingDecisionRow
 from orchestry.models.tokens import ApiToken
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "MetricSample",
     "Replica",
     "RoutingState",
+    "ScalingDecisionRow",
 ]

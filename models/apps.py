@@ -26,6 +26,9 @@ class App(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     desired_replicas: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(Integer, default=1, doc="number of the revision in force")
+    scaling_policy: Mapped[dict[str, Any] | None] = mapped_column(
+        doc="the scaling section set through the API, in force instead of the spec's (models/scaling.py)"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

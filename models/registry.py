@@ -55,6 +55,18 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         # Never reuse a number, even if history was trimmed: take the next after the highest stored.
         highest = session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
         plan = RegistrationPlan(plan.action, max(plan.revision, highest + 1), plan.message)
+        previous = session.scalar(
+            select(AppRevision.spec).where(AppRevision.app_id == app.id, AppRevision.number == app.revision)
+        )
+        if app.scaling_policy is not None and (previous or {}).get("scaling") != sub.normalized.get("scaling"):
+            app.scaling_policy = None  # the spec's scaling section changed: it is in force again
+            record(
+                session,
+                "scaling.policy",
+                f"{app.name}: the new revision's scaling section replaces the policy set through the API",
+                actor=actor,
+                app_name=app.name,
+            )
         app.revision = plan.revision
     session.add(
         AppRevision(

@@ -32,6 +32,7 @@ if DB_KIND not in ("sqlite", "postgresql"):
     raise SystemExit(f"ORCHESTRY_TEST_DB must be sqlite or postgresql, not {DB_KIND!r}")
 TABLES = (
     "metric_samples",
+    "scaling_decisions",
     "replicas",
     "app_revisions",
     "apps",

@@ -41,6 +41,26 @@ CASES = [
         False,
     ),
     ("down drains everything", 0, [run(1), run(2)], (), ("a-2", "a-1"), (), False, False),
+    (
+        "scale-in takes a replica that is not serving before a newer one that serves",
+        2,
+        [run(1), run(2, ready=False), run(3)],
+        (),
+        ("a-2",),
+        (),
+        False,
+        False,
+    ),
+    (
+        "scale-in: the not-serving ones first, then the newest",
+        1,
+        [run(1), run(2, ready=False), run(3), run(4)],
+        (),
+        ("a-2", "a-4", "a-3"),
+        (),
+        False,
+        False,
+    ),
     ("a draining replica waits", 1, [run(1), leaving(2, drained=False, h="new")], (), (), (), True, False),
     ("a drained replica stops", 1, [run(1), leaving(2, drained=True, h="new")], (), (), ("a-2",), False, False),
     (
@@ -191,3 +211,8 @@ def test_done_plan() -> None:
     assert not Plan(drains=(Stop("a", "x"),)).done
     assert not Plan(wait="w").done
     assert not Plan(halt="h").done
+
+
+def test_scale_in_while_backing_off_takes_the_unhealthy_replica_first() -> None:
+    plan = plan_app(Desired(2, "new", replace_unhealthy=False), [run(1), sick(2), run(3)])
+    assert [s.name for s in plan.drains] == ["a-2"]

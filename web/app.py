@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from orchestry.config import Settings
 from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.runtime.types import Runtime
-from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, system
+from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, scaling, system
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
@@ -41,4 +41,5 @@ def create_app(
     for bp in (system.bp, apps.bp, operations.bp, health.bp, jobs.bp, logs.bp, events.bp, cluster.bp, metrics.bp):
         app.register_blueprint(bp)
     app.register_blueprint(app_metrics.bp)
+    app.register_blueprint(scaling.bp)
     return app

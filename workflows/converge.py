@@ -100,7 +100,8 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
         )
 
     if len(current) >= want:
-        extra = sorted(current, key=lambda s: s.slot, reverse=True)[: len(current) - want]
+        # Scale-in takes the unhealthy first, then those not serving, then the newest (highest slot).
+        extra = sorted(current, key=lambda s: (s.unhealthy, not s.ready, s.slot), reverse=True)[: len(current) - want]
         drains += [Stop(s.name, f"scale to {want}") for s in extra]
         drains += [Stop(s.name, "replaced by the new revision" if want else f"scale to {want}") for s in old]
     elif not old:

@@ -1,0 +1,230 @@
+"""The `autoscale` periodic job: read each running app's metric windows, decide, store, act.
+
+Observe → decide → act, level-triggered: every evaluation re-reads the policy in force, the replicas and
+the stored samples, asks the pure `workflows.scaling.decide_scale`, stores the decision (the
+stabilization window reads them back), and when the target differs from the desired count writes the
+new count and enqueues a `scale` job in the same transaction, as the API does for a user. Running it twice
+decides twice from the same inputs: the second finds the count already changed, or the cooldown running.
+
+Two rhythms: every `autoscale_seconds` every app is evaluated; right after each metrics collection only a
+scale-out may act (`fast=True`), so a surge is answered within a collection interval instead of waiting for
+the next evaluation, while scale-in stays on the slower, patient rhythm.
+
+An app with a job of another kind (a rollout, a stop) is not scaled until that job ends: enqueueing would
+supersede it. Every write is fenced: a node whose lease ran out acts on nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.jobs.base import Fence, NotLeader
+from orchestry.models import jobs as jobq
+from orchestry.models.apps import App, get_revision
+from orchestry.models.cluster import db_now
+from orchestry.models.events import record
+from orchestry.models.metrics import metric_window
+from orchestry.models.replicas import Replica
+from orchestry.models.scaling import history_for, purge_decisions, record_decision, scaling_section
+from orchestry.workflows import health
+from orchestry.workflows.scaling import (
+    MetricWindow,
+    ReplicaState,
+    ScaleDecision,
+    ScalingPolicy,
+    decide_scale,
+    policy_from_spec,
+)
+
+log = logging.getLogger("orchestry.autoscaler")
+
+# Knative's panic window is 10% of its 60 s stable window; with samples every 2 s this is three of them.
+BURST_WINDOW_SECONDS = 6.0
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything one decision is made from (also what the evaluate endpoint fills in from a request)."""
+
+    policy: ScalingPolicy
+    current: int
+    replicas: tuple[ReplicaState, ...]
+    window: MetricWindow
+    burst: MetricWindow
+
+
+def effective_policy(session: Session, app: App, cap: int) -> ScalingPolicy:
+    """The policy in force, its maxReplicas bound by the cluster's cap."""
+    return policy_of(scaling_section(session, app), cap)
+
+
+def policy_of(section: dict[str, Any], cap: int) -> ScalingPolicy:
+    """A scaling section as the autoscaler applies it: the burst window, and maxReplicas within the cap."""
+    policy = dataclasses.replace(policy_from_spec(section), burst_window_seconds=BURST_WINDOW_SECONDS)
+    if policy.max_replicas > cap:
+        policy = dataclasses.replace(policy, max_replicas=cap, min_replicas=min(policy.min_replicas, cap))
+    return policy
+
+
+def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:
+    """Replicas that exist and are not leaving; ready = in rotation (healthy, or the app has no check)."""
+    revision = get_revision(session, app)
+    probed = health.policy_from_spec((revision.spec if revision else {}).get("healthCheck")) is not None
+    rows = session.scalars(
+        select(Replica).where(Replica.app_id == app.id, Replica.drain_started_at.is_(None)).order_by(Replica.name)
+    )
+    return tuple(
+        ReplicaState(r.name, r.state == "running" and (r.health == "healthy" or not probed))
+        for r in rows
+        if r.state == "running"
+    )
+
+
+def gather(session: Session, app: App, now: datetime, cap: int) -> Inputs:
+    policy = effective_policy(session, app, cap)
+    replicas = replica_states(session, app)
+    names = [r.name for r in replicas]
+    window = metric_window(session, app.id, now - timedelta(seconds=policy.window_seconds), replicas=names)
+    burst = metric_window(session, app.id, now - timedelta(seconds=policy.burst_window_seconds), replicas=names)
+    return Inputs(policy, app.desired_replicas, replicas, window, burst)
+
+
+def decide(session: Session, app: App, inputs: Inputs, now: datetime) -> ScaleDecision:
+    """The decision for these inputs, with the app's stored history (stabilization, cooldown)."""
+    history = history_for(session, app.id, now, inputs.policy.stabilization_window_seconds)
+    return decide_scale(inputs.window, inputs.policy, inputs.current, inputs.replicas, now, history, inputs.burst)
+
+
+def snapshot(inputs: Inputs) -> dict[str, Any]:
+    """The metric snapshot stored with a decision: what it saw, in JSON."""
+    return {
+        "window": _window_json(inputs.window),
+        "burst": _window_json(inputs.burst),
+        "replicas": len(inputs.replicas),
+        "ready": sum(1 for r in inputs.replicas if r.ready),
+    }
+
+
+def _window_json(window: MetricWindow) -> dict[str, Any]:
+    return {
+        "span_seconds": round(window.span_seconds, 3),
+        "rps": _round(window.rps),
+        "p95_ms": _round(window.p95_ms),
+        "active_connections": _round(window.active_connections),
+        "replicas": {
+            name: {k: _round(v) for k, v in dataclasses.asdict(s).items()} for name, s in window.replicas.items()
+        },
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    app: str
+    decision: ScaleDecision
+    job_id: int | None  # the scale job enqueued, if the decision acted
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        fence: Callable[[], Fence],
+        *,
+        max_replicas: int,
+        retention_seconds: float,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.sessions = sessions
+        self.fence = fence
+        self.max_replicas = max_replicas
+        self.retention_seconds = retention_seconds
+        self.wake = wake
+
+    def run(self, fast: bool = False) -> list[Evaluation]:
+        """Evaluate every running app (`fast`: act on scale-outs only, store nothing else)."""
+        try:
+            with self.sessions() as session:
+                names = list(session.scalars(select(App.name).where(App.status == "running").order_by(App.name)))
+            done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
+            if not fast:
+                with self.sessions.begin() as session:
+                    purge_decisions(session, db_now(session), self.retention_seconds)
+        except NotLeader:
+            return []
+        except SQLAlchemyError as exc:
+            log.warning("autoscale skipped", extra={"error": str(exc)})
+            return []
+        if any(e.job_id is not None for e in done):
+            self.wake()
+        return done
+
+    def _evaluate(self, name: str, fast: bool) -> Evaluation | None:
+        fence = self.fence()
+        with self.sessions.begin() as session:
+            app = session.scalars(select(App).where(App.name == name).with_for_update()).one_or_none()
+            if app is None or app.status != "running":
+                return None
+            now = db_now(session)
+            inputs = gather(session, app, now, self.max_replicas)
+            decision = decide(session, app, inputs, now)
+            if fast and decision.direction != "out":
+                return None
+            if inputs.policy.mode == "manual" and decision.direction == "none":
+                return None  # nothing to remember: manual apps have no stabilization to feed
+            job_id = None
+            if decision.direction != "none":
+                live = jobq.live_job(session, app.name)
+                if live is not None and live.kind != "scale":
+                    decision = dataclasses.replace(
+                        decision,
+                        target=decision.current,
+                        direction="none",
+                        reason=f"{decision.reason}; waiting for job {live.id} ({live.kind}) to end",
+                    )
+                else:
+                    fence.check()
+                    job_id = self._act(session, app, decision)
+            record_decision(session, app, decision, snapshot(inputs), changed=job_id is not None, job_id=job_id)
+            fence.check()  # the commit below is this node's last write of the evaluation
+        if job_id is not None:
+            log.info(
+                "autoscaled",
+                extra={"app": name, "from": decision.current, "to": decision.target, "reason": decision.reason},
+            )
+        return Evaluation(name, decision, job_id)
+
+    def _act(self, session: Session, app: App, decision: ScaleDecision) -> int:
+        app.desired_replicas = decision.target
+        job = jobq.enqueue(
+            session,
+            "scale",
+            app_name=app.name,
+            lock=app.name,
+            actor="autoscaler",
+            args={"replicas": decision.target},
+        ).job
+        record(
+            session,
+            f"scaling.{decision.direction}",
+            f"{app.name}: {decision.current} → {decision.target}: {decision.reason}",
+            actor="autoscaler",
+            app_name=app.name,
+            job_id=job.id,
+            current=decision.current,
+            target=decision.target,
+            burst=decision.burst,
+        )
+        return job.id

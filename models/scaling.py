@@ -1,0 +1,142 @@
+"""Autoscaling state: each app's policy in force, and every decision the autoscaler took.
+
+The policy in force is the spec's `scaling` section unless a user replaced it through the API
+(`PUT /apps/<name>/scaling`): that replacement is stored on the app (`apps.scaling_policy`) and survives
+restarts and failovers; a new revision whose `scaling` section differs from the previous revision's
+clears it (the spec speaks again).
+
+Every evaluation is stored (`scaling_decisions`): the stabilization window needs the recent
+recommendations, and the history shows the decisions that changed the replica count, each with its
+metric snapshot and reason. Decisions that changed nothing are kept for an hour, the others as long as
+metric samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, delete, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from orchestry.models.apps import App, get_revision
+from orchestry.models.base import Base, affected, utcnow
+from orchestry.workflows.scaling import Recommendation, ScaleDecision, ScalingHistory
+
+UNCHANGED_KEEP = timedelta(hours=1)  # >= any stabilization window a spec may ask for
+PURGE_BATCH = 5000
+
+
+class ScalingDecisionRow(Base):
+    __tablename__ = "scaling_decisions"
+    __table_args__ = (
+        Index("ix_scaling_decisions_app_id_created_at", "app_id", "created_at"),
+        Index("ix_scaling_decisions_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    current: Mapped[int] = mapped_column(Integer)
+    target: Mapped[int] = mapped_column(Integer)
+    recommended: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(8))
+    changed: Mapped[bool] = mapped_column(Boolean, default=False, doc="a scale job was enqueued for it")
+    burst: Mapped[bool] = mapped_column(Boolean, default=False)
+    governing: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    ratios: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict, doc="the window the decision saw")
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+def scaling_section(session: Session, app: App) -> dict[str, Any]:
+    """The policy in force, as a spec's normalised `scaling` section."""
+    if app.scaling_policy is not None:
+        return dict(app.scaling_policy)
+    revision = get_revision(session, app)
+    return dict((revision.spec if revision else {}).get("scaling") or {})
+
+
+def policy_source(app: App) -> str:
+    return "api" if app.scaling_policy is not None else "spec"
+
+
+def record_decision(
+    session: Session, app: App, decision: ScaleDecision, metrics: dict[str, Any], changed: bool, job_id: int | None
+) -> ScalingDecisionRow:
+    row = ScalingDecisionRow(
+        app_id=app.id,
+        created_at=utcnow(),
+        current=decision.current,
+        target=decision.target,
+        recommended=decision.recommended,
+        direction=decision.direction,
+        changed=changed,
+        burst=decision.burst,
+        governing=decision.governing,
+        reason=decision.reason,
+        ratios={k: v for k, v in decision.ratios.items()},
+        metrics=metrics,
+        job_id=job_id,
+    )
+    session.add(row)
+    return row
+
+
+def history_for(session: Session, app_id: int, now: datetime, window_seconds: float) -> ScalingHistory:
+    """What the decision needs from the past: recent recommendations and the last scaling action."""
+    since = now - timedelta(seconds=window_seconds)
+    rows = session.execute(
+        select(ScalingDecisionRow.created_at, ScalingDecisionRow.recommended).where(
+            ScalingDecisionRow.app_id == app_id, ScalingDecisionRow.created_at >= since
+        )
+    ).all()
+    last = session.scalar(
+        select(func.max(ScalingDecisionRow.created_at)).where(
+            ScalingDecisionRow.app_id == app_id, ScalingDecisionRow.changed.is_(True)
+        )
+    )
+    return ScalingHistory(
+        recommendations=tuple(Recommendation(_aware(at), replicas) for at, replicas in rows),
+        last_scaled_at=_aware(last) if last is not None else None,
+    )
+
+
+def decisions(session: Session, app_id: int, *, limit: int = 50, changes_only: bool = True) -> list[ScalingDecisionRow]:
+    stmt = select(ScalingDecisionRow).where(ScalingDecisionRow.app_id == app_id)
+    if changes_only:
+        stmt = stmt.where(ScalingDecisionRow.changed.is_(True))
+    return list(session.scalars(stmt.order_by(ScalingDecisionRow.id.desc()).limit(limit)))
+
+
+@dataclass(frozen=True)
+class ActionCount:
+    app: str
+    direction: str
+    count: int
+
+
+def action_counts(session: Session) -> list[ActionCount]:
+    """Scaling actions per app and direction, for Prometheus (as long as decisions are kept)."""
+    rows = session.execute(
+        select(App.name, ScalingDecisionRow.direction, func.count(ScalingDecisionRow.id))
+        .join(App, App.id == ScalingDecisionRow.app_id)
+        .where(ScalingDecisionRow.changed.is_(True))
+        .group_by(App.name, ScalingDecisionRow.direction)
+    ).all()
+    return [ActionCount(name, direction, int(count)) for name, direction, count in rows]
+
+
+def purge_decisions(session: Session, now: datetime, retention_seconds: float) -> int:
+    """Unchanged decisions after an hour, the others after the metrics' retention; bounded batches."""
+    unchanged = (ScalingDecisionRow.changed.is_(False)) & (ScalingDecisionRow.created_at < now - UNCHANGED_KEEP)
+    old = ScalingDecisionRow.created_at < now - timedelta(seconds=retention_seconds)
+    ids = select(ScalingDecisionRow.id).where(unchanged | old).limit(PURGE_BATCH).scalar_subquery()
+    return affected(session.execute(delete(ScalingDecisionRow).where(ScalingDecisionRow.id.in_(ids))))
+
+
+def _aware(value: datetime) -> datetime:
+    """max() of a timestamp comes back without a zone on SQLite."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
