@@ -31,7 +31,7 @@ import docker
 import docker.errors
 import requests
 
-from orchestry.runtime.stats import ContainerFacts
+from orchestry.runtime.stats import STATS_CONCURRENCY, ContainerFacts
 from orchestry.runtime.types import (
     LABEL_APP,
     LABEL_CLUSTER,
@@ -75,7 +75,9 @@ class DockerEngine:
         with self._lock:
             if self._client is None:
                 with _engine("connect to the Docker engine"):
-                    self._client = docker.from_env(timeout=self._timeout)
+                    # A pool as large as the metrics fallback's concurrency (runtime/stats.py: one stats call
+                    # per replica at once); the SDK's default of 10 would open and drop connections beyond it.
+                    self._client = docker.from_env(timeout=self._timeout, max_pool_size=STATS_CONCURRENCY)
             return self._client
 
     def close(self) -> None:

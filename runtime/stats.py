@@ -37,6 +37,9 @@ log = logging.getLogger("orchestry.runtime.stats")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_ROOT = Path("/proc")
 SEARCH_DEPTH = 4  # how deep the last-resort search for a container's directory looks
+# Engine calls at once. Docker's stats call takes about a second here even one-shot (Engine 20.10), so the
+# fallback reads every replica of a full app (max_replicas 50) in one wave instead of two.
+STATS_CONCURRENCY = 64
 Mode = Literal["auto", "cgroup", "docker"]
 T = TypeVar("T")
 
@@ -277,7 +280,7 @@ class UsageReader:
         *,
         locator: CgroupLocator | None = None,
         mode: Mode = "auto",
-        workers: int = 32,
+        workers: int = STATS_CONCURRENCY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
