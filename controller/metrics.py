@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
-from orchestry.models.metrics import MetricSample, purge_before
+from orchestry.models.metrics import PURGE_BATCH, MetricSample, purge_before
 from orchestry.models.replicas import Replica
 from orchestry.runtime.stats import UsageReader, UsageSource
 from orchestry.runtime.types import RuntimeFailure
@@ -87,7 +87,8 @@ class MetricsCollector:
     reader: UsageReader
     retention_seconds: float = 86_400.0
     traffic: TrafficSource | None = None
-    _previous: dict[str, Usage] = field(default_factory=dict, init=False)
+    _previous: dict[str, Usage] = field(default_factory=dict, init=False)  # container id -> last reading
+    _unread: int = field(default=0, init=False)
 
     @classmethod
     def for_runtime(
@@ -114,7 +115,7 @@ class MetricsCollector:
         self.reader.close()
 
     def collect(self) -> Collection:
-        """One collection and one retention pass. Raises nothing the caller must handle beyond database errors."""
+        """One collection and one retention pass. Database errors propagate (`run` logs and skips them)."""
         apps, targets = self._targets()
         started = time.monotonic()
         result = self.reader.read([t.container_id for t in targets])
@@ -149,11 +150,10 @@ class MetricsCollector:
             purged=purged,
             traffic=traffic is not None,
         )
-        if collection.unread:
-            log.warning(
-                "metrics: some replicas could not be read",
-                extra={"unread": collection.unread, "replicas": len(targets)},
-            )
+        if collection.unread != self._unread:  # once per change, not every few seconds
+            level = logging.WARNING if collection.unread else logging.INFO
+            log.log(level, "metrics: replicas unread", extra={"unread": collection.unread, "replicas": len(targets)})
+            self._unread = collection.unread
         return collection
 
     def purge(self, before: datetime) -> int:
@@ -162,7 +162,7 @@ class MetricsCollector:
             with self.sessions.begin() as session:
                 gone = purge_before(session, before)
             total += gone
-            if gone == 0:
+            if gone < PURGE_BATCH:
                 break
         return total
 
