@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: help install run test test-postgresql lint format
+.PHONY: help install run cluster test test-postgresql lint format
 
 help:
 	@echo "make run              start Orchestry with its embedded defaults (SQLite, 127.0.0.1:8000)"
+	@echo "make cluster          start three nodes on one PostgreSQL (127.0.0.1:8000-8002); Ctrl-C stops them"
 	@echo "make test             run the tests (ORCHESTRY_TEST_DB=postgresql for PostgreSQL)"
 	@echo "make test-postgresql  the tests on a throwaway PostgreSQL server"
 	@echo "make lint             ruff and mypy"
@@ -23,6 +24,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/orchestry serve
+
+cluster: $(STAMP)
+	$(BIN)/python scripts/cluster
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
