@@ -135,14 +135,13 @@ def app_metrics(name: str) -> Response:
         raise not_found("app", name)
     now, fresh = fresh_since(db)
     app_row, replica_rows = current(db, app.id, fresh)
-    windows = {}
-    minute: dict[str | None, Averages] = {}
-    for label, seconds in WINDOWS.items():
-        means = window_averages(db, app.id, now - timedelta(seconds=seconds))
-        minute = minute or means
-        whole = means.get(None)
-        if whole is not None:
-            windows[label] = WindowOut(seconds=seconds, samples=whole.samples, **_figures(whole).model_dump())
+    means = {label: window_averages(db, app.id, now - timedelta(seconds=seconds)) for label, seconds in WINDOWS.items()}
+    windows = {
+        label: WindowOut(seconds=WINDOWS[label], samples=whole.samples, **_figures(whole).model_dump())
+        for label, series in means.items()
+        if (whole := series.get(None)) is not None
+    }
+    minute = means["1m"]
     since = args.since or now - DEFAULT_HISTORY
     history = samples_since(db, app.id, since, app_rows_only=True, limit=args.limit, newest_first=True)
     out = AppMetrics(
