@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,39 @@ def test_only_the_leader_collects(live: LiveServer, tmp_path: Path) -> None:
         assert follower.http.get("/api/v1/apps/once/metrics").json()["collected_at"] is not None  # any node answers
     finally:
         stop_server(follower, remove_containers=False)
+
+
+def test_traffic_through_nginx_shows_in_the_app_and_replica_metrics(live: LiveServer) -> None:
+    """nginx's counters (the TrafficMeter the leader plugs into the collector) reach the app and replica rows."""
+    import httpx
+
+    up(live, "busy", replicas=2)
+    proxy = f"http://127.0.0.1:{live.env['ORCHESTRY_PROXY_PORT']}"
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    http.get(proxy + "/", headers={"Host": "busy.localhost"})
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+
+        def counted() -> bool:
+            body = metrics(live, "busy")
+            current = body["current"] or {}
+            return (current.get("rps") or 0) > 1 and all((r["rps"] or 0) > 0 for r in body["replicas"])
+
+        wait_for(counted, timeout=30, step=0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    body = metrics(live, "busy")
+    assert body["current"]["p95_ms"] is not None and body["current"]["error_rate"] == 0
+    assert len(body["replicas"]) == 2
+    summary = {a["app"]: a for a in live.http.get("/api/v1/metrics").json()["apps"]}
+    assert summary["busy"]["rps"] is not None
