@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -53,7 +53,7 @@ class AppTraffic(Protocol):
         ...
 
 
-TrafficSource = Callable[[], Mapping[str, Any]]  # app name -> AppTraffic
+TrafficSource = Callable[[], Mapping[str, AppTraffic]]  # app name -> its traffic (nginx.traffic.TrafficMeter)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class MetricsCollector:
             ]
         return apps, targets
 
-    def _traffic(self) -> Mapping[str, Any] | None:
+    def _traffic(self) -> Mapping[str, AppTraffic] | None:
         if self.traffic is None:
             return None
         try:
@@ -208,7 +208,7 @@ class MetricsCollector:
     def _replica_rows(
         targets: list[Target],
         figures: Mapping[str, tuple[float | None, float | None]],
-        traffic: Mapping[str, Any] | None,
+        traffic: Mapping[str, AppTraffic] | None,
         now: datetime,
     ) -> list[MetricSample]:
         rows = []
@@ -219,7 +219,7 @@ class MetricsCollector:
             seen = traffic.get(t.app) if traffic is not None else None
             rps = None
             if seen is not None and t.address is not None and t.ready:  # the app was counted: absent means none
-                rps = float((getattr(seen, "replicas", None) or {}).get(t.address, 0.0))
+                rps = float(seen.replicas.get(t.address, 0.0))
             rows.append(
                 MetricSample(
                     app_id=t.app_id,
@@ -237,7 +237,7 @@ class MetricsCollector:
         apps: Mapping[int, str],
         targets: list[Target],
         figures: Mapping[str, tuple[float | None, float | None]],
-        traffic: Mapping[str, Any] | None,
+        traffic: Mapping[str, AppTraffic] | None,
         now: datetime,
     ) -> list[MetricSample]:
         ready_of: dict[int, list[Target]] = {app_id: [] for app_id in apps}

@@ -27,12 +27,6 @@ class Usage:
     cpu_limit: float | None = None  # cores; None: no limit
 
 
-@dataclass(frozen=True)
-class ReplicaFigures:
-    cpu_percent: float | None
-    memory_percent: float | None
-
-
 def cpu_percent(prev: Usage | None, cur: Usage) -> float | None:
     """CPU used between two readings as a percentage of the limit (of one core without one)."""
     if prev is None:
@@ -52,10 +46,6 @@ def memory_percent(cur: Usage, host_bytes: int | None) -> float | None:
     if not denominator or denominator <= 0 or cur.memory_bytes < 0:
         return None
     return cur.memory_bytes / denominator * 100.0
-
-
-def figures(prev: Usage | None, cur: Usage, host_bytes: int | None) -> ReplicaFigures:
-    return ReplicaFigures(cpu_percent(prev, cur), memory_percent(cur, host_bytes))
 
 
 def mean(values: Iterable[float | None]) -> float | None:
