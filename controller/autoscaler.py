@@ -29,26 +29,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_revision
+from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
 from orchestry.models.events import record
 from orchestry.models.metrics import metric_window
-from orchestry.models.replicas import Replica
-from orchestry.models.scaling import history_for, purge_decisions, record_decision, scaling_section
-from orchestry.workflows import health
+from orchestry.models.scaling import effective_policy, history_for, purge_decisions, record_decision, replica_states
 from orchestry.workflows.scaling import (
     MetricWindow,
     ReplicaState,
     ScaleDecision,
     ScalingPolicy,
     decide_scale,
-    policy_from_spec,
 )
 
 log = logging.getLogger("orchestry.autoscaler")
-
-# Knative's panic window is 10% of its 60 s stable window; with samples every 2 s this is three of them.
-BURST_WINDOW_SECONDS = 6.0
 
 
 @dataclass(frozen=True)
@@ -60,33 +54,6 @@ class Inputs:
     replicas: tuple[ReplicaState, ...]
     window: MetricWindow
     burst: MetricWindow
-
-
-def effective_policy(session: Session, app: App, cap: int) -> ScalingPolicy:
-    """The policy in force, its maxReplicas bound by the cluster's cap."""
-    return policy_of(scaling_section(session, app), cap)
-
-
-def policy_of(section: dict[str, Any], cap: int) -> ScalingPolicy:
-    """A scaling section as the autoscaler applies it: the burst window, and maxReplicas within the cap."""
-    policy = dataclasses.replace(policy_from_spec(section), burst_window_seconds=BURST_WINDOW_SECONDS)
-    if policy.max_replicas > cap:
-        policy = dataclasses.replace(policy, max_replicas=cap, min_replicas=min(policy.min_replicas, cap))
-    return policy
-
-
-def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:
-    """Replicas that exist and are not leaving; ready = in rotation (healthy, or the app has no check)."""
-    revision = get_revision(session, app)
-    probed = health.policy_from_spec((revision.spec if revision else {}).get("healthCheck")) is not None
-    rows = session.scalars(
-        select(Replica).where(Replica.app_id == app.id, Replica.drain_started_at.is_(None)).order_by(Replica.name)
-    )
-    return tuple(
-        ReplicaState(r.name, r.state == "running" and (r.health == "healthy" or not probed))
-        for r in rows
-        if r.state == "running"
-    )
 
 
 def gather(session: Session, app: App, now: datetime, cap: int) -> Inputs:

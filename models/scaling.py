@@ -13,6 +13,7 @@ metric samples.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,16 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.apps import App, get_revision
 from orchestry.models.base import Base, affected, utcnow
-from orchestry.workflows.scaling import Recommendation, ScaleDecision, ScalingHistory
+from orchestry.models.replicas import Replica
+from orchestry.workflows import health
+from orchestry.workflows.scaling import (
+    Recommendation,
+    ReplicaState,
+    ScaleDecision,
+    ScalingHistory,
+    ScalingPolicy,
+    policy_from_spec,
+)
 
 UNCHANGED_KEEP = timedelta(hours=1)  # >= any stabilization window a spec may ask for
 PURGE_BATCH = 5000
@@ -140,3 +150,34 @@ def purge_decisions(session: Session, now: datetime, retention_seconds: float) -
 def _aware(value: datetime) -> datetime:
     """max() of a timestamp comes back without a zone on SQLite."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# Knative's panic window is 10% of its 60 s stable window; with samples every 2 s this is three of them.
+BURST_WINDOW_SECONDS = 6.0
+
+
+def effective_policy(session: Session, app: App, cap: int) -> ScalingPolicy:
+    """The policy in force, its maxReplicas bound by the cluster's cap."""
+    return policy_of(scaling_section(session, app), cap)
+
+
+def policy_of(section: dict[str, Any], cap: int) -> ScalingPolicy:
+    """A scaling section as the autoscaler applies it: the burst window, and maxReplicas within the cap."""
+    policy = dataclasses.replace(policy_from_spec(section), burst_window_seconds=BURST_WINDOW_SECONDS)
+    if policy.max_replicas > cap:
+        policy = dataclasses.replace(policy, max_replicas=cap, min_replicas=min(policy.min_replicas, cap))
+    return policy
+
+
+def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:
+    """Replicas that exist and are not leaving; ready = in rotation (healthy, or the app has no check)."""
+    revision = get_revision(session, app)
+    probed = health.policy_from_spec((revision.spec if revision else {}).get("healthCheck")) is not None
+    rows = session.scalars(
+        select(Replica).where(Replica.app_id == app.id, Replica.drain_started_at.is_(None)).order_by(Replica.name)
+    )
+    return tuple(
+        ReplicaState(r.name, r.state == "running" and (r.health == "healthy" or not probed))
+        for r in rows
+        if r.state == "running"
+    )

@@ -113,6 +113,9 @@ def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
     assert "every metric < 30% of its target" in decisions[0]["reason"], decisions[0]["reason"]
     events = [e["type"] for e in live.http.get("/api/v1/apps/surge/events").json()["events"]]
     assert "scaling.out" in events and "scaling.in" in events
+    exposition = live.http.get("/metrics").text
+    assert re.search(r'orchestry_scaling_actions\{app="surge",direction="out"\} [1-9]', exposition), exposition
+    assert re.search(r'orchestry_scaling_actions\{app="surge",direction="in"\} [1-9]', exposition)
     print(f"decision after {decided:.1f}s, serving after {serving:.1f}s: {decisions[-1]['reason']}")
 
 

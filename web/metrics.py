@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from orchestry.models.apps import list_apps
 from orchestry.models.cluster import current_lease, db_now
 from orchestry.models.metrics import latest_rows
+from orchestry.models.scaling import action_counts
 from orchestry.models.stats import app_stats, health_counts, job_stats
 from orchestry.web.app_metrics import fresh_since
 from orchestry.web.context import ctx, session
@@ -61,6 +62,15 @@ class StateCollector(Collector):
         for app, state, replicas in health_counts(self.session):
             health.add_metric([app, state], replicas)
         yield health
+        # A gauge, not a counter: decisions older than the retention are deleted, so the count can go down.
+        actions = GaugeMetricFamily(
+            "orchestry_scaling_actions",
+            "Scaling actions the autoscaler took (kept for metrics_retention_seconds), by direction",
+            labels=["app", "direction"],
+        )
+        for action in action_counts(self.session):
+            actions.add_metric([action.app, action.direction], action.count)
+        yield actions
         leads = (
             lease is not None and lease.holder == self.node and lease.expires_at is not None and lease.expires_at > now
         )

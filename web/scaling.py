@@ -11,11 +11,19 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestry.controller.autoscaler import BURST_WINDOW_SECONDS, policy_of, replica_states
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.cluster import db_now
 from orchestry.models.events import record
-from orchestry.models.scaling import ScalingDecisionRow, decisions, history_for, policy_source, scaling_section
+from orchestry.models.scaling import (
+    BURST_WINDOW_SECONDS,
+    ScalingDecisionRow,
+    decisions,
+    history_for,
+    policy_of,
+    policy_source,
+    replica_states,
+    scaling_section,
+)
 from orchestry.spec import validate_document
 from orchestry.web.context import actor, ctx, query, session
 from orchestry.web.errors import ApiError, field, not_found
