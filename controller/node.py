@@ -26,6 +26,7 @@ from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
 from orchestry.controller.leadership import FencedScheduler, Leadership
 from orchestry.controller.metrics import MetricsCollector
+from orchestry.controller.mirror import RouteMirror
 from orchestry.controller.observed import EventAwareRuntime
 from orchestry.controller.routing import RouteSync
 from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
@@ -89,7 +90,8 @@ class Controller:
             on_deposed=self._deposed,
         )
         self.nginx = nginx_manager(settings)
-        self.router = RouteSync(self.sessions, self.nginx) if self.nginx is not None else None
+        self.router = RouteSync(self.sessions, self.nginx, settings.node_id) if self.nginx is not None else None
+        self.mirror = RouteMirror(self.sessions, self.nginx, settings.node_id) if self.nginx is not None else None
         self.prober = Prober()
         self.health = HealthSweep(
             self.sessions, self.prober, self.router, self._unhealthy, may_write=lambda: self.leadership.leading
@@ -127,6 +129,8 @@ class Controller:
         if self.notify is not None:
             self.notify.start()
         self.leadership.start()
+        if self.mirror is not None:
+            self.mirror.start()  # every node routes, the leader included
 
     def stop(self) -> None:
         self.leadership.stop()  # steps down (pausing everything) and releases the lease
@@ -136,6 +140,8 @@ class Controller:
         self.scheduler.shutdown(wait=False)
         self.prober.close()
         self.metrics.close()
+        if self.mirror is not None:
+            self.mirror.stop()
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx.close()
@@ -279,9 +285,7 @@ class Controller:
         if self.nginx is None or self.router is None or not self.leadership.leading:
             return
         try:
-            changed = self.nginx.render_and_apply(self.nginx.render())
-            restarted = self.nginx.ensure_running()
-            if changed or restarted or not self.router.confirmed():
+            if self.nginx.converge() or not self.router.confirmed():
                 self.router.forget()
             self.router.sync()
         except (NginxError, TemporaryError) as exc:

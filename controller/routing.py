@@ -3,6 +3,11 @@
 This is the `Router` the jobs see. A push is idempotent: the table is stored with a generation that only
 grows (across leaders too), nginx refuses an older one, and a change counts as applied only once nginx
 reports serving its generation. Nothing here reloads nginx.
+
+Every node's nginx serves the stored table too (controller/mirror.py), so what "nginx serves" means for a
+drain is what every node reporting lately serves: until each has moved to the leader's generation, an
+address counts as served while any table between theirs and the leader's holds it, and requests open to
+it on any node count as in flight.
 """
 
 from __future__ import annotations
@@ -10,24 +15,30 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import TemporaryError
+from orchestry.models.cluster import RouteReport, route_reports
 from orchestry.models.routing import routed_apps, routing_state
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
 from orchestry.workflows.routing import routing_table
 
 log = logging.getLogger("orchestry.routing")
+KEEP_TABLES = 64
+FRESH_SECONDS = 3.0  # a node whose nginx has not reported for this long no longer holds drains back
 
 
 class RouteSync:
-    def __init__(self, sessions: sessionmaker[Session], manager: NginxManager) -> None:
+    def __init__(self, sessions: sessionmaker[Session], manager: NginxManager, node: str | None = None) -> None:
         self.sessions = sessions
         self.manager = manager
+        self.node = node  # this node's name: its own reports are not its peers'
         self._lock = threading.Lock()
         self._served: dict[str, frozenset[str]] | None = None
         self._served_generation = -1
+        self._tables: dict[int, dict[str, frozenset[str]]] = {}  # the recent generations pushed from here
 
     def sync(self) -> None:
         """Bring nginx to the table the database implies now; returns once nginx serves it."""
@@ -57,6 +68,9 @@ class RouteSync:
                     state.served_generation = max(state.served_generation, served)
                 self._served = {app: frozenset(addresses) for app, addresses in routes.items()}
                 self._served_generation = served
+                self._tables[served] = self._served
+                for old in sorted(self._tables)[:-KEEP_TABLES]:
+                    del self._tables[old]
                 return
             raise TemporaryError("nginx kept refusing the routing table as stale")
 
@@ -67,13 +81,32 @@ class RouteSync:
             state.routes = {"": []}  # differs from any real table: the next round takes a new generation
 
     def serving(self, app: str) -> frozenset[str] | None:
-        served = self._served
+        """The app's addresses that some node's nginx may still send requests to (None: not known yet)."""
+        served, generation = self._served, self._served_generation
         if served is None:
             return None
-        return served.get(app, frozenset())
+        behind = [r.generation for r in self._peers() if r.generation < generation]
+        if not behind:
+            return served.get(app, frozenset())
+        oldest = min(behind)
+        tables = [table for g, table in self._tables.items() if g >= oldest] or [served]
+        return frozenset().union(*(table.get(app, frozenset()) for table in tables))
 
     def in_flight(self, address: str) -> int | None:
-        return self.manager.in_flight(address) if hasattr(self.manager, "in_flight") else None
+        """Requests open to `address` on this node's nginx and, as last reported, on every other node's."""
+        local = self.manager.in_flight(address)
+        if local is None:
+            return None
+        return local + sum(r.inflight.get(address, 0) for r in self._peers())
+
+    def _peers(self) -> list[RouteReport]:
+        if self.node is None:
+            return []
+        try:
+            with self.sessions() as session:
+                return route_reports(session, FRESH_SECONDS, exclude=self.node)
+        except SQLAlchemyError:
+            return []  # the job that asked fails on the database too, and retries
 
     def confirmed(self) -> bool:
         """Whether nginx still reports the generation last pushed (a restart or a wiped shared dict

@@ -8,7 +8,7 @@ claims and job outcomes are conditioned on it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, String, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -40,6 +40,10 @@ class ControllerNode(Base):
     version: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What this node's nginx serves (every node routes: controller/mirror.py), for the leader's drains.
+    routes_generation: Mapped[int | None] = mapped_column(BigInteger, doc="routing table its nginx confirmed")
+    routes_reported_at: Mapped[datetime | None] = mapped_column()
+    inflight: Mapped[dict[str, Any] | None] = mapped_column(doc="address -> requests its nginx has open there")
 
 
 def db_now(session: Session) -> datetime:
@@ -139,3 +143,35 @@ def heartbeat(session: Session, node: str, address: str, version: str) -> None:
         session.add(ControllerNode(node_id=node, address=address, version=version, started_at=now, heartbeat_at=now))
     else:
         row.address, row.version, row.heartbeat_at = address, version, now
+
+
+class RouteReport(NamedTuple):
+    node: str
+    generation: int
+    inflight: dict[str, int]
+
+
+def report_routes(session: Session, node: str, generation: int, inflight: dict[str, int]) -> None:
+    """This node's nginx serves `generation` and has `inflight` requests open (read after confirming it)."""
+    session.execute(
+        update(ControllerNode)
+        .where(ControllerNode.node_id == node)
+        .values(routes_generation=generation, routes_reported_at=db_now(session), inflight=inflight)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def route_reports(session: Session, fresh_seconds: float, exclude: str | None = None) -> list[RouteReport]:
+    """The nodes whose nginx reported within `fresh_seconds` (by the database's clock): the others are gone,
+    or their nginx is, and no longer take traffic the leader must wait for."""
+    since = db_now(session) - timedelta(seconds=fresh_seconds)
+    rows = session.execute(
+        select(ControllerNode.node_id, ControllerNode.routes_generation, ControllerNode.inflight).where(
+            ControllerNode.routes_reported_at >= since, ControllerNode.routes_generation.is_not(None)
+        )
+    ).all()
+    return [
+        RouteReport(node, int(generation), {str(k): int(v) for k, v in (inflight or {}).items()})
+        for node, generation, inflight in rows
+        if node != exclude
+    ]

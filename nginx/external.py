@@ -156,7 +156,9 @@ class ExternalNginx(NginxManager):
             )
 
     def stop(self) -> None:
-        """Nothing to do: the administrator's nginx keeps serving when Orchestry stops."""
+        """Nothing to stop: the administrator's nginx keeps serving when Orchestry stops (no converge either)."""
+        with self._converging:
+            self._stopped = True
 
     def running(self) -> bool:
         return self._load() is not None

@@ -26,6 +26,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -81,6 +82,8 @@ class NginxManager:
         self.binary = binary
         self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
         # No keep-alive: after a reload an idle connection would still point at an exiting worker.
+        self._converging = threading.Lock()
+        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
         self._http = httpx.Client(
             base_url=f"http://127.0.0.1:{settings.control_port}",
             timeout=_CONTROL_TIMEOUT,
@@ -94,6 +97,16 @@ class NginxManager:
     def render(self) -> str:
         """The configuration this manager applies, rendered from its settings."""
         return render_config(self.settings)
+
+    def converge(self) -> bool:
+        """The rendered configuration applied and nginx running; True when either changed (nginx then serves
+        what its routes file holds: push the current table again). One caller at a time: the leader's
+        nginx-render job and the node's route mirror both call it."""
+        with self._converging:
+            if self._stopped:
+                raise NginxError("nginx was stopped: this node is shutting down")
+            changed = self.render_and_apply(self.render())
+            return self.ensure_running() or changed
 
     # --- configuration ---------------------------------------------------------------------------------
 
@@ -202,7 +215,10 @@ class NginxManager:
         raise NginxError(f"nginx started but its control endpoint did not answer within {self.timeout:g} s")
 
     def stop(self) -> None:
-        """Stop our nginx: graceful (SIGQUIT) first, then SIGTERM, then SIGKILL; never another nginx."""
+        """Stop our nginx: graceful (SIGQUIT) first, then SIGTERM, then SIGKILL; never another nginx. Waits
+        for a converge running in another thread, and refuses later ones (they would start it again)."""
+        with self._converging:
+            self._stopped = True
         pid = self._master_pid()
         if pid is not None:
             for sig, wait in ((signal.SIGQUIT, self.timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
@@ -340,6 +356,14 @@ class NginxManager:
             raise NginxError(f"nginx stats: {response.status_code}")
         result: dict[str, Any] = response.json()
         return result
+
+    def in_flight_all(self) -> dict[str, int]:
+        """Every replica address nginx has requests open to, with their counts (none: {})."""
+        response = self._request("GET", "/_orchestry/inflight")
+        if response.status_code != 200:
+            raise NginxError(f"nginx in-flight counts: {response.status_code}")
+        body = response.json()
+        return {str(k): int(v) for k, v in body.items() if isinstance(v, int) and v > 0}
 
     def routes_file_generation(self) -> int | None:
         try:

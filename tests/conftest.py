@@ -319,7 +319,10 @@ spec:
 
 
 def hello(name: str = "hello", image: str = "orchestry-testapp:latest", extra: str = "") -> str:
-    return HELLO.format(name=name).replace("orchestry-testapp:latest", image) + extra
+    """The test app's spec. Manual scaling unless `extra` brings a scaling section: a test that sets a replica
+    count keeps it (in auto mode the autoscaler would bring an idle app down to minReplicas)."""
+    manual = "" if "scaling:" in extra else "scaling:\n  mode: manual\n"
+    return HELLO.format(name=name).replace("orchestry-testapp:latest", image) + extra + manual
 
 
 def post(live: LiveServer, body: str | bytes, ctype: str = "application/yaml", **params: str) -> httpx.Response:

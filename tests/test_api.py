@@ -149,7 +149,7 @@ def test_malformed_bodies(live: LiveServer, body: str, ctype: str, status: int, 
 
 
 def test_wrong_types_name_every_field(live: LiveServer) -> None:
-    body = hello().replace("containerPort: 8080", "containerPort: true") + "scaling:\n  minReplicas: '2'\n"
+    body = hello(extra="scaling:\n  minReplicas: '2'\n").replace("containerPort: 8080", "containerPort: true")
     err = assert_error(post(live, body), 422, "invalid_spec")
     fields = {f["field"] for f in err["fields"]}
     assert {"spec.ports[0].containerPort", "scaling.minReplicas"} <= fields
@@ -164,7 +164,7 @@ def test_a_body_over_one_mebibyte_is_413(live: LiveServer) -> None:
 
 
 def test_replicas_above_the_configured_cap(live: LiveServer) -> None:
-    body = hello() + "scaling:\n  maxReplicas: 51\n"
+    body = hello(extra="scaling:\n  maxReplicas: 51\n")
     err = assert_error(post(live, body), 422)
     assert err["fields"][0]["field"] == "scaling.maxReplicas"
     assert "50" in err["fields"][0]["rule"]

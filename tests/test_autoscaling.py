@@ -91,7 +91,7 @@ def history(live: LiveServer, app: str, **params: str) -> list[dict[str, Any]]:
 def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
     """The must-show: load on the test app scales it out, the new replicas join rotation, the load stops,
     it scales back to min after the stabilization window, and the history explains both."""
-    post(live, hello("surge") + FAST_HEALTH + scaling())
+    post(live, hello("surge", extra=FAST_HEALTH + scaling()))
     up(live, "surge", 1)
     control = f"http://127.0.0.1:{live.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
     with load(live, "surge", rps=40) as counts:  # 4x the per-replica target of a single replica
@@ -120,7 +120,7 @@ def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
 
 
 def test_manual_mode_is_never_autoscaled(live: LiveServer) -> None:
-    post(live, hello("steady") + FAST_HEALTH + scaling(mode="manual"))
+    post(live, hello("steady", extra=FAST_HEALTH + scaling(mode="manual")))
     up(live, "steady", 1)
     with load(live, "steady", rps=40):
         time.sleep(8)  # several samples and evaluations under 4x load
@@ -129,7 +129,7 @@ def test_manual_mode_is_never_autoscaled(live: LiveServer) -> None:
 
 
 def test_the_policy_api(live: LiveServer, tmp_path: Path) -> None:
-    post(live, hello("tuned") + scaling())
+    post(live, hello("tuned", extra=scaling()))
     base = "/api/v1/apps/tuned/scaling"
     shown = live.http.get(base).json()
     assert shown["source"] == "spec" and shown["policy"]["maxReplicas"] == 4 and shown["policy"]["mode"] == "auto"
@@ -179,15 +179,15 @@ def test_the_policy_api(live: LiveServer, tmp_path: Path) -> None:
         stop_server(other, remove_containers=False)
 
     # A new revision whose scaling section differs brings the spec's policy back; one that does not, keeps it.
-    post(live, hello("tuned") + scaling() + "termination:\n  drainSeconds: 3\n")
+    post(live, hello("tuned", extra=scaling() + "termination:\n  drainSeconds: 3\n"))
     assert live.http.get(base).json()["source"] == "api"
-    post(live, hello("tuned") + scaling(maxReplicas=3))
+    post(live, hello("tuned", extra=scaling(maxReplicas=3)))
     shown = live.http.get(base).json()
     assert shown["source"] == "spec" and shown["policy"]["maxReplicas"] == 3
 
 
 def test_evaluate_explains_without_acting(live: LiveServer) -> None:
-    post(live, hello("whatif") + scaling(maxReplicas=10, maxScaleOutStep=2, targetRPSPerReplica=50))
+    post(live, hello("whatif", extra=scaling(maxReplicas=10, maxScaleOutStep=2, targetRPSPerReplica=50)))
     up(live, "whatif", 3)
     jobs_before = len(live.http.get("/api/v1/jobs").json()["jobs"])
     body = {"metrics": {"rps": 546}, "current": 3}  # 182 rps per replica against a target of 50

@@ -65,6 +65,8 @@ healthCheck:
   initialDelaySeconds: {initial_delay}
   periodSeconds: 1
   timeoutSeconds: 1
+scaling:
+  mode: manual
 """
 
 

@@ -41,7 +41,7 @@ def serving(container: Box) -> str:
 
 
 def test_up_scale_down_delete(live: LiveServer) -> None:
-    post(live, hello("web") + "scaling:\n  maxReplicas: 6\n")
+    post(live, hello("web", extra="scaling:\n  maxReplicas: 6\n"))
     job = run(live, "web", "up", {"replicas": 3})
     assert sorted(s["step"] for s in job["steps"]) == [f"start {live.cluster}-web-{i}" for i in (1, 2, 3)]
     containers = running(live, "web")
@@ -120,7 +120,7 @@ def test_missing_image_fails_fast_without_retries(live: LiveServer) -> None:
 
 
 def test_bad_operations_enqueue_nothing(live: LiveServer) -> None:
-    post(live, hello("strict") + "scaling:\n  maxReplicas: 3\n")
+    post(live, hello("strict", extra="scaling:\n  maxReplicas: 3\n"))
     cases = [
         ("strict", "scale", {"replicas": 4}, 422, "replicas"),
         ("strict", "scale", {"replicas": -1}, 422, "replicas"),

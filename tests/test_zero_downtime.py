@@ -29,8 +29,9 @@ BODY = b"zero-downtime " * 8
 
 
 def spec(version: str) -> str:
-    return hello(APP) + (
-        "  environment:\n"
+    return hello(
+        APP,
+        extra="  environment:\n"
         f"    - {{name: VERSION, value: '{version}'}}\n"
         "healthCheck:\n"
         "  path: /health\n"
@@ -41,7 +42,8 @@ def spec(version: str) -> str:
         "  drainSeconds: 5\n"
         "  gracePeriodSeconds: 2\n"
         "scaling:\n"
-        "  maxReplicas: 8\n"
+        "  mode: manual\n"
+        "  maxReplicas: 8\n",
     )
 
 

@@ -1,0 +1,88 @@
+"""Every node routes: its nginx serves the routing table the leader stored, and it says so.
+
+The leader computes the routing table and stores it with its generation (`routing_state`); this loop, on
+every node, leader or not, keeps the node's own nginx running its rendered configuration and serving that
+table, so any node is an entry point for app traffic and losing one (the leader included) loses no route.
+After each pass it reports in its `controller_nodes` row the generation its nginx confirmed and the
+requests that nginx has open per replica address, read after the confirmation. The leader's drains wait for
+those reports (controller/routing.py): a replica is stopped only once every node that reported lately
+serves a table without it and has no request open to it.
+
+A node whose reports stop (dead, or its nginx down) drops out of that wait after routing.FRESH_SECONDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.models.cluster import report_routes
+from orchestry.models.routing import ROUTING_NAME, RoutingState
+from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
+from orchestry.nginx.routes import build_route_table
+
+log = logging.getLogger("orchestry.mirror")
+
+PERIOD_SECONDS = 0.25  # how stale a follower's table can be, about; one small read per pass
+CONVERGE_SECONDS = 5.0  # configuration check and restart of a dead nginx
+
+
+class RouteMirror:
+    def __init__(self, sessions: sessionmaker[Session], manager: NginxManager, node: str) -> None:
+        self.sessions = sessions
+        self.manager = manager
+        self.node = node
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
+        self._converged_at = -CONVERGE_SECONDS
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # never let the mirror die: this node would stop routing changes
+                log.exception("route mirror pass failed")
+            self._stop.wait(PERIOD_SECONDS)
+
+    def run_once(self) -> int | None:
+        """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
+        now = time.monotonic()
+        if now - self._converged_at >= CONVERGE_SECONDS:
+            self._converged_at = now
+            try:
+                self.manager.converge()
+            except NginxError as exc:
+                log.warning("nginx is not running its configuration", extra={"error": str(exc)})
+                return None
+        try:
+            with self.sessions() as session:
+                stored = session.execute(
+                    select(RoutingState.generation, RoutingState.routes).where(RoutingState.name == ROUTING_NAME)
+                ).one_or_none()
+            served = self.manager.served_generation()
+            if stored is not None and stored.generation > 0 and (served is None or served < stored.generation):
+                try:
+                    served = self.manager.push_routes(build_route_table(stored.generation, dict(stored.routes)))
+                except StaleGeneration as exc:  # the leader pushed a newer one meanwhile (same nginx)
+                    served = exc.served
+            if served is None:
+                return None
+            inflight = self.manager.in_flight_all()
+            with self.sessions.begin() as session:
+                report_routes(session, self.node, served, inflight)
+            return served
+        except (NginxError, SQLAlchemyError) as exc:
+            log.debug("route mirror pass skipped", extra={"error": str(exc).splitlines()[0]})
+            return None

@@ -1,0 +1,155 @@
+"""Every node routes: two `orchestry serve` nodes on one database, each with its own nginx (real nginx, real
+Docker). The follower's nginx serves the leader's table, the leader's drains wait for it, and it keeps
+routing while the leader dies and another takes over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import LiveServer, hello, post, start_server, stop_server, wait_for
+
+pytestmark = pytest.mark.usefixtures("testapp_image")
+
+FAST = """healthCheck:
+  path: /health
+  periodSeconds: 1
+  timeoutSeconds: 1
+termination:
+  drainSeconds: 5
+  gracePeriodSeconds: 1
+"""
+LEASE = {"ORCHESTRY_LEASE_SECONDS": "2", "ORCHESTRY_RENEW_SECONDS": "0.4"}
+
+
+def routes(node: LiveServer) -> dict[str, list[str]]:
+    url = f"http://127.0.0.1:{node.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
+    try:
+        apps: dict[str, list[str]] = httpx.get(url, timeout=2).json()["apps"]
+    except httpx.TransportError:
+        return {}
+    return apps
+
+
+def leader(node: LiveServer) -> str | None:
+    try:
+        body = node.http.get("/api/v1/cluster/leader").json()
+    except httpx.TransportError:
+        return None
+    return body.get("leader")  # type: ignore[no-any-return]
+
+
+@contextmanager
+def load(node: LiveServer, app: str) -> Iterator[list[int]]:
+    """GETs and POSTs through `node`'s nginx until the block ends; yields [ok, failed]."""
+    counts = [0, 0]
+    stop = threading.Event()
+    url = f"http://127.0.0.1:{node.env['ORCHESTRY_PROXY_PORT']}"
+
+    def run(post: bool) -> None:
+        with httpx.Client(base_url=url, timeout=10, headers={"Host": f"{app}.localhost"}) as client:
+            while not stop.is_set():
+                try:
+                    resp = client.post("/echo", content=b"x") if post else client.get("/")
+                    ok = resp.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                counts[0 if ok else 1] += 1
+
+    threads = [threading.Thread(target=run, args=(i % 2 == 1,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+
+
+def scale(node: LiveServer, replicas: int) -> None:
+    job = node.wait_job(node.http.post("/api/v1/apps/both/scale", json={"replicas": replicas}).json()["job"]["id"])
+    assert job["status"] == "succeeded", job
+
+
+def end_nginx(node: LiveServer) -> None:
+    """A SIGKILLed node leaves its nginx (a daemon) behind: end it as its administrator would."""
+    for pid_file in Path(node.env["ORCHESTRY_DATA_DIR"]).rglob("nginx.pid"):
+        with suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGQUIT)
+
+
+def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = start_server(db_url, tmp_path / "a", extra_env=LEASE)
+    try:
+        wait_for(lambda: leader(first) == first.env["ORCHESTRY_NODE_ID"], timeout=20)
+        second = start_server(db_url, tmp_path / "b", extra_env={**LEASE, "ORCHESTRY_CLUSTER_NAME": first.cluster})
+        try:
+            post(first, hello("both") + FAST)
+            job = first.wait_job(first.http.post("/api/v1/apps/both/up", json={"replicas": 3}).json()["job"]["id"])
+            assert job["status"] == "succeeded", job
+            # The follower's nginx serves the leader's table (it never led: no job ran there).
+            wait_for(lambda: len(routes(second).get("both", [])) == 3, timeout=10)
+            assert sorted(routes(second)["both"]) == sorted(routes(first)["both"])
+
+            # Slow requests open on the follower's nginx only (the leader's has none): the scale-in waits for
+            # them before stopping the replicas they went to (drainSeconds 5 > their 3.5 s > the 1 s grace period).
+            proxy = f"http://127.0.0.1:{second.env['ORCHESTRY_PROXY_PORT']}/slow?ms=3500"
+            slow: list[int] = []
+
+            def one_slow() -> None:
+                # POST: nginx never sends it to another replica once it reached one, so a cut request fails
+                slow.append(httpx.post(proxy, headers={"Host": "both.localhost"}, content=b"x", timeout=15).status_code)
+
+            waiters = [threading.Thread(target=one_slow) for _ in range(6)]  # round-robin over the 3 replicas
+            for waiter in waiters:
+                waiter.start()
+            time.sleep(0.5)
+            scale(first, 1)
+            for waiter in waiters:
+                waiter.join(15)
+            assert slow == [200] * 6
+            scale(first, 3)
+
+            # Scale in under load through the follower: its requests never reach a stopped replica.
+            with load(second, "both") as counts:
+                time.sleep(1)
+                job = first.wait_job(
+                    first.http.post("/api/v1/apps/both/scale", json={"replicas": 1}).json()["job"]["id"]
+                )
+                assert job["status"] == "succeeded", job
+                time.sleep(1)
+            assert counts[0] > 20 and counts[1] == 0, counts
+            assert len(routes(second)["both"]) == 1
+
+            # The leader dies: the follower's nginx routes on through the failover, and the follower leads.
+            with load(second, "both") as counts:
+                time.sleep(0.5)
+                os.kill(first.proc.pid, signal.SIGKILL)
+                first.proc.wait()
+                wait_for(lambda: leader(second) == second.env["ORCHESTRY_NODE_ID"], timeout=10)
+                job = second.wait_job(
+                    second.http.post("/api/v1/apps/both/scale", json={"replicas": 2}).json()["job"]["id"]
+                )
+                assert job["status"] == "succeeded", job
+                wait_for(lambda: len(routes(second)["both"]) == 2, timeout=10)
+            assert counts[0] > 20 and counts[1] == 0, counts
+        finally:
+            stop_server(second, remove_containers=False)
+    finally:
+        if first.proc.poll() is None:
+            stop_server(first)
+        else:
+            first.http.close()
+            end_nginx(first)
+            first.remove_containers()
