@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -445,3 +446,60 @@ def settle_time_wait(below: int = 2000, timeout: float = 70) -> float:
     while time_wait_sockets() >= below and time.monotonic() - began < timeout:
         time.sleep(0.5)
     return time.monotonic() - began
+
+
+# -- wrk --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """One wrk run's figures (`wrk --latency`)."""
+
+    target: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int  # wrk's "Non-2xx or 3xx responses"
+    socket_errors: int
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(target: str, out: str) -> WrkRun:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    requests = re.search(r"(\d+) requests in", out)
+    if not (rps and p50 and p99 and requests):
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkRun(
+        target=target,
+        rps=float(rps.group(1)),
+        p50_ms=_ms(*p50.groups()),
+        p99_ms=_ms(*p99.groups()),
+        requests=int(requests.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(map(int, sockets.groups())) if sockets else 0,
+    )
+
+
+def wrk(binary: str, url: str, seconds: float, connections: int, threads: int) -> str:
+    cmd = [binary, "--latency", "-c", str(connections), "-t", str(threads), "-d", f"{seconds:g}s", "--timeout", "10s"]
+    proc = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited with {proc.returncode}:\n{out}")
+    return out

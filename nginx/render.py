@@ -59,6 +59,7 @@ class NginxSettings:
     routes_dict_size: str = "16m"
     max_routes_body: str = "8m"
     error_log_level: str = "warn"
+    traffic_counters: bool = True  # per-app counters in shared memory (the metrics' input); off: bench baseline
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", Path(validate.path(self.prefix, "prefix")))
@@ -118,6 +119,7 @@ def _check(s: NginxSettings) -> dict[str, Any]:
         "routes_dict_size": validate.size(s.routes_dict_size, "routes_dict_size"),
         "max_routes_body": validate.size(s.max_routes_body, "max_routes_body"),
         "error_log_level": s.error_log_level,
+        "traffic_counters": "true" if s.traffic_counters is True else "false",
         "pid_file": validate.path(s.pid_file, "pid_file"),
         "error_log": validate.path(s.error_log, "error_log"),
         "temp_paths": {name: validate.path(s.temp_dir / name, "temp_dir") for name in TEMP_DIRS},

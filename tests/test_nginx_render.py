@@ -306,3 +306,8 @@ def test_rendered_config_passes_nginx_t(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # nginx -t only warns about some mistakes (keepalive before balancer_by_lua_block, for one): none here.
     assert "[warn]" not in result.stderr, result.stderr
+
+
+def test_traffic_counters_are_on_unless_turned_off() -> None:
+    assert "count_traffic = true" in render_config(settings())
+    assert "count_traffic = false" in render_config(settings(traffic_counters=False))

@@ -25,7 +25,7 @@ local STATS = "orchestry_stats"
 local BOUNDS = { 5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000 }
 
 local _M = {}
-local conf = { domain = "localhost", routes_file = nil, load = 0 }
+local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true }
 local cached_version, cached_generation, cached_apps -- per worker, see above
 local rr = {} -- per worker round-robin counters, by app
 
@@ -146,6 +146,7 @@ end
 function _M.init(settings)
   conf.domain = settings.domain
   conf.routes_file = settings.routes_file
+  conf.count_traffic = settings.count_traffic ~= false
   -- Tells a reload apart: old workers answer the previous value until they exit.
   conf.load = ngx.shared[DICT]:incr("loads", 1, 0)
   -- When this nginx started (its counters count from then): set once, kept across reloads.
@@ -199,8 +200,10 @@ function _M.route()
   end
   if #peers == 0 then return respond(503, { error = "no_healthy_replica", app = app }) end
   ngx.ctx.orch_peers = peers
-  ngx.shared[STATS]:incr("a:" .. app, 1, 0) -- open until the log phase (done)
-  ngx.ctx.orch_active = app
+  if conf.count_traffic then
+    ngx.shared[STATS]:incr("a:" .. app, 1, 0) -- open until the log phase (done)
+    ngx.ctx.orch_active = app
+  end
   ngx.var.orch_uri = uri
   ngx.var.orch_prefix = prefix or ""
 end
