@@ -22,6 +22,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from orchestry.workflows.lease import margin_seconds
+
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the setting and its source."""
@@ -331,4 +333,17 @@ def load_settings(
                 }[source]
                 raise ConfigError(f"{where}: {exc}") from None
         sources[setting.name] = source
+    _check_together(values, sources)
     return Settings(values=values, sources=sources, config_file=str(path) if file_values else None)
+
+
+def _check_together(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """Rules between settings. The leader's fence ends a fifth of the lease (at most 1 s) before the lease
+    does; a renewal must come before that, or the leader would stop acting between two renewals."""
+    lease, renew = values["lease_seconds"], values["renew_seconds"]
+    margin = margin_seconds(lease)
+    if renew >= lease - margin:
+        raise ConfigError(
+            f"renew_seconds ({renew:g}, {sources['renew_seconds']}): must be less than lease_seconds ({lease:g}) "
+            f"minus its safety margin ({margin:g} s), i.e. < {lease - margin:g}"
+        )

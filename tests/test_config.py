@@ -48,6 +48,8 @@ def test_defaults_follow_the_data_dir(tmp_path: Path) -> None:
         ({}, "- a list\n", "must be a mapping"),
         ({}, "port: [1\n", "not valid YAML"),
         ({}, "max_replicas: true\n", "max_replicas in"),
+        ({"ORCHESTRY_RENEW_SECONDS": "2"}, None, "renew_seconds (2, env): must be less than lease_seconds (2.5)"),
+        ({"ORCHESTRY_LEASE_SECONDS": "1", "ORCHESTRY_RENEW_SECONDS": "0.9"}, None, "i.e. < 0.8"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path: Path, env: dict[str, str], file: str | None, message: str) -> None:
