@@ -189,50 +189,22 @@ class Controller:
                 term=term,
                 requeued_jobs=requeued,
             )
-        self.scheduler.add_job(
-            periodic.DISPATCH, "interval", seconds=DISPATCH_POLL_SECONDS, id="dispatch", replace_existing=True
-        )
-        self.scheduler.add_job(
-            periodic.RECONCILE,
-            "interval",
-            seconds=self.settings.reconcile_seconds,
-            id="reconcile",
-            replace_existing=True,
-            next_run_time=datetime.now(UTC),
-        )
-        self.scheduler.add_job(
-            periodic.HEALTH,
-            "interval",
-            seconds=self.settings.health_sweep_seconds,
-            id="health-sweep",
-            replace_existing=True,
-        )
-        self.scheduler.add_job(
-            periodic.AUTOSCALE,
-            "interval",
-            seconds=self.settings.autoscale_seconds,
-            id="autoscale",
-            replace_existing=True,
-        )
-        self.scheduler.add_job(
-            periodic.METRICS,
-            "interval",
-            seconds=self.settings.metrics_seconds,
-            id="metrics-collect",
-            replace_existing=True,
-        )
+        every = self._every
+        every(periodic.DISPATCH, DISPATCH_POLL_SECONDS, "dispatch")
+        every(periodic.RECONCILE, self.settings.reconcile_seconds, "reconcile", now=True)
+        every(periodic.HEALTH, self.settings.health_sweep_seconds, "health-sweep")
+        every(periodic.AUTOSCALE, self.settings.autoscale_seconds, "autoscale")
+        every(periodic.METRICS, self.settings.metrics_seconds, "metrics-collect")
         if self.nginx is not None:
-            self.scheduler.add_job(
-                periodic.NGINX,
-                "interval",
-                seconds=NGINX_CHECK_SECONDS,
-                id="nginx-render",
-                replace_existing=True,
-                next_run_time=datetime.now(UTC),
-            )
+            every(periodic.NGINX, NGINX_CHECK_SECONDS, "nginx-render", now=True)
         self.scheduler.resume()
         self.dispatcher.start()
         self.watcher.start()
+
+    def _every(self, func: str, seconds: float, job_id: str, now: bool = False) -> None:
+        """A periodic job under its fixed id (replacing the one a previous term stored)."""
+        first = {"next_run_time": datetime.now(UTC)} if now else {}
+        self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, replace_existing=True, **first)
 
     def _deposed(self, term: int) -> None:
         self.scheduler.pause()

@@ -73,23 +73,25 @@ def policy_source(app: App) -> str:
     return "api" if app.scaling_policy is not None else "spec"
 
 
+def decision_fields(decision: ScaleDecision) -> dict[str, Any]:
+    """A decision as stored and as answered (the API's evaluate says the same without storing it)."""
+    return {
+        "current": decision.current,
+        "target": decision.target,
+        "recommended": decision.recommended,
+        "direction": decision.direction,
+        "burst": decision.burst,
+        "governing": decision.governing,
+        "reason": decision.reason,
+        "ratios": dict(decision.ratios),
+    }
+
+
 def record_decision(
     session: Session, app: App, decision: ScaleDecision, metrics: dict[str, Any], changed: bool, job_id: int | None
 ) -> ScalingDecisionRow:
     row = ScalingDecisionRow(
-        app_id=app.id,
-        created_at=utcnow(),
-        current=decision.current,
-        target=decision.target,
-        recommended=decision.recommended,
-        direction=decision.direction,
-        changed=changed,
-        burst=decision.burst,
-        governing=decision.governing,
-        reason=decision.reason,
-        ratios={k: v for k, v in decision.ratios.items()},
-        metrics=metrics,
-        job_id=job_id,
+        app_id=app.id, created_at=utcnow(), changed=changed, metrics=metrics, job_id=job_id, **decision_fields(decision)
     )
     session.add(row)
     return row

@@ -30,6 +30,7 @@ from orchestry.models.schema import upgrade
 DB_KIND = os.environ.get("ORCHESTRY_TEST_DB", "sqlite")
 if DB_KIND not in ("sqlite", "postgresql"):
     raise SystemExit(f"ORCHESTRY_TEST_DB must be sqlite or postgresql, not {DB_KIND!r}")
+LIVE_JOBS = text("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
 TABLES = (
     "metric_samples",
     "scaling_decisions",
@@ -206,12 +207,31 @@ class LiveServer:
             time.sleep(0.1)
 
     def reset(self) -> None:
-        self.remove_containers()
+        """Nothing left of the previous test: its apps, containers, and the jobs they caused.
+
+        Removing containers wakes the reconcile loop, which may start a job for an app still in the database;
+        such a job must end before the rows go, or (SQLite reuses the highest deleted id) its steps would land
+        in the next test's first job."""
         engine = make_engine(self.db_url)
+        try:
+            self._delete_rows(engine)
+            self.remove_containers()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    live = conn.execute(LIVE_JOBS).scalar()
+                if not live:
+                    break
+                time.sleep(0.1)
+            self._delete_rows(engine)
+        finally:
+            engine.dispose()
+
+    @staticmethod
+    def _delete_rows(engine: Any) -> None:
         with engine.begin() as conn:
             for table in TABLES:
                 conn.execute(text(f"DELETE FROM {table}"))
-        engine.dispose()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -17,6 +17,7 @@ from orchestry.models.events import record
 from orchestry.models.scaling import (
     BURST_WINDOW_SECONDS,
     ScalingDecisionRow,
+    decision_fields,
     decisions,
     history_for,
     policy_of,
@@ -269,15 +270,5 @@ def evaluate(name: str) -> Response:
 
 def _evaluated(decision: ScaleDecision, now: datetime, window: MetricWindow) -> DecisionOut:
     return DecisionOut(
-        at=now,
-        current=decision.current,
-        target=decision.target,
-        recommended=decision.recommended,
-        direction=decision.direction,
-        changed=False,
-        burst=decision.burst,
-        governing=decision.governing,
-        reason=decision.reason,
-        ratios=dict(decision.ratios),
-        metrics={"window": dataclasses.asdict(window)},
+        at=now, changed=False, metrics={"window": dataclasses.asdict(window)}, **decision_fields(decision)
     )
