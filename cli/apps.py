@@ -104,6 +104,7 @@ def status(args: Args, settings: Settings) -> int:
                 ("revision", f"{a['revision']} {a['content_hash']}"),
                 ("replicas", f"{a['replica_count']} running, {a['desired_replicas']} desired"),
                 ("scaling", f"{a['mode']} {a['min_replicas']}..{a['max_replicas']}"),
+                *([("last scaling", a["last_scaling"])] if a.get("last_scaling") else []),
                 ("created", ago(a["created_at"])),
                 ("updated", ago(a["updated_at"])),
             ]

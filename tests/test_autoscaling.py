@@ -113,6 +113,10 @@ def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
     assert "every metric < 30% of its target" in decisions[0]["reason"], decisions[0]["reason"]
     events = [e["type"] for e in live.http.get("/api/v1/apps/surge/events").json()["events"]]
     assert "scaling.out" in events and "scaling.in" in events
+    detail = live.http.get("/api/v1/apps/surge").json()
+    assert detail["mode"] == "auto" and "→ 1: every metric < 30%" in detail["last_scaling"], detail["last_scaling"]
+    shown = live.cli("status", "surge")
+    assert shown.returncode == 0 and "last scaling" in shown.stdout, shown.stdout
     exposition = live.http.get("/metrics").text
     assert re.search(r'orchestry_scaling_actions\{app="surge",direction="out"\} [1-9]', exposition), exposition
     assert re.search(r'orchestry_scaling_actions\{app="surge",direction="in"\} [1-9]', exposition)
@@ -166,6 +170,10 @@ def test_the_policy_api(live: LiveServer, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "1..6 replicas" in out.stdout and "policy from the api" in out.stdout
     assert live.http.get(base).json()["policy"]["targetRPSPerReplica"] == 25
+    assert live.http.get("/api/v1/apps/tuned").json()["max_replicas"] == 6  # the app shows the policy in force
+    scaled = live.http.post("/api/v1/apps/tuned/scale", json={"replicas": 1})
+    assert scaled.status_code == 202 and "auto mode: the autoscaler may change it" in scaled.json()["message"]
+    assert live.http.post("/api/v1/apps/tuned/scale", json={"replicas": 7}).status_code == 422  # above the policy's 6
     bad = live.cli("scaling", "tuned", "--set", "maxReplicas=0")
     assert bad.returncode == 1 and "scaling.maxReplicas" in bad.stderr and "Traceback" not in bad.stderr
     as_json = json.loads(live.cli("scaling", "tuned", "--json").stdout)

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestry.models.apps import App, AppRevision, get_app, get_revision, list_apps
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
+from orchestry.models.scaling import ScalingDecisionRow, decisions, scaling_section
 from orchestry.spec import AppSpec, SpecParseError, UnsupportedMediaType, load_specs
 from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, not_found
@@ -120,7 +121,7 @@ def register_apps() -> tuple[Response, int]:
 
 def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> dict[str, Any]:
     spec = rev.spec if rev else {}
-    scaling = spec.get("scaling", {})
+    scaling = app.scaling_policy if app.scaling_policy is not None else spec.get("scaling", {})
     return {
         "name": app.name,
         "status": app.status,
@@ -132,6 +133,10 @@ def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> di
         "mode": scaling.get("mode", "auto"),
         "updated_at": app.updated_at,
     }
+
+
+def _scaling_line(row: ScalingDecisionRow) -> str:
+    return f"{row.created_at.isoformat()}: {row.current} → {row.target}: {row.reason}"
 
 
 def _load(name: str) -> App:
@@ -176,7 +181,8 @@ def show(name: str) -> Response:
     rev = get_revision(db, app)
     replicas = replicas_of(db, app.id)
     spec = rev.spec if rev else {}
-    scaling = spec.get("scaling", {})
+    scaling = scaling_section(db, app)
+    last = decisions(db, app.id, limit=1)
     detail = AppDetail(
         **_summary_fields(app, rev, len(replicas)),
         status_reason=app.status_reason,
@@ -184,6 +190,7 @@ def show(name: str) -> Response:
         labels=spec.get("metadata", {}).get("labels", {}) or {},
         min_replicas=scaling.get("minReplicas", 1),
         max_replicas=scaling.get("maxReplicas", 5),
+        last_scaling=_scaling_line(last[0]) if last else None,
         created_at=app.created_at,
         replicas=[_replica_out(r) for r in replicas],
     )

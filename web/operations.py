@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.events import record
+from orchestry.models.scaling import scaling_section
 from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.jobs import accepted
@@ -66,8 +67,7 @@ def _live_app(name: str) -> App:
 
 
 def _max_replicas(app: App) -> tuple[int, str]:
-    rev = get_revision(session(), app)
-    spec_max = int((rev.spec if rev else {}).get("scaling", {}).get("maxReplicas", 5))
+    spec_max = int(scaling_section(session(), app).get("maxReplicas", 5))
     cap = ctx().settings.max_replicas
     return (spec_max, f"its maxReplicas ({spec_max})") if spec_max <= cap else (cap, f"the configured cap ({cap})")
 
@@ -137,7 +137,10 @@ def scale(name: str) -> tuple[Response, int]:
     app.desired_replicas = body.replicas
     if app.status in ("registered", "stopped", "failed"):
         app.status, app.status_reason = "running", None
-    return _enqueue(app, "scale", f"scale {name} to {body.replicas}", {"replicas": body.replicas})
+    message = f"scale {name} to {body.replicas}"
+    if scaling_section(session(), app).get("mode", "auto") == "auto":
+        message += f" (auto mode: the autoscaler may change it; `orchestry scaling {name} --set mode=manual` pins it)"
+    return _enqueue(app, "scale", message, {"replicas": body.replicas})
 
 
 @bp.delete(f"/{NAME}")

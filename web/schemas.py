@@ -137,6 +137,9 @@ class AppDetail(AppSummary):
     labels: dict[str, str]
     min_replicas: int
     max_replicas: int
+    last_scaling: str | None = Field(
+        None, description="the autoscaler's last change: when, from, to and why (see .../scaling/history)"
+    )
     created_at: datetime
     replicas: list[ReplicaOut]
 
