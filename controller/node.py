@@ -31,7 +31,7 @@ from orchestry.controller.observed import EventAwareRuntime
 from orchestry.controller.routing import RouteSync
 from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
 from orchestry.controller.watch import EventWatcher
-from orchestry.jobs.base import TemporaryError
+from orchestry.jobs.base import NotLeader, TemporaryError
 from orchestry.models import jobs as jobq
 from orchestry.models.db import make_sessionmaker
 from orchestry.models.events import record
@@ -219,7 +219,11 @@ class Controller:
                 self._dirty.clear()
                 if not self.leadership.leading:
                     return ids
-                ids += reconcile_sweep(self.sessions, self.runtime, self.settings.cluster_name)
+                try:
+                    fence = self.leadership.fence()
+                    ids += reconcile_sweep(self.sessions, self.runtime, self.settings.cluster_name, fence)
+                except NotLeader:
+                    return ids
                 if ids:
                     self.dispatcher.wake()
                 if not self._dirty.is_set():

@@ -13,6 +13,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestry.jobs.base import Fence
 from orchestry.jobs.converge import REPLACED_EVENT, RUNNING_STATUSES
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, AppRevision
@@ -38,8 +39,11 @@ def app_states(session: Session) -> list[AppState]:
     ]
 
 
-def reconcile_sweep(sessions: sessionmaker[Session], runtime: Runtime, cluster: str) -> list[int]:
-    """Returns the ids of the jobs it enqueued.
+def reconcile_sweep(
+    sessions: sessionmaker[Session], runtime: Runtime, cluster: str, fence: Fence | None = None
+) -> list[int]:
+    """Returns the ids of the jobs it enqueued; with a `fence`, enqueues nothing once it has run out (a leader
+    paused in the middle of a sweep wakes up past its lease and writes nothing).
 
     The desired state and the busy apps are read *before* observing: a job that ends between the two
     reads cannot make its half-removed containers look like drift."""
@@ -67,6 +71,8 @@ def reconcile_sweep(sessions: sessionmaker[Session], runtime: Runtime, cluster: 
             job = jobq.enqueue(session, kind, app_name=name, lock=name, actor="reconcile", args={"why": why}).job
             log.info("drift found", extra={"app": name, "why": why, "job_id": job.id})
             enqueued.append(job.id)
+        if enqueued and fence is not None:
+            fence.check()  # right before the commit: past it, the transaction rolls back
     return enqueued
 
 
