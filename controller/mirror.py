@@ -3,6 +3,7 @@
 The leader computes the routing table and stores it with its generation (`routing_state`); this loop, on
 every node, leader or not, keeps the node's own nginx running its rendered configuration and serving that
 table, so any node is an entry point for app traffic and losing one (the leader included) loses no route.
+Every second it also reports its nginx's traffic counters: the leader's metrics add up every node's.
 After each pass it reports in its `controller_nodes` row the generation its nginx confirmed and the
 requests that nginx has open per replica address, read after the confirmation. The leader's drains wait for
 those reports (controller/routing.py): a replica is stopped only once every node that reported lately
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestry.models.cluster import report_routes
+from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
@@ -30,6 +31,7 @@ log = logging.getLogger("orchestry.mirror")
 
 PERIOD_SECONDS = 0.25  # how stale a follower's table can be, about; one small read per pass
 CONVERGE_SECONDS = 5.0  # configuration check and restart of a dead nginx
+TRAFFIC_SECONDS = 1.0  # how often the traffic counters are reported (the leader samples every metrics_seconds)
 
 
 class RouteMirror:
@@ -40,6 +42,7 @@ class RouteMirror:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
         self._converged_at = -CONVERGE_SECONDS
+        self._counted_at = -TRAFFIC_SECONDS
 
     def start(self) -> None:
         self._thread.start()
@@ -80,8 +83,14 @@ class RouteMirror:
             if served is None:
                 return None
             inflight = self.manager.in_flight_all()
+            counters = None
+            if time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:
+                self._counted_at = time.monotonic()
+                counters = self.manager.traffic_counters()
             with self.sessions.begin() as session:
                 report_routes(session, self.node, served, inflight)
+                if counters is not None:
+                    report_traffic(session, self.node, counters)
             return served
         except (NginxError, SQLAlchemyError) as exc:
             log.debug("route mirror pass skipped", extra={"error": str(exc).splitlines()[0]})

@@ -12,6 +12,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
@@ -33,6 +34,7 @@ from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
 from orchestry.controller.watch import EventWatcher
 from orchestry.jobs.base import NotLeader, TemporaryError
 from orchestry.models import jobs as jobq
+from orchestry.models.cluster import traffic_reports
 from orchestry.models.db import make_sessionmaker
 from orchestry.models.events import record
 from orchestry.models.replicas import mark_exited
@@ -46,6 +48,7 @@ from orchestry.runtime.types import EngineEvent, Runtime
 log = logging.getLogger("orchestry.controller")
 DISPATCH_POLL_SECONDS = 1.0
 NGINX_CHECK_SECONDS = 5.0
+PEER_TRAFFIC_SECONDS = 5.0  # an older report is from a node that stopped counting: left out
 
 
 def nginx_settings(settings: Settings) -> NginxSettings:
@@ -98,7 +101,7 @@ class Controller:
         )
         self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
         if self.nginx is not None:
-            self.metrics.traffic = TrafficMeter(self.nginx)
+            self.metrics.traffic = TrafficMeter(self.nginx, peers=self._peer_traffic)
         self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)
         self.autoscaler = Autoscaler(
             self.sessions,
@@ -152,6 +155,11 @@ class Controller:
         if event.action in ("die", "oom"):
             self._unroute(event.container_id)
         self.reconcile_now()
+
+    def _peer_traffic(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        """The other nodes' nginx counters, as their route mirrors reported them (traffic enters everywhere)."""
+        with self.sessions() as session:
+            return traffic_reports(session, PEER_TRAFFIC_SECONDS, exclude=self.settings.node_id)
 
     def _unroute(self, container_id: str) -> None:
         """A replica died: out of the routing table now, not when its replacement is ready (nginx would

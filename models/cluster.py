@@ -7,7 +7,7 @@ claims and job outcomes are conditioned on it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, String, select, text, update
@@ -44,6 +44,9 @@ class ControllerNode(Base):
     routes_generation: Mapped[int | None] = mapped_column(BigInteger, doc="routing table its nginx confirmed")
     routes_reported_at: Mapped[datetime | None] = mapped_column()
     inflight: Mapped[dict[str, Any] | None] = mapped_column(doc="address -> requests its nginx has open there")
+    # Its nginx's traffic counters (cumulative), for the leader's metrics: traffic enters at every node.
+    traffic: Mapped[dict[str, Any] | None] = mapped_column()
+    traffic_at: Mapped[datetime | None] = mapped_column()
 
 
 def db_now(session: Session) -> datetime:
@@ -175,3 +178,30 @@ def route_reports(session: Session, fresh_seconds: float, exclude: str | None = 
         for node, generation, inflight in rows
         if node != exclude
     ]
+
+
+def report_traffic(session: Session, node: str, counters: dict[str, Any]) -> None:
+    """This node's nginx traffic counters as just read (`GET /_orchestry/stats`)."""
+    session.execute(
+        update(ControllerNode)
+        .where(ControllerNode.node_id == node)
+        .values(traffic=counters, traffic_at=db_now(session))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def traffic_reports(
+    session: Session, fresh_seconds: float, exclude: str | None = None
+) -> dict[str, tuple[float, dict[str, Any]]]:
+    """node -> (when its counters were read, as epoch seconds by the database's clock, the counters)."""
+    since = db_now(session) - timedelta(seconds=fresh_seconds)
+    rows = session.execute(
+        select(ControllerNode.node_id, ControllerNode.traffic_at, ControllerNode.traffic).where(
+            ControllerNode.traffic_at >= since, ControllerNode.traffic.is_not(None)
+        )
+    ).all()
+    return {node: (_epoch(at), body) for node, at, body in rows if node != exclude and isinstance(body, dict)}
+
+
+def _epoch(value: datetime) -> float:
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()

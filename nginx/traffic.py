@@ -11,9 +11,10 @@ difference is then taken from zero, which counts exactly the requests since the 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +75,8 @@ class AppTraffic:
     error_rate: float  # 5xx answers / requests, 0 when there were none
     requests: int
     replicas: Mapping[str, float] = field(default_factory=dict)  # rps by replica address
+    histogram: tuple[int, ...] = ()  # the interval's latency buckets (see `bounds`), to merge several nginx
+    bounds: tuple[float, ...] = ()
 
 
 def percentile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float | None:
@@ -118,6 +121,40 @@ def traffic(previous: Counters | None, current: Counters) -> dict[str, AppTraffi
             error_rate=errors / requests if requests else 0.0,
             requests=requests,
             replicas={a: _delta(n, before.replicas.get(a, 0)) / seconds for a, n in now.replicas.items()},
+            histogram=tuple(histogram),
+            bounds=current.bounds,
+        )
+    return result
+
+
+def combine(parts: Sequence[Mapping[str, AppTraffic]]) -> dict[str, AppTraffic]:
+    """The traffic of several nginx (every node routes) as one: rates, requests and open requests add up,
+    the error rate is over all requests, the p95 comes from the merged histograms."""
+    names = sorted({name for part in parts for name in part})
+    result: dict[str, AppTraffic] = {}
+    for name in names:
+        apps = [part[name] for part in parts if name in part]
+        if len(apps) == 1:
+            result[name] = apps[0]
+            continue
+        requests = sum(a.requests for a in apps)
+        errors = sum(round(a.error_rate * a.requests) for a in apps)
+        replicas: dict[str, float] = {}
+        for a in apps:
+            for address, rps in a.replicas.items():
+                replicas[address] = replicas.get(address, 0.0) + rps
+        merged = [a for a in apps if a.histogram and a.bounds == apps[0].bounds]
+        histogram = tuple(sum(counts) for counts in zip(*(a.histogram for a in merged), strict=True))
+        p95 = percentile(apps[0].bounds, histogram, 0.95) if merged else None
+        result[name] = AppTraffic(
+            rps=sum(a.rps for a in apps),
+            p95_ms=None if p95 is None else round(p95, 3),
+            active_connections=sum(a.active_connections for a in apps),
+            error_rate=errors / requests if requests else 0.0,
+            requests=requests,
+            replicas=replicas,
+            histogram=histogram,
+            bounds=apps[0].bounds,
         )
     return result
 
@@ -131,23 +168,33 @@ class CounterSource(Protocol):
     def traffic_counters(self) -> Mapping[str, Any]: ...
 
 
-class TrafficMeter:
-    """The metrics job's traffic source: each call reads nginx's counters and answers the traffic since the
-    previous call. A failed read answers {} (no figures, rather than zeros) and keeps the previous reading."""
+# Other nodes' latest readings: node -> (when it was taken, in seconds on a clock of that node's reports, body).
+PeerReadings = Callable[[], Mapping[str, tuple[float, Mapping[str, Any]]]]
 
-    def __init__(self, source: CounterSource, clock: Any = time.monotonic) -> None:
+
+class TrafficMeter:
+    """The metrics job's traffic source: each call reads this node's nginx counters (and the readings other
+    nodes reported, when given `peers`: every node routes) and answers the traffic since the previous call,
+    each nginx against its own previous reading, then combined. A failed read answers nothing for that
+    nginx (no figures rather than zeros) and keeps its previous reading."""
+
+    def __init__(self, source: CounterSource, clock: Any = time.monotonic, peers: PeerReadings | None = None) -> None:
         self.source = source
         self.clock = clock
-        self._previous: Counters | None = None
+        self.peers = peers
+        self._previous: dict[str, Counters] = {}
         self._lock = threading.Lock()
 
     def __call__(self) -> dict[str, AppTraffic]:
         with self._lock:
-            try:
-                body = self.source.traffic_counters()
-            except (NginxError, ValueError):  # nginx down or restarting: no figures this time
-                return {}
-            current = Counters.from_json(body, self.clock())
-            result = traffic(self._previous, current)
-            self._previous = current
-            return result
+            readings: dict[str, Counters] = {}
+            with contextlib.suppress(NginxError, ValueError):  # nginx down or restarting: no figures this time
+                readings[""] = Counters.from_json(self.source.traffic_counters(), self.clock())
+            for node, (at, body) in (self.peers() if self.peers else {}).items():
+                readings[f"node:{node}"] = Counters.from_json(body, at)
+            parts = [traffic(self._previous.get(key), current) for key, current in readings.items()]
+            for key, current in readings.items():
+                previous = self._previous.get(key)
+                if previous is None or current.at > previous.at:  # a peer's unchanged report is no new reading
+                    self._previous[key] = current
+            return combine([part for part in parts if part])

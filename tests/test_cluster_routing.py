@@ -131,6 +131,10 @@ def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_ur
                 time.sleep(1)
             assert counts[0] > 20 and counts[1] == 0, counts
             assert len(routes(second)["both"]) == 1
+            # That load entered at the follower only; the leader's metrics count it (the follower reports its
+            # nginx's counters), as what the autoscaler sees.
+            history = first.http.get("/api/v1/apps/both/metrics", params={"since": "2m"}).json()["history"]
+            assert max((h["rps"] or 0) for h in history) > 5, history
 
             # The leader dies: the follower's nginx routes on through the failover, and the follower leads.
             with load(second, "both") as counts:

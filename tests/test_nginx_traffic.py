@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from orchestry.nginx.manager import NginxUnavailable
-from orchestry.nginx.traffic import AppCounters, Counters, TrafficMeter, percentile, traffic
+from orchestry.nginx.traffic import AppCounters, AppTraffic, Counters, TrafficMeter, combine, percentile, traffic
 
 BOUNDS = (10.0, 50.0, 100.0)
 
@@ -149,3 +149,37 @@ def test_the_meter_keeps_its_last_good_reading_across_a_failure() -> None:
     assert meter() == {}  # nginx did not answer: no figures (not zeros)
     result = meter()
     assert result["web"].rps == pytest.approx(40 / 2)  # from the first reading to the third (at 0 s and 2 s)
+
+
+def seen(rps: float, requests: int, error_rate: float, histogram: tuple[int, ...], **replicas: float) -> AppTraffic:
+    return AppTraffic(
+        rps, None, 1, error_rate, requests, {k.replace("_", ":"): v for k, v in replicas.items()}, histogram, BOUNDS
+    )
+
+
+def test_several_nginx_combine_into_one_figure_per_app() -> None:
+    a = {"web": seen(10, 20, 0.5, (20, 0, 0, 0), r_1=10), "api": seen(1, 2, 0, (2, 0, 0, 0))}
+    b = {"web": seen(30, 60, 0.0, (0, 40, 20, 0), r_1=5, r_2=25)}
+    both = combine([a, b])
+    web = both["web"]
+    assert (web.rps, web.requests, web.active_connections) == (40, 80, 2)
+    assert web.error_rate == pytest.approx(10 / 80)  # over all requests, not a mean of the rates
+    assert web.replicas == {"r:1": 15, "r:2": 25}
+    assert web.histogram == (20, 40, 20, 0) and web.p95_ms == pytest.approx(percentile(BOUNDS, (20, 40, 20, 0), 0.95))
+    assert both["api"] == a["api"]  # seen by one nginx only: as it was
+    assert combine([]) == {} and combine([{}, b]) == b
+
+
+def test_the_meter_adds_the_other_nodes_reports() -> None:
+    local = {"bounds": [10], "started": 1, "apps": {"web": {"requests": 10, "buckets": [10, 0]}}}
+    local2 = {"bounds": [10], "started": 1, "apps": {"web": {"requests": 30, "buckets": [30, 0]}}}
+    peer = {"bounds": [10], "started": 7, "apps": {"web": {"requests": 100, "buckets": [100, 0]}}}
+    peer2 = {"bounds": [10], "started": 7, "apps": {"web": {"requests": 160, "buckets": [160, 0]}}}
+    reports = iter([{"n2": (1000.0, peer)}, {"n2": (1003.0, peer2)}, {"n2": (1003.0, peer2)}])
+    times = iter([0.0, 2.0, 4.0])
+    meter = TrafficMeter(Source(local, local2, local2), clock=lambda: next(times), peers=lambda: next(reports))
+    assert meter() == {}
+    web = meter()["web"]
+    assert web.requests == 20 + 60 and web.rps == pytest.approx(20 / 2 + 60 / 3)  # each nginx on its own clock
+    # The peer's report did not change since: its traffic is not counted again (nor as zero).
+    assert meter()["web"].requests == 0

@@ -1,4 +1,5 @@
-"""controller nodes report what their nginx serves: every node routes, the leader drains for all of them
+"""controller nodes report what their nginx serves and counts: every node routes, the leader drains and
+measures for all of them
 
 Revision ID: 0005
 Revises: 0004
@@ -23,10 +24,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("routes_generation", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("routes_reported_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("inflight", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("traffic", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("traffic_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("controller_nodes", schema=None) as batch_op:
+        batch_op.drop_column("traffic_at")
+        batch_op.drop_column("traffic")
         batch_op.drop_column("inflight")
         batch_op.drop_column("routes_reported_at")
         batch_op.drop_column("routes_generation")
