@@ -43,6 +43,7 @@ class RouteMirror:
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
         self._converged_at = -CONVERGE_SECONDS
         self._counted_at = -TRAFFIC_SECONDS
+        self._reported: tuple[int, dict[str, int]] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -82,15 +83,22 @@ class RouteMirror:
                     served = exc.served
             if served is None:
                 return None
-            inflight = self.manager.in_flight_all()
+            # Only requests open to addresses outside the served table matter (the leader waits on those to stop
+            # a replica); when the served table is not the one read, every count is reported, to be safe.
+            table = dict(stored.routes) if stored is not None and served == stored.generation else None
+            routed = {a for addresses in (table or {}).values() for a in addresses}
+            inflight = {a: n for a, n in self.manager.in_flight_all().items() if table is None or a not in routed}
             counters = None
             if time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:
                 self._counted_at = time.monotonic()
                 counters = self.manager.traffic_counters()
-            with self.sessions.begin() as session:
-                report_routes(session, self.node, served, inflight)
-                if counters is not None:
-                    report_traffic(session, self.node, counters)
+            report = (served, inflight)
+            if report != self._reported or counters is not None:  # else nothing new: no write (traffic: 1/s)
+                with self.sessions.begin() as session:
+                    report_routes(session, self.node, served, inflight)
+                    if counters is not None:
+                        report_traffic(session, self.node, counters)
+                self._reported = report
             return served
         except (NginxError, SQLAlchemyError) as exc:
             log.debug("route mirror pass skipped", extra={"error": str(exc).splitlines()[0]})
