@@ -40,6 +40,7 @@ from orchestry.workflows.scaling import (
     ScaleDecision,
     ScalingPolicy,
     decide_scale,
+    outcome,
 )
 
 log = logging.getLogger("orchestry.autoscaler")
@@ -147,23 +148,14 @@ class Autoscaler:
             now = db_now(session)
             inputs = gather(session, app, now, self.max_replicas)
             decision = decide(session, app, inputs, now)
-            if fast and decision.direction != "out":
+            live = jobq.live_job(session, app.name) if decision.direction != "none" else None
+            result = outcome(decision, inputs.policy.mode, fast=fast, job=(live.id, live.kind) if live else None)
+            if not result.store:
                 return None
-            if inputs.policy.mode == "manual" and decision.direction == "none":
-                return None  # nothing to remember: manual apps have no stabilization to feed
-            job_id = None
-            if decision.direction != "none":
-                live = jobq.live_job(session, app.name)
-                if live is not None and live.kind != "scale":
-                    decision = dataclasses.replace(
-                        decision,
-                        target=decision.current,
-                        direction="none",
-                        reason=f"{decision.reason}; waiting for job {live.id} ({live.kind}) to end",
-                    )
-                else:
-                    fence.check()
-                    job_id = self._act(session, app, decision)
+            decision, job_id = result.decision, None
+            if result.act:
+                fence.check()
+                job_id = self._act(session, app, decision)
             record_decision(session, app, decision, snapshot(inputs), changed=job_id is not None, job_id=job_id)
             fence.check()  # the commit below is this node's last write of the evaluation
         if job_id is not None:

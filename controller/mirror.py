@@ -26,6 +26,7 @@ from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
+from orchestry.workflows.routing import in_flight_outside
 
 log = logging.getLogger("orchestry.mirror")
 
@@ -83,11 +84,8 @@ class RouteMirror:
                     served = exc.served
             if served is None:
                 return None
-            # Only requests open to addresses outside the served table matter (the leader waits on those to stop
-            # a replica); when the served table is not the one read, every count is reported, to be safe.
             table = dict(stored.routes) if stored is not None and served == stored.generation else None
-            routed = {a for addresses in (table or {}).values() for a in addresses}
-            inflight = {a: n for a, n in self.manager.in_flight_all().items() if table is None or a not in routed}
+            inflight = in_flight_outside(self.manager.in_flight_all(), table)
             counters = None
             if time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:
                 self._counted_at = time.monotonic()

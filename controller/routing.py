@@ -23,7 +23,7 @@ from orchestry.models.cluster import RouteReport, route_reports
 from orchestry.models.routing import routed_apps, routing_state
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
-from orchestry.workflows.routing import routing_table
+from orchestry.workflows.routing import routing_table, still_served
 
 log = logging.getLogger("orchestry.routing")
 KEEP_TABLES = 64
@@ -36,8 +36,7 @@ class RouteSync:
         self.manager = manager
         self.node = node  # this node's name: its own reports are not its peers'
         self._lock = threading.Lock()
-        self._served: dict[str, frozenset[str]] | None = None
-        self._served_generation = -1
+        self._served_generation = -1  # what this node's nginx confirmed last; -1: to be confirmed again
         self._tables: dict[int, dict[str, frozenset[str]]] = {}  # the recent generations pushed from here
 
     def sync(self) -> None:
@@ -66,9 +65,8 @@ class RouteSync:
                 with self.sessions.begin() as session:
                     state = routing_state(session)
                     state.served_generation = max(state.served_generation, served)
-                self._served = {app: frozenset(addresses) for app, addresses in routes.items()}
                 self._served_generation = served
-                self._tables[served] = self._served
+                self._tables[served] = {app: frozenset(addresses) for app, addresses in routes.items()}
                 for old in sorted(self._tables)[:-KEEP_TABLES]:
                     del self._tables[old]
                 return
@@ -82,15 +80,10 @@ class RouteSync:
 
     def serving(self, app: str) -> frozenset[str] | None:
         """The app's addresses that some node's nginx may still send requests to (None: not known yet)."""
-        served, generation = self._served, self._served_generation
-        if served is None:
+        generation = self._served_generation
+        if generation not in self._tables:
             return None
-        behind = [r.generation for r in self._peers() if r.generation < generation]
-        if not behind:
-            return served.get(app, frozenset())
-        oldest = min(behind)
-        tables = [table for g, table in self._tables.items() if g >= oldest] or [served]
-        return frozenset().union(*(table.get(app, frozenset()) for table in tables))
+        return still_served(app, self._tables, generation, [r.generation for r in self._peers()])
 
     def in_flight(self, address: str) -> int | None:
         """Requests open to `address` on this node's nginx and, as last reported, on every other node's."""
@@ -116,5 +109,4 @@ class RouteSync:
     def forget(self) -> None:
         """After a leadership change or an nginx restart: what nginx serves must be confirmed again."""
         with self._lock:
-            self._served = None
             self._served_generation = -1

@@ -18,7 +18,7 @@ from orchestry.jobs.converge import REPLACED_EVENT, RUNNING_STATUSES
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import utcnow
-from orchestry.models.events import Event
+from orchestry.models.events import recent_times
 from orchestry.runtime.types import EngineUnavailable, Runtime
 from orchestry.workflows.converge import Desired, Seen
 from orchestry.workflows.drift import AppState, drifted
@@ -84,15 +84,7 @@ def enqueue_repairs(sessions: sessionmaker[Session], apps: set[str]) -> list[int
         for name in sorted(apps):
             if jobq.live_job(session, name) is not None:
                 continue
-            times = list(
-                session.scalars(
-                    select(Event.created_at)
-                    .where(Event.app_name == name, Event.type == REPLACED_EVENT)
-                    .order_by(Event.created_at.desc())
-                    .limit(20)
-                )
-            )
-            if replacement_backoff(times, now) is not None:
+            if replacement_backoff(recent_times(session, name, REPLACED_EVENT), now) is not None:
                 continue
             job = jobq.enqueue(
                 session, "reconcile", app_name=name, lock=name, actor="health", args={"why": "unhealthy replica"}

@@ -21,7 +21,7 @@ from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
 from orchestry.jobs.replica_request import replica_request
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
-from orchestry.models.events import Event
+from orchestry.models.events import recent_times
 from orchestry.models.replicas import Replica, sync_observed
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed
 from orchestry.workflows.converge import Desired, Plan, Seen, Stop, plan_app
@@ -81,14 +81,7 @@ def read_target(session: Session, name: str) -> Target:
         r.name: RowState(r.container_id, r.health, r.drain_started_at, r.address)
         for r in session.scalars(select(Replica).where(Replica.app_id == app.id))
     }
-    replaced = tuple(
-        session.scalars(
-            select(Event.created_at)
-            .where(Event.app_name == name, Event.type == REPLACED_EVENT)
-            .order_by(Event.created_at.desc())
-            .limit(20)
-        )
-    )
+    replaced = tuple(recent_times(session, name, REPLACED_EVENT))
     return Target(
         app.id,
         app.status,

@@ -59,3 +59,10 @@ class Base(DeclarativeBase):
 def affected(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE changed (the typed Result hides the cursor's rowcount)."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def aware(value: datetime | str) -> datetime:
+    """A timestamp as UTC-aware: min()/max() of a column come back raw on SQLite (a string, or no zone)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -7,7 +7,7 @@ claims and job outcomes are conditioned on it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, String, select, text, update
@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from orchestry.models.base import Base, affected, utcnow
+from orchestry.models.base import Base, affected, aware, utcnow
 from orchestry.workflows.lease import lease_action
 
 LEASE_NAME = "controller"
@@ -200,8 +200,6 @@ def traffic_reports(
             ControllerNode.traffic_at >= since, ControllerNode.traffic.is_not(None)
         )
     ).all()
-    return {node: (_epoch(at), body) for node, at, body in rows if node != exclude and isinstance(body, dict)}
-
-
-def _epoch(value: datetime) -> float:
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
+    return {
+        node: (aware(at).timestamp(), body) for node, at, body in rows if node != exclude and isinstance(body, dict)
+    }

@@ -62,3 +62,15 @@ def query_events(
     if since is not None:
         stmt = stmt.where(Event.created_at >= since)
     return list(session.scalars(stmt.order_by(Event.created_at.desc(), Event.id.desc()).limit(limit)))
+
+
+def recent_times(session: Session, app_name: str, event_type: str, limit: int = 20) -> list[datetime]:
+    """When the app's last `limit` events of a type happened, newest first (a backoff's input)."""
+    return list(
+        session.scalars(
+            select(Event.created_at)
+            .where(Event.app_name == app_name, Event.type == event_type)
+            .order_by(Event.created_at.desc())
+            .limit(limit)
+        )
+    )

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql import Subquery
 
-from orchestry.models.base import Base, affected, utcnow
+from orchestry.models.base import Base, affected, aware, utcnow
 from orchestry.workflows.scaling import MetricWindow, ReplicaSample
 
 PURGE_BATCH = 5_000
@@ -178,7 +178,7 @@ def window_averages(
     out: dict[str | None, Averages] = {}
     for name, count, first, last, *means in session.execute(stmt):
         values = [None if v is None else float(v) for v in means]
-        out[name] = Averages(name, int(count), _aware(first), _aware(last), *values)
+        out[name] = Averages(name, int(count), aware(first), aware(last), *values)
     return out
 
 
@@ -208,10 +208,3 @@ def metric_window(
         p95_ms=app.p95_ms if app is not None else None,
         active_connections=app.active_connections if app is not None else None,
     )
-
-
-def _aware(value: datetime | str) -> datetime:
-    """min()/max() of a timestamp may come back raw on SQLite (a string, no zone): make them UTC-aware."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

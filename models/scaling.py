@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.apps import App, get_revision
-from orchestry.models.base import Base, affected, utcnow
+from orchestry.models.base import Base, affected, aware, utcnow
 from orchestry.models.replicas import Replica
 from orchestry.workflows import health
 from orchestry.workflows.scaling import (
@@ -111,8 +111,8 @@ def history_for(session: Session, app_id: int, now: datetime, window_seconds: fl
         )
     )
     return ScalingHistory(
-        recommendations=tuple(Recommendation(_aware(at), replicas) for at, replicas in rows),
-        last_scaled_at=_aware(last) if last is not None else None,
+        recommendations=tuple(Recommendation(aware(at), replicas) for at, replicas in rows),
+        last_scaled_at=aware(last) if last is not None else None,
     )
 
 
@@ -147,11 +147,6 @@ def purge_decisions(session: Session, now: datetime, retention_seconds: float) -
     old = ScalingDecisionRow.created_at < now - timedelta(seconds=retention_seconds)
     ids = select(ScalingDecisionRow.id).where(unchanged | old).limit(PURGE_BATCH).scalar_subquery()
     return affected(session.execute(delete(ScalingDecisionRow).where(ScalingDecisionRow.id.in_(ids))))
-
-
-def _aware(value: datetime) -> datetime:
-    """max() of a timestamp comes back without a zone on SQLite."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # Knative's panic window is 10% of its 60 s stable window; with samples every 2 s this is three of them.

@@ -12,9 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,3 +383,37 @@ def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> float:
             raise AssertionError(f"not true within {timeout}s")
         time.sleep(step)
     return time.monotonic() - start
+
+
+@contextmanager
+def proxy_load(server: LiveServer, app: str, rps: float | None = None, posts: bool = False) -> Iterator[list[int]]:
+    """Requests to `app` through `server`'s nginx from 4 threads until the block ends; yields [ok, failed].
+
+    `rps`: about that many per second in all (else as fast as answers come); `posts`: half the threads send
+    POST /echo (never retried by nginx once sent), the others GET /."""
+    counts = [0, 0]
+    stop = threading.Event()
+    url = f"http://127.0.0.1:{server.env['ORCHESTRY_PROXY_PORT']}"
+
+    def run(post: bool) -> None:
+        with httpx.Client(base_url=url, timeout=10, headers={"Host": f"{app}.localhost"}) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    resp = client.post("/echo", content=b"x") if post else client.get("/")
+                    ok = resp.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                counts[0 if ok else 1] += 1
+                if rps is not None:
+                    stop.wait(max(0.0, 4 / rps - (time.monotonic() - started)))
+
+    threads = [threading.Thread(target=run, args=(posts and i % 2 == 1,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)

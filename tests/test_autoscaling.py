@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import LiveServer, assert_error, hello, post, snapshot, start_server, stop_server, wait_for
+from conftest import LiveServer, assert_error, hello, post, proxy_load, snapshot, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -48,35 +45,6 @@ def up(live: LiveServer, name: str, replicas: int = 1) -> None:
     assert job["status"] == "succeeded", job
 
 
-@contextmanager
-def load(live: LiveServer, app: str, rps: float) -> Iterator[list[int]]:
-    """Requests through nginx at about `rps` (4 threads), until the block ends; yields [ok, failed]."""
-    counts = [0, 0]
-    stop = threading.Event()
-    url = f"http://127.0.0.1:{live.env['ORCHESTRY_PROXY_PORT']}/"
-
-    def run() -> None:
-        with httpx.Client(timeout=5, headers={"Host": f"{app}.localhost"}) as client:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    ok = client.get(url).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                counts[0 if ok else 1] += 1
-                stop.wait(max(0.0, 4 / rps - (time.monotonic() - started)))
-
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield counts
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-
-
 def desired(live: LiveServer, app: str) -> int:
     return int(live.http.get(f"/api/v1/apps/{app}").json()["desired_replicas"])
 
@@ -94,7 +62,7 @@ def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
     post(live, hello("surge", extra=FAST_HEALTH + scaling()))
     up(live, "surge", 1)
     control = f"http://127.0.0.1:{live.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
-    with load(live, "surge", rps=40) as counts:  # 4x the per-replica target of a single replica
+    with proxy_load(live, "surge", rps=40) as counts:  # 4x the per-replica target of a single replica
         started = time.monotonic()
         wait_for(lambda: desired(live, "surge") > 1, timeout=20, step=0.2)
         decided = time.monotonic() - started
@@ -126,7 +94,7 @@ def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
 def test_manual_mode_is_never_autoscaled(live: LiveServer) -> None:
     post(live, hello("steady", extra=FAST_HEALTH + scaling(mode="manual")))
     up(live, "steady", 1)
-    with load(live, "steady", rps=40):
+    with proxy_load(live, "steady", rps=40):
         time.sleep(8)  # several samples and evaluations under 4x load
     assert desired(live, "steady") == 1
     assert history(live, "steady") == []

@@ -35,7 +35,7 @@ from cluster_harness import (
     ts,
 )
 
-from conftest import DB_KIND, docker_client
+from conftest import DB_KIND, docker_client, hello
 
 pytestmark = pytest.mark.skipif(
     DB_KIND != "postgresql",
@@ -51,23 +51,9 @@ CLEAN_FAILOVER_BOUND = 1.0
 def app_yaml(name: str, initial_delay: int = 3) -> str:
     """An app whose `up` waits for its replicas' first health check: a job that is still running while
     the test kills or pauses its leader."""
-    return f"""\
-apiVersion: v1
-kind: App
-metadata:
-  name: {name}
-spec:
-  image: orchestry-testapp:latest
-  ports:
-    - containerPort: 8080
-healthCheck:
-  path: /health
-  initialDelaySeconds: {initial_delay}
-  periodSeconds: 1
-  timeoutSeconds: 1
-scaling:
-  mode: manual
-"""
+    check = f"healthCheck:\n  path: /health\n  initialDelaySeconds: {initial_delay}\n"
+    check += "  periodSeconds: 1\n  timeoutSeconds: 1\n"
+    return hello(name, extra=check)  # manual scaling: the counts under test are the test's
 
 
 @dataclass

@@ -8,14 +8,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import LiveServer, hello, post, start_server, stop_server, wait_for
+from conftest import LiveServer, hello, post, proxy_load, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -45,34 +44,6 @@ def leader(node: LiveServer) -> str | None:
     except httpx.TransportError:
         return None
     return body.get("leader")  # type: ignore[no-any-return]
-
-
-@contextmanager
-def load(node: LiveServer, app: str) -> Iterator[list[int]]:
-    """GETs and POSTs through `node`'s nginx until the block ends; yields [ok, failed]."""
-    counts = [0, 0]
-    stop = threading.Event()
-    url = f"http://127.0.0.1:{node.env['ORCHESTRY_PROXY_PORT']}"
-
-    def run(post: bool) -> None:
-        with httpx.Client(base_url=url, timeout=10, headers={"Host": f"{app}.localhost"}) as client:
-            while not stop.is_set():
-                try:
-                    resp = client.post("/echo", content=b"x") if post else client.get("/")
-                    ok = resp.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                counts[0 if ok else 1] += 1
-
-    threads = [threading.Thread(target=run, args=(i % 2 == 1,), daemon=True) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield counts
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(15)
 
 
 def scale(node: LiveServer, replicas: int) -> None:
@@ -122,7 +93,7 @@ def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_ur
             scale(first, 3)
 
             # Scale in under load through the follower: its requests never reach a stopped replica.
-            with load(second, "both") as counts:
+            with proxy_load(second, "both", posts=True) as counts:
                 time.sleep(1)
                 job = first.wait_job(
                     first.http.post("/api/v1/apps/both/scale", json={"replicas": 1}).json()["job"]["id"]
@@ -137,7 +108,7 @@ def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_ur
             assert max((h["rps"] or 0) for h in history) > 5, history
 
             # The leader dies: the follower's nginx routes on through the failover, and the follower leads.
-            with load(second, "both") as counts:
+            with proxy_load(second, "both", posts=True) as counts:
                 time.sleep(0.5)
                 os.kill(first.proc.pid, signal.SIGKILL)
                 first.proc.wait()

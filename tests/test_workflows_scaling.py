@@ -21,6 +21,7 @@ from orchestry.workflows.scaling import (
     ScalingHistory,
     ScalingPolicy,
     decide_scale,
+    outcome,
     policy_from_spec,
 )
 
@@ -604,3 +605,50 @@ def test_policy_from_a_normalised_spec() -> None:
     assert policy_from_spec(loaded.normalized["scaling"]) == replace(
         ScalingPolicy(), max_replicas=8, target_rps_per_replica=75
     )
+
+
+def decision_to(direction: str, target: int) -> ScaleDecision:
+    return ScaleDecision(3, target, direction, {"rps": 1.0}, "rps", "why", target)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("why", "direction", "target", "mode", "fast", "job", "store", "act", "stored_target"),
+    [
+        ("out: stored and acted on", "out", 5, "auto", False, None, True, True, 5),
+        ("in: stored and acted on", "in", 2, "auto", False, None, True, True, 2),
+        ("no change in auto mode: stored (stabilization reads it)", "none", 3, "auto", False, None, True, False, 3),
+        ("no change in manual mode: nothing to keep", "none", 3, "manual", False, None, False, False, 3),
+        ("manual mode brought inside min/max: acted on", "in", 2, "manual", False, None, True, True, 2),
+        ("fast pass: a scale-out acts", "out", 5, "auto", True, None, True, True, 5),
+        ("fast pass: a scale-in waits for the patient pass", "in", 2, "auto", True, None, False, False, 2),
+        ("fast pass: no change, nothing stored", "none", 3, "auto", True, None, False, False, 3),
+        (
+            "a rollout in progress holds the change, said in the reason",
+            "out",
+            5,
+            "auto",
+            False,
+            (7, "deploy"),
+            True,
+            False,
+            3,
+        ),
+        ("a stop in progress holds a scale-in too", "in", 2, "auto", False, (8, "stop"), True, False, 3),
+        ("a scale job waiting or running: joined", "out", 5, "auto", False, (9, "scale"), True, True, 5),
+    ],
+)
+def test_outcome(
+    why: str,
+    direction: str,
+    target: int,
+    mode: str,
+    fast: bool,
+    job: tuple[int, str] | None,
+    store: bool,
+    act: bool,
+    stored_target: int,
+) -> None:
+    result = outcome(decision_to(direction, target), mode, fast=fast, job=job)  # type: ignore[arg-type]
+    assert (result.store, result.act, result.decision.target) == (store, act, stored_target)
+    if job is not None and job[1] != "scale":
+        assert result.decision.direction == "none" and f"waiting for job {job[0]} ({job[1]})" in result.decision.reason

@@ -14,12 +14,11 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from orchestry.models.apps import get_app, list_apps
+from orchestry.models.apps import list_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.metrics import Averages, MetricSample, current, latest_app_rows, samples_since, window_averages
 from orchestry.models.stats import app_stats
-from orchestry.web.context import ctx, query, session
-from orchestry.web.errors import not_found
+from orchestry.web.context import app_or_404, ctx, query, session
 from orchestry.web.openapi import operation
 from orchestry.web.schemas import ErrorOut, Query, QueryInt, Since
 
@@ -130,9 +129,7 @@ def fresh_since(db: Session) -> tuple[datetime, datetime]:
 def app_metrics(name: str) -> Response:
     args = query(MetricsQuery)
     db = session()
-    app = get_app(db, name)
-    if app is None:
-        raise not_found("app", name)
+    app = app_or_404(name)
     now, fresh = fresh_since(db)
     app_row, replica_rows = current(db, app.id, fresh)
     means = {label: window_averages(db, app.id, now - timedelta(seconds=seconds)) for label, seconds in WINDOWS.items()}

@@ -7,12 +7,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from orchestry.models.apps import App, AppRevision, get_app, get_revision, list_apps
+from orchestry.models.apps import App, AppRevision, get_revision, list_apps
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, scaling_section
 from orchestry.spec import AppSpec, SpecParseError, UnsupportedMediaType, load_specs
-from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
+from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import (
@@ -139,13 +139,6 @@ def _scaling_line(row: ScalingDecisionRow) -> str:
     return f"{row.created_at.isoformat()}: {row.current} → {row.target}: {row.reason}"
 
 
-def _load(name: str) -> App:
-    app = get_app(session(), name)
-    if app is None:
-        raise not_found("app", name)
-    return app
-
-
 @bp.get("")
 @operation("List apps", tag="apps", responses={200: AppList})
 def list_all() -> Response:
@@ -177,7 +170,7 @@ def _replica_out(r: Replica) -> ReplicaOut:
 @operation("An app: desired state, revision, replicas, status", tag="apps", responses={200: AppDetail, 404: ErrorOut})
 def show(name: str) -> Response:
     db = session()
-    app = _load(name)
+    app = app_or_404(name)
     rev = get_revision(db, app)
     replicas = replicas_of(db, app.id)
     spec = rev.spec if rev else {}
@@ -206,7 +199,7 @@ def show(name: str) -> Response:
 )
 def spec(name: str) -> Response:
     args = query(SpecQuery)
-    app = _load(name)
+    app = app_or_404(name)
     rev = get_revision(session(), app, args.revision)
     if rev is None:
         raise not_found(f"revision of app {name}", str(args.revision))
@@ -220,7 +213,7 @@ def spec(name: str) -> Response:
 @bp.get(f"/{NAME}/revisions")
 @operation("An app's revisions, oldest first", tag="apps", responses={200: RevisionList, 404: ErrorOut})
 def revisions(name: str) -> Response:
-    app = _load(name)
+    app = app_or_404(name)
     revs = [
         RevisionOut(
             number=r.number,

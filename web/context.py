@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,8 +12,9 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import Settings
+from orchestry.models.apps import App, get_app
 from orchestry.runtime.types import Runtime
-from orchestry.web.errors import ApiError
+from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.schemas import validation_fields
 
 Q = TypeVar("Q", bound=BaseModel)
@@ -44,6 +46,43 @@ def session() -> Session:
         g.db = ctx().sessions()
     db: Session = g.db
     return db
+
+
+def app_or_404(name: str) -> App:
+    """The app named in the URL, from the request's session; a JSON 404 when there is none."""
+    app = get_app(session(), name)
+    if app is None:
+        raise not_found("app", name)
+    return app
+
+
+def json_object(*, required: bool) -> dict[str, Any] | None:
+    """The request's JSON object body: None when empty and not required; 422 when empty and required or
+    not an object, 415 for another media type, 400 for malformed JSON (each naming `<body>`)."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        if required:
+            raise ApiError(422, "invalid", "a JSON body is required", [field("<body>", "required")])
+        return None
+    if request.mimetype not in ("application/json", ""):
+        raise ApiError(415, "unsupported_media_type", f"send application/json, not {request.mimetype}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid", "<body>: must be a JSON object", [field("<body>", "must be a JSON object")])
+    return data
+
+
+def json_body(model: type[Q], *, required: bool) -> Q:
+    """The request's JSON body as `model` (its defaults when empty and not required); 422 naming each field."""
+    data = json_object(required=required)
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        fields = validation_fields(exc)
+        raise ApiError(422, "invalid", "; ".join(f["message"] for f in fields), fields) from None
 
 
 def close_session(_exc: BaseException | None = None) -> None:

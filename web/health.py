@@ -5,10 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import get_app, get_revision
+from orchestry.models.apps import get_revision
 from orchestry.models.replicas import replicas_of
-from orchestry.web.context import actor, session, wake_dispatcher
-from orchestry.web.errors import not_found
+from orchestry.web.context import actor, app_or_404, session, wake_dispatcher
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import operation
 from orchestry.web.schemas import Accepted, AppHealth, ErrorOut, ReplicaHealthOut
@@ -26,9 +25,7 @@ NAME = "<string(maxlength=253):name>"
 )
 def show(name: str) -> Response:
     db = session()
-    app = get_app(db, name)
-    if app is None:
-        raise not_found("app", name)
+    app = app_or_404(name)
     rev = get_revision(db, app)
     check = (rev.spec if rev else {}).get("healthCheck")
     probed = policy_from_spec(check) is not None
@@ -61,8 +58,7 @@ def show(name: str) -> Response:
 )
 def check(name: str) -> tuple[Response, int]:
     db = session()
-    if get_app(db, name) is None:
-        raise not_found("app", name)
+    app_or_404(name)
     queued = jobq.enqueue(db, "health-check", app_name=name, actor=actor())
     db.commit()
     wake_dispatcher()

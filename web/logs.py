@@ -10,10 +10,9 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response
 
-from orchestry.models.apps import get_app
 from orchestry.runtime.types import EngineUnavailable, LogLine
-from orchestry.web.context import close_session, ctx, query, session
-from orchestry.web.errors import ApiError, not_found
+from orchestry.web.context import app_or_404, close_session, ctx, query
+from orchestry.web.errors import ApiError
 from orchestry.web.openapi import operation
 from orchestry.web.schemas import ErrorOut, LogsQuery
 
@@ -34,8 +33,7 @@ def _format(line: LogLine) -> str:
 )
 def logs(name: str) -> Response:
     args = query(LogsQuery)
-    if get_app(session(), name) is None:
-        raise not_found("app", name)
+    app_or_404(name)
     close_session()
     runtime = ctx().runtime
     if runtime is None:

@@ -3,46 +3,26 @@ that converges to it, in one transaction, and answers 202 with the job's URL. No
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_app, get_revision
+from orchestry.models.apps import App, get_revision
 from orchestry.models.events import record
 from orchestry.models.scaling import scaling_section
-from orchestry.web.context import actor, ctx, query, session, wake_dispatcher
-from orchestry.web.errors import ApiError, field, not_found
+from orchestry.web.context import actor, app_or_404, ctx, json_body, query, session, wake_dispatcher
+from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
-from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, UpBody, validation_fields
+from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, UpBody
 
 bp = Blueprint("operations", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
 M = TypeVar("M", bound=BaseModel)
 ACCEPTED_RESPONSES: dict[int, Any] = {202: Accepted, 404: ErrorOut, 409: ErrorOut, 415: ErrorOut, 422: ErrorOut}
-
-
-def _body(model: type[M], *, required: bool) -> M:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        if required:
-            raise ApiError(422, "invalid", "a JSON body is required", [field("<body>", "required")])
-        return model()
-    if request.mimetype not in ("application/json", ""):
-        raise ApiError(415, "unsupported_media_type", f"send application/json, not {request.mimetype}")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = validation_fields(exc)
-        raise ApiError(422, "invalid", "; ".join(f["message"] for f in fields), fields) from None
 
 
 def _idempotency_key() -> str | None:
@@ -58,9 +38,7 @@ def _idempotency_key() -> str | None:
 
 
 def _live_app(name: str) -> App:
-    app = get_app(session(), name)
-    if app is None:
-        raise not_found("app", name)
+    app = app_or_404(name)
     if app.status == "deleting":
         raise ApiError(409, "conflict", f"app {name} is being deleted")
     return app
@@ -107,7 +85,7 @@ def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[R
     responses=ACCEPTED_RESPONSES,
 )
 def up(name: str) -> tuple[Response, int]:
-    body = _body(UpBody, required=False)
+    body = json_body(UpBody, required=False)
     app = _live_app(name)
     rev = get_revision(session(), app)
     min_replicas = int((rev.spec if rev else {}).get("scaling", {}).get("minReplicas", 1))
@@ -131,7 +109,7 @@ def down(name: str) -> tuple[Response, int]:
 @bp.post(f"/{NAME}/scale")
 @operation("Set the replica count", tag="operations", body=Body(ReplicasBody), responses=ACCEPTED_RESPONSES)
 def scale(name: str) -> tuple[Response, int]:
-    body = _body(ReplicasBody, required=True)
+    body = json_body(ReplicasBody, required=True)
     app = _live_app(name)
     _check_bound(app, body.replicas)
     app.desired_replicas = body.replicas
@@ -152,9 +130,7 @@ def scale(name: str) -> tuple[Response, int]:
 )
 def delete(name: str) -> tuple[Response, int]:
     args = query(DeleteQuery)
-    app = get_app(session(), name)
-    if app is None:
-        raise not_found("app", name)
+    app = app_or_404(name)
     if app.status == "deleting":
         live = jobq.live_job(session(), name)
         if live is not None:

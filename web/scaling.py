@@ -4,14 +4,13 @@ autoscaler would decide for supplied metrics (evaluate, which acts on nothing)."
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field
 
-from orchestry.models.apps import App, get_app, get_revision
+from orchestry.models.apps import App, get_revision
 from orchestry.models.cluster import db_now
 from orchestry.models.events import record
 from orchestry.models.scaling import (
@@ -26,10 +25,10 @@ from orchestry.models.scaling import (
     scaling_section,
 )
 from orchestry.spec import validate_document
-from orchestry.web.context import actor, ctx, query, session
-from orchestry.web.errors import ApiError, field, not_found
+from orchestry.web.context import actor, app_or_404, ctx, json_body, json_object, query, session
+from orchestry.web.errors import ApiError, field
 from orchestry.web.openapi import Body, operation
-from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt, validation_fields
+from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt
 from orchestry.workflows.scaling import (
     NO_HISTORY,
     MetricWindow,
@@ -111,13 +110,6 @@ class EvaluateOut(BaseModel):
     acted: bool = Field(False, description="always false: evaluate never changes anything")
 
 
-def _app(name: str) -> App:
-    app = get_app(session(), name)
-    if app is None:
-        raise not_found("app", name)
-    return app
-
-
 def _policy_out(app: App) -> PolicyOut:
     db = session()
     return PolicyOut(
@@ -134,19 +126,7 @@ def _policy_out(app: App) -> PolicyOut:
     "The scaling policy in force and where it comes from", tag="scaling", responses={200: PolicyOut, 404: ErrorOut}
 )
 def show(name: str) -> Response:
-    return jsonify(_policy_out(_app(name)).model_dump(mode="json"))
-
-
-def _json_object() -> dict[str, Any]:
-    if request.mimetype not in ("application/json", ""):
-        raise ApiError(415, "unsupported_media_type", f"send application/json, not {request.mimetype}")
-    try:
-        data = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid", "<body>: must be a JSON object", [field("<body>", "must be a JSON object")])
-    return data
+    return jsonify(_policy_out(app_or_404(name)).model_dump(mode="json"))
 
 
 def validated_section(app: App, section: dict[str, Any]) -> dict[str, Any]:
@@ -171,8 +151,8 @@ def validated_section(app: App, section: dict[str, Any]) -> dict[str, Any]:
     responses={200: PolicyOut, 400: ErrorOut, 404: ErrorOut, 415: ErrorOut, 422: ErrorOut},
 )
 def replace(name: str) -> Response:
-    body = _json_object()
-    app = _app(name)
+    body = json_object(required=True) or {}
+    app = app_or_404(name)
     if app.status == "deleting":
         raise ApiError(409, "conflict", f"app {name} is being deleted")
     db = session()
@@ -216,7 +196,7 @@ def _decision_out(row: ScalingDecisionRow) -> DecisionOut:
 )
 def history(name: str) -> Response:
     args = query(HistoryQuery)
-    app = _app(name)
+    app = app_or_404(name)
     rows = decisions(session(), app.id, limit=args.limit, changes_only=not args.all)
     return jsonify(HistoryOut(app=name, decisions=[_decision_out(r) for r in rows]).model_dump(mode="json"))
 
@@ -241,13 +221,8 @@ def _window(metrics: SuppliedMetrics, ready: list[str], span: float) -> MetricWi
     responses={200: EvaluateOut, 400: ErrorOut, 404: ErrorOut, 415: ErrorOut, 422: ErrorOut},
 )
 def evaluate(name: str) -> Response:
-    raw = _json_object()
-    try:
-        body = EvaluateBody.model_validate(raw)
-    except ValidationError as exc:
-        fields = validation_fields(exc)
-        raise ApiError(422, "invalid", "; ".join(f["message"] for f in fields), fields) from None
-    app = _app(name)
+    body = json_body(EvaluateBody, required=True)
+    app = app_or_404(name)
     db = session()
     cap = ctx().settings.max_replicas
     section = validated_section(app, body.policy) if body.policy is not None else scaling_section(db, app)

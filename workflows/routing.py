@@ -7,7 +7,7 @@ an empty list, which nginx answers with a clear 503.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -41,3 +41,32 @@ def routing_table(apps: Sequence[RoutedApp]) -> dict[str, list[str]]:
             continue
         table[app.name] = sorted(r.address for r in app.replicas if routable(app, r) and r.address)
     return dict(sorted(table.items()))
+
+
+# -- several nodes route (controller/mirror.py): what a drain must still wait for ---------------------------
+
+Tables = Mapping[int, Mapping[str, frozenset[str]]]  # generation -> app -> addresses
+
+
+def still_served(app: str, tables: Tables, generation: int, peer_generations: Sequence[int]) -> frozenset[str]:
+    """The app's addresses some node's nginx may still send requests to.
+
+    `tables` are the recent tables this leader pushed, `generation` the newest, which its own nginx serves;
+    `peer_generations` what the other nodes reported serving. A node behind may serve any table from its
+    generation on, so their union counts; one behind every remembered table is taken to serve the oldest."""
+    behind = [g for g in peer_generations if g < generation]
+    current = tables.get(generation, {})
+    if not behind:
+        return current.get(app, frozenset())
+    oldest = min(behind)
+    candidates = [table for g, table in tables.items() if g >= oldest] or [current]
+    return frozenset().union(*(table.get(app, frozenset()) for table in candidates))
+
+
+def in_flight_outside(inflight: Mapping[str, int], table: Mapping[str, Sequence[str]] | None) -> dict[str, int]:
+    """The open-request counts a drain waits for: those to addresses the served `table` no longer routes to
+    (every count when the served table is not known)."""
+    if table is None:
+        return dict(inflight)
+    routed = {address for addresses in table.values() for address in addresses}
+    return {address: n for address, n in inflight.items() if address not in routed}

@@ -541,3 +541,29 @@ def _unseen(load: _Load) -> str:
     if load.not_ready:
         parts.append(f"{load.not_ready} not-ready {'replica' if load.not_ready == 1 else 'replicas'}")
     return " and ".join(parts)
+
+
+# -- what an evaluation does with its decision (the autoscale job applies it) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: ScaleDecision  # as stored (held back by a job in progress: with that in its reason)
+    store: bool  # kept in the history (the stabilization window reads it back)
+    act: bool  # the desired count changes and a scale job is enqueued
+
+
+def outcome(decision: ScaleDecision, mode: Mode, *, fast: bool, job: tuple[int, str] | None) -> Outcome:
+    """`fast`: the pass right after a metrics sample, which acts on scale-outs only and stores nothing else.
+    `job`: the app's queued or running job (id, kind), if any; one of another kind than `scale` (a rollout,
+    a stop) holds the change back, since enqueueing would supersede it. A manual app's unchanged decision
+    is not stored: nothing reads it back."""
+    if fast and decision.direction != "out":
+        return Outcome(decision, store=False, act=False)
+    if decision.direction == "none":
+        return Outcome(decision, store=mode != "manual", act=False)
+    if job is not None and job[1] != "scale":
+        reason = f"{decision.reason}; waiting for job {job[0]} ({job[1]}) to end"
+        held = replace(decision, target=decision.current, direction="none", reason=reason)
+        return Outcome(held, store=True, act=False)
+    return Outcome(decision, store=True, act=True)
