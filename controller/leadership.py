@@ -83,6 +83,12 @@ class Leadership:
         return Fence(self.node, term, lambda: self._valid_until if self._epoch == epoch else 0.0)
 
     def start(self) -> None:
+        """Join the members at once (a node that answers the API is listed), then compete for the lease."""
+        try:
+            with self.sessions.begin() as session:
+                heartbeat(session, self.node, self.address, __version__)
+        except SQLAlchemyError as exc:  # the lease loop retries, and reports the outage
+            log.warning("cannot record this node's heartbeat", extra={"error": str(exc).splitlines()[0]})
         self._thread.start()
 
     def stop(self) -> None:

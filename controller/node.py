@@ -16,7 +16,6 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,6 +24,7 @@ from orchestry.controller import periodic
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
+from orchestry.controller.jobstore import FencedJobStore
 from orchestry.controller.leadership import FencedScheduler, Leadership
 from orchestry.controller.metrics import MetricsCollector
 from orchestry.controller.mirror import RouteMirror
@@ -115,7 +115,7 @@ class Controller:
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
         self.scheduler = FencedScheduler(
             lambda: self.leadership.leading,
-            jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+            jobstores={"default": FencedJobStore(engine, self.leadership.fence)},
             executors={"default": SchedulerPool(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone=UTC,

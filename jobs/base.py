@@ -56,8 +56,11 @@ class Fence:
     term: int
     valid_until: Callable[[], float]
 
+    def valid(self) -> bool:
+        return time.monotonic() < self.valid_until()
+
     def check(self) -> None:
-        if time.monotonic() >= self.valid_until():
+        if not self.valid():
             raise NotLeader(f"node {self.node} no longer holds the lease of term {self.term}")
 
 

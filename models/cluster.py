@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, String, select, text, update
+from sqlalchemy import BigInteger, Exists, String, exists, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -133,6 +133,17 @@ def release(session: Session, node: str, term: int) -> bool:
         .execution_options(synchronize_session=False)
     )
     return affected(res) == 1
+
+
+def holds_lease(node: str, term: int, now: Any) -> Exists:
+    """A condition for a statement: `node` still holds the lease of `term` at `now` (the database's clock).
+    A write carrying it changes nothing once another term began or this one lapsed."""
+    return exists().where(
+        LeaderLease.name == LEASE_NAME,
+        LeaderLease.holder == node,
+        LeaderLease.term == term,
+        LeaderLease.expires_at > now,
+    )
 
 
 def current_lease(session: Session) -> LeaderLease | None:

@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, exists, f
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from orchestry.models.base import Base, affected, utcnow
-from orchestry.models.cluster import LEASE_NAME, LeaderLease
+from orchestry.models.cluster import holds_lease
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIVE_STATUSES = ("queued", "running")
@@ -120,15 +120,6 @@ def enqueue(
     return Enqueued(job, True)
 
 
-def _holds_lease(node: str, term: int, now: Any) -> Any:
-    return exists().where(
-        LeaderLease.name == LEASE_NAME,
-        LeaderLease.holder == node,
-        LeaderLease.term == term,
-        LeaderLease.expires_at > now,
-    )
-
-
 @dataclass(frozen=True)
 class Claimed:
     """What a claim returns: enough to run the job without reading its row again."""
@@ -164,7 +155,7 @@ def claim_next(session: Session, *, node: str, term: int, now: datetime | None =
     )
     row = session.execute(
         update(Job)
-        .where(Job.id == candidate, Job.status == "queued", _holds_lease(node, term, at))
+        .where(Job.id == candidate, Job.status == "queued", holds_lease(node, term, at))
         .values(
             status="running",
             owner=node,

@@ -310,7 +310,10 @@ def testapp_image() -> str:
 
 
 @pytest.fixture(scope="session")
-def live_server(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory, testapp_image: str
+) -> Iterator[LiveServer]:
+    """One controller per test worker; the test image exists before it (any test may start a replica)."""
     server = start_server(databases.migrated(), tmp_path_factory.mktemp("live"))
     yield server
     stop_server(server)

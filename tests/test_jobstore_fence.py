@@ -1,0 +1,98 @@
+"""The scheduler's job store on a real database: written under the current term, and under no other.
+
+The chaos test found the gap this closes: a leader paused inside APScheduler's loop woke up and wrote a job's
+next run time into the table its successor was scheduling from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import text, update
+
+from orchestry.controller.jobstore import FencedJobStore
+from orchestry.jobs.base import Fence
+from orchestry.models.cluster import LEASE_NAME, Held, LeaderLease, acquire_or_renew
+from orchestry.models.db import make_engine, make_sessionmaker
+
+TICK = "orchestry.controller.periodic:dispatch"
+
+
+class Setup:
+    def __init__(self, db_url: str) -> None:
+        self.engine = make_engine(db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        with self.sessions.begin() as s:
+            held = acquire_or_renew(s, "a", 60)
+        assert isinstance(held, Held)
+        self.term = held.term
+        self.deadline = float("inf")
+        self.fence = Fence("a", self.term, lambda: self.deadline)
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": FencedJobStore(self.engine, lambda: self.fence)}, timezone=UTC
+        )
+        self.scheduler.start(paused=True)
+
+    def stored(self) -> dict[str, float | None]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(text("SELECT id, next_run_time FROM apscheduler_jobs")).all())  # type: ignore[arg-type]
+
+    def lease_taken_by_another(self) -> None:
+        with self.sessions.begin() as s:
+            s.execute(update(LeaderLease).where(LeaderLease.name == LEASE_NAME).values(holder="b", term=self.term + 1))
+
+
+@pytest.fixture
+def setup(db_url: str) -> Iterator[Setup]:
+    s = Setup(db_url)
+    yield s
+    s.scheduler.shutdown(wait=False)
+
+
+def later(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def test_the_leader_adds_updates_and_removes(setup: Setup) -> None:
+    setup.scheduler.add_job(TICK, "interval", seconds=5, id="tick", next_run_time=later(5))
+    assert list(setup.stored()) == ["tick"]
+    with pytest.raises(ConflictingIdError):
+        setup.scheduler.add_job(TICK, "interval", seconds=5, id="tick")
+    setup.scheduler.add_job(TICK, "interval", seconds=7, id="tick", replace_existing=True, next_run_time=later(60))
+    assert setup.stored()["tick"] == pytest.approx(later(60).timestamp(), abs=5)
+    setup.scheduler.modify_job("tick", next_run_time=later(600))
+    assert setup.stored()["tick"] == pytest.approx(later(600).timestamp(), abs=5)
+    setup.scheduler.remove_job("tick")
+    assert setup.stored() == {}
+    store = setup.scheduler._jobstores["default"]
+    with pytest.raises(JobLookupError):
+        store.remove_job("tick")
+    with pytest.raises(JobLookupError):
+        store.update_job(_detached(setup, "ghost"))
+
+
+def _detached(setup: Setup, job_id: str) -> Any:
+    """A job object whose row does not exist."""
+    job = setup.scheduler.add_job(TICK, "interval", seconds=5, id=job_id, next_run_time=later(5))
+    setup.scheduler.remove_job(job_id)
+    return job
+
+
+@pytest.mark.parametrize("how", ["lease taken by another node", "fence deadline passed"])
+def test_an_ended_term_writes_nothing(setup: Setup, how: str) -> None:
+    setup.scheduler.add_job(TICK, "interval", seconds=5, id="tick", next_run_time=later(5))
+    setup.scheduler.add_job(TICK, "interval", seconds=5, id="kept", next_run_time=later(5))
+    before = setup.stored()
+    if how == "fence deadline passed":
+        setup.deadline = 0.0  # paused past the lease: the monotonic clock says so first
+    else:
+        setup.lease_taken_by_another()  # the statement's own condition says so
+    setup.scheduler.modify_job("tick", next_run_time=later(600))  # what the paused leader's loop does
+    setup.scheduler.remove_job("kept")
+    setup.scheduler.add_job(TICK, "interval", seconds=5, id="new", next_run_time=later(5))
+    setup.scheduler.add_job(TICK, "interval", seconds=9, id="tick", replace_existing=True, next_run_time=later(900))
+    assert setup.stored() == before
