@@ -214,8 +214,9 @@ def cluster(args: Args, settings: Settings) -> int:
             n["address"],
             n["version"],
             ago(n["heartbeat_at"]),
+            "-" if n["routes_generation"] is None else str(n["routes_generation"]),
         )
         for n in data["nodes"]
     ]
-    print(table(rows, ("NODE", "ROLE", "STATE", "ADDRESS", "VERSION", "HEARTBEAT")))
+    print(table(rows, ("NODE", "ROLE", "STATE", "ADDRESS", "VERSION", "HEARTBEAT", "ROUTES")))
     return 0

@@ -97,6 +97,16 @@ class Setting:
         return "ORCHESTRY_" + self.name.upper()
 
 
+def _at_most(limit: float) -> Callable[[Any], float]:
+    def check(raw: Any) -> float:
+        value = _positive_float(raw)
+        if value > limit:
+            raise ValueError(f"must be at most {limit:g}")
+        return value
+
+    return check
+
+
 def _port_check(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError("must be between 1 and 65535")
@@ -225,6 +235,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Loopback port of nginx's control endpoint (the routing table is pushed there).",
     ),
     Setting("domain", _to_str, lambda _: "localhost", "Apps answer at <app>.<domain> (and at /<app>/)."),
+    Setting(
+        "routes_stale_seconds",
+        _at_most(3600),
+        lambda _: 10.0,
+        "nginx's /_orchestry/ready answers 503 (for a load balancer) once this node's controller has not "
+        "confirmed its routing table for this long.",
+    ),
     Setting(
         "health_sweep_seconds",
         lambda raw: _positive_float(raw),

@@ -10,6 +10,10 @@ those reports (controller/routing.py): a replica is stopped only once every node
 serves a table without it and has no request open to it.
 
 A node whose reports stop (dead, or its nginx down) drops out of that wait after routing.FRESH_SECONDS.
+Its nginx keeps routing the last table it had (as kube-proxy's rules outlive kube-proxy), but stops
+calling itself ready: each pass that finds nginx serving the stored table confirms it to nginx (once a
+second), and `/_orchestry/ready` on the proxy port answers 503 once no confirmation came for
+`routes_stale_seconds`, so a load balancer in front of the nodes sends traffic to the others.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ log = logging.getLogger("orchestry.mirror")
 PERIOD_SECONDS = 0.25  # how stale a follower's table can be, about; one small read per pass
 CONVERGE_SECONDS = 5.0  # configuration check and restart of a dead nginx
 TRAFFIC_SECONDS = 1.0  # how often the traffic counters are reported (the leader samples every metrics_seconds)
+CONFIRM_SECONDS = 1.0  # how often nginx hears that its table is the stored one (its /_orchestry/ready)
 
 
 class RouteMirror:
@@ -44,6 +49,7 @@ class RouteMirror:
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
         self._converged_at = -CONVERGE_SECONDS
         self._counted_at = -TRAFFIC_SECONDS
+        self._confirmed_at = -CONFIRM_SECONDS
         self._reported: tuple[int, dict[str, int]] | None = None
 
     def start(self) -> None:
@@ -85,6 +91,9 @@ class RouteMirror:
             if served is None:
                 return None
             table = dict(stored.routes) if stored is not None and served == stored.generation else None
+            due = table is not None and time.monotonic() - self._confirmed_at >= CONFIRM_SECONDS
+            if due and self.manager.confirm_routes(served):  # the table was read from the database in this pass
+                self._confirmed_at = time.monotonic()
             inflight = in_flight_outside(self.manager.in_flight_all(), table)
             counters = None
             if time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:

@@ -58,6 +58,7 @@ def nginx_settings(settings: Settings) -> NginxSettings:
         bind_address=settings.proxy_host,
         control_port=settings.nginx_control_port,
         domain=settings.domain,
+        stale_after=settings.routes_stale_seconds,
         user=process_user(),  # as root, nginx's workers must be able to enter the data directory
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from orchestry.models.base import Base, affected, utcnow
+from orchestry.models.base import Base, affected, aware, utcnow
 
 REPLICA_STATES = ("pending", "starting", "running", "draining", "stopping", "exited", "failed")
 HEALTH_STATES = ("unknown", "healthy", "unhealthy")
@@ -68,11 +68,24 @@ def sync_observed(session: Session, app_id: int, observed: list[dict[str, object
                 session.flush()
             row = Replica(app_id=app_id, name=name)
             session.add(row)
-        for key in ("slot", "revision", "container_id", "host", "port", "state", "started_at", "ports"):
+        for key in ("slot", "revision", "container_id", "host", "port", "state", "ports"):
             setattr(row, key, obs[key])
+        row.started_at = latest(row.started_at, obs["started_at"])
     for name, row in rows.items():
         if name not in seen:
             session.delete(row)
+
+
+def latest(known: datetime | None, observed: object) -> datetime | None:
+    """The start time of one container, as precisely as any observation gave it.
+
+    Docker's list gives the creation time in whole seconds, its inspect the start time to the nanosecond; both
+    only ever fall short of the real start, so the later one is the better. The health check's initial delay
+    counts from it: a truncated time would let the first check come up to a second early."""
+    seen = observed if isinstance(observed, datetime) else None
+    if known is None or seen is None:
+        return seen or known
+    return max(aware(known), aware(seen))
 
 
 def mark_exited(session: Session, container_id: str) -> bool:

@@ -329,6 +329,17 @@ class NginxManager:
         generation = response.json().get("generation") if response.status_code == 200 else None
         return int(generation) if isinstance(generation, int) else None
 
+    def confirm_routes(self, generation: int) -> bool:
+        """Tell nginx its table is the stored one, as of now (its `/_orchestry/ready` answers 200 for
+        `stale_after` seconds). False when nginx serves another generation meanwhile."""
+        body = json.dumps({"generation": validate.generation(generation)})
+        response = self._request("PUT", "/_orchestry/confirmed", content=body)
+        if response.status_code == 409:
+            return False
+        if response.status_code != 200:
+            raise NginxError(f"nginx refused the confirmation: {response.status_code} {response.text.strip()}")
+        return True
+
     def served_routes(self) -> dict[str, Any]:
         """The table as nginx holds it (`GET /_orchestry/routes`)."""
         response = self._request("GET", "/_orchestry/routes")

@@ -60,6 +60,7 @@ class NginxSettings:
     max_routes_body: str = "8m"
     error_log_level: str = "warn"
     traffic_counters: bool = True  # per-app counters in shared memory (the metrics' input); off: bench baseline
+    stale_after: float = 10.0  # /_orchestry/ready answers 503 once the controller has not confirmed for this long
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", Path(validate.path(self.prefix, "prefix")))
@@ -120,6 +121,7 @@ def _check(s: NginxSettings) -> dict[str, Any]:
         "max_routes_body": validate.size(s.max_routes_body, "max_routes_body"),
         "error_log_level": s.error_log_level,
         "traffic_counters": "true" if s.traffic_counters is True else "false",
+        "stale_after": validate.seconds(s.stale_after, "stale_after", 3600) / 1000,
         "pid_file": validate.path(s.pid_file, "pid_file"),
         "error_log": validate.path(s.error_log, "error_log"),
         "temp_paths": {name: validate.path(s.temp_dir / name, "temp_dir") for name in TEMP_DIRS},

@@ -26,7 +26,7 @@ termination:
   drainSeconds: 5
   gracePeriodSeconds: 1
 """
-LEASE = {"ORCHESTRY_LEASE_SECONDS": "2", "ORCHESTRY_RENEW_SECONDS": "0.4"}
+LEASE = {"ORCHESTRY_LEASE_SECONDS": "2", "ORCHESTRY_RENEW_SECONDS": "0.4", "ORCHESTRY_ROUTES_STALE_SECONDS": "2"}
 
 
 def routes(node: LiveServer) -> dict[str, list[str]]:
@@ -36,6 +36,12 @@ def routes(node: LiveServer) -> dict[str, list[str]]:
     except httpx.TransportError:
         return {}
     return apps
+
+
+def ready(node: LiveServer) -> int:
+    """What a load balancer in front of the nodes sees of this node's nginx."""
+    url = f"http://127.0.0.1:{node.env['ORCHESTRY_PROXY_PORT']}/_orchestry/ready"
+    return httpx.get(url, timeout=2).status_code
 
 
 def leader(node: LiveServer) -> str | None:
@@ -72,6 +78,7 @@ def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_ur
             # The follower's nginx serves the leader's table (it never led: no job ran there).
             wait_for(lambda: len(routes(second).get("both", [])) == 3, timeout=10)
             assert sorted(routes(second)["both"]) == sorted(routes(first)["both"])
+            wait_for(lambda: ready(first) == ready(second) == 200, timeout=5)
 
             # Slow requests open on the follower's nginx only (the leader's has none): the scale-in waits for
             # them before stopping the replicas they went to (drainSeconds 5 > their 3.5 s > the 1 s grace period).
@@ -119,6 +126,9 @@ def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_ur
                 assert job["status"] == "succeeded", job
                 wait_for(lambda: len(routes(second)["both"]) == 2, timeout=10)
             assert counts[0] > 20 and counts[1] == 0, counts
+            # The dead leader's nginx runs on, with a table nobody confirms: a balancer is told to go elsewhere.
+            wait_for(lambda: ready(first) == 503, timeout=5)
+            assert ready(second) == 200
         finally:
             stop_server(second, remove_containers=False)
     finally:

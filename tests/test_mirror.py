@@ -3,9 +3,11 @@ it serves (only when that changed, plus its traffic counters every second)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,3 +76,68 @@ def test_the_mirror_serves_the_stored_table_and_reports_it(
     finally:
         for backend in backends.values():
             backend.close()
+
+
+def ready(nginx: NginxManager) -> httpx.Response:
+    port = nginx.settings.listen_port
+    return httpx.get(f"http://127.0.0.1:{port}/_orchestry/ready", headers={"Host": "web.localhost"}, timeout=5)
+
+
+def test_ready_while_the_controller_confirms_the_table_and_stale_once_it_stops(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """What a load balancer in front of several nodes checks: a node whose controller died keeps routing its
+    last table, but stops calling itself ready after `stale_after` seconds without a confirmation."""
+    nginx = NginxManager(make_settings(tmp_path / "nginx", stale_after=1.0))
+    backends = Backends()
+    try:
+        mirror = RouteMirror(sessions, nginx, "n2")
+        nginx.start()
+        no_table = ready(nginx)
+        assert no_table.status_code == 503 and no_table.json()["detail"] == "no routing table yet"
+
+        store(sessions, 3, {"web": [backends["a"].address]})
+        assert mirror.run_once() == 3
+        body = ready(nginx).json()  # on any host: the path is reserved, never routed to an app
+        assert body["ready"] is True and body["generation"] == 3 and body["confirmed_seconds_ago"] < 1
+
+        time.sleep(1.3)  # the controller is gone: nobody confirms
+        stale = ready(nginx)
+        assert stale.status_code == 503 and stale.json()["error"] == "stale_routes"
+        assert "last confirmed by this node's controller" in stale.json()["detail"]
+        routed = httpx.get(f"http://127.0.0.1:{nginx.settings.listen_port}/web/", timeout=5)
+        assert routed.status_code == 200  # still routing its last table
+
+        assert mirror.run_once() == 3 and ready(nginx).status_code == 200  # back: confirmed again
+        assert nginx.confirm_routes(2) is False  # only the generation nginx serves can be confirmed
+
+        nginx.stop()
+        nginx.start()  # loads generation 3 from the routes file, unconfirmed
+        restarted = ready(nginx)
+        assert restarted.status_code == 503 and restarted.json()["generation"] == 3
+        assert "not confirmed" in restarted.json()["detail"]
+    finally:
+        nginx.stop()
+        nginx.close()
+        for backend in backends.values():
+            backend.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "status"),
+    [
+        ("PUT", "", 400),
+        ("PUT", "[]", 400),
+        ("PUT", '{"generation": -1}', 400),
+        ("PUT", '{"generation": 1.5}', 400),
+        ("PUT", '{"generation": "3"}', 400),
+        ("PUT", '{"generation": 1e300}', 400),
+        ("GET", "", 405),
+        ("PUT", '{"generation": 7}', 409),  # nginx serves no table
+    ],
+)
+def test_confirmations_are_checked(nginx: NginxManager, method: str, body: str, status: int) -> None:
+    nginx.start()
+    port = nginx.settings.control_port
+    resp = httpx.request(method, f"http://127.0.0.1:{port}/_orchestry/confirmed", content=body, timeout=5)
+    assert resp.status_code == status and "error" in resp.json()

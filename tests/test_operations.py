@@ -297,7 +297,9 @@ def test_cluster_endpoints_and_cli(live: LiveServer, tmp_path: Path) -> None:
         out = other.cli("cluster", "leader")
         assert out.returncode == 0 and me in out.stdout
         nodes = other.cli("cluster", "nodes")
-        assert "leader" in nodes.stdout and other.env["ORCHESTRY_NODE_ID"] in nodes.stdout
+        assert "leader" in nodes.stdout and other.env["ORCHESTRY_NODE_ID"] in nodes.stdout and "ROUTES" in nodes.stdout
+        listed = {n["node_id"]: n for n in other.http.get("/api/v1/cluster/status").json()["nodes"]}
+        assert listed[other.env["ORCHESTRY_NODE_ID"]]["routes_generation"] is None  # it runs no nginx
     finally:
         stop_server(other, remove_containers=False)
 

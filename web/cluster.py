@@ -53,6 +53,8 @@ def status() -> Response:
             heartbeat_at=n.heartbeat_at,
             leader=n.node_id == leader.leader,
             alive=now - n.heartbeat_at <= alive_within,
+            routes_generation=n.routes_generation,
+            routes_reported_at=n.routes_reported_at,
         )
         for n in db.scalars(select(ControllerNode).order_by(ControllerNode.node_id))
     ]

@@ -296,6 +296,8 @@ class NodeOut(BaseModel):
     heartbeat_at: datetime
     leader: bool
     alive: bool = Field(description="heartbeat within three lease periods")
+    routes_generation: int | None = Field(description="the routing table this node's nginx serves, as it reported")
+    routes_reported_at: datetime | None = Field(description="when it last reported what its nginx serves")
 
 
 class LeaderOut(BaseModel):

@@ -25,7 +25,7 @@ local STATS = "orchestry_stats"
 local BOUNDS = { 5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000 }
 
 local _M = {}
-local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true }
+local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true, stale_after = 10 }
 local cached_version, cached_generation, cached_apps -- per worker, see above
 local rr = {} -- per worker round-robin counters, by app
 
@@ -147,6 +147,7 @@ function _M.init(settings)
   conf.domain = settings.domain
   conf.routes_file = settings.routes_file
   conf.count_traffic = settings.count_traffic ~= false
+  conf.stale_after = settings.stale_after or conf.stale_after
   -- Tells a reload apart: old workers answer the previous value until they exit.
   conf.load = ngx.shared[DICT]:incr("loads", 1, 0)
   -- When this nginx started (its counters count from then): set once, kept across reloads.
@@ -348,6 +349,53 @@ function _M.control_stats()
   local body = cjson.encode({ bounds = BOUNDS, apps = apps, load = conf.load,
     started = ngx.shared[STATS]:get("started") })
   return respond(200, body)
+end
+
+-- PUT /_orchestry/confirmed {"generation": n}: this node's controller read the stored table and n is it.
+-- The controller confirms about once a second; the time is kept in the routes dict (a reload keeps it, a
+-- restart forgets it: a table loaded from the routes file is unconfirmed until the controller says so).
+function _M.control_confirmed()
+  if ngx.req.get_method() ~= "PUT" then
+    ngx.header["Allow"] = "PUT"
+    return respond(405, { error = "method_not_allowed" })
+  end
+  ngx.req.read_body()
+  local decoded = cjson.decode(ngx.req.get_body_data() or "")
+  local g = type(decoded) == "table" and decoded.generation
+  if type(g) ~= "number" or g < 0 or g ~= math.floor(g) or g > 2 ^ 53 then
+    return respond(400, { error = "invalid_generation", detail = "generation must be a non-negative integer" })
+  end
+  local dict = ngx.shared[DICT]
+  local served = current_generation()
+  if served ~= g then
+    return respond(409, { error = "stale_generation", generation = served or cjson.null })
+  end
+  dict:set("confirmed_at", ngx.now())
+  return respond(200, string.format('{"generation":%d}', g))
+end
+
+-- GET /_orchestry/ready on the public port, for a load balancer in front of several nodes: 200 while this
+-- node's controller confirms the table nginx serves, 503 once it has been silent for `stale_after` seconds
+-- (the controller is dead or cut off from the database: the table may miss replicas the leader changed
+-- since). nginx keeps routing its last table either way; the answer only tells the balancer to prefer others.
+function _M.ready()
+  local generation = current_generation()
+  local confirmed = ngx.shared[DICT]:get("confirmed_at")
+  local age = confirmed and ngx.now() - confirmed
+  if generation and age and age <= conf.stale_after then
+    return respond(200, string.format('{"ready":true,"generation":%d,"confirmed_seconds_ago":%.3f}', generation, age))
+  end
+  local detail
+  if not generation then
+    detail = "no routing table yet"
+  elseif not age then
+    detail = "the routing table was not confirmed by this node's controller since nginx started"
+  else
+    detail = string.format("the routing table was last confirmed by this node's controller %.1f s ago (limit %g s)",
+      age, conf.stale_after)
+  end
+  return respond(503, { ready = false, error = "stale_routes", detail = detail,
+    generation = generation or cjson.null })
 end
 
 -- Which configuration load this worker belongs to (see init), for confirming a reload.
