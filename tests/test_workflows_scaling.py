@@ -230,6 +230,15 @@ CASES = [
     ),
     Case("idle at minReplicas: no change", app(rps=0), 1, 1, "raised to minReplicas 1 → 1: no change"),
     Case("scale in to zero when minReplicas is 0", app(rps=0), 1, 0, "→ 1 → 0", policy=MIN0),
+    Case(
+        "a quiet burst window sizes a scale-in to zero too",
+        app(rps=5),
+        2,
+        0,
+        "→ 2 → 1; sized by the last 10s (rps 0/replica, 0% of 50) → 0",
+        policy=replace(MIN0, max_scale_in_step=2),
+        burst=app(10, rps=0),
+    ),
     # -- missing samples and not-ready replicas on the way in: they count as at their target
     Case(
         "a replica without a sample at its target holds a small app",
@@ -367,6 +376,36 @@ CASES = [
         burst=app(10, rps=60),
     ),
     Case("a quiet burst window lets the scale-in go", app(rps=10), 3, 2, "→ 3 → 1", burst=app(10, rps=0)),
+    Case(
+        "a scale-in is sized by the load now, not by a mean that still carries the load that ended",
+        app(rps=70),
+        5,
+        1,
+        "rps 14/replica, 28% of 50) → 5 → 2; sized by the last 10s (rps 0/replica, 0% of 50) → 0, raised to "
+        "minReplicas 1 → 1",
+        policy=replace(DEFAULT, max_scale_in_step=5),
+        burst=app(10, rps=0),
+    ),
+    Case(
+        "a busier (still quiet) burst window sizes a scale-in higher",
+        app(rps=10),
+        5,
+        2,
+        "→ 5 → 1; sized by the last 10s (rps 14/replica, 28% of 50) → 2",
+        policy=replace(DEFAULT, max_scale_in_step=5),
+        burst=app(10, rps=70),
+    ),
+    Case(
+        "a burst-sized scale-in is still held by the stabilization window",
+        app(rps=70),
+        5,
+        4,
+        "sized by the last 10s (rps 0/replica, 0% of 50) → 0, raised to minReplicas 1 → 1, held at 4 by the highest "
+        "recommendation of the last 300s",
+        policy=replace(DEFAULT, max_scale_in_step=5),
+        history=recommended((100, 4), (400, 5)),
+        burst=app(10, rps=0),
+    ),
     Case(
         "a quiet burst window never scales in on its own",
         app(rps=100),

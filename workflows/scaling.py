@@ -34,7 +34,9 @@ metric there is at `burst_threshold` (200%) of its target or more, the burst win
 the cooldown is skipped, so a sudden surge is answered at once instead of when the 60 s average catches
 up; the step still binds, but the next evaluation may take the next step. Scale-in stays patient: it also
 needs the burst window to agree (every metric under `scaleInThresholdPct`), samples that cover at least
-half of `windowSeconds`, and no recent higher recommendation.
+half of `windowSeconds`, and no recent higher recommendation. Once due, it is sized by the burst window,
+the load now: the main window's mean still carries a load that ended inside it, and sized from that mean a
+fall of the load would come down in two steps.
 
 From zero replicas (minReplicas 0): any request or connection nginx saw is demand; the app scales out to
 what it needs without waiting for the cooldown.
@@ -352,6 +354,29 @@ def _surge(loads: Sequence[_Load], policy: ScalingPolicy, current: int) -> _Prop
     return replace(proposal, text=f"burst in the last {_num(policy.burst_window_seconds)}s: {proposal.text}")
 
 
+def _sized_now(proposal: _Proposal, loads: Sequence[_Load], policy: ScalingPolicy) -> _Proposal:
+    """A scale-in sized by the burst window (the load now) where it asks for another count than the main one.
+
+    The main window's mean still carries a load that ended within it: sized from it, one fall of the load
+    would come down in two steps (5 → 2, then → 1 once the stabilization window let go of the 2). The main
+    window still decides that a scale-in is due, the burst window must agree (`_patience`), and the
+    stabilization window still holds the count at the highest recent recommendation; a busier burst window
+    sizes higher, never lower than the load now needs."""
+    if not loads:
+        return proposal
+    best = max(loads, key=lambda x: x.ratio_in)
+    if best.ratio_in >= _in_fraction(policy) - _EPSILON:
+        return proposal  # the burst window is busy: no scale-in now (`_patience` says why)
+    desired = _ceil(best.count * best.ratio_in / _out_fraction(policy))
+    if desired == proposal.replicas:
+        return proposal
+    text = (
+        f"{proposal.text}; sized by the last {_num(policy.burst_window_seconds)}s "
+        f"({_value(best)}, {_pct(best.ratio)} of {_target(best)}) → {desired}"
+    )
+    return replace(proposal, replicas=desired, text=text)
+
+
 # -- the decision ----------------------------------------------------------------------------------------
 
 
@@ -396,6 +421,8 @@ def decide_scale(
             text = f"burst in the last {_num(policy.burst_window_seconds)}s, sized by the main window: {proposal.text}"
             surge = replace(proposal, text=text)
         proposal = surge
+    if proposal.direction == "in" and burst is not None:
+        proposal = _sized_now(proposal, [x for x in _loads(burst, policy, current, replicas).values() if x], policy)
     if proposal.direction == "none":
         return decided(current, proposal.text, current, proposal.governing)
 
