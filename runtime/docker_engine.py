@@ -6,8 +6,10 @@ Design notes:
   mistake a failed observation for an empty one; a refusal (4xx) is `ContainerFailed`.
 - Listing uses the low-level `/containers/json` summaries with label filters: one request, no inspect per
   container. The container port travels as a label (`LABEL_PORT`) because the summary only lists bindings.
-  `started_at` there is the creation time: Orchestry starts a container right after creating it and never
-  restarts it (restart policy "no"), so the two differ by milliseconds.
+  `started_at` there is the creation time in whole seconds: Orchestry starts a container right after creating
+  it and never restarts it (restart policy "no"), so the two differ by milliseconds, but the truncation can
+  make it up to a second early; the health check's initial delay counts from it. The engine therefore keeps
+  the inspected start time (to the nanosecond) of every container it started and lists that instead.
 - A command that exits at once is only visible after the engine has processed the exit (~100 ms here, while
   inspect still says "running"), so `start_replica` watches a fresh container for `settle` seconds. Later crashes
   are for the reconcile loop and the health checks to find.
@@ -18,6 +20,7 @@ Design notes:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import queue
 import re
@@ -54,6 +57,7 @@ LOOPBACK = "127.0.0.1"
 POLL_SECONDS = 0.05
 CONCURRENT_START_SECONDS = 2.0  # how long to wait for a racing start_replica to start its container
 FAILED_LOG_LINES = 10
+STARTED_KEPT = 4096  # start times remembered (the oldest go first): far more than one engine's replicas
 _EXITED = re.compile(r"Exited \((-?\d+)\)")
 # What a broken connection to the engine raises, besides APIError (requests' exceptions are OSErrors).
 _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.RequestException, OSError)
@@ -67,6 +71,7 @@ class DockerEngine:
         self._timeout = timeout
         self._settle = settle
         self._lock = threading.Lock()
+        self._started: dict[str, datetime] = {}  # container id -> StartedAt of the containers this engine started
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -107,7 +112,8 @@ class DockerEngine:
         labels = [f"{LABEL_CLUSTER}={cluster}"] + ([f"{LABEL_APP}={app}"] if app is not None else [])
         with _engine(f"list the containers of cluster {cluster}"):
             summaries = self._docker().api.containers(all=True, filters={"label": labels})
-        observed = [_from_summary(summary) for summary in summaries]
+        with self._lock:  # the start times this engine saw to the nanosecond, over the list's whole seconds
+            observed = [_precise(_from_summary(summary), self._started) for summary in summaries]
         return sorted(observed, key=lambda o: (o.app, o.slot, o.name))
 
     def ensure_image(self, image: str) -> None:
@@ -130,6 +136,15 @@ class DockerEngine:
             raise EngineUnavailable(f"Docker engine unreachable while pulling {image}: {_one_line(exc)}") from exc
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
+        observed = self._start_replica(req)
+        if observed.started_at is not None:
+            with self._lock:
+                self._started[observed.id] = observed.started_at
+                while len(self._started) > STARTED_KEPT:
+                    self._started.pop(next(iter(self._started)))
+        return observed
+
+    def _start_replica(self, req: ReplicaRequest) -> Observed:
         self.ensure_image(req.image)  # so that create never pulls by itself, and a miss reads clearly
         with _engine(f"start {req.name}"):
             existing = self._inspect(req.name)
@@ -587,6 +602,11 @@ def _from_summary(summary: dict[str, Any]) -> Observed:
         exit_code=int(exited.group(1)) if exited else None,
         ports=published,
     )
+
+
+def _precise(observed: Observed, started: dict[str, datetime]) -> Observed:
+    known = started.get(observed.id)
+    return observed if known is None else dataclasses.replace(observed, started_at=known)
 
 
 def _from_inspect(attrs: dict[str, Any]) -> Observed:

@@ -167,6 +167,23 @@ def test_started_replica_carries_labels_env_limits_and_no_restart_policy(
     assert "INSTANCE_ID=web-0" in env and "INSTANCE_COLOR=blue" in env
 
 
+def test_the_engine_that_started_a_replica_lists_its_precise_start_time(
+    engine: DockerEngine, shared: tuple[ReplicaRequest, Observed]
+) -> None:
+    """Docker's list gives whole seconds; the health check's initial delay counts from this time."""
+    req, observed = shared
+    (listed,) = engine.list_replicas(req.cluster)
+    assert listed.started_at == observed.started_at  # the inspected StartedAt, to the microsecond
+    other = DockerEngine()  # another node (after a failover) knows only the list's time
+    try:
+        (elsewhere,) = other.list_replicas(req.cluster)
+    finally:
+        other.close()
+    assert elsewhere.started_at is not None and observed.started_at is not None
+    assert elsewhere.started_at.microsecond == 0
+    assert timedelta(0) <= observed.started_at - elsewhere.started_at < timedelta(seconds=2)
+
+
 def test_starting_again_adopts_the_running_container(
     engine: DockerEngine, shared: tuple[ReplicaRequest, Observed]
 ) -> None:
