@@ -307,15 +307,27 @@ def test_cluster_endpoints_and_cli(live: LiveServer, tmp_path: Path) -> None:
 def test_prometheus_metrics(live: LiveServer) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        resp = live.http.get("/metrics")
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(resp.text)
+            for s in family.samples
+        }
+
     post(live, hello("measured"))
     run(live, "measured", "up", {"replicas": 2})
-    resp = live.http.get("/metrics")
-    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(resp.text)
-        for s in family.samples
-    }
+    me = (("node", live.env["ORCHESTRY_NODE_ID"]),)
+    # The node's nginx reports the table the leader stored (its route mirror, every 0.25 s).
+    wait_for(
+        lambda: scrape().get(("orchestry_node_routes_generation", me)) == scrape()[("orchestry_routes_generation", ())],
+        timeout=5,
+    )
+    samples = scrape()
+    assert samples[("orchestry_routes_generation", ())] >= 1
+    assert samples[("orchestry_node_heartbeat_age_seconds", me)] < 5
+    assert samples[("orchestry_node_routes_report_age_seconds", me)] >= 0
     assert samples[("orchestry_app_desired_replicas", (("app", "measured"),))] == 2
     assert samples[("orchestry_app_running_replicas", (("app", "measured"),))] == 2
     assert samples[("orchestry_app_ready_replicas", (("app", "measured"),))] == 2

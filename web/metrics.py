@@ -13,11 +13,14 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestry.models.apps import list_apps
-from orchestry.models.cluster import current_lease, db_now
+from orchestry.models.base import aware
+from orchestry.models.cluster import ControllerNode, current_lease, db_now
 from orchestry.models.metrics import latest_rows
+from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.models.scaling import action_counts
 from orchestry.models.stats import app_stats, health_counts, job_stats
 from orchestry.web.app_metrics import fresh_since
@@ -78,6 +81,35 @@ class StateCollector(Collector):
         leader.add_metric([self.node], 1.0 if leads else 0.0)
         yield leader
         yield GaugeMetricFamily("orchestry_leader_term", "The lease's current term", value=lease.term if lease else 0)
+        yield from self._nodes(now)
+
+    def _nodes(self, now: datetime) -> Iterator[Metric]:
+        """Each node's heartbeat and the routing table its nginx serves, against the one the leader stored:
+        a node whose generation lags, or whose reports stopped, routes an old table."""
+        stored = self.session.scalar(select(RoutingState.generation).where(RoutingState.name == ROUTING_NAME))
+        yield GaugeMetricFamily(
+            "orchestry_routes_generation", "The routing table the leader stored (its generation)", value=stored or 0
+        )
+        heartbeat = GaugeMetricFamily(
+            "orchestry_node_heartbeat_age_seconds", "Seconds since the node's last heartbeat", labels=["node"]
+        )
+        served = GaugeMetricFamily(
+            "orchestry_node_routes_generation",
+            "The routing table the node's nginx last reported serving",
+            labels=["node"],
+        )
+        reported = GaugeMetricFamily(
+            "orchestry_node_routes_report_age_seconds",
+            "Seconds since the node last reported its routes",
+            labels=["node"],
+        )
+        for node in self.session.scalars(select(ControllerNode).order_by(ControllerNode.node_id)):
+            heartbeat.add_metric([node.node_id], max(0.0, (now - aware(node.heartbeat_at)).total_seconds()))
+            if node.routes_generation is not None and node.routes_reported_at is not None:
+                served.add_metric([node.node_id], node.routes_generation)
+                age = (now - aware(node.routes_reported_at)).total_seconds()
+                reported.add_metric([node.node_id], max(0.0, age))
+        yield from (heartbeat, served, reported)
 
     def _samples(self) -> Iterator[Metric]:
         """The latest fresh collection of each app: its figures, and each replica's CPU and memory."""
