@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.testapp.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTAPP_IMAGE = "orchestry-testapp:latest"
@@ -89,12 +89,6 @@ def temp_dir(prefix: str) -> Iterator[Path]:
     finally:
         with shielded():
             shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- databases ------------------------------------------------------------------------------------------------

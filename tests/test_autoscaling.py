@@ -192,3 +192,22 @@ def test_evaluate_explains_without_acting(live: LiveServer) -> None:
     ]:
         error = assert_error(live.http.post("/api/v1/apps/whatif/scaling/evaluate", json=bad), 422)
         assert any(f["field"] == where for f in error["fields"]), error
+
+
+def test_a_policy_set_through_the_api_survives_a_restart_of_the_controller(db_url: str, tmp_path: Path) -> None:
+    server = start_server(db_url, tmp_path, extra_env={"ORCHESTRY_NGINX": "off"})
+    try:
+        post(server, hello("kept", extra=scaling()))
+        resp = server.http.put("/api/v1/apps/kept/scaling", json={"maxReplicas": 7, "targetRPSPerReplica": 30})
+        assert resp.status_code == 200, resp.text
+    finally:
+        stop_server(server, remove_containers=False)
+    env = {"ORCHESTRY_NGINX": "off", "ORCHESTRY_CLUSTER_NAME": server.cluster}
+    again = start_server(db_url, tmp_path, extra_env=env)  # the same database, a new process
+    try:
+        shown = again.http.get("/api/v1/apps/kept/scaling").json()
+        assert shown["source"] == "api"
+        assert (shown["policy"]["maxReplicas"], shown["policy"]["targetRPSPerReplica"]) == (7, 30)
+        assert again.http.get("/api/v1/apps/kept").json()["max_replicas"] == 7  # the policy in force
+    finally:
+        stop_server(again)

@@ -33,6 +33,7 @@ from orchestry.nginx.manager import (
 from orchestry.nginx.render import DEFAULT_MODULES, NginxSettings, render_config
 from orchestry.nginx.routes import build_route_table
 from orchestry.nginx.traffic import TrafficMeter
+from orchestry.testapp.ports import free_port
 
 NGINX_MISSING = [m for m in ("/usr/sbin/nginx", *DEFAULT_MODULES) if not Path(m).exists()]
 pytestmark = pytest.mark.skipif(
@@ -117,12 +118,6 @@ class Resetter:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def refused_address() -> str:

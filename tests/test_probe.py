@@ -16,6 +16,7 @@ import pytest
 from orchestry.probe import Prober, ProberError, Target, target_from_spec
 from orchestry.probe import prober as prober_module
 from orchestry.spec import validate_document
+from orchestry.testapp.ports import free_port
 
 HOST = "127.0.0.1"
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -119,13 +120,6 @@ def server() -> Iterator[Server]:
 def prober() -> Iterator[Prober]:
     with Prober() as p:
         yield p
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def http(key: str, port: int, path: str, **kw: object) -> Target:
