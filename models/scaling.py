@@ -14,6 +14,7 @@ metric samples.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,12 +62,18 @@ class ScalingDecisionRow(Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
-def scaling_section(session: Session, app: App) -> dict[str, Any]:
-    """The policy in force, as a spec's normalised `scaling` section."""
+def section_in_force(app: App, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy in force, as a spec's normalised `scaling` section: the API's, else that of `spec` (the
+    app's revision in force, which the caller has read)."""
     if app.scaling_policy is not None:
         return dict(app.scaling_policy)
+    return dict(spec.get("scaling") or {})
+
+
+def scaling_section(session: Session, app: App) -> dict[str, Any]:
+    """The policy in force (`section_in_force`), reading the app's revision."""
     revision = get_revision(session, app)
-    return dict((revision.spec if revision else {}).get("scaling") or {})
+    return section_in_force(app, revision.spec if revision else {})
 
 
 def policy_source(app: App) -> str:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestry.models.apps import App, AppRevision, get_revision, list_apps
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
-from orchestry.models.scaling import ScalingDecisionRow, decisions, scaling_section
+from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
 from orchestry.spec import AppSpec, SpecParseError, UnsupportedMediaType, load_specs
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, not_found
@@ -121,7 +121,7 @@ def register_apps() -> tuple[Response, int]:
 
 def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> dict[str, Any]:
     spec = rev.spec if rev else {}
-    scaling = app.scaling_policy if app.scaling_policy is not None else spec.get("scaling", {})
+    scaling = section_in_force(app, spec)
     return {
         "name": app.name,
         "status": app.status,
@@ -174,7 +174,7 @@ def show(name: str) -> Response:
     rev = get_revision(db, app)
     replicas = replicas_of(db, app.id)
     spec = rev.spec if rev else {}
-    scaling = scaling_section(db, app)
+    scaling = section_in_force(app, spec)
     last = decisions(db, app.id, limit=1)
     detail = AppDetail(
         **_summary_fields(app, rev, len(replicas)),

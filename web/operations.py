@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, get_revision
 from orchestry.models.events import record
-from orchestry.models.scaling import scaling_section
+from orchestry.models.scaling import scaling_section, section_in_force
 from orchestry.web.context import actor, app_or_404, ctx, json_body, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
@@ -44,14 +44,15 @@ def _live_app(name: str) -> App:
     return app
 
 
-def _max_replicas(app: App) -> tuple[int, str]:
-    spec_max = int(scaling_section(session(), app).get("maxReplicas", 5))
+def _max_replicas(section: dict[str, Any]) -> tuple[int, str]:
+    spec_max = int(section.get("maxReplicas", 5))
     cap = ctx().settings.max_replicas
     return (spec_max, f"its maxReplicas ({spec_max})") if spec_max <= cap else (cap, f"the configured cap ({cap})")
 
 
-def _check_bound(app: App, replicas: int) -> None:
-    limit, why = _max_replicas(app)
+def _check_bound(section: dict[str, Any], replicas: int) -> None:
+    """`replicas` within the policy in force (`section`) and the configured cap."""
+    limit, why = _max_replicas(section)
     if replicas > limit:
         raise ApiError(
             422, "invalid", f"replicas: must be <= {limit}, {why}", [field("replicas", f"must be <= {limit}, {why}")]
@@ -88,9 +89,10 @@ def up(name: str) -> tuple[Response, int]:
     body = json_body(UpBody, required=False)
     app = _live_app(name)
     rev = get_revision(session(), app)
-    min_replicas = int((rev.spec if rev else {}).get("scaling", {}).get("minReplicas", 1))
+    spec = rev.spec if rev else {}
+    min_replicas = int(spec.get("scaling", {}).get("minReplicas", 1))
     replicas = body.replicas or app.desired_replicas or max(1, min_replicas)
-    _check_bound(app, replicas)
+    _check_bound(section_in_force(app, spec), replicas)
     app.status, app.status_reason, app.desired_replicas = "running", None, replicas
     return _enqueue(
         app, "deploy", f"up {name}: {replicas} replica(s) of revision {app.revision}", {"replicas": replicas}
@@ -111,12 +113,13 @@ def down(name: str) -> tuple[Response, int]:
 def scale(name: str) -> tuple[Response, int]:
     body = json_body(ReplicasBody, required=True)
     app = _live_app(name)
-    _check_bound(app, body.replicas)
+    section = scaling_section(session(), app)
+    _check_bound(section, body.replicas)
     app.desired_replicas = body.replicas
     if app.status in ("registered", "stopped", "failed"):
         app.status, app.status_reason = "running", None
     message = f"scale {name} to {body.replicas}"
-    if scaling_section(session(), app).get("mode", "auto") == "auto":
+    if section.get("mode", "auto") == "auto":
         message += f" (auto mode: the autoscaler may change it; `orchestry scaling {name} --set mode=manual` pins it)"
     return _enqueue(app, "scale", message, {"replicas": body.replicas})
 

@@ -354,7 +354,7 @@ def _surge(loads: Sequence[_Load], policy: ScalingPolicy, current: int) -> _Prop
     return replace(proposal, text=f"burst in the last {_num(policy.burst_window_seconds)}s: {proposal.text}")
 
 
-def _sized_now(proposal: _Proposal, loads: Sequence[_Load], policy: ScalingPolicy) -> _Proposal:
+def _sized_now(proposal: _Proposal, loads: Sequence[_Load], policy: ScalingPolicy, current: int) -> _Proposal:
     """A scale-in sized by the burst window (the load now) where it asks for another count than the main one.
 
     The main window's mean still carries a load that ended within it: sized from it, one fall of the load
@@ -362,19 +362,15 @@ def _sized_now(proposal: _Proposal, loads: Sequence[_Load], policy: ScalingPolic
     window still decides that a scale-in is due, the burst window must agree (`_patience`), and the
     stabilization window still holds the count at the highest recent recommendation; a busier burst window
     sizes higher, never lower than the load now needs."""
-    if not loads:
-        return proposal
-    best = max(loads, key=lambda x: x.ratio_in)
-    if best.ratio_in >= _in_fraction(policy) - _EPSILON:
-        return proposal  # the burst window is busy: no scale-in now (`_patience` says why)
-    desired = _ceil(best.count * best.ratio_in / _out_fraction(policy))
-    if desired == proposal.replicas:
-        return proposal
+    now = _propose_in(loads, policy, current) if loads else None
+    if now is None or now.direction != "in" or now.replicas == proposal.replicas:
+        return proposal  # no burst figures, or a busy burst window (`_patience` says why), or the same count
+    best = next(x for x in loads if x.metric == now.governing)
     text = (
         f"{proposal.text}; sized by the last {_num(policy.burst_window_seconds)}s "
-        f"({_value(best)}, {_pct(best.ratio)} of {_target(best)}) → {desired}"
+        f"({_value(best)}, {_pct(best.ratio)} of {_target(best)}) → {now.replicas}"
     )
-    return replace(proposal, replicas=desired, text=text)
+    return replace(proposal, replicas=now.replicas, text=text)
 
 
 # -- the decision ----------------------------------------------------------------------------------------
@@ -422,7 +418,8 @@ def decide_scale(
             surge = replace(proposal, text=text)
         proposal = surge
     if proposal.direction == "in" and burst is not None:
-        proposal = _sized_now(proposal, [x for x in _loads(burst, policy, current, replicas).values() if x], policy)
+        recent = [x for x in _loads(burst, policy, current, replicas).values() if x]
+        proposal = _sized_now(proposal, recent, policy, current)
     if proposal.direction == "none":
         return decided(current, proposal.text, current, proposal.governing)
 
