@@ -211,3 +211,13 @@ def test_a_policy_set_through_the_api_survives_a_restart_of_the_controller(db_ur
         assert again.http.get("/api/v1/apps/kept").json()["max_replicas"] == 7  # the policy in force
     finally:
         stop_server(again)
+
+
+def test_up_starts_the_minimum_of_the_policy_in_force(live: LiveServer) -> None:
+    """`up` without a count starts minReplicas of the policy the API set, as the bound checks use its max."""
+    post(live, hello("floor", extra=scaling(mode="manual")))  # the spec says minReplicas 1
+    resp = live.http.put("/api/v1/apps/floor/scaling", json={"mode": "manual", "minReplicas": 2, "maxReplicas": 4})
+    assert resp.status_code == 200, resp.text
+    job = live.wait_job(live.http.post("/api/v1/apps/floor/up").json()["job"]["id"])
+    assert job["status"] == "succeeded", job
+    assert live.http.get("/api/v1/apps/floor").json()["desired_replicas"] == 2

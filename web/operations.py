@@ -10,9 +10,9 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_revision
+from orchestry.models.apps import App
 from orchestry.models.events import record
-from orchestry.models.scaling import scaling_section, section_in_force
+from orchestry.models.scaling import scaling_section
 from orchestry.web.context import actor, app_or_404, ctx, json_body, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
@@ -88,11 +88,9 @@ def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[R
 def up(name: str) -> tuple[Response, int]:
     body = json_body(UpBody, required=False)
     app = _live_app(name)
-    rev = get_revision(session(), app)
-    spec = rev.spec if rev else {}
-    min_replicas = int(spec.get("scaling", {}).get("minReplicas", 1))
-    replicas = body.replicas or app.desired_replicas or max(1, min_replicas)
-    _check_bound(section_in_force(app, spec), replicas)
+    section = scaling_section(session(), app)  # the policy in force: an API-set minReplicas counts too
+    replicas = body.replicas or app.desired_replicas or max(1, int(section.get("minReplicas", 1)))
+    _check_bound(section, replicas)
     app.status, app.status_reason, app.desired_replicas = "running", None, replicas
     return _enqueue(
         app, "deploy", f"up {name}: {replicas} replica(s) of revision {app.revision}", {"replicas": replicas}
