@@ -3,7 +3,10 @@
 - URLs are normalised once: `postgresql://` means psycopg2 here (SQLAlchemy 2.1 would pick psycopg 3).
 - SQLite: foreign keys on, WAL, a busy timeout, and `BEGIN IMMEDIATE` so that two writers queue up
   instead of failing with "database is locked" when both upgrade a read transaction.
-- PostgreSQL: a statement timeout, so no request or job hangs on a lock forever.
+- PostgreSQL: a statement timeout, so no request or job hangs on a lock forever, and an idle-in-transaction
+  timeout, so the server ends the session of a controller paused inside a transaction (SIGSTOP, a VM
+  freeze) and its row locks go with it: a new leader's first writes (requeueing the old term's jobs) would
+  otherwise wait on that paused process for as long as it stays paused. No transaction here spans slow work.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 STATEMENT_TIMEOUT_MS = 15_000
+IDLE_IN_TRANSACTION_MS = 5_000
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -36,7 +40,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         _sqlite_pragmas(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        connect_args = {"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}", "connect_timeout": 5}
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+        connect_args = {"options": options, "connect_timeout": 5}
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     return create_engine(parsed, **kwargs)
 

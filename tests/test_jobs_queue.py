@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -166,3 +167,35 @@ def test_a_requeued_job_gives_way_to_a_newer_waiting_one(sessions) -> None:  # t
     with sessions() as s:
         assert s.get(jobq.Job, first).status == "cancelled"  # type: ignore[union-attr]
         assert s.get(jobq.Job, newer).status == "queued"  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(DB_KIND != "postgresql", reason="a paused session's row locks are PostgreSQL's (SQLite has none)")
+def test_a_paused_holder_of_a_job_row_does_not_stop_the_next_leader_requeueing_it(db_url: str) -> None:
+    """A leader paused (SIGSTOP) inside a transaction that wrote its job's row keeps that row locked: the
+    server ends such an idle-in-transaction session, so the next leader's requeue waits seconds, not for ever."""
+    from orchestry.models.db import IDLE_IN_TRANSACTION_MS
+
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions.begin() as s:
+            job_id = jobq.enqueue(s, "noop").job.id
+        old_term = lead(sessions, "old")
+        with sessions.begin() as s:
+            assert claim_id(s, "old", old_term) == job_id
+        paused = sessions()
+        paused.begin()
+        paused.execute(text("UPDATE jobs SET error = 'step' WHERE id = :id"), {"id": job_id})  # then frozen
+        with sessions.begin() as s:
+            s.execute(text("UPDATE leader_lease SET expires_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
+        new_term = lead(sessions, "new")
+        began = time.monotonic()
+        with sessions.begin() as s:
+            assert jobq.requeue_abandoned(s, node="new", term=new_term) == [job_id]
+        waited = time.monotonic() - began
+        assert waited < IDLE_IN_TRANSACTION_MS / 1000 + 3
+        with pytest.raises(Exception, match="idle-in-transaction|terminat|closed"):
+            paused.commit()  # the server ended it: the frozen leader's write never lands
+        paused.close()
+    finally:
+        engine.dispose()

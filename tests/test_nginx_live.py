@@ -572,6 +572,17 @@ def test_in_flight_counts_requests_until_they_end(nginx: NginxManager, backends:
         assert c.get("/_orchestry/inflight", params={"address": "localhost:80"}).status_code == 400
 
 
+def wait_counted(nginx: NginxManager, app: str, *, requests: int, errors: int, seconds: float = 5.0) -> None:
+    """Until nginx's raw counters for `app` reach these figures (each request's log phase has run)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        entry = nginx.traffic_counters().get("apps", {}).get(app, {})
+        if entry.get("requests", 0) >= requests and entry.get("errors", 0) >= errors:
+            return
+        assert time.monotonic() < deadline, f"nginx counted {entry} for {app}, not {requests} requests, {errors} errors"
+        time.sleep(0.02)
+
+
 def test_traffic_is_counted_per_app_and_replica(nginx: NginxManager, backends: Backends) -> None:
     """nginx's own counters, as the metrics job reads them: exact per app, per replica, 5xx and latency."""
     fast, slow, other, resetter = backends["fast"], backends["slow"], backends["other"], Resetter()
@@ -588,6 +599,8 @@ def test_traffic_is_counted_per_app_and_replica(nginx: NginxManager, backends: B
         nginx.push_routes(build_route_table(2, {"web": [fast.address], "api": [resetter.address]}))
         with client(nginx) as c:
             assert c.post("/api/", content=b"x").status_code == 502  # reached a replica that reset: a 5xx
+        # nginx counts a request in its log phase, after the client has the answer: wait for the last one
+        wait_counted(nginx, "api", requests=4, errors=1)
         result = meter()
     finally:
         resetter.close()
