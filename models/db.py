@@ -40,7 +40,10 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         _sqlite_pragmas(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+        options = (
+            f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+            f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+        )
         connect_args = {"options": options, "connect_timeout": 5}
         return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     return create_engine(parsed, **kwargs)

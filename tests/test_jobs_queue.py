@@ -194,7 +194,7 @@ def test_a_paused_holder_of_a_job_row_does_not_stop_the_next_leader_requeueing_i
             assert jobq.requeue_abandoned(s, node="new", term=new_term) == [job_id]
         waited = time.monotonic() - began
         assert waited < IDLE_IN_TRANSACTION_MS / 1000 + 3
-        with pytest.raises(Exception, match="idle-in-transaction|terminat|closed"):
+        with pytest.raises(Exception, match=r"idle-in-transaction|terminat|closed"):
             paused.commit()  # the server ended it: the frozen leader's write never lands
         paused.close()
     finally:
