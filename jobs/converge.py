@@ -25,7 +25,8 @@ from orchestry.models.events import recent_times
 from orchestry.models.replicas import Replica, sync_observed
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed
 from orchestry.workflows.converge import Desired, Plan, Seen, Stop, plan_app
-from orchestry.workflows.health import policy_from_spec, replacement_backoff
+from orchestry.workflows.health import replacement_backoff
+from orchestry.workflows.revision import RevisionView, revision_view
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
@@ -54,21 +55,23 @@ class Target:
     rows: dict[str, RowState] = field(default_factory=dict)
     replacements: tuple[datetime, ...] = ()
 
+    view: RevisionView = field(default_factory=lambda: revision_view(None))
+
     @property
     def routed(self) -> bool:
-        return bool(self.spec) and self.spec.get("spec", {}).get("type", "http") == "http"
+        return self.view.routed
 
     @property
     def probed(self) -> bool:
-        return policy_from_spec(self.spec.get("healthCheck")) is not None if self.spec else False
+        return self.view.probed
 
     @property
     def drain_seconds(self) -> float:
-        return float(self.spec.get("termination", {}).get("drainSeconds", 30)) if self.routed else 0.0
+        return self.view.drain_seconds
 
     @property
     def grace_seconds(self) -> float:
-        return float(self.spec.get("termination", {}).get("gracePeriodSeconds", 30)) if self.spec else 0.0
+        return self.view.grace_seconds
 
 
 def read_target(session: Session, name: str) -> Target:
@@ -91,6 +94,7 @@ def read_target(session: Session, name: str) -> Target:
         rev.spec if rev else {},
         rows,
         replaced,
+        revision_view(rev.spec if rev else None),
     )
 
 
@@ -232,7 +236,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
     if not plan.starts:
         return
     try:
-        ctx.runtime.ensure_image(target.spec["spec"]["image"])
+        ctx.runtime.ensure_image(target.view.image)
     except ImageUnavailable as exc:
         raise PermanentError(str(exc)) from None
     except EngineUnavailable as exc:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import Base, utcnow
 from orchestry.models.replicas import Replica
-from orchestry.workflows.health import policy_from_spec
+from orchestry.workflows.revision import revision_view
 from orchestry.workflows.routing import ReplicaView, RoutedApp
 
 ROUTING_NAME = "default"
@@ -54,10 +54,11 @@ def routed_apps(session: Session) -> list[RoutedApp]:
     return [
         RoutedApp(
             name,
-            spec.get("spec", {}).get("type", "http"),
+            view.type,
             status,
-            policy_from_spec(spec.get("healthCheck")) is not None,
+            view.probed,
             tuple(by_app.get(app_id, [])),
         )
         for app_id, name, status, spec in apps
+        for view in (revision_view(spec),)
     ]

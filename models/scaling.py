@@ -13,7 +13,6 @@ metric samples.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,14 +24,13 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from orchestry.models.apps import App, get_revision
 from orchestry.models.base import Base, affected, aware, utcnow
 from orchestry.models.replicas import Replica
-from orchestry.workflows import health
+from orchestry.workflows.revision import policy_in_force, revision_view
 from orchestry.workflows.scaling import (
     Recommendation,
     ReplicaState,
     ScaleDecision,
     ScalingHistory,
     ScalingPolicy,
-    policy_from_spec,
 )
 
 UNCHANGED_KEEP = timedelta(hours=1)  # >= any stabilization window a spec may ask for
@@ -156,27 +154,15 @@ def purge_decisions(session: Session, now: datetime, retention_seconds: float) -
     return affected(session.execute(delete(ScalingDecisionRow).where(ScalingDecisionRow.id.in_(ids))))
 
 
-# Knative's panic window is 10% of its 60 s stable window; with samples every 2 s this is three of them.
-BURST_WINDOW_SECONDS = 6.0
-
-
 def effective_policy(session: Session, app: App, cap: int) -> ScalingPolicy:
     """The policy in force, its maxReplicas bound by the cluster's cap."""
-    return policy_of(scaling_section(session, app), cap)
-
-
-def policy_of(section: dict[str, Any], cap: int) -> ScalingPolicy:
-    """A scaling section as the autoscaler applies it: the burst window, and maxReplicas within the cap."""
-    policy = dataclasses.replace(policy_from_spec(section), burst_window_seconds=BURST_WINDOW_SECONDS)
-    if policy.max_replicas > cap:
-        policy = dataclasses.replace(policy, max_replicas=cap, min_replicas=min(policy.min_replicas, cap))
-    return policy
+    return policy_in_force(scaling_section(session, app), cap)
 
 
 def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:
     """Replicas that exist and are not leaving; ready = in rotation (healthy, or the app has no check)."""
     revision = get_revision(session, app)
-    probed = health.policy_from_spec((revision.spec if revision else {}).get("healthCheck")) is not None
+    probed = revision_view(revision.spec if revision else None).probed
     rows = session.scalars(
         select(Replica).where(Replica.app_id == app.id, Replica.drain_started_at.is_(None)).order_by(Replica.name)
     )

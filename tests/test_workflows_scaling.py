@@ -235,7 +235,7 @@ CASES = [
         app(rps=5),
         2,
         0,
-        "→ 2 → 1; sized by the last 10s (rps 0/replica, 0% of 50) → 0",
+        "→ 2 → 1; sized by the last 6s (rps 0/replica, 0% of 50) → 0",
         policy=replace(MIN0, max_scale_in_step=2),
         burst=app(10, rps=0),
     ),
@@ -323,8 +323,7 @@ CASES = [
         app(rps=30),
         1,
         3,
-        "burst in the last 10s: rps 200/replica > 80% of 50 → 1 → 5, capped at maxScaleOutStep 2 → 3 "
-        "(cooldown skipped)",
+        "burst in the last 6s: rps 200/replica > 80% of 50 → 1 → 5, capped at maxScaleOutStep 2 → 3 (cooldown skipped)",
         history=scaled(60),
         burst=app(10, rps=200),
     ),
@@ -341,7 +340,7 @@ CASES = [
         app(rps=60),
         2,
         4,
-        "burst in the last 10s: rps 100/replica",
+        "burst in the last 6s: rps 100/replica",
         history=scaled(30),
         burst=app(10, rps=200),
     ),
@@ -361,7 +360,7 @@ CASES = [
         app(rps=400),
         2,
         4,
-        "burst in the last 10s, sized by the main window: rps 200/replica > 80% of 50 → 2 → 10, capped at "
+        "burst in the last 6s, sized by the main window: rps 200/replica > 80% of 50 → 2 → 10, capped at "
         "maxScaleOutStep 2 → 4 (cooldown skipped)",
         policy=ROOMY,
         history=scaled(30),
@@ -372,7 +371,7 @@ CASES = [
         app(rps=10),
         3,
         3,
-        "→ 3 → 1, capped at maxScaleInStep 1 → 2; no change: the last 10s show rps 20/replica, 40% of 50",
+        "→ 3 → 1, capped at maxScaleInStep 1 → 2; no change: the last 6s show rps 20/replica, 40% of 50",
         burst=app(10, rps=60),
     ),
     Case("a quiet burst window lets the scale-in go", app(rps=10), 3, 2, "→ 3 → 1", burst=app(10, rps=0)),
@@ -381,7 +380,7 @@ CASES = [
         app(rps=70),
         5,
         1,
-        "rps 14/replica, 28% of 50) → 5 → 2; sized by the last 10s (rps 0/replica, 0% of 50) → 0, raised to "
+        "rps 14/replica, 28% of 50) → 5 → 2; sized by the last 6s (rps 0/replica, 0% of 50) → 0, raised to "
         "minReplicas 1 → 1",
         policy=replace(DEFAULT, max_scale_in_step=5),
         burst=app(10, rps=0),
@@ -391,7 +390,7 @@ CASES = [
         app(rps=10),
         5,
         2,
-        "→ 5 → 1; sized by the last 10s (rps 14/replica, 28% of 50) → 2",
+        "→ 5 → 1; sized by the last 6s (rps 14/replica, 28% of 50) → 2",
         policy=replace(DEFAULT, max_scale_in_step=5),
         burst=app(10, rps=70),
     ),
@@ -400,7 +399,7 @@ CASES = [
         app(rps=70),
         5,
         4,
-        "sized by the last 10s (rps 0/replica, 0% of 50) → 0, raised to minReplicas 1 → 1, held at 4 by the highest "
+        "sized by the last 6s (rps 0/replica, 0% of 50) → 0, raised to minReplicas 1 → 1, held at 4 by the highest "
         "recommendation of the last 300s",
         policy=replace(DEFAULT, max_scale_in_step=5),
         history=recommended((100, 4), (400, 5)),

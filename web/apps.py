@@ -30,6 +30,7 @@ from orchestry.web.schemas import (
     SpecQuery,
     StrictQuery,
 )
+from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
 
 bp = Blueprint("apps", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
@@ -122,11 +123,12 @@ def register_apps() -> tuple[Response, int]:
 def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> dict[str, Any]:
     spec = rev.spec if rev else {}
     scaling = section_in_force(app, spec)
+    view = revision_view(spec)
     return {
         "name": app.name,
         "status": app.status,
-        "type": spec.get("spec", {}).get("type", "http"),
-        "image": spec.get("spec", {}).get("image", ""),
+        "type": view.type or DEFAULT_TYPE,
+        "image": view.image,
         "revision": app.revision,
         "desired_replicas": app.desired_replicas,
         "replica_count": replica_count,

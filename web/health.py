@@ -11,7 +11,7 @@ from orchestry.web.context import actor, app_or_404, session, wake_dispatcher
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import operation
 from orchestry.web.schemas import Accepted, AppHealth, ErrorOut, ReplicaHealthOut
-from orchestry.workflows.health import policy_from_spec
+from orchestry.workflows.revision import revision_view
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
@@ -27,8 +27,9 @@ def show(name: str) -> Response:
     db = session()
     app = app_or_404(name)
     rev = get_revision(db, app)
-    check = (rev.spec if rev else {}).get("healthCheck")
-    probed = policy_from_spec(check) is not None
+    spec = rev.spec if rev else None
+    probed = revision_view(spec).probed
+    check_spec = (spec or {}).get("healthCheck")
     replicas = [
         ReplicaHealthOut(
             name=r.name,
@@ -45,7 +46,7 @@ def show(name: str) -> Response:
         for r in replicas_of(db, app.id)
     ]
     out = AppHealth(
-        app=name, check=check if probed else None, healthy=sum(r.in_rotation for r in replicas), replicas=replicas
+        app=name, check=check_spec if probed else None, healthy=sum(r.in_rotation for r in replicas), replicas=replicas
     )
     return jsonify(out.model_dump(mode="json"))
 

@@ -18,6 +18,7 @@ from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, UpBody
+from orchestry.workflows.revision import replicas_limit
 
 bp = Blueprint("operations", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
@@ -44,15 +45,9 @@ def _live_app(name: str) -> App:
     return app
 
 
-def _max_replicas(section: dict[str, Any]) -> tuple[int, str]:
-    spec_max = int(section.get("maxReplicas", 5))
-    cap = ctx().settings.max_replicas
-    return (spec_max, f"its maxReplicas ({spec_max})") if spec_max <= cap else (cap, f"the configured cap ({cap})")
-
-
 def _check_bound(section: dict[str, Any], replicas: int) -> None:
     """`replicas` within the policy in force (`section`) and the configured cap."""
-    limit, why = _max_replicas(section)
+    limit, why = replicas_limit(section, ctx().settings.max_replicas)
     if replicas > limit:
         raise ApiError(
             422, "invalid", f"replicas: must be <= {limit}, {why}", [field("replicas", f"must be <= {limit}, {why}")]

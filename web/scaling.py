@@ -14,12 +14,10 @@ from orchestry.models.apps import App, get_revision
 from orchestry.models.cluster import db_now
 from orchestry.models.events import record
 from orchestry.models.scaling import (
-    BURST_WINDOW_SECONDS,
     ScalingDecisionRow,
     decision_fields,
     decisions,
     history_for,
-    policy_of,
     policy_source,
     replica_states,
     scaling_section,
@@ -29,7 +27,9 @@ from orchestry.web.context import actor, app_or_404, ctx, json_body, json_object
 from orchestry.web.errors import ApiError, field
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt
+from orchestry.workflows.revision import policy_in_force
 from orchestry.workflows.scaling import (
+    BURST_WINDOW_SECONDS,
     NO_HISTORY,
     MetricWindow,
     ReplicaSample,
@@ -226,7 +226,7 @@ def evaluate(name: str) -> Response:
     db = session()
     cap = ctx().settings.max_replicas
     section = validated_section(app, body.policy) if body.policy is not None else scaling_section(db, app)
-    policy = policy_of(section, cap)
+    policy = policy_in_force(section, cap)
     current = app.desired_replicas if body.current is None else body.current
     if body.ready is None and body.current is None:
         replicas = list(replica_states(db, app))

@@ -29,7 +29,7 @@ highest recommendation of the last `stabilizationWindowSeconds` (callers store `
 decision); `maxScaleOutStep`/`maxScaleInStep` bound one action; `cooldownSeconds` must have passed since
 the last action.
 
-Burst ("panic", as Knative calls it): the same metrics over the last `burst_window_seconds` (10 s). When a
+Burst ("panic", as Knative calls it): the same metrics over the last `burst_window_seconds` (6 s). When a
 metric there is at `burst_threshold` (200%) of its target or more, the burst window sizes a scale-out and
 the cooldown is skipped, so a sudden surge is answered at once instead of when the 60 s average catches
 up; the step still binds, but the next evaluation may take the next step. Scale-in stays patient: it also
@@ -73,7 +73,7 @@ DEFAULT_STABILIZATION_WINDOW_SECONDS = 300.0
 
 # Not in the spec: the burst window the caller queries besides the main one, and how far past its target a
 # metric must be there to count as a surge (2.0: 200%, Knative's panic threshold).
-BURST_WINDOW_SECONDS = 10.0
+BURST_WINDOW_SECONDS = 6.0  # Knative's panic window is 10% of its 60 s window: three samples at 2 s
 BURST_THRESHOLD = 2.0
 
 # A scale-in needs samples that cover at least this fraction of windowSeconds (a collector that was down,
