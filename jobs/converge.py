@@ -24,7 +24,19 @@ from orchestry.models.base import utcnow
 from orchestry.models.events import recent_times
 from orchestry.models.replicas import Replica, sync_observed
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed
-from orchestry.workflows.converge import Desired, Plan, Seen, Stop, plan_app
+from orchestry.workflows.converge import (
+    NO_ROUTER,
+    Container,
+    Desired,
+    Known,
+    Plan,
+    Routing,
+    Seen,
+    Stop,
+    leaving,
+    plan_app,
+    see,
+)
 from orchestry.workflows.health import replacement_backoff
 from orchestry.workflows.revision import RevisionView, revision_view
 
@@ -32,14 +44,6 @@ log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
 RUNNING_STATUSES = ("running", "failed")
 REPLACED_EVENT = "replica.replaced"
-
-
-@dataclass(frozen=True)
-class RowState:
-    container_id: str | None
-    health: str
-    drain_started_at: datetime | None
-    address: str | None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Target:
     revision: int
     spec_hash: str
     spec: dict[str, Any]
-    rows: dict[str, RowState] = field(default_factory=dict)
+    rows: dict[str, Known] = field(default_factory=dict)
     replacements: tuple[datetime, ...] = ()
 
     view: RevisionView = field(default_factory=lambda: revision_view(None))
@@ -81,7 +85,7 @@ def read_target(session: Session, name: str) -> Target:
     rev = get_revision(session, app)
     replicas = app.desired_replicas if app.status in RUNNING_STATUSES else 0
     rows = {
-        r.name: RowState(r.container_id, r.health, r.drain_started_at, r.address)
+        r.name: Known(r.container_id, r.health, r.drain_started_at)
         for r in session.scalars(select(Replica).where(Replica.app_id == app.id))
     }
     replaced = tuple(recent_times(session, name, REPLACED_EVENT))
@@ -105,39 +109,34 @@ def observe(ctx: JobContext, name: str) -> list[Observed]:
         raise TemporaryError(f"cannot observe the containers of {name}: {exc}") from None
 
 
+def containers(observed: list[Observed]) -> list[Container]:
+    return [
+        Container(o.name, o.id, o.slot, o.spec_hash, o.running, f"{o.host}:{o.port}" if o.port else None)
+        for o in observed
+    ]
+
+
+def routing_now(ctx: JobContext, target: Target, found: list[Container]) -> Routing:
+    """What this node's nginx serves for the app, and what is still open to its leaving replicas."""
+    if ctx.router is None:
+        return NO_ROUTER
+    serving = ctx.router.serving(ctx.app_name or "") if target.routed else None
+    return Routing(serving, {a: ctx.router.in_flight(a) for a in leaving(found, target.rows)})
+
+
 def seen(ctx: JobContext, target: Target, observed: list[Observed], now: datetime) -> list[Seen]:
-    """What the planner sees: Docker's state, the health the sweep recorded, and what nginx serves."""
-    serving = ctx.router.serving(ctx.app_name or "") if ctx.router and target.routed else None
-    out = []
-    for o in observed:
-        row = target.rows.get(o.name)
-        same = row is not None and row.container_id == o.id
-        health = row.health if same and row else "unknown"
-        healthy = o.running and (health == "healthy" or not target.probed)
-        address = f"{o.host}:{o.port}" if o.port else None
-        in_table = serving is None or (address is not None and address in serving)
-        draining = same and row is not None and row.drain_started_at is not None
-        drained = False
-        if target.app_id is None:  # an orphan: no table routes to it, nothing to drain
-            draining = drained = True
-        if draining and row is not None and row.drain_started_at is not None:
-            left = serving is None or address not in serving
-            waited = (now - row.drain_started_at).total_seconds()
-            in_flight = ctx.router.in_flight(address) if ctx.router and address and left else None
-            drained = ctx.router is None or (left and (waited >= target.drain_seconds or in_flight == 0))
-        out.append(
-            Seen(
-                o.name,
-                o.slot,
-                o.spec_hash,
-                o.running,
-                healthy and in_table,
-                draining,
-                drained,
-                o.running and health == "unhealthy",
-            )
-        )
-    return out
+    """Observe what nginx says, then decide what the planner sees (`workflows.converge.see`, pure)."""
+    found = containers(observed)
+    return see(
+        found,
+        target.rows,
+        owned=target.app_id is not None,
+        probed=target.probed,
+        drain_seconds=target.drain_seconds,
+        routing=routing_now(ctx, target, found),
+        router=ctx.router is not None,
+        now=now,
+    )
 
 
 def _rows(observed: list[Observed]) -> list[dict[str, object]]:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from orchestry.workflows.converge import Desired, Plan, Seen, Start, Stop, plan_app
+from orchestry.workflows.converge import (
+    NO_ROUTER,
+    Container,
+    Desired,
+    Known,
+    Plan,
+    Routing,
+    Seen,
+    Start,
+    Stop,
+    plan_app,
+    see,
+)
+from orchestry.workflows.converge import leaving as leaving_addresses
 
 
 def run(slot: int, h: str = "new", ready: bool = True, **kw: bool) -> Seen:
@@ -216,3 +232,91 @@ def test_done_plan() -> None:
 def test_scale_in_while_backing_off_takes_the_unhealthy_replica_first() -> None:
     plan = plan_app(Desired(2, "new", replace_unhealthy=False), [run(1), sick(2), run(3)])
     assert [s.name for s in plan.drains] == ["a-2"]
+
+
+# -- see: what the planner sees of each container (observed first, decided here) --------------------------
+
+T = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
+ADDR = "127.0.0.1:40001"
+BOX = Container("a-1", "c1", 1, "h1", True, ADDR)
+
+
+def known(health: str = "healthy", container: str = "c1", drain_ago: float | None = None) -> dict[str, Known]:
+    began = None if drain_ago is None else T - timedelta(seconds=drain_ago)
+    return {"a-1": Known(container, health, began)}
+
+
+SERVED = Routing(frozenset({ADDR}), {})
+
+
+def gone(open_requests: int | None) -> Routing:
+    return Routing(frozenset(), {ADDR: open_requests})
+
+
+# (id, container, known, owned, probed, routing, router, (ready, draining, drained, unhealthy))
+SEE_CASES = [
+    ("healthy and served", BOX, known(), True, True, SERVED, True, (True, False, False, False)),
+    ("healthy, not yet in the table", BOX, known(), True, True, gone(None), True, (False, False, False, False)),
+    ("no router: healthy is ready", BOX, known(), True, True, NO_ROUTER, False, (True, False, False, False)),
+    (
+        "another container in the slot: health unknown",
+        BOX,
+        known(container="c0"),
+        True,
+        True,
+        SERVED,
+        True,
+        (False, False, False, False),
+    ),
+    (
+        "no health check: running is ready",
+        BOX,
+        known("unknown"),
+        True,
+        False,
+        SERVED,
+        True,
+        (True, False, False, False),
+    ),
+    ("unhealthy", BOX, known("unhealthy"), True, True, SERVED, True, (False, False, False, True)),
+    ("dead", replace(BOX, running=False), known(), True, True, SERVED, True, (False, False, False, False)),
+    ("draining, still in the table", BOX, known(drain_ago=60), True, True, SERVED, True, (True, True, False, False)),
+    ("draining, out, requests open", BOX, known(drain_ago=1), True, True, gone(2), True, (False, True, False, False)),
+    ("draining, out, requests done", BOX, known(drain_ago=1), True, True, gone(0), True, (False, True, True, False)),
+    ("draining, out, drain time over", BOX, known(drain_ago=30), True, True, gone(2), True, (False, True, True, False)),
+    (
+        "draining, nginx count unknown",
+        BOX,
+        known(drain_ago=1),
+        True,
+        True,
+        gone(None),
+        True,
+        (False, True, False, False),
+    ),
+    ("draining without a router", BOX, known(drain_ago=0), True, True, NO_ROUTER, False, (True, True, True, False)),
+    ("an orphan (app gone)", BOX, {}, False, False, NO_ROUTER, True, (True, True, True, False)),
+]
+
+
+@pytest.mark.parametrize(
+    ("container", "rows", "owned", "probed", "routing", "router", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in SEE_CASES],
+)
+def test_see(
+    container: Container,
+    rows: dict[str, Known],
+    owned: bool,
+    probed: bool,
+    routing: Routing,
+    router: bool,
+    expected: tuple[bool, bool, bool, bool],
+) -> None:
+    [s] = see([container], rows, owned=owned, probed=probed, drain_seconds=30, routing=routing, router=router, now=T)
+    assert (s.ready, s.draining, s.drained, s.unhealthy) == expected
+
+
+def test_leaving_lists_only_the_draining_containers_the_database_knows() -> None:
+    other = Container("a-2", "c2", 2, "h1", True, "127.0.0.1:40002")
+    rows = {**known(drain_ago=1), "a-2": Known("c-old", "healthy", T)}  # a-2's drain was of an older container
+    assert leaving_addresses([BOX, other], rows) == [ADDR]

@@ -16,7 +16,9 @@ revision keeps serving and the plan says why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,86 @@ class Seen:
     draining: bool = False  # left the routing table, waiting to be stopped
     drained: bool = False  # draining, and safe to stop now
     unhealthy: bool = False  # crossed its failure threshold: to be replaced
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of the app as the engine lists it (the part the decision reads)."""
+
+    name: str
+    id: str
+    slot: int
+    spec_hash: str
+    running: bool
+    address: str | None  # host:port where it is published, if it is
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the database knows of a replica: the container it recorded, its health, its drain."""
+
+    container_id: str | None
+    health: str
+    drain_started_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What this node's nginx says, observed before deciding: the addresses it serves for the app (None:
+    no router, or the app is not routed), and the requests open to each address that left the table."""
+
+    serving: frozenset[str] | None
+    in_flight: Mapping[str, int | None]
+
+
+NO_ROUTER = Routing(None, {})
+
+
+def see(
+    containers: Sequence[Container],
+    known: Mapping[str, Known],
+    *,
+    owned: bool,
+    probed: bool,
+    drain_seconds: float,
+    routing: Routing,
+    router: bool,
+    now: datetime,
+) -> list[Seen]:
+    """What the planner sees of each container: running, ready (healthy, or no check, and in the table),
+    draining and drained (out of the table, and its requests done or `drain_seconds` waited), unhealthy.
+    `owned`: the app exists (an orphan's containers are drained already: no table routes to them);
+    `router`: this node routes (without nginx, nothing waits for a table)."""
+    out = []
+    for c in containers:
+        row = known.get(c.name)
+        same = row is not None and row.container_id == c.id
+        health = row.health if same and row else "unknown"
+        healthy = c.running and (health == "healthy" or not probed)
+        serving = routing.serving
+        in_table = serving is None or (c.address is not None and c.address in serving)
+        draining = same and row is not None and row.drain_started_at is not None
+        drained = False
+        if not owned:
+            draining = drained = True
+        if draining and row is not None and row.drain_started_at is not None:
+            left = serving is None or c.address not in serving
+            waited = (now - row.drain_started_at).total_seconds()
+            open_requests = routing.in_flight.get(c.address) if c.address and left else None
+            drained = not router or (left and (waited >= drain_seconds or open_requests == 0))
+        unhealthy = c.running and health == "unhealthy"
+        out.append(Seen(c.name, c.slot, c.spec_hash, c.running, healthy and in_table, draining, drained, unhealthy))
+    return out
+
+
+def leaving(containers: Sequence[Container], known: Mapping[str, Known]) -> list[str]:
+    """Addresses of containers whose drain began: the only ones whose open requests the decision reads."""
+    out = []
+    for c in containers:
+        row = known.get(c.name)
+        if c.address and row is not None and row.container_id == c.id and row.drain_started_at is not None:
+            out.append(c.address)
+    return out
 
 
 @dataclass(frozen=True)
