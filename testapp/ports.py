@@ -3,7 +3,9 @@
 One allocator per process, and it never hands out a port twice: a port picked earlier may still be free
 when asked again (its server not started yet), and two servers given one port fail ("control_port: 19398 is
 the listen port too"). Each pytest-xdist worker draws from a slice of its own (by worker id), so workers of
-one run never meet either; a bind check skips ports that someone else (another run on the machine) holds.
+one run never meet either. Which slice a worker id gets is turned by the run's id (PYTEST_XDIST_TESTRUNUID,
+the same in every worker of a run), so concurrent runs on one machine mostly draw from different slices, and a
+bind check skips ports that someone else holds.
 
 Ports come from below the kernel's ephemeral range: a port picked by binding port 0 comes from the range the
 kernel also hands to every outgoing connection and Docker to every port it publishes, so between the pick
@@ -18,6 +20,7 @@ import random
 import re
 import socket
 import threading
+import zlib
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -41,13 +44,19 @@ def worker_index(worker: str | None) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def port_slice(index: int | None, low: int, high: int, slices: int = SLICES) -> range:
-    """The ports [low, high) one worker draws from: slice `index % slices`, or all of them for no worker."""
+def port_slice(index: int | None, low: int, high: int, slices: int = SLICES, turn: int = 0) -> range:
+    """The ports [low, high) one worker draws from: slice `(index + turn) % slices`, or all for no worker.
+    `turn` is the same for every worker of a run, so their slices stay apart."""
     if index is None:
         return range(low, high)
     size = (high - low) // slices
-    start = low + (index % slices) * size
+    start = low + ((index + turn) % slices) * size
     return range(start, start + size)
+
+
+def run_turn(run_id: str | None, slices: int = SLICES) -> int:
+    """A run's turn of the slices, from its id (stable across processes, unlike hash())."""
+    return zlib.crc32(run_id.encode()) % slices if run_id else 0
 
 
 class PortAllocator:
@@ -93,7 +102,9 @@ def allocator() -> PortAllocator:
         if _allocator is None:
             low, _high = ephemeral_range()
             top = low if low - LOWEST >= 1000 else 65536  # no room below the ephemeral range: the bind check only
-            _allocator = PortAllocator(port_slice(worker_index(os.environ.get("PYTEST_XDIST_WORKER")), LOWEST, top))
+            index = worker_index(os.environ.get("PYTEST_XDIST_WORKER"))
+            turn = run_turn(os.environ.get("PYTEST_XDIST_TESTRUNUID"))
+            _allocator = PortAllocator(port_slice(index, LOWEST, top, turn=turn))
         return _allocator
 
 

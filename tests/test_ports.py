@@ -16,6 +16,7 @@ from orchestry.testapp.ports import (
     ephemeral_range,
     free_port,
     port_slice,
+    run_turn,
     worker_index,
 )
 
@@ -58,6 +59,19 @@ def test_worker_slices_are_disjoint_and_inside_the_range() -> None:
         seen.update(ports)
     assert port_slice(SLICES + 2, low, high) == slices[2]  # more workers than slices share them, modulo
     assert port_slice(None, low, high) == range(low, high)  # no worker (a bench): the whole range
+
+
+def test_a_runs_turn_keeps_its_workers_apart_and_moves_them_from_another_runs() -> None:
+    low, high = 10_000, 32_768
+    turn = run_turn("a1b2c3")
+    assert turn == run_turn("a1b2c3") and 0 <= turn < SLICES and run_turn(None) == 0
+    mine = [port_slice(i, low, high, turn=turn) for i in range(4)]
+    assert len({r.start for r in mine}) == 4  # one run: still disjoint
+    assert [port_slice(i, low, high, turn=turn) for i in range(SLICES)] != [
+        port_slice(i, low, high) for i in range(SLICES)
+    ]
+    turns = {run_turn(f"run-{n}") for n in range(50)}
+    assert len(turns) > SLICES // 2  # run ids spread over the slices
 
 
 def test_allocator_walks_its_slice_once_and_skips_taken_ports() -> None:
