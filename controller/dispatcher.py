@@ -1,7 +1,20 @@
 """The dispatcher: claims queued jobs while this node leads and runs them on a bounded thread pool.
 
-It wakes on a poke (PostgreSQL NOTIFY, an enqueue in this process, the scheduler's periodic `dispatch`)
-or after a short poll, so a job starts within milliseconds of its commit and never later than the poll.
+Wake paths: everything that can make a job runnable, and what notices it. A poke only makes the dispatcher
+look sooner; the claim (`jobs.claim_next`) decides, so a spurious or missed wake-up changes no outcome.
+
+1. In-process wake (`wake()`): the API in this `orchestry serve` process after its enqueue commits
+   (web/context.py `wake_dispatcher`); the leader's own enqueuers (reconcile sweep, health repairs, autoscaler);
+   and each job's end here (its app's lock is free, or it requeued itself). The common path: milliseconds.
+2. PostgreSQL NOTIFY (controller/notify.py): `enqueue` sends it in the enqueuing transaction, delivered at
+   COMMIT, so an enqueue on another node or by another process (a follower's API, the CLI) reaches the
+   leader at once. bench/job_latency measures this path (p50 12 ms).
+3. The poll (`POLL_SECONDS`): the floor under everything else. It finds what no one pokes for: a retry or a
+   wait whose `run_after` comes due, an enqueue by another process on SQLite (no NOTIFY), a NOTIFY lost while
+   the listener reconnects. A job waits at most this long.
+
+There used to be a fourth, an APScheduler `dispatch` job poking every 1 s; the 0.25 s poll covers all it
+could find, sooner, so it was dropped (bench/job_latency showed no change; the README has the figures).
 """
 
 from __future__ import annotations

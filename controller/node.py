@@ -46,7 +46,6 @@ from orchestry.probe import Prober, ProberError
 from orchestry.runtime.types import EngineEvent, Runtime
 
 log = logging.getLogger("orchestry.controller")
-DISPATCH_POLL_SECONDS = 1.0
 NGINX_CHECK_SECONDS = 5.0
 PEER_TRAFFIC_SECONDS = 5.0  # an older report is from a node that stopped counting: left out
 
@@ -198,8 +197,9 @@ class Controller:
                 term=term,
                 requeued_jobs=requeued,
             )
+        with contextlib.suppress(JobLookupError):  # stored by older versions; the dispatcher's poll covers it
+            self.scheduler.remove_job("dispatch")
         every = self._every
-        every(periodic.DISPATCH, DISPATCH_POLL_SECONDS, "dispatch")
         every(periodic.RECONCILE, self.settings.reconcile_seconds, "reconcile", now=True)
         every(periodic.HEALTH, self.settings.health_sweep_seconds, "health-sweep")
         every(periodic.AUTOSCALE, self.settings.autoscale_seconds, "autoscale")

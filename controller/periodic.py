@@ -23,7 +23,8 @@ AUTOSCALE = "orchestry.controller.periodic:autoscale"
 
 
 def dispatch() -> None:
-    """Fallback poke of the dispatcher (it also wakes on NOTIFY and in-process enqueues)."""
+    """No longer scheduled (the dispatcher's own poll covers it: controller/dispatcher.py lists the wake paths);
+    kept under its stored name for a job store written by an older version, until the leader removes the job."""
     if current is not None:
         current.dispatcher.wake()
 

@@ -6,6 +6,7 @@ small result dict. They signal outcomes by exception, as kopf does:
 - `PermanentError`: fail now, with a message a user understands;
 - `Wait`: nothing is wrong, the job needs something to happen first; requeue it soon (no attempt counted);
 - `NotLeader`: this node lost its lease; stop at once and write nothing more.
+The runner maps each to an outcome (`jobs/runner.py` classify); what follows is the pure `workflows/retry.py`.
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from orchestry.models.apps import get_app
 from orchestry.models.base import utcnow
 from orchestry.models.events import record
 from orchestry.runtime.types import Runtime
+from orchestry.workflows.retry import Decision, Outcome, decide
 
 log = logging.getLogger("orchestry.jobs")
-WAIT_LIMIT = timedelta(minutes=10)  # a job that waits longer (a replica never healthy, never drained) fails
 
 
 def run_job(
@@ -56,7 +56,6 @@ def run_job(
         router=router,
         health=health,
     )
-    max_attempts = job.max_attempts
     fields = {"job_id": job_id, "kind": ctx.kind, "app": ctx.app_name, "attempt": ctx.attempt, "term": fence.term}
     handler = HANDLERS.get(ctx.kind)
     started = time.monotonic()
@@ -65,44 +64,62 @@ def run_job(
             raise PermanentError(f"no handler for job kind {ctx.kind!r} in this version of Orchestry")
         fence.check()
         result = handler(ctx) or {}
-    except NotLeader as exc:
-        log.warning("job abandoned: lost leadership", extra={**fields, "reason": str(exc)})
-        return "abandoned"
-    except Wait as wait:
-        if utcnow() - job.created_at > WAIT_LIMIT:
-            error = f"gave up after waiting {WAIT_LIMIT.total_seconds():.0f}s: {wait}"
-            _settle(sessions, fence, job_id, "failed", error=error, ctx=ctx)
-            return "failed"
-        _settle(
-            sessions,
-            fence,
-            job_id,
-            "queued",
-            run_after=timedelta(seconds=wait.seconds),
-            error=f"waiting: {wait}",
-            count_attempt=False,
-        )
-        return "queued"
-    except PermanentError as exc:
-        log.warning("job failed", extra={**fields, "error": str(exc)})
-        _settle(sessions, fence, job_id, "failed", error=str(exc), ctx=ctx)
-        return "failed"
-    except Exception as exc:  # temporary by default: engine hiccups, database blips, bugs
-        message = str(exc) if isinstance(exc, TemporaryError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, TemporaryError):
+    except Exception as exc:  # what it means is classify's; what to do about it is the pure retry policy's
+        outcome = classify(exc)
+        if outcome.kind == "unexpected":
             log.exception("job raised", extra=fields)
-        if ctx.attempt >= max_attempts:
-            _settle(
-                sessions, fence, job_id, "failed", error=f"gave up after {ctx.attempt} attempts: {message}", ctx=ctx
-            )
-            return "failed"
-        delay = jobq.backoff(ctx.attempt)
-        log.info("job will retry", extra={**fields, "error": message, "retry_in_s": delay.total_seconds()})
-        _settle(sessions, fence, job_id, "queued", run_after=delay, error=message)
-        return "queued"
+        decision = decide(outcome, attempt=ctx.attempt, max_attempts=job.max_attempts, waited=utcnow() - job.created_at)
+        return _apply(decision, outcome, sessions=sessions, fence=fence, ctx=ctx, fields=fields)
     _settle(sessions, fence, job_id, "succeeded", result=result)
     log.info("job succeeded", extra={**fields, "ms": round((time.monotonic() - started) * 1000, 1)})
     return "succeeded"
+
+
+def classify(exc: Exception) -> Outcome:
+    """A handler's exception as an outcome of the retry policy (jobs/base.py says what each kind means)."""
+    if isinstance(exc, NotLeader):
+        return Outcome("not_leader", str(exc))
+    if isinstance(exc, Wait):
+        return Outcome("wait", str(exc), exc.seconds)
+    if isinstance(exc, PermanentError):
+        return Outcome("permanent", str(exc))
+    if isinstance(exc, TemporaryError):
+        return Outcome("temporary", str(exc))
+    return Outcome("unexpected", f"{type(exc).__name__}: {exc}")  # temporary by default: engine hiccups, bugs
+
+
+def _apply(
+    decision: Decision,
+    outcome: Outcome,
+    *,
+    sessions: sessionmaker[Session],
+    fence: Fence,
+    ctx: JobContext,
+    fields: dict[str, object],
+) -> str:
+    """Carry out the retry policy's decision; returns the status the job was left in."""
+    if decision.action == "abandon":
+        log.warning("job abandoned: lost leadership", extra={**fields, "reason": decision.error})
+        return "abandoned"
+    if decision.action == "fail":
+        if outcome.kind == "permanent":
+            log.warning("job failed", extra={**fields, "error": decision.error})
+        _settle(sessions, fence, ctx.job_id, "failed", error=decision.error, ctx=ctx)
+        return "failed"
+    if decision.action == "retry":
+        log.info(
+            "job will retry", extra={**fields, "error": decision.error, "retry_in_s": decision.delay.total_seconds()}
+        )
+    _settle(
+        sessions,
+        fence,
+        ctx.job_id,
+        "queued",
+        run_after=decision.delay,
+        error=decision.error,
+        count_attempt=decision.count_attempt,
+    )
+    return "queued"
 
 
 def _settle(

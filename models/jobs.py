@@ -13,7 +13,7 @@ a finished job is recorded only if it is still claimed by that node and term.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, exists, func, or_, select, text, update
@@ -290,8 +290,3 @@ def query_jobs(
     if status:
         stmt = stmt.where(Job.status == status)
     return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
-
-
-def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> timedelta:
-    """Capped exponential backoff for temporary errors: 0.5 s, 1 s, 2 s, ... at most 30 s."""
-    return timedelta(seconds=min(cap, base * 2 ** max(0, attempt - 1)))

@@ -3,6 +3,11 @@
 ORCHESTRY_TEST_DB selects the database: `sqlite` (default) or `postgresql`. For PostgreSQL the tests start
 a throwaway server (as the `postgres` user) unless ORCHESTRY_TEST_PG_URL names an admin URL of one.
 Each test gets its own database, copied from a template that was migrated once per worker.
+
+Unit and live: a test that uses a live fixture (LIVE_FIXTURES below: Docker, nginx, a started server; a module
+may name more of its own in a `LIVE_FIXTURES` tuple) is marked `live` at collection, so `-m "not live"` (make
+test-unit) is the fast subset. A missing dependency fails a live test with a clear message (require_docker,
+require_nginx): it never skips, so CI without Docker or nginx is red, not quietly green.
 """
 
 from __future__ import annotations
@@ -50,6 +55,64 @@ for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.start
 
 def pytest_report_header() -> str:
     return f"orchestry test database: {DB_KIND}"
+
+
+# Fixtures that reach Docker, nginx or a started `orchestry serve`: a test using any of them (directly, through
+# another fixture, or by `pytest.mark.usefixtures`) is marked `live`; so is a test that calls start_server itself.
+LIVE_FIXTURES = ("live_server", "live", "testapp_image", "docker_required", "nginx_required")
+LIVE_CALLS = ("start_server",)
+
+
+def live_fixtures_of(module: Any) -> frozenset[str]:
+    return frozenset(LIVE_FIXTURES) | frozenset(getattr(module, "LIVE_FIXTURES", ()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        module = getattr(item, "module", None)
+        code = getattr(getattr(item, "function", None), "__code__", None)
+        calls = set(code.co_names) if code is not None else set()
+        if names & live_fixtures_of(module) or calls & set(LIVE_CALLS):
+            item.add_marker(pytest.mark.live)
+
+
+def nginx_missing() -> list[str]:
+    """What Orchestry's nginx needs and this machine lacks (Debian's nginx and its Lua module)."""
+    from orchestry.nginx.render import DEFAULT_MODULES
+
+    return [m for m in ("/usr/sbin/nginx", *DEFAULT_MODULES) if not Path(m).exists()]
+
+
+def require_nginx() -> None:
+    """Fails the test (never skips) when nginx or its Lua module is missing."""
+    missing = nginx_missing()
+    if missing:
+        pytest.fail(
+            f"this test needs Debian's nginx with the Lua module (missing: {', '.join(missing)}); "
+            "apt-get install nginx libnginx-mod-http-lua lua-resty-core lua-cjson",
+            pytrace=False,
+        )
+
+
+def require_docker() -> Any:
+    """The Docker client, or the test fails (never skips) saying that no engine answers."""
+    try:
+        client = docker_client()
+        client.ping()
+    except Exception as exc:  # DockerException, or the transport's own error for a bogus DOCKER_HOST
+        pytest.fail(f"this test needs a Docker engine and none answers ({exc}); start dockerd", pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session")
+def docker_required() -> Any:
+    return require_docker()
+
+
+@pytest.fixture(scope="session")
+def nginx_required() -> None:
+    require_nginx()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -301,7 +364,7 @@ def docker_client() -> Any:
 
 
 @pytest.fixture(scope="session")
-def testapp_image() -> str:
+def testapp_image(docker_required: Any) -> str:
     """The local test image (built once per run, reused after)."""
     from orchestry.testapp.build import ensure_image
 
@@ -311,7 +374,7 @@ def testapp_image() -> str:
 
 @pytest.fixture(scope="session")
 def live_server(
-    databases: Databases, tmp_path_factory: pytest.TempPathFactory, testapp_image: str
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory, testapp_image: str, nginx_required: None
 ) -> Iterator[LiveServer]:
     """One controller per test worker; the test image exists before it (any test may start a replica)."""
     server = start_server(databases.migrated(), tmp_path_factory.mktemp("live"))

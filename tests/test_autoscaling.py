@@ -94,8 +94,14 @@ def test_load_scales_out_and_its_end_scales_back_in(live: LiveServer) -> None:
 def test_manual_mode_is_never_autoscaled(live: LiveServer) -> None:
     post(live, hello("steady", extra=FAST_HEALTH + scaling(mode="manual")))
     up(live, "steady", 1)
-    with proxy_load(live, "steady", rps=40):
-        time.sleep(8)  # several samples and evaluations under 4x load
+    # Positive control: an auto app beside it under the same load does scale, so the autoscaler is running and
+    # the load is enough; the manual app saw every one of those samples and evaluations.
+    post(live, hello("eager", extra=FAST_HEALTH + scaling()))
+    up(live, "eager", 1)
+    with proxy_load(live, "steady", rps=40), proxy_load(live, "eager", rps=40):
+        wait_for(lambda: desired(live, "eager") > 1, timeout=30, step=0.2)
+        time.sleep(2)  # and one more metrics sample (every 2 s) and surge check past that decision
+    assert history(live, "eager") != []
     assert desired(live, "steady") == 1
     assert history(live, "steady") == []
 

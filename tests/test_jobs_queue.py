@@ -150,10 +150,6 @@ def test_concurrent_claimers_take_each_job_once(sessions) -> None:  # type: igno
     assert len(claimed) == 60 and len(set(claimed)) == 60
 
 
-def test_backoff_is_capped() -> None:
-    assert [jobq.backoff(n).total_seconds() for n in (1, 2, 3, 4, 10, 50)] == [0.5, 1, 2, 4, 30, 30]
-
-
 def test_a_requeued_job_gives_way_to_a_newer_waiting_one(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions.begin() as s:
         first = jobq.enqueue(s, "deploy", app_name="a", lock="a").job.id

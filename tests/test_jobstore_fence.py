@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from orchestry.controller.jobstore import FencedJobStore
 from orchestry.jobs.base import Fence
 from orchestry.models.cluster import LEASE_NAME, Held, LeaderLease, acquire_or_renew
 from orchestry.models.db import make_engine, make_sessionmaker
+
+from conftest import start_server, stop_server, wait_for
 
 TICK = "orchestry.controller.periodic:dispatch"
 
@@ -96,3 +99,28 @@ def test_an_ended_term_writes_nothing(setup: Setup, how: str) -> None:
     setup.scheduler.add_job(TICK, "interval", seconds=5, id="new", next_run_time=later(5))
     setup.scheduler.add_job(TICK, "interval", seconds=9, id="tick", replace_existing=True, next_run_time=later(900))
     assert setup.stored() == before
+
+
+def test_a_new_leader_removes_the_old_dispatch_poke(db_url: str, tmp_path: Path) -> None:
+    """The APScheduler `dispatch` job (a poke every 1 s) is gone: the dispatcher's own poll covers it. A job store
+    written by an older version still holds it; the leader removes it when elected."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    engine = make_engine(db_url)
+    older = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone=UTC)
+    older.start(paused=True)
+    older.add_job(TICK, "interval", seconds=1, id="dispatch")
+    older.shutdown(wait=False)
+
+    def stored() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT id FROM apscheduler_jobs")).scalars())
+
+    assert "dispatch" in stored()
+    server = start_server(db_url, tmp_path, extra_env={"ORCHESTRY_NGINX": "off"})
+    try:
+        wait_for(lambda: "reconcile" in stored(), timeout=20)  # positive control: this leader stores its sweeps
+        assert "dispatch" not in stored()
+    finally:
+        stop_server(server)
+        engine.dispose()

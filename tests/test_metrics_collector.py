@@ -56,12 +56,8 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture(scope="module")
-def containers() -> Iterator[list[Observed]]:
+def containers(docker_required: object) -> Iterator[list[Observed]]:
     """Two running test-app replicas (one limited to 100m / 64Mi), removed after the module."""
-    try:
-        docker.from_env().ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine answers ({exc})")
     build_testapp()
     engine = DockerEngine()
     cluster = f"t{uuid.uuid4().hex[:8]}"

@@ -23,11 +23,7 @@ MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[DockerEngine]:
-    try:
-        docker.from_env().ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine answers ({exc})")
+def engine(docker_required: object) -> Iterator[DockerEngine]:
     build_testapp()
     runtime = DockerEngine()
     yield runtime

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from test_nginx_live import NGINX_MISSING, Backends, make_settings
+from test_nginx_live import Backends, make_settings
 
 from orchestry.controller.mirror import RouteMirror
 from orchestry.models.cluster import ControllerNode, heartbeat, route_reports, traffic_reports
@@ -19,7 +19,7 @@ from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.routing import routing_state
 from orchestry.nginx.manager import NginxManager
 
-pytestmark = pytest.mark.skipif(bool(NGINX_MISSING), reason=f"needs Debian's nginx with Lua (missing {NGINX_MISSING})")
+pytestmark = pytest.mark.usefixtures("nginx_required")  # fails, never skips, when nginx is missing
 
 
 @pytest.fixture

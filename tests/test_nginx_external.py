@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_nginx_live import NGINX_MISSING, Backends, free_port
+from test_nginx_live import Backends, free_port
 
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
 from orchestry.nginx.manager import ConfigRefused, NginxUnavailable, ReloadFailed, process_user
@@ -24,7 +24,7 @@ from orchestry.nginx.routes import build_route_table
 
 from conftest import hello, post, start_server, stop_server, wait_for
 
-pytestmark = pytest.mark.skipif(bool(NGINX_MISSING), reason=f"needs Debian's nginx with Lua (missing {NGINX_MISSING})")
+pytestmark = pytest.mark.usefixtures("nginx_required")  # fails, never skips, when nginx is missing
 
 MAIN_CONF = """\
 {user}

@@ -30,17 +30,12 @@ from orchestry.nginx.manager import (
     StaleGeneration,
     process_user,
 )
-from orchestry.nginx.render import DEFAULT_MODULES, NginxSettings, render_config
+from orchestry.nginx.render import NginxSettings, render_config
 from orchestry.nginx.routes import build_route_table
 from orchestry.nginx.traffic import TrafficMeter
 from orchestry.testapp.ports import free_port
 
-NGINX_MISSING = [m for m in ("/usr/sbin/nginx", *DEFAULT_MODULES) if not Path(m).exists()]
-pytestmark = pytest.mark.skipif(
-    bool(NGINX_MISSING),
-    reason=f"needs Debian's nginx with the Lua module (missing: {NGINX_MISSING}); "
-    "apt-get install nginx libnginx-mod-http-lua lua-resty-core lua-cjson",
-)
+pytestmark = pytest.mark.usefixtures("nginx_required")  # fails, never skips, when nginx is missing
 
 
 # --- backends --------------------------------------------------------------------------------------------

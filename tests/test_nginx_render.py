@@ -285,12 +285,7 @@ def test_render_is_deterministic() -> None:
 
 
 NGINX = shutil.which("nginx")
-LUA_MISSING = [m for m in DEFAULT_MODULES if not Path(m).exists()]
-needs_nginx = pytest.mark.skipif(
-    NGINX is None or bool(LUA_MISSING),
-    reason=f"needs Debian's nginx with the Lua module (nginx: {NGINX}, missing: {LUA_MISSING}); "
-    "apt-get install nginx libnginx-mod-http-lua lua-resty-core lua-cjson",
-)
+needs_nginx = pytest.mark.usefixtures("nginx_required")  # fails, never skips, when nginx is missing
 
 
 @needs_nginx

@@ -12,8 +12,22 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
-from conftest import Box, LiveServer, assert_error, docker_client, hello, post, start_server, stop_server, wait_for
+from orchestry.models.db import make_engine
+
+from conftest import (
+    Box,
+    Databases,
+    LiveServer,
+    assert_error,
+    docker_client,
+    hello,
+    post,
+    start_server,
+    stop_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -104,19 +118,30 @@ def test_idempotency_key_and_duplicate_runs(live: LiveServer) -> None:
     assert len(jobs) == 2
 
 
-def test_missing_image_fails_fast_without_retries(live: LiveServer) -> None:
-    post(live, hello("ghost", image="orchestry-no-such-image:1"))
-    started = time.monotonic()
-    job = live.wait_job(act(live, "ghost", "up")["job"]["id"], timeout=30)
-    assert time.monotonic() - started < 30
-    assert job["status"] == "failed"
-    assert job["error"] == "image orchestry-no-such-image:1 is not available locally and could not be pulled"
-    assert job["attempts"] == 1
-    app = live.http.get("/api/v1/apps/ghost").json()
-    assert app["status"] == "failed" and "not available locally" in app["status_reason"]
-    time.sleep(1.5)  # no retry storm: the reconcile sweep leaves failed apps to the user
-    assert len(live.http.get("/api/v1/jobs", params={"app": "ghost"}).json()["jobs"]) == 1
-    assert live.containers("ghost") == []
+def test_missing_image_fails_fast_without_retries(databases: Databases, tmp_path: Path) -> None:
+    # Its own controller with a reconcile sweep every 0.2 s, so "no job within 1.5 s" spans several sweeps.
+    live = start_server(databases.migrated(), tmp_path, extra_env={"ORCHESTRY_RECONCILE_SECONDS": "0.2"})
+    try:
+        post(live, hello("ghost", image="orchestry-no-such-image:1"))
+        started = time.monotonic()
+        job = live.wait_job(act(live, "ghost", "up")["job"]["id"], timeout=30)
+        assert time.monotonic() - started < 30
+        assert job["status"] == "failed"
+        assert job["error"] == "image orchestry-no-such-image:1 is not available locally and could not be pulled"
+        assert job["attempts"] == 1
+        app = live.http.get("/api/v1/apps/ghost").json()
+        assert app["status"] == "failed" and "not available locally" in app["status_reason"]
+        time.sleep(1.5)  # no retry storm: the reconcile sweep leaves failed apps to the user
+        assert len(live.http.get("/api/v1/jobs", params={"app": "ghost"}).json()["jobs"]) == 1
+        assert live.containers("ghost") == []
+        # Positive control: the same app, no longer failed, is drift that the sweep picks up within that time.
+        engine = make_engine(live.db_url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE apps SET status = 'running' WHERE name = 'ghost'"))
+        engine.dispose()
+        wait_for(lambda: len(live.http.get("/api/v1/jobs", params={"app": "ghost"}).json()["jobs"]) > 1, timeout=1.5)
+    finally:
+        stop_server(live)
 
 
 def test_bad_operations_enqueue_nothing(live: LiveServer) -> None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import docker
 import docker.errors
+import docker.models.images
 import httpx
 import pytest
 
@@ -53,12 +54,8 @@ TICKER = ("/bin/sh", "-c", "trap 'exit 0' TERM; i=0; while :; do echo tick-$i; i
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        raw = docker.from_env()
-        raw.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine answers ({exc}); these tests need a real one")
+def client(docker_required: object) -> Iterator[docker.DockerClient]:
+    raw = docker.from_env()
     build_testapp()
     yield raw
     raw.close()
@@ -239,8 +236,23 @@ def test_a_missing_image_is_unavailable_quickly(engine: DockerEngine, cluster: s
     assert engine.list_replicas(cluster) == []
 
 
-def test_a_present_image_is_ensured(engine: DockerEngine) -> None:
-    engine.ensure_image(TAG)
+def test_a_present_image_is_ensured(engine: DockerEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local image is found without a pull (a pull would go to a registry these machines do not have)."""
+    pulls: list[str] = []
+    real_pull = docker.models.images.ImageCollection.pull
+
+    def pull(self: docker.models.images.ImageCollection, repository: str, *args: object, **kwargs: object) -> object:
+        pulls.append(repository)
+        return real_pull(self, repository, *args, **kwargs)
+
+    monkeypatch.setattr(docker.models.images.ImageCollection, "pull", pull)
+    engine.ensure_image(TAG)  # returns: no ImageUnavailable, no EngineUnavailable
+    assert pulls == []
+    # Positive control: an image that is not there is pulled (and, with no registry, unavailable).
+    missing = f"orchestry-missing-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ImageUnavailable):
+        engine.ensure_image(f"{missing}:latest")
+    assert pulls == [missing]
 
 
 # -- list -------------------------------------------------------------------------------------------------------

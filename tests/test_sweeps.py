@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fakes import FakeRuntime
 from sqlalchemy import select
-from test_jobs_converge import FakeRuntime, desire, submit
+from test_jobs_converge import desire, submit
 
 from orchestry.controller.sweeps import reconcile_sweep
 from orchestry.jobs.base import Fence, NotLeader

@@ -1,0 +1,64 @@
+"""Shared fakes for unit tests: what jobs and sweeps talk to, kept in memory and recorded.
+
+The real engine is tested against Docker in test_runtime_docker.py; these stand in for it where a test is about
+the code that decides, not the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, ReplicaRequest
+
+
+class FakeRuntime:
+    """Keeps containers in a dict and records every action."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, Observed] = {}
+        self.actions: list[str] = []
+        self.images = {"orchestry-testapp:latest"}
+        self.fail_starts = False
+        self.down = False
+        self._n = 0
+
+    def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
+        if self.down:
+            raise EngineUnavailable("engine down")
+        return [c for c in self.containers.values() if app is None or c.app == app]
+
+    def ensure_image(self, image: str) -> None:
+        if image not in self.images:
+            raise ImageUnavailable(f"image {image} is not available locally and could not be pulled")
+
+    def start_replica(self, req: ReplicaRequest) -> Observed:
+        if self.fail_starts:
+            raise ContainerFailed(f"{req.name} exited at once with code 1")
+        self._n += 1
+        obs = Observed(
+            f"id{self._n}",
+            req.name,
+            req.app,
+            req.slot,
+            req.revision,
+            req.spec_hash,
+            "running",
+            "127.0.0.1",
+            30000 + self._n,
+            datetime.now(UTC),
+        )
+        self.containers[req.name] = obs
+        self.actions.append(f"start {req.name} r{req.revision}")
+        return obs
+
+    def stop_replica(self, cluster: str, name: str, grace_seconds: float) -> None:
+        self.containers.pop(name, None)
+        self.actions.append(f"stop {name}")
+
+    def logs(self, *a: Any) -> Iterator[Any]:
+        return iter(())
+
+    def events(self, *a: Any) -> Iterator[Any]:
+        return iter(())
