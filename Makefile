@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	@scripts/deps
 	$(BIN)/orchestry serve
 
 cluster: $(STAMP)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, metrics, ops, scaling
+from orchestry.cli import admin, apps, doctor, metrics, ops, scaling
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
 
     cmd("config", admin.config, "show the configuration in force and where each value comes from")
+    p = cmd("doctor", doctor.run, "this machine's dependencies (Docker, nginx with Lua): ok, or missing and the fix")
+    p.add_argument("--install", action="store_true", help="on Debian/Ubuntu as root: install what is missing")
 
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")
