@@ -47,7 +47,7 @@ def observe_nginx(settings: Settings) -> NginxObserved:
     if path is None:
         # `orchestry serve` runs it from PATH: an nginx in /usr/sbin that a user's PATH lacks is no use to it
         elsewhere = next((p for p in (f"/usr/sbin/{binary}", f"/sbin/{binary}") if os.access(p, os.X_OK)), None)
-        return NginxObserved(settings.nginx, binary, None, elsewhere="/" not in binary and elsewhere or None)
+        return NginxObserved(settings.nginx, binary, None, elsewhere=None if "/" in binary else elsewhere)
     missing = tuple(m for m in MODULES if not os.path.exists(m))
     if missing:
         return NginxObserved(settings.nginx, binary, path, modules_missing=missing)

@@ -26,6 +26,7 @@ from orchestry.workflows.deps import (
 from conftest import ROOT
 
 NDK, LUA = doctor.MODULES
+SOCK = "unix:///var/run/docker.sock"
 RESTY_MISSING = (
     "nginx: [error] init_by_lua error: init_by_lua:1: module 'resty.core' not found:\n"
     "\tno field package.preload['resty.core']\n\tno file '/usr/share/lua/5.1/resty/core.lua'"
@@ -238,3 +239,11 @@ def test_make_run_with_a_configured_nginx_that_does_not_exist_stops(tmp_path: Pa
     assert done.returncode != 0
     assert f"nginx: nginx_binary {tmp_path}/sbin/nginx does not exist" in done.stderr
     assert "orchestry listening" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_readme_command_installs_every_package_the_check_names() -> None:
+    text = (ROOT / "README.md").read_text()
+    head = text.split("## ", 1)[0]
+    command = next(line for line in head.splitlines() if line.startswith("sudo apt-get install"))
+    assert set(NGINX_PACKAGES) | {"docker.io", "make", "python3-venv"} <= set(command.split())
+    assert "ORCHESTRY_NGINX=off make run" in head and "orchestry doctor" in head
