@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="refuse fields the spec format does not know")
 
     cmd("list", apps.list_apps, "list apps")
-    p = cmd("status", apps.status, "an app's desired state, revision and replicas")
-    p.add_argument("name")
+    p = cmd("status", apps.status, "an app's desired state, revision and replicas; without NAME: the system")
+    p.add_argument("name", nargs="?", help="without it: this node's database, Docker and nginx (exit 1 unless all up)")
     p = cmd("spec", apps.spec, "an app's spec")
     p.add_argument("name")
     p.add_argument("--raw", action="store_true", help="the document exactly as submitted")
