@@ -175,3 +175,21 @@ def test_a_missing_nginx_is_logged_once_and_shown_everywhere(db_url: str, tmp_pa
         assert len(events) == 1
     finally:
         stop_server(server)
+
+
+def test_docker_unreachable_is_reported_once_and_degrades(db_url: str, tmp_path: Path) -> None:
+    """Docker's socket gone (an engine restart, a broken DOCKER_HOST): the node keeps its API up, says so
+    once, and shows it; the event stream's reconnects and the reconcile sweeps do not repeat it."""
+    server = start_server(db_url, tmp_path, {"DOCKER_HOST": f"unix://{tmp_path}/docker.sock", "ORCHESTRY_NGINX": "off"})
+    try:
+        wait_for(lambda: server.http.get("/health").json()["components"].get("docker", {}).get("state") == "down", 20)
+        body = server.http.get("/health").json()
+        assert (body["status"], body["components"]["nginx"]["state"]) == ("degraded", "off")
+        time.sleep(8)  # event stream reconnects every second, the probe every 5 s, a reconcile sweep
+        log = server.log()
+        assert log.count("docker is down") == 1, log
+        assert log.count("docker event stream broke") <= 1, log
+        assert "reconcile skipped" not in log and "Traceback" not in log
+        assert 'orchestry_component_up{component="docker"} 0.0' in server.http.get("/metrics").text
+    finally:
+        stop_server(server, remove_containers=False)
