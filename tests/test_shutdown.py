@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,3 +50,30 @@ def test_sigterm_while_the_database_is_down_logs_no_traceback(tmp_path: Path, ng
         raise AssertionError("still answering after SIGTERM")
     except httpx.TransportError:
         pass
+
+
+def test_the_scheduler_thread_survives_a_database_error_writing_a_next_run_time() -> None:
+    """APScheduler catches a failed read of its job store but not a failed write: seen in the SIGTERM test's
+    incident as "Exception in thread APScheduler", after which the node never ran a periodic job again."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from sqlalchemy.exc import OperationalError
+
+    from orchestry.controller.leadership import FencedScheduler
+
+    class LostDatabase(MemoryJobStore):  # type: ignore[misc]
+        def update_job(self, job: Any) -> None:
+            raise OperationalError("UPDATE apscheduler_jobs", {}, Exception("server closed the connection"))
+
+    runs: list[float] = []
+    scheduler = FencedScheduler(
+        lambda: True, jobstores={"default": LostDatabase()}, executors={"default": ThreadPoolExecutor(2)}
+    )
+    scheduler.add_job(lambda: runs.append(time.monotonic()), "interval", seconds=0.2, id="tick")
+    scheduler.start()
+    try:
+        time.sleep(2.5)
+        assert scheduler._thread.is_alive()
+        assert len(runs) >= 2  # it kept scheduling after the failed writes
+    finally:
+        scheduler.shutdown(wait=False)
