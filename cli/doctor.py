@@ -10,7 +10,6 @@ installed Docker engine that does not answer), then checks again. Kept light: `m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -203,6 +202,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """`orchestry doctor`: each dependency ok or missing with its fix; exit 1 when one is missing."""
     deps, plan, failure = diagnose(settings, may_install=bool(getattr(args, "install", False)))
     if args.json:
+        import json  # only here: scripts/deps never prints JSON and starts faster without it
+
         print(
             json.dumps(
                 {
