@@ -263,3 +263,23 @@ def test_the_readme_command_installs_every_package_the_check_names() -> None:
     command = next(line for line in head.splitlines() if line.startswith("sudo apt-get install"))
     assert set(NGINX_PACKAGES) | {"docker.io", "make", "python3-venv"} <= set(command.split())
     assert "ORCHESTRY_NGINX=off make run" in head and "orchestry doctor" in head
+
+
+def test_as_root_on_debian_the_missing_packages_are_installed_then_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The install path's sequence (the packages themselves cannot be removed from a shared test machine):
+    missing nginx -> apt-get with exactly its packages -> checked again -> ok; `--check` never installs."""
+    real = doctor.observe_nginx
+    installed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(doctor, "is_debian", lambda: True)
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        doctor, "observe_nginx", lambda s: real(s) if installed else NginxObserved("managed", "nginx", None)
+    )
+    monkeypatch.setattr(doctor, "install", lambda plan: installed.append(plan.packages))
+    deps, plan, failure = doctor.diagnose(settings(), may_install=False)
+    assert installed == [] and not plan.install and plan.missing  # --check
+    deps, plan, failure = doctor.diagnose(settings(), may_install=True)
+    assert installed == [NGINX_PACKAGES]
+    assert failure is None and plan.missing == () and all(d.ok for d in deps)
