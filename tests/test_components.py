@@ -193,3 +193,24 @@ def test_docker_unreachable_is_reported_once_and_degrades(db_url: str, tmp_path:
         assert 'orchestry_component_up{component="docker"} 0.0' in server.http.get("/metrics").text
     finally:
         stop_server(server, remove_containers=False)
+
+
+def test_health_shows_reasons_only_to_the_nodes_own_users(db_url: str) -> None:
+    """/health is public: a remote caller without a token sees states, not error texts (hosts, paths)."""
+    from orchestry.models.db import make_sessionmaker
+    from orchestry.models.tokens import create_token
+
+    seen = {"nginx": ComponentState(False, time.monotonic(), "the nginx binary '/opt/secret/nginx' was not found")}
+    engine = make_engine(db_url)
+    with make_sessionmaker(engine)() as db:
+        _row, plain = create_token(db, "ops", "viewer")
+        db.commit()
+    app = create_app(load_settings({"database_url": db_url, "node_id": "n1"}), engine, components=lambda: seen)
+    client = app.test_client()
+    remote = {"REMOTE_ADDR": "192.0.2.7"}
+    anonymous = client.get("/health", environ_base=remote).get_json()
+    assert anonymous["components"]["nginx"]["state"] == "down" and anonymous["components"]["nginx"]["error"] is None
+    with_token = client.get("/health", environ_base=remote, headers={"Authorization": f"Bearer {plain}"})
+    assert "/opt/secret/nginx" in with_token.get_json()["components"]["nginx"]["error"]
+    assert "/opt/secret/nginx" in client.get("/health").get_json()["components"]["nginx"]["error"]  # loopback
+    engine.dispose()

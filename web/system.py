@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestry import __version__
 from orchestry.models.health import probe_database
-from orchestry.web.context import ctx
+from orchestry.models.tokens import any_tokens, authenticate
+from orchestry.web.context import ctx, session
 from orchestry.web.openapi import build_document, operation
 from orchestry.web.schemas import ComponentOut, ErrorOut, HealthOut
 from orchestry.workflows.components import ComponentState, overall
@@ -44,6 +47,8 @@ def health() -> tuple[Response, int]:
     if settings.nginx == "off":
         components["nginx"] = ComponentOut(state="off")
     status, code = overall({n: {"up": True, "down": False}.get(c.state) for n, c in components.items()}, db.ok)
+    if not _may_see_errors():  # /health is public: the reasons (hosts, paths) only for the node's own users
+        components = {n: c.model_copy(update={"error": None}) for n, c in components.items()}
     out = HealthOut(
         status=status,  # type: ignore[arg-type]
         version=__version__,
@@ -54,6 +59,23 @@ def health() -> tuple[Response, int]:
         components=dict(sorted(components.items())),
     )
     return jsonify(out.model_dump()), code
+
+
+def _may_see_errors() -> bool:
+    """A caller on this machine, or one with a valid token (none needed while no token exists)."""
+    try:
+        if ipaddress.ip_address(request.remote_addr or "").is_loopback:
+            return True
+    except ValueError:
+        pass
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    try:
+        db = session()
+        if not any_tokens(db):
+            return True
+        return scheme.lower() == "bearer" and authenticate(db, presented.strip()) is not None
+    except SQLAlchemyError:
+        return False
 
 
 def _component(state: ComponentState, now: float) -> ComponentOut:
