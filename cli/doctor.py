@@ -167,10 +167,14 @@ def install(plan: Remedy) -> str | None:
 
 def start_docker(wait: float = 60.0) -> bool:
     """As root, start an installed engine that does not answer (a machine without systemd, e.g. CI)."""
-    binary = shutil.which("dockerd") or "/usr/sbin/dockerd"
-    print(f"orchestry: starting dockerd (log: {DOCKERD_LOG})", file=sys.stderr)
-    with open(DOCKERD_LOG, "ab") as out:
-        subprocess.Popen([binary], stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+    if os.path.isdir("/run/systemd/system"):  # systemd runs it: ask systemd
+        print("orchestry: starting Docker (systemctl start docker)", file=sys.stderr)
+        subprocess.run(["systemctl", "start", "docker"], capture_output=True, check=False, timeout=wait)
+    else:
+        binary = shutil.which("dockerd") or "/usr/sbin/dockerd"
+        print(f"orchestry: starting dockerd (log: {DOCKERD_LOG})", file=sys.stderr)
+        with open(DOCKERD_LOG, "ab") as out:
+            subprocess.Popen([binary], stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if ping_docker(docker_endpoint()) is None:
@@ -190,7 +194,8 @@ def diagnose(settings: Settings, *, may_install: bool) -> tuple[tuple[Dependency
         failure = install(plan)
         acted = True
     docker = next(d for d in check(settings) if d.name == "docker") if acted else deps[0]
-    if may_install and root and not docker.ok and not docker.packages and shutil.which("dockerd") is not None:
+    local = "DOCKER_HOST" not in os.environ  # an engine named elsewhere is not this machine's to start
+    if may_install and root and local and not docker.ok and not docker.packages and shutil.which("dockerd"):
         acted = start_docker() or acted
     if acted:
         deps = check(settings)
