@@ -22,6 +22,12 @@ from orchestry.workflows.components import ComponentState, observe
 
 log = logging.getLogger("orchestry.components")
 PROBE_SECONDS = 5.0
+# What the outage's log line suggests (issue 17: apps were unreachable "with no hint of what to install").
+HINTS = {
+    "nginx": "`orchestry doctor` names what is missing and the command that installs it; "
+    "ORCHESTRY_NGINX=off runs without routing",
+    "docker": "`orchestry doctor` checks the engine; is dockerd running (systemctl start docker)?",
+}
 
 
 class ComponentMonitor:
@@ -43,13 +49,18 @@ class ComponentMonitor:
         if step.say == "recovered":
             log.info(f"{name} recovered", extra={"component": name, "down_seconds": round(step.down_for or 0, 1)})
         elif step.say == "down":
-            log.warning(f"{name} is down", extra={"component": name, "error": error})
+            log.warning(f"{name} is down", extra={"component": name, "error": error, "hint": HINTS.get(name)})
             if self.on_down is not None:
                 self.on_down(name, error)
         elif step.say == "still down":
             log.warning(
                 f"{name} is still down",
-                extra={"component": name, "down_seconds": round(step.down_for or 0, 1), "error": error},
+                extra={
+                    "component": name,
+                    "down_seconds": round(step.down_for or 0, 1),
+                    "error": error,
+                    "hint": HINTS.get(name),
+                },
             )
         return step.say
 

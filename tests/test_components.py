@@ -164,6 +164,7 @@ def test_a_missing_nginx_is_logged_once_and_shown_everywhere(db_url: str, tmp_pa
         time.sleep(11)  # two more rounds of the leader's nginx job and several of the route mirror
         log = server.log()
         assert log.count("nginx is down") == 1, log
+        assert "hint=`orchestry doctor` names what is missing" in log
         assert "nginx is not serving the current configuration" not in log
         assert "nginx is not running its configuration" not in log
         assert 'orchestry_component_up{component="nginx"} 0.0' in server.http.get("/metrics").text
