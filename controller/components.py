@@ -93,9 +93,11 @@ class ComponentProbe:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 2.0) -> None:
+        """Its probes only read (and roll back): a shutdown does not wait long for one to finish."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=wait)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -145,6 +145,7 @@ class Controller:
             self.mirror.start()  # every node routes, the leader included
 
     def stop(self) -> None:
+        self.probe.stop(wait=0)  # no new probes from now on; joined below
         self.leadership.stop()  # steps down (pausing everything) and releases the lease
         if self.notify is not None:
             self.notify.stop()

@@ -157,7 +157,11 @@ def test_a_missing_nginx_is_logged_once_and_shown_everywhere(db_url: str, tmp_pa
     """Issue 17's first observation: two warnings every 5 s for as long as it ran, and no hint anywhere."""
     server = start_server(db_url, tmp_path, {"ORCHESTRY_NGINX_BINARY": str(tmp_path / "no-nginx")})
     try:
-        wait_for(lambda: server.http.get("/health").json()["components"].get("nginx", {}).get("state") == "down", 20)
+
+        def seen() -> dict[str, str]:
+            return {n: c["state"] for n, c in server.http.get("/health").json()["components"].items()}
+
+        wait_for(lambda: seen() == {"database": "up", "docker": "up", "nginx": "down"}, 30)
         health = server.http.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "degraded"
         assert health.json()["components"]["docker"]["state"] == "up"

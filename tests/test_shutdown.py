@@ -4,6 +4,7 @@ without a traceback. The incident is real: the controller's own PostgreSQL serve
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ def test_sigterm_while_the_database_is_down_logs_no_traceback(tmp_path: Path, ng
             time.sleep(down_for)  # the lease lapses, the leader steps down, its jobs fail on the database meanwhile
             assert server.http.get("/health").status_code == 503
             server.proc.send_signal(signal.SIGTERM)
-            code = server.proc.wait(30)
+            try:
+                code = server.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"still running 30 s after SIGTERM:\n{server.log()}") from None
         finally:
             if server.proc.poll() is None:
                 server.proc.kill()
