@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -n 2 --maxfail=25
 .PHONY: help install run cluster test test-unit test-postgresql lint format
 
 help:
-	@echo "make run              start Orchestry with its embedded defaults (SQLite, 127.0.0.1:8000)"
+	@echo "make run              check the machine (scripts/deps), start Orchestry with its defaults (SQLite, 127.0.0.1:8000)"
 	@echo "make cluster          start three nodes on one PostgreSQL (127.0.0.1:8000-8002); Ctrl-C stops them"
 	@echo "make test             run the tests (ORCHESTRY_TEST_DB=postgresql for PostgreSQL)"
 	@echo "make test-unit        the unit tests only (no Docker, nginx or server; under a minute)"
@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	@scripts/deps
 	$(BIN)/orchestry serve
 
 cluster: $(STAMP)

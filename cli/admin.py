@@ -83,7 +83,9 @@ def serve(args: Args, settings: Settings) -> int:
         raise CliError(str(exc), code=2) from None
     # waitress buffers a whole body before Flask sees it; up to 16x the limit Flask answers the 413 in JSON,
     # beyond that waitress cuts the upload off itself (still a 413).
-    app = create_app(settings, engine, wake=controller.dispatcher.wake, runtime=runtime)
+    app = create_app(
+        settings, engine, wake=controller.dispatcher.wake, runtime=runtime, components=controller.components.snapshot
+    )
     server = waitress.create_server(
         app,
         host=settings.host,

@@ -90,6 +90,8 @@ def list_apps(args: Args, settings: Settings) -> int:
 
 
 def status(args: Args, settings: Settings) -> int:
+    if args.name is None:
+        return system_status(args, settings)
     a = _client(settings).get(f"/api/v1/apps/{args.name}")
     if args.json:
         print_json(a)
@@ -127,6 +129,25 @@ def status(args: Args, settings: Settings) -> int:
         print()
         print(table(rows, ("REPLICA", "REV", "STATE", "HEALTH", "ADDRESS", "CONTAINER", "STARTED", "LAST ERROR")))
     return 0
+
+
+def system_status(args: Args, settings: Settings) -> int:
+    """`orchestry status` without an app: the node answering, its database (reads, writes) and components.
+    Exit 1 unless everything is up."""
+    resp = _client(settings).request("GET", "/health", ok=(503,))
+    h = resp.json()
+    if args.json:
+        print_json(h)
+    else:
+        print(keyvalues([("node", h["node"]), ("version", h["version"]), ("status", h["status"])]))
+        rows = [
+            (name, c["state"], "" if c["for_seconds"] is None else f"{c['for_seconds']:g}s", c["error"] or "")
+            for name, c in h["components"].items()
+        ]
+        print()
+        print(table(rows, ("COMPONENT", "STATE", "FOR", "ERROR")))
+        print(f"database: reads {h['database_read']}, writes {h['database_write']}")
+    return 0 if h["status"] == "ok" else 1
 
 
 def spec(args: Args, settings: Settings) -> int:

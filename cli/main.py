@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, metrics, ops, scaling
+from orchestry.cli import admin, apps, doctor, metrics, ops, scaling
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -75,14 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
 
     cmd("config", admin.config, "show the configuration in force and where each value comes from")
+    p = cmd("doctor", doctor.run, "this machine's dependencies (Docker, nginx with Lua): ok, or missing and the fix")
+    p.add_argument("--install", action="store_true", help="on Debian/Ubuntu as root: install what is missing")
 
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--strict", action="store_true", help="refuse fields the spec format does not know")
 
     cmd("list", apps.list_apps, "list apps")
-    p = cmd("status", apps.status, "an app's desired state, revision and replicas")
-    p.add_argument("name")
+    p = cmd("status", apps.status, "an app's desired state, revision and replicas; without NAME: the system")
+    p.add_argument("name", nargs="?", help="without it: this node's database, Docker and nginx (exit 1 unless all up)")
     p = cmd("spec", apps.spec, "an app's spec")
     p.add_argument("name")
     p.add_argument("--raw", action="store_true", help="the document exactly as submitted")

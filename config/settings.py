@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from orchestry.workflows.lease import margin_seconds
 
 
@@ -296,6 +293,10 @@ class Settings:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    # Imported here: without a config file, `scripts/deps` (run by every `make run`) starts faster.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -185,10 +185,16 @@ class Leadership:
         log.info("elected leader", extra=fields)
         try:
             self.on_elected(held.term)
-        except Exception:
+        except Exception as exc:
             # Hand the lease over and stay out for a lease's length: another node may start where this one
             # cannot, and this one does not burn a new term every renew interval meanwhile.
-            log.exception("starting as leader failed; stepping down", extra={"term": held.term})
+            if isinstance(exc, SQLAlchemyError):  # the database went away: an incident, not a bug (one line)
+                log.warning(
+                    "starting as leader failed: the database did not answer; stepping down",
+                    extra={"term": held.term, "error": str(exc).strip().splitlines()[0]},
+                )
+            else:
+                log.exception("starting as leader failed; stepping down", extra={"term": held.term})
             self._step_down("start failed")
             self._retry_after = time.monotonic() + self.lease_seconds
             with contextlib.suppress(SQLAlchemyError), self.sessions.begin() as session:
@@ -240,5 +246,17 @@ class FencedScheduler(BackgroundScheduler):  # type: ignore[misc]
     def _process_jobs(self) -> float | None:
         if self.state == STATE_RUNNING and not self._leading():
             return NOT_LEADING_POLL_SECONDS
-        wait: float | None = super()._process_jobs()
+        try:
+            wait: float | None = super()._process_jobs()
+        except SQLAlchemyError as exc:
+            # APScheduler catches a failed read of the job store but not a failed write of a next run time:
+            # uncaught, it ends the scheduler's thread for good ("Exception in thread APScheduler"), and this
+            # node would never run a periodic job again, even after the database is back. Try again soon.
+            log.warning("scheduler round skipped: the database did not answer", extra={"error": _line(exc)})
+            return NOT_LEADING_POLL_SECONDS
         return wait
+
+
+def _line(exc: SQLAlchemyError) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestry.controller.components import ComponentMonitor
 from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
@@ -41,8 +42,11 @@ CONFIRM_SECONDS = 1.0  # how often nginx hears that its table is the stored one 
 
 
 class RouteMirror:
-    def __init__(self, sessions: sessionmaker[Session], manager: NginxManager, node: str) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], manager: NginxManager, node: str, monitor: ComponentMonitor | None = None
+    ) -> None:
         self.sessions = sessions
+        self.monitor = monitor if monitor is not None else ComponentMonitor()
         self.manager = manager
         self.node = node
         self._stop = threading.Event()
@@ -74,9 +78,10 @@ class RouteMirror:
             self._converged_at = now
             try:
                 self.manager.converge()
-            except NginxError as exc:
-                log.warning("nginx is not running its configuration", extra={"error": str(exc)})
+            except NginxError as exc:  # logged when it goes down, then once a minute: not every pass
+                self.monitor.report("nginx", False, f"not running its configuration: {exc}")
                 return None
+            self.monitor.report("nginx", True)
         try:
             with self.sessions() as session:
                 stored = session.execute(

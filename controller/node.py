@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestry.config import Settings
 from orchestry.controller import periodic
 from orchestry.controller.autoscaler import Autoscaler
+from orchestry.controller.components import ComponentMonitor, ComponentProbe
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
 from orchestry.controller.jobstore import FencedJobStore
@@ -92,9 +93,15 @@ class Controller:
             on_elected=self._elected,
             on_deposed=self._deposed,
         )
+        self.components = ComponentMonitor(on_down=self._component_down)  # logged once per change
+        self.probe = ComponentProbe(self.components, self.sessions, runtime, settings.cluster_name, settings.node_id)
         self.nginx = nginx_manager(settings)
         self.router = RouteSync(self.sessions, self.nginx, settings.node_id) if self.nginx is not None else None
-        self.mirror = RouteMirror(self.sessions, self.nginx, settings.node_id) if self.nginx is not None else None
+        self.mirror = (
+            RouteMirror(self.sessions, self.nginx, settings.node_id, self.components)
+            if self.nginx is not None
+            else None
+        )
         self.prober = Prober()
         self.health = HealthSweep(
             self.sessions, self.prober, self.router, self._unhealthy, may_write=lambda: self.leadership.leading
@@ -128,6 +135,7 @@ class Controller:
 
     def start(self) -> None:
         periodic.current = self
+        self.probe.start()
         self.scheduler.start(paused=True)
         if self.notify is not None:
             self.notify.start()
@@ -136,6 +144,7 @@ class Controller:
             self.mirror.start()  # every node routes, the leader included
 
     def stop(self) -> None:
+        self.probe.stop(wait=0)  # no new probes from now on; joined below
         self.leadership.stop()  # steps down (pausing everything) and releases the lease
         if self.notify is not None:
             self.notify.stop()
@@ -148,7 +157,18 @@ class Controller:
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx.close()
+        self.probe.stop()
         periodic.current = None
+
+    def _component_down(self, name: str, error: str | None) -> None:
+        """An outage began: one event in the audit trail (`nginx.failed`, `docker.failed`; not the database's)."""
+        if name == "database":
+            return
+        try:
+            with self.sessions.begin() as session:
+                record(session, f"{name}.failed", f"{name}: {error}", actor=f"node:{self.settings.node_id}")
+        except SQLAlchemyError as exc:
+            log.debug("could not record the outage", extra={"component": name, "error": str(exc).splitlines()[0]})
 
     def _container_event(self, event: EngineEvent) -> None:
         self.runtime.saw(event)
@@ -274,6 +294,7 @@ class Controller:
                 self.router.forget()
             self.router.sync()
         except (NginxError, TemporaryError) as exc:
-            log.warning("nginx is not serving the current configuration", extra={"error": str(exc)})
-            with self.sessions.begin() as session:
-                record(session, "nginx.failed", f"nginx: {exc}", actor=f"node:{self.settings.node_id}")
+            # logged once when it goes down, then once a minute (not every 5 s); the audit trail once
+            self.components.report("nginx", False, f"not serving the current configuration: {exc}")
+        else:
+            self.components.report("nginx", True)

@@ -34,6 +34,7 @@ class NotifyListener:
         self._stop.set()
 
     def _loop(self) -> None:
+        lost = False
         while not self._stop.is_set():
             conn = None
             try:
@@ -41,6 +42,7 @@ class NotifyListener:
                 conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
                 with conn.cursor() as cur:
                     cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                lost = False
                 while not self._stop.is_set():
                     if select.select([conn], [], [], 1.0)[0]:
                         conn.poll()
@@ -48,7 +50,10 @@ class NotifyListener:
                             conn.notifies.clear()
                             self.on_notify()
             except psycopg2.Error as exc:
-                log.warning("LISTEN connection lost; polling meanwhile", extra={"error": str(exc).strip()})
+                # once per outage (the component probe reports the database); each retry only at debug level
+                level = logging.DEBUG if lost else logging.WARNING
+                log.log(level, "LISTEN connection lost; polling meanwhile", extra={"error": str(exc).strip()})
+                lost = True
                 self._stop.wait(1.0)
             finally:
                 if conn is not None:

@@ -7,12 +7,17 @@ running controller through `current`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
     from orchestry.controller.node import Controller
 
 current: Controller | None = None
+log = logging.getLogger("orchestry.controller")
 
 DISPATCH = "orchestry.controller.periodic:dispatch"
 RECONCILE = "orchestry.controller.periodic:reconcile"
@@ -31,24 +36,38 @@ def dispatch() -> None:
 
 def reconcile() -> None:
     if current is not None:
-        current.run_reconcile()
+        _quietly("reconcile", current.run_reconcile)
 
 
 def health_sweep() -> None:
     if current is not None:
-        current.run_health()
+        _quietly("health_sweep", current.run_health)
 
 
 def nginx_render() -> None:
     if current is not None:
-        current.run_nginx()
+        _quietly("nginx_render", current.run_nginx)
 
 
 def metrics_collect() -> None:
     if current is not None:
-        current.run_metrics()
+        _quietly("metrics_collect", current.run_metrics)
 
 
 def autoscale() -> None:
     if current is not None:
-        current.run_autoscale()
+        _quietly("autoscale", current.run_autoscale)
+
+
+def _quietly(name: str, run: Callable[[], object]) -> None:
+    """A database outage is an incident, not a bug: no traceback from APScheduler. The component probe
+    reports the outage (once), and the job runs again at its next interval."""
+    try:
+        run()
+    except SQLAlchemyError as exc:
+        log.debug("periodic job skipped: the database did not answer", extra={"job": name, "error": _line(exc)})
+
+
+def _line(exc: SQLAlchemyError) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

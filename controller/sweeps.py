@@ -57,7 +57,8 @@ def reconcile_sweep(
     try:
         containers = runtime.list_replicas(cluster)
     except EngineUnavailable as exc:
-        log.warning("reconcile skipped: the engine did not answer", extra={"error": str(exc)})
+        # the component probe reports Docker's outage (once, then once a minute): not every sweep
+        log.debug("reconcile skipped: the engine did not answer", extra={"error": str(exc)})
         return []
     observed: dict[str, list[Seen]] = defaultdict(list)
     for c in containers:

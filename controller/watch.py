@@ -43,9 +43,11 @@ class EventWatcher:
 
     def _loop(self) -> None:
         since: datetime | None = None
+        broken = False
         while not self._stop.is_set():
             try:
                 self._stream = self.runtime.events(self.cluster, since)
+                broken = False
                 for event in self._stream:
                     since = event.time
                     if event.action in WAKING_ACTIONS:
@@ -54,5 +56,8 @@ class EventWatcher:
                         break
             except Exception as exc:
                 if not self._stop.is_set():
-                    log.warning("docker event stream broke; reopening", extra={"error": str(exc)})
+                    # once per outage (the component probe reports Docker's); each retry only at debug level
+                    level = logging.DEBUG if broken else logging.WARNING
+                    log.log(level, "docker event stream broke; reopening", extra={"error": str(exc)})
+                    broken = True
             self._stop.wait(1.0)

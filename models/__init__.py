@@ -4,6 +4,7 @@ from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import Base
 from orchestry.models.cluster import ControllerNode, LeaderLease
 from orchestry.models.events import Event
+from orchestry.models.health import HealthProbe
 from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
 from orchestry.models.replicas import Replica
@@ -18,6 +19,7 @@ __all__ = [
     "Base",
     "ControllerNode",
     "Event",
+    "HealthProbe",
     "Job",
     "LeaderLease",
     "MetricSample",

@@ -34,7 +34,8 @@ from sqlalchemy.engine import Engine
 
 from pg_server import _bin, free_port
 
-NOT_ORCHESTRY_TABLES = ("leader_lease", "controller_nodes")  # a follower's own writes: its lease attempt, heartbeat
+NOT_ORCHESTRY_TABLES = ("leader_lease", "controller_nodes", "health_probe")  # a follower's own writes: its
+# lease attempt, heartbeat, and the component probe's write check (always rolled back)
 
 
 # -- a dedicated PostgreSQL server --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from flask import Flask, Response
 from sqlalchemy.engine import Engine
@@ -14,6 +14,7 @@ from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
+from orchestry.workflows.components import ComponentState
 
 
 def create_app(
@@ -21,13 +22,14 @@ def create_app(
     engine: Engine | None = None,
     wake: Callable[[], None] | None = None,
     runtime: Runtime | None = None,
+    components: Callable[[], Mapping[str, ComponentState]] | None = None,
 ) -> Flask:
     app = Flask("orchestry")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_spec_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine or make_engine(settings.database_url)
     app.extensions["orchestry"] = ApiContext(
-        settings=settings, sessions=make_sessionmaker(engine), wake=wake, runtime=runtime
+        settings=settings, sessions=make_sessionmaker(engine), wake=wake, runtime=runtime, components=components
     )
     app.before_request(check_request)
     app.teardown_appcontext(close_session)

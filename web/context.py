@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from orchestry.models.apps import App, get_app
 from orchestry.runtime.types import Runtime
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.schemas import validation_fields
+from orchestry.workflows.components import ComponentState
 
 Q = TypeVar("Q", bound=BaseModel)
 
@@ -26,6 +27,7 @@ class ApiContext:
     sessions: sessionmaker[Session]
     wake: Callable[[], None] | None = None  # pokes this process's dispatcher after an enqueue commits
     runtime: Runtime | None = None  # read-only use: logs
+    components: Callable[[], Mapping[str, ComponentState]] | None = None  # this node's nginx, Docker, database
 
 
 def ctx() -> ApiContext:

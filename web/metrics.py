@@ -82,6 +82,19 @@ class StateCollector(Collector):
         yield leader
         yield GaugeMetricFamily("orchestry_leader_term", "The lease's current term", value=lease.term if lease else 0)
         yield from self._nodes(now)
+        yield self._components()
+
+    def _components(self) -> Metric:
+        up = GaugeMetricFamily(
+            "orchestry_component_up",
+            "1 when this node's component (database, docker, nginx) worked at its last check, 0 when down",
+            labels=["component"],
+        )
+        components = ctx().components
+        for name, state in sorted((components() if components is not None else {}).items()):
+            if state.up is not None:
+                up.add_metric([name], 1.0 if state.up else 0.0)
+        return up
 
     def _nodes(self, now: datetime) -> Iterator[Metric]:
         """Each node's heartbeat and the routing table its nginx serves, against the one the leader stored:

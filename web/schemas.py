@@ -189,11 +189,23 @@ class EventList(BaseModel):
     events: list[EventOut]
 
 
+class ComponentOut(BaseModel):
+    state: Literal["up", "down", "unknown", "off"]
+    for_seconds: float | None = Field(None, description="how long it has been in this state, as this node saw it")
+    error: str | None = None
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok; degraded (200): a component other than the database is down; unavailable (503): the "
+        "database cannot be read or written"
+    )
     version: str
     node: str
-    database: str
+    database: str = Field(description="ok, unreachable (reads fail) or read-only (reads work, writes fail)")
+    database_read: Literal["ok", "failed"]
+    database_write: Literal["ok", "failed", "not tried"]
+    components: dict[str, ComponentOut] = Field(default_factory=dict)
 
 
 def validation_fields(exc: ValidationError) -> list[dict[str, Any]]:
