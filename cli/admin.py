@@ -14,6 +14,7 @@ from orchestry.cli.client import CliError
 from orchestry.cli.output import ago, keyvalues, print_json, table
 from orchestry.config import SETTINGS, Settings
 from orchestry.config.logs import setup_logging
+from orchestry.config.private import private_umask, secure_data_dir
 from orchestry.models.db import make_engine, make_sessionmaker, normalize_url
 from orchestry.models.schema import current_revision, head_revision, upgrade
 from orchestry.models.tokens import ApiToken, any_tokens, create_token
@@ -48,6 +49,7 @@ def _unreachable(settings: Settings, exc: OperationalError, hint: str = "") -> C
 
 
 def _upgrade(settings: Settings) -> None:
+    private_umask()  # a database created by `db upgrade` is 0600 too
     engine = _engine(settings)
     try:
         upgrade(engine)
@@ -59,6 +61,7 @@ def _upgrade(settings: Settings) -> None:
 
 def serve(args: Args, settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format)
+    secure_data_dir(settings.data_dir)  # 0700, its files 0600, and a umask of 077 for what comes later
     if not args.no_migrate:
         _upgrade(settings)
     engine = _engine(settings)
