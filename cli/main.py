@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = waitable(cmd("delete", ops.delete, "stop and delete an app (its events are kept)"))
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="kill the replicas at once, no grace period")
+    p.add_argument("--volumes", action="store_true", help="remove the app's volumes too (kept without it)")
     p = cmd("jobs", ops.jobs, "jobs, newest first")
     p.add_argument("--app")
     p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))

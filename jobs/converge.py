@@ -23,7 +23,7 @@ from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
 from orchestry.models.events import recent_times
 from orchestry.models.replicas import Replica, sync_observed
-from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed
+from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
 from orchestry.workflows.converge import Desired, Plan, Seen, Stop, plan_app
 from orchestry.workflows.health import policy_from_spec, replacement_backoff
 
@@ -275,12 +275,28 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         ctx.router.sync()  # no health check: a running replica joins the table at once
 
 
+def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], list[str]]:
+    """(removed, kept): a deleted app's volumes go only when asked (`delete --volumes`); otherwise they are
+    kept, and listed in the app.deleted event. Running twice is harmless: removed volumes are not listed."""
+    cluster, name = ctx.settings.cluster_name, ctx.app_name or ""
+    try:
+        if ctx.args.get("volumes"):
+            removed = ctx.runtime.remove_volumes(cluster, name)
+            if removed:
+                ctx.step("remove volumes", volumes=removed)
+            return removed, []
+        return [], ctx.runtime.list_volumes(cluster, name)
+    except (EngineUnavailable, VolumeConflict) as exc:
+        raise TemporaryError(f"volumes of {name}: {exc}") from None
+
+
 def _finish(
     ctx: JobContext, target: Target, observed: list[Observed], started: list[str], stopped: list[str]
 ) -> dict[str, Any]:
     result = {"replicas": len(observed), "revision": target.revision, "started": started, "stopped": stopped}
     if target.app_id is None:
         return result
+    removed, kept = _volumes_of_deleted(ctx, target) if target.status == "deleting" else ([], [])
     ctx.fence.check()
     with ctx.sessions.begin() as session:
         app = session.get(App, target.app_id)
@@ -288,8 +304,15 @@ def _finish(
             return result
         if app.status == "deleting":
             session.delete(app)
-            ctx.event(session, "app.deleted", f"app {app.name} deleted; its containers are gone", revision=app.revision)
-            result["deleted"] = True
+            message = f"app {app.name} deleted; its containers are gone"
+            if removed:
+                message += f"; volumes removed: {', '.join(removed)}"
+            if kept:
+                message += f"; volumes kept: {', '.join(kept)} (`delete --volumes` removes them)"
+            ctx.event(
+                session, "app.deleted", message, revision=app.revision, volumes_removed=removed, volumes_kept=kept
+            )
+            result.update(deleted=True, volumes_removed=removed, volumes_kept=kept)
         elif app.status in RUNNING_STATUSES:
             changed = app.status != "running" or started or stopped
             app.status, app.status_reason = "running", None

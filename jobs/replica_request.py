@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestry.runtime.types import ReplicaRequest
+from orchestry.runtime.types import ReplicaRequest, volume_name
 
 REPLICA_HOST = "127.0.0.1"  # replicas publish their port on loopback; nginx reaches them there
 
@@ -62,7 +62,7 @@ def replica_request(
         command=tuple(body["command"]) if body.get("command") else None,
         args=tuple(body["args"]) if body.get("args") else None,
         working_dir=body.get("workingDir"),
-        volumes=tuple((f"{cluster}-{app}-{v['name']}", v["mountPath"]) for v in body.get("volumes") or []),
+        volumes=tuple((volume_name(cluster, app, v["name"]), v["mountPath"]) for v in body.get("volumes") or []),
         nano_cpus=millicores * 1_000_000 if millicores else None,
         memory_bytes=resources.get("memory"),
         labels=dict(spec.get("metadata", {}).get("labels") or {}),

@@ -71,6 +71,12 @@ class FakeRuntime:
     def events(self, *a: Any) -> Iterator[Any]:
         return iter(())
 
+    def list_volumes(self, cluster: str, app: str) -> list[str]:
+        return []
+
+    def remove_volumes(self, cluster: str, app: str) -> list[str]:
+        return []
+
 
 SPEC = """apiVersion: v1
 kind: App
