@@ -218,7 +218,7 @@ def token(args: Args, settings: Settings) -> int:
 def config(args: Args, settings: Settings) -> int:
     shown = {
         s.name: (
-            ("***" if s.name == "token" and settings.values[s.name] else settings.values[s.name]),
+            ("***" if s.name in ("token", "secret_key") and settings.values[s.name] else settings.values[s.name]),
             settings.sources[s.name],
             s.env,
         )

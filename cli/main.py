@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, metrics, ops, scaling
+from orchestry.cli import admin, apps, metrics, ops, scaling, secrets
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
 
     cmd("config", admin.config, "show the configuration in force and where each value comes from")
+
+    p = cmd("secret", secrets.secret, "secrets: set NAME (value from stdin or --value), list, delete NAME, keygen")
+    p.add_argument("action", choices=("set", "list", "delete", "keygen"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--value", help="the value (default: read from stdin, so it stays out of shell history)")
 
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")

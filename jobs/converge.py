@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
-from orchestry.jobs.replica_request import replica_request
+from orchestry.jobs.replica_request import replica_request, secret_refs
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
 from orchestry.models.events import recent_times
 from orchestry.models.replicas import Replica, sync_observed
+from orchestry.models.secrets import ciphertexts
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
 from orchestry.workflows.converge import Desired, Plan, Seen, Stop, plan_app
 from orchestry.workflows.health import policy_from_spec, replacement_backoff
@@ -237,6 +239,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         raise PermanentError(str(exc)) from None
     except EngineUnavailable as exc:
         raise TemporaryError(str(exc)) from None
+    secrets = _secret_values(ctx, secret_refs(target.spec))
     ctx.fence.check()
     failures: list[Exception] = []
 
@@ -248,6 +251,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
             revision=target.revision,
             spec_hash=target.spec_hash,
             replicas=target.replicas,
+            secrets=secrets,
         )
         try:
             obs = ctx.runtime.start_replica(req)
@@ -273,6 +277,24 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         raise TemporaryError(f"replica failed to start: {failures[0]}")
     if ctx.router is not None and target.routed and not target.probed:
         ctx.router.sync()  # no health check: a running replica joins the table at once
+
+
+def _secret_values(ctx: JobContext, refs: dict[str, str]) -> dict[str, str]:
+    """The decrypted values the replicas' env reads. A missing secret fails the job, naming it (a retry
+    cannot help until someone sets it). Values go to Docker only, never to steps, events or logs."""
+    if not refs:
+        return {}
+    with ctx.sessions.begin() as session:
+        sealed = ciphertexts(session, sorted(set(refs.values())))
+    missing = sorted({(secret, var) for var, secret in refs.items() if secret not in sealed})
+    if missing:
+        named = ", ".join(f"{secret} (env {var})" for secret, var in missing)
+        raise PermanentError(f"secret not found: {named}; set it with `orchestry secret set NAME`")
+    try:
+        box = load_box(ctx.settings)
+        return {name: box.open(token) for name, token in sealed.items()}
+    except SecretKeyError as exc:
+        raise PermanentError(str(exc)) from None
 
 
 def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], list[str]]:

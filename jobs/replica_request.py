@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from orchestry.runtime.types import ReplicaRequest, volume_name
@@ -24,6 +25,15 @@ def _sdk_value(key: str, app: str, container_port: int | None, replicas: int) ->
     }[key]
 
 
+def secret_refs(spec: dict[str, Any]) -> dict[str, str]:
+    """Env variable -> the secret it reads (`valueFrom: {secret: NAME}`)."""
+    return {
+        var["name"]: var["valueFrom"]["secret"]
+        for var in spec.get("spec", {}).get("environment") or []
+        if isinstance(var.get("valueFrom"), dict) and "secret" in var["valueFrom"]
+    }
+
+
 def first_http_port(spec: dict[str, Any]) -> int | None:
     ports = spec.get("spec", {}).get("ports") or []
     http = [p["containerPort"] for p in ports if p.get("protocol", "HTTP") == "HTTP"]
@@ -38,7 +48,10 @@ def replica_request(
     revision: int,
     spec_hash: str,
     replicas: int,
+    secrets: Mapping[str, str] | None = None,
 ) -> ReplicaRequest:
+    """`secrets` holds the decrypted value of every secret the spec reads (secret_refs); the caller checked
+    that each exists."""
     app = spec["metadata"]["name"]
     body = spec["spec"]
     port = first_http_port(spec)
@@ -46,6 +59,8 @@ def replica_request(
     for var in body.get("environment") or []:
         if var.get("source") == "sdk":
             env[var["name"]] = _sdk_value(var["key"], app, port, replicas)
+        elif "valueFrom" in var:
+            env[var["name"]] = (secrets or {})[var["valueFrom"]["secret"]]
         else:
             env[var["name"]] = var.get("value", "")
     resources = body.get("resources") or {}

@@ -161,6 +161,12 @@ HeaderName = Annotated[
     _schema(pattern=_pattern(HTTP_TOKEN)),
 ]
 HeaderValue = Annotated[str, _check(_header_value)]
+SECRET_NAME = r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?"
+SecretName = Annotated[
+    str,
+    _check(_matches(SECRET_NAME, 253, "lowercase letters, digits and '-_.', starting and ending with a letter or digit")),
+    _schema(pattern=_pattern(SECRET_NAME), maxLength=253),
+]
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 StatusCode = Annotated[int, Field(ge=100, le=599)]

@@ -143,6 +143,19 @@ CASES: dict[str, Case] = {
         {"spec.environment": [{"name": "A"}], "spec.env": [{"name": "B"}]}, "spec.env", "not both"
     ),
     "env alias bad name": Case({"spec.env": [{"name": "bad name"}]}, "spec.env[0].name", "letters"),
+    "env secret and value": Case(
+        {"spec.environment": [{"name": "A", "value": "x", "valueFrom": {"secret": "db"}}]},
+        "spec.environment[0].valueFrom",
+        "must not be given with value",
+    ),
+    "env secret name bad": Case(
+        {"spec.environment": [{"name": "A", "valueFrom": {"secret": "Bad Name"}}]},
+        "spec.environment[0].valueFrom.secret",
+        "lowercase letters",
+    ),
+    "env valueFrom without secret": Case(
+        {"spec.environment": [{"name": "A", "valueFrom": {}}]}, "spec.environment[0].valueFrom.secret", "required"
+    ),
     "sdk key unknown": Case(
         {"spec.environment": [{**SDK, "key": "instance.id"}]},
         "spec.environment[0].key",
@@ -455,6 +468,13 @@ def test_accepted_values() -> None:
     assert loaded is not None
     assert loaded.spec.health_check.port == 1  # the first HTTP port, not the first port
     assert loaded.spec.spec.environment[1].value == ""
+
+
+def test_an_env_value_from_a_secret_keeps_only_the_secret_name() -> None:
+    loaded, errors, _ = validate_document(variant({"spec.environment": [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]}))
+    assert errors == [], [e.message for e in errors]
+    assert loaded is not None
+    assert loaded.normalized["spec"]["environment"] == [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models.apps import App, AppRevision, get_revision, list_apps
@@ -12,6 +12,7 @@ from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
 from orchestry.spec import AppSpec, SpecParseError, SpecTooLarge, UnsupportedMediaType, load_specs
+from orchestry.spec.redact import redact_env, redact_raw
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, not_found
 from orchestry.web.openapi import Body, operation
@@ -208,10 +209,12 @@ def spec(name: str) -> Response:
     rev = get_revision(session(), app, args.revision)
     if rev is None:
         raise not_found(f"revision of app {name}", str(args.revision))
+    viewer = g.get("role", "operator") != "operator"  # env values are redacted for viewers
     if args.raw:
         mimetype = "application/json" if rev.raw_format == "json" else "application/yaml"
-        return Response(rev.raw, mimetype=mimetype)
-    out = SpecOut(app=app.name, revision=rev.number, content_hash=rev.content_hash, spec=rev.spec)
+        return Response(redact_raw(rev.raw, rev.raw_format) if viewer else rev.raw, mimetype=mimetype)
+    shown = redact_env(rev.spec) if viewer else rev.spec
+    out = SpecOut(app=app.name, revision=rev.number, content_hash=rev.content_hash, spec=shown)
     return jsonify(out.model_dump(mode="json"))
 
 
