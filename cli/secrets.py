@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestry.cli.client import CliError, Client
+from orchestry.cli.client import Client, CliError
 from orchestry.cli.output import ago, print_json, table
 from orchestry.config import Settings
 from orchestry.config.secretbox import new_key

@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-
 from sqlalchemy.engine import make_url
 
 from orchestry.config.settings import Settings
@@ -41,7 +40,9 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
         except InvalidToken:
-            raise SecretKeyError("a secret could not be decrypted: secret_key is not the key it was stored with") from None
+            raise SecretKeyError(
+                "a secret could not be decrypted: secret_key is not the key it was stored with"
+            ) from None
 
 
 def new_key() -> str:

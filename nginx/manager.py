@@ -17,9 +17,9 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import logging
-import grp
 import os
 import pwd
 import shutil

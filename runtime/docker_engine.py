@@ -226,7 +226,9 @@ class DockerEngine:
         with _engine(f"start {req.name}"):
             existing = self._inspect(req.name)
             if existing is not None:
-                self._check_owned(existing, req.cluster, f"name {req.name} is taken by a container Orchestry does not own")
+                self._check_owned(
+                    existing, req.cluster, f"name {req.name} is taken by a container Orchestry does not own"
+                )
                 if _same_spec(existing, req) and _status(existing) == "created":
                     existing = self._wait_while_starting(req.name)  # a racing call is between create and start
                 if existing is not None and _same_spec(existing, req) and _status(existing) == "running":
@@ -554,8 +556,6 @@ def _release(handle: Any) -> None:
     if response is not None:
         with contextlib.suppress(Exception):
             response.close()
-
-
 
 
 def _labels(attrs: dict[str, Any]) -> dict[str, str]:

@@ -164,7 +164,9 @@ HeaderValue = Annotated[str, _check(_header_value)]
 SECRET_NAME = r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?"
 SecretName = Annotated[
     str,
-    _check(_matches(SECRET_NAME, 253, "lowercase letters, digits and '-_.', starting and ending with a letter or digit")),
+    _check(
+        _matches(SECRET_NAME, 253, "lowercase letters, digits and '-_.', starting and ending with a letter or digit")
+    ),
     _schema(pattern=_pattern(SECRET_NAME), maxLength=253),
 ]
 

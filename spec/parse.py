@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import json.decoder
 import json.scanner
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer

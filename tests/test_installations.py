@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from orchestry.runtime.docker_engine import DockerEngine
+from orchestry.runtime.types import LABEL_APP, LABEL_CLUSTER, LABEL_INSTALLATION
+from orchestry.testapp.ports import free_port
+
 from conftest import (
     LiveServer,
     docker_client,
@@ -23,9 +27,6 @@ from conftest import (
     stop_server,
     wait_for,
 )
-from orchestry.runtime.docker_engine import DockerEngine
-from orchestry.testapp.ports import free_port
-from orchestry.runtime.types import LABEL_APP, LABEL_CLUSTER, LABEL_INSTALLATION
 
 
 def _up(server: LiveServer, app: str, extra: str = "") -> None:
@@ -76,7 +77,12 @@ def test_a_second_installation_refuses_to_start_and_stops_nothing(pair: dict[str
     env = {**first.env, "ORCHESTRY_DATABASE_URL": pair["dbs"][1], "ORCHESTRY_DATA_DIR": str(workdir)}
     env["ORCHESTRY_NODE_ID"] = "second"
     out = subprocess.run(
-        orchestry_cmd("serve", "--port", str(free_port())), env=env, capture_output=True, text=True, timeout=60, check=False
+        orchestry_cmd("serve", "--port", str(free_port())),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "another Orchestry installation" in out.stderr and box.name in out.stderr

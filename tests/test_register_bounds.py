@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from conftest import LiveServer, assert_error, hello, post, snapshot
 from orchestry.spec import SpecTooLarge, load_specs
 from orchestry.spec.parse import MAX_DOCUMENTS, MAX_NODES, parse_documents_with_text
+
+from conftest import LiveServer, assert_error, hello, post, snapshot
 
 
 def test_each_app_of_a_multi_document_body_stores_its_own_text(live: LiveServer) -> None:
@@ -37,7 +38,9 @@ def test_too_many_documents_are_refused_and_nothing_is_stored(live: LiveServer) 
     body = "".join("---\n" + hello(f"many-{i}") for i in range(MAX_DOCUMENTS + 1))
     out = assert_error(post(live, body), 413, "payload_too_large")
     assert f"at most {MAX_DOCUMENTS}" in out["detail"] or f"more than {MAX_DOCUMENTS}" in out["detail"]
-    out = assert_error(post(live, json.dumps([_doc(f"j{i}") for i in range(MAX_DOCUMENTS + 1)]), "application/json"), 413)
+    out = assert_error(
+        post(live, json.dumps([_doc(f"j{i}") for i in range(MAX_DOCUMENTS + 1)]), "application/json"), 413
+    )
     assert f"at most {MAX_DOCUMENTS}" in out["detail"]
     assert snapshot(live) == before
 

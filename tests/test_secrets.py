@@ -12,7 +12,11 @@ from sqlalchemy.engine import make_url
 from conftest import DB_KIND, LiveServer, assert_error, hello, post
 
 VALUE = "s3cr3t-Value-7f1d9c"
-SECRET_ENV = "  environment:\n    - name: DB_PASSWORD\n      valueFrom: {secret: db-pw}\n    - name: PLAIN\n      value: visible-123\n"
+SECRET_ENV = (
+    "  environment:\n"
+    "    - name: DB_PASSWORD\n      valueFrom: {secret: db-pw}\n"
+    "    - name: PLAIN\n      value: visible-123\n"
+)
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -100,8 +104,6 @@ def test_viewers_see_env_values_redacted_and_no_secrets(live: LiveServer) -> Non
     assert_error(live.http.get("/api/v1/secrets", headers=_auth(viewer)), 403)
     assert_error(live.http.put("/api/v1/secrets/x", json={"value": "v"}, headers=_auth(viewer)), 403)
     assert live.http.get("/api/v1/secrets", headers=_auth(operator)).status_code == 200
-
-
 
 
 def test_the_key_file_is_generated_private_on_sqlite_and_required_on_postgresql(tmp_path: Path) -> None:

@@ -471,7 +471,9 @@ def test_accepted_values() -> None:
 
 
 def test_an_env_value_from_a_secret_keeps_only_the_secret_name() -> None:
-    loaded, errors, _ = validate_document(variant({"spec.environment": [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]}))
+    loaded, errors, _ = validate_document(
+        variant({"spec.environment": [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]})
+    )
     assert errors == [], [e.message for e in errors]
     assert loaded is not None
     assert loaded.normalized["spec"]["environment"] == [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]

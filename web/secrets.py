@@ -109,7 +109,11 @@ def set_secret(name: str) -> tuple[Response, int]:
 
 
 @bp.delete(f"/{NAME}")
-@operation("Delete a secret (running replicas keep the value they started with)", tag="secrets", responses={204: "deleted", 404: ErrorOut})
+@operation(
+    "Delete a secret (running replicas keep the value they started with)",
+    tag="secrets",
+    responses={204: "deleted", 404: ErrorOut},
+)
 def remove_secret(name: str) -> tuple[str, int]:
     _operator_only()
     db = session()
