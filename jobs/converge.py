@@ -255,7 +255,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         )
         try:
             obs = ctx.runtime.start_replica(req)
-        except (EngineUnavailable, ContainerFailed, ImageUnavailable) as exc:
+        except (EngineUnavailable, ContainerFailed, ImageUnavailable, VolumeConflict) as exc:
             ctx.step(f"start {req.name}", status="failed", reason=reason, error=str(exc))
             failures.append(exc)
             return
@@ -269,8 +269,9 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
 
     with ThreadPoolExecutor(max_workers=min(16, len(plan.starts))) as pool:
         list(pool.map(lambda s: start_one(s.slot, s.reason), plan.starts))
-    if any(isinstance(f, ImageUnavailable) for f in failures):
-        raise PermanentError(str(next(f for f in failures if isinstance(f, ImageUnavailable))))
+    permanent = [f for f in failures if isinstance(f, ImageUnavailable | VolumeConflict)]
+    if permanent:
+        raise PermanentError(str(permanent[0]))
     if failures:
         # A replica that exits at once may have lost a race (its name, its port) or be broken for good:
         # retry with backoff, and let the job's attempt limit turn a broken one into a failed app.

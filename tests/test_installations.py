@@ -160,3 +160,32 @@ def test_volumes_do_not_collide_and_are_kept_or_removed_on_delete(pair: dict[str
     assert removed["result"]["volumes_removed"] == [f"{cluster}_va-b_data"]
     assert wait_for(lambda: set(volumes()) == {f"{cluster}_va_b-data"}, 5) is not None
     assert set(volumes()) == {f"{cluster}_va_b-data"}
+
+
+def test_a_volume_of_that_name_owned_by_someone_else_is_never_mounted(testapp_image: str) -> None:
+    from orchestry.runtime.types import ReplicaRequest, VolumeConflict
+
+    cluster = "vol" + uuid.uuid4().hex[:8]
+    api = docker_client().api
+    name = f"{cluster}_web_data"
+    api.create_volume(name, labels={LABEL_CLUSTER: cluster, LABEL_APP: "web", LABEL_INSTALLATION: "other"})
+    engine = DockerEngine(installation="mine")
+    req = ReplicaRequest(
+        cluster=cluster,
+        app="web",
+        slot=1,
+        revision=1,
+        spec_hash="h",
+        image=testapp_image,
+        container_port=8080,
+        volumes=((name, "/data"),),
+    )
+    try:
+        with pytest.raises(VolumeConflict, match="is not app web's"):
+            engine.start_replica(req)
+        assert engine.list_replicas(cluster) == []
+    finally:
+        engine.close()
+        for box in api.containers(all=True, filters={"label": f"{LABEL_CLUSTER}={cluster}"}):
+            api.remove_container(box["Id"], force=True)
+        _cleanup_volumes(cluster)
