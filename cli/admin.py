@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -14,7 +15,9 @@ from orchestry.cli.client import CliError
 from orchestry.cli.output import ago, keyvalues, print_json, table
 from orchestry.config import SETTINGS, Settings
 from orchestry.config.logs import setup_logging
+from orchestry.config.private import private_umask, secure_data_dir
 from orchestry.models.db import make_engine, make_sessionmaker, normalize_url
+from orchestry.models.installation import installation_id
 from orchestry.models.schema import current_revision, head_revision, upgrade
 from orchestry.models.tokens import ApiToken, any_tokens, create_token
 
@@ -48,6 +51,7 @@ def _unreachable(settings: Settings, exc: OperationalError, hint: str = "") -> C
 
 
 def _upgrade(settings: Settings) -> None:
+    private_umask()  # a database created by `db upgrade` is 0600 too
     engine = _engine(settings)
     try:
         upgrade(engine)
@@ -59,6 +63,7 @@ def _upgrade(settings: Settings) -> None:
 
 def serve(args: Args, settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format)
+    secure_data_dir(settings.data_dir)  # 0700, its files 0600, and a umask of 077 for what comes later
     if not args.no_migrate:
         _upgrade(settings)
     engine = _engine(settings)
@@ -76,7 +81,10 @@ def serve(args: Args, settings: Settings) -> int:
     from orchestry.runtime.docker_engine import DockerEngine
     from orchestry.web.app import create_app
 
-    runtime = DockerEngine()
+    with make_sessionmaker(engine).begin() as session:
+        installation = installation_id(session)
+    runtime = DockerEngine(installation=installation)
+    _refuse_foreign_containers(runtime, settings.cluster_name, installation)
     try:
         controller = Controller(settings, engine, runtime)
     except ValueError as exc:  # a combination of settings that each passed alone (e.g. nginx paths)
@@ -113,6 +121,30 @@ def serve(args: Args, settings: Settings) -> int:
         server.close()
         engine.dispose()
     return 0
+
+
+def _refuse_foreign_containers(runtime: Any, cluster: str, installation: str) -> None:
+    """Another installation (its own database) already runs containers under this cluster name on this engine:
+    starting would fight over them. Unlabelled containers of the cluster (made before installation ids) are
+    adopted as this installation's."""
+    from orchestry.runtime.types import EngineUnavailable
+
+    try:
+        foreign = runtime.foreign_containers(cluster)
+    except EngineUnavailable as exc:
+        log.warning("could not check for another installation's containers", extra={"error": str(exc)})
+        return
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise CliError(
+            f"refusing to start: {len(foreign)} container(s) of cluster {cluster!r} on this Docker engine belong to "
+            f"another Orchestry installation (another database): {shown}",
+            [
+                f"this installation is {installation}; give this one its own cluster_name "
+                "(ORCHESTRY_CLUSTER_NAME), or stop the other one",
+            ],
+            code=2,
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -188,7 +220,7 @@ def token(args: Args, settings: Settings) -> int:
 def config(args: Args, settings: Settings) -> int:
     shown = {
         s.name: (
-            ("***" if s.name == "token" and settings.values[s.name] else settings.values[s.name]),
+            ("***" if s.name in ("token", "secret_key") and settings.values[s.name] else settings.values[s.name]),
             settings.sources[s.name],
             s.env,
         )

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, doctor, metrics, ops, scaling
+from orchestry.cli import admin, apps, doctor, metrics, ops, scaling, secrets
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("doctor", doctor.run, "this machine's dependencies (Docker, nginx with Lua): ok, or missing and the fix")
     p.add_argument("--install", action="store_true", help="on Debian/Ubuntu as root: install what is missing")
 
+    p = cmd("secret", secrets.secret, "secrets: set NAME (value from stdin or --value), list, delete NAME, keygen")
+    p.add_argument("action", choices=("set", "list", "delete", "keygen"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--value", help="the value (default: read from stdin, so it stays out of shell history)")
+
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--strict", action="store_true", help="refuse fields the spec format does not know")
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = waitable(cmd("delete", ops.delete, "stop and delete an app (its events are kept)"))
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="kill the replicas at once, no grace period")
+    p.add_argument("--volumes", action="store_true", help="remove the app's volumes too (kept without it)")
     p = cmd("jobs", ops.jobs, "jobs, newest first")
     p.add_argument("--app")
     p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))

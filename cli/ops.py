@@ -101,9 +101,8 @@ def scale(args: Args, settings: Settings) -> int:
 
 
 def delete(args: Args, settings: Settings) -> int:
-    return _submit(
-        args, settings, "DELETE", f"/api/v1/apps/{args.name}", params={"force": "true"} if args.force else None
-    )
+    params = {key: "true" for key in ("force", "volumes") if getattr(args, key, False)}
+    return _submit(args, settings, "DELETE", f"/api/v1/apps/{args.name}", params=params or None)
 
 
 def jobs(args: Args, settings: Settings) -> int:

@@ -263,6 +263,13 @@ SETTINGS: tuple[Setting, ...] = (
         lambda _: 86400.0,
         "How long metric samples are kept.",
     ),
+    Setting(
+        "secret_key",
+        _to_str,
+        lambda _: "",
+        "Key that encrypts secrets (a Fernet key: `orchestry secret keygen`). Empty: <data_dir>/secret.key, "
+        "generated (mode 0600) on first use with SQLite; with PostgreSQL set it, the same on every node.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

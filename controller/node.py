@@ -40,7 +40,7 @@ from orchestry.models.db import make_sessionmaker
 from orchestry.models.events import record
 from orchestry.models.replicas import mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
-from orchestry.nginx.manager import NginxError, NginxManager, process_user
+from orchestry.nginx.manager import NginxError, NginxManager, worker_identity
 from orchestry.nginx.render import NginxSettings
 from orchestry.nginx.traffic import TrafficMeter
 from orchestry.probe import Prober, ProberError
@@ -52,6 +52,7 @@ PEER_TRAFFIC_SECONDS = 5.0  # an older report is from a node that stopped counti
 
 
 def nginx_settings(settings: Settings) -> NginxSettings:
+    worker_user, worker_group = worker_identity()
     return NginxSettings(
         prefix=Path(settings.data_dir) / "nginx",
         listen_port=settings.proxy_port,
@@ -59,7 +60,8 @@ def nginx_settings(settings: Settings) -> NginxSettings:
         control_port=settings.nginx_control_port,
         domain=settings.domain,
         stale_after=settings.routes_stale_seconds,
-        user=process_user(),  # as root, nginx's workers must be able to enter the data directory
+        user=worker_user,  # as root, nginx's workers run as nobody (never as root)
+        group=worker_group,
     )
 
 

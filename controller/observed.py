@@ -51,3 +51,9 @@ class EventAwareRuntime:
 
     def events(self, cluster: str, since: datetime | None) -> Iterator[EngineEvent]:
         return self.inner.events(cluster, since)
+
+    def list_volumes(self, cluster: str, app: str) -> list[str]:
+        return self.inner.list_volumes(cluster, app)
+
+    def remove_volumes(self, cluster: str, app: str) -> list[str]:
+        return self.inner.remove_volumes(cluster, app)

@@ -17,13 +17,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
-from orchestry.jobs.replica_request import replica_request
+from orchestry.jobs.replica_request import replica_request, secret_refs
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
 from orchestry.models.events import recent_times
 from orchestry.models.replicas import Replica, sync_observed
-from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed
+from orchestry.models.secrets import ciphertexts
+from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
 from orchestry.workflows.converge import (
     NO_ROUTER,
     Container,
@@ -240,6 +242,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         raise PermanentError(str(exc)) from None
     except EngineUnavailable as exc:
         raise TemporaryError(str(exc)) from None
+    secrets = _secret_values(ctx, secret_refs(target.spec))
     ctx.fence.check()
     failures: list[Exception] = []
 
@@ -251,10 +254,11 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
             revision=target.revision,
             spec_hash=target.spec_hash,
             replicas=target.replicas,
+            secrets=secrets,
         )
         try:
             obs = ctx.runtime.start_replica(req)
-        except (EngineUnavailable, ContainerFailed, ImageUnavailable) as exc:
+        except (EngineUnavailable, ContainerFailed, ImageUnavailable, VolumeConflict) as exc:
             ctx.step(f"start {req.name}", status="failed", reason=reason, error=str(exc))
             failures.append(exc)
             return
@@ -268,8 +272,9 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
 
     with ThreadPoolExecutor(max_workers=min(16, len(plan.starts))) as pool:
         list(pool.map(lambda s: start_one(s.slot, s.reason), plan.starts))
-    if any(isinstance(f, ImageUnavailable) for f in failures):
-        raise PermanentError(str(next(f for f in failures if isinstance(f, ImageUnavailable))))
+    permanent = [f for f in failures if isinstance(f, ImageUnavailable | VolumeConflict)]
+    if permanent:
+        raise PermanentError(str(permanent[0]))
     if failures:
         # A replica that exits at once may have lost a race (its name, its port) or be broken for good:
         # retry with backoff, and let the job's attempt limit turn a broken one into a failed app.
@@ -278,12 +283,46 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         ctx.router.sync()  # no health check: a running replica joins the table at once
 
 
+def _secret_values(ctx: JobContext, refs: dict[str, str]) -> dict[str, str]:
+    """The decrypted values the replicas' env reads. A missing secret fails the job, naming it (a retry
+    cannot help until someone sets it). Values go to Docker only, never to steps, events or logs."""
+    if not refs:
+        return {}
+    with ctx.sessions.begin() as session:
+        sealed = ciphertexts(session, sorted(set(refs.values())))
+    missing = sorted({(secret, var) for var, secret in refs.items() if secret not in sealed})
+    if missing:
+        named = ", ".join(f"{secret} (env {var})" for secret, var in missing)
+        raise PermanentError(f"secret not found: {named}; set it with `orchestry secret set NAME`")
+    try:
+        box = load_box(ctx.settings)
+        return {name: box.open(token) for name, token in sealed.items()}
+    except SecretKeyError as exc:
+        raise PermanentError(str(exc)) from None
+
+
+def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], list[str]]:
+    """(removed, kept): a deleted app's volumes go only when asked (`delete --volumes`); otherwise they are
+    kept, and listed in the app.deleted event. Running twice is harmless: removed volumes are not listed."""
+    cluster, name = ctx.settings.cluster_name, ctx.app_name or ""
+    try:
+        if ctx.args.get("volumes"):
+            removed = ctx.runtime.remove_volumes(cluster, name)
+            if removed:
+                ctx.step("remove volumes", volumes=removed)
+            return removed, []
+        return [], ctx.runtime.list_volumes(cluster, name)
+    except (EngineUnavailable, VolumeConflict) as exc:
+        raise TemporaryError(f"volumes of {name}: {exc}") from None
+
+
 def _finish(
     ctx: JobContext, target: Target, observed: list[Observed], started: list[str], stopped: list[str]
 ) -> dict[str, Any]:
     result = {"replicas": len(observed), "revision": target.revision, "started": started, "stopped": stopped}
     if target.app_id is None:
         return result
+    removed, kept = _volumes_of_deleted(ctx, target) if target.status == "deleting" else ([], [])
     ctx.fence.check()
     with ctx.sessions.begin() as session:
         app = session.get(App, target.app_id)
@@ -291,8 +330,15 @@ def _finish(
             return result
         if app.status == "deleting":
             session.delete(app)
-            ctx.event(session, "app.deleted", f"app {app.name} deleted; its containers are gone", revision=app.revision)
-            result["deleted"] = True
+            message = f"app {app.name} deleted; its containers are gone"
+            if removed:
+                message += f"; volumes removed: {', '.join(removed)}"
+            if kept:
+                message += f"; volumes kept: {', '.join(kept)} (`delete --volumes` removes them)"
+            ctx.event(
+                session, "app.deleted", message, revision=app.revision, volumes_removed=removed, volumes_kept=kept
+            )
+            result.update(deleted=True, volumes_removed=removed, volumes_kept=kept)
         elif app.status in RUNNING_STATUSES:
             changed = app.status != "running" or started or stopped
             app.status, app.status_reason = "running", None

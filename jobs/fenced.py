@@ -67,3 +67,9 @@ class FencedRuntime:
 
     def events(self, cluster: str, since: datetime | None) -> Iterator[EngineEvent]:
         return self.inner.events(cluster, since)
+
+    def list_volumes(self, cluster: str, app: str) -> list[str]:
+        return self.inner.list_volumes(cluster, app)
+
+    def remove_volumes(self, cluster: str, app: str) -> list[str]:
+        return self._act("remove volumes", app, lambda: self.inner.remove_volumes(cluster, app))

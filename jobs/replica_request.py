@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from orchestry.runtime.types import ReplicaRequest
+from orchestry.runtime.types import ReplicaRequest, volume_name
 
 REPLICA_HOST = "127.0.0.1"  # replicas publish their port on loopback; nginx reaches them there
 
@@ -24,6 +25,15 @@ def _sdk_value(key: str, app: str, container_port: int | None, replicas: int) ->
     }[key]
 
 
+def secret_refs(spec: dict[str, Any]) -> dict[str, str]:
+    """Env variable -> the secret it reads (`valueFrom: {secret: NAME}`)."""
+    return {
+        var["name"]: var["valueFrom"]["secret"]
+        for var in spec.get("spec", {}).get("environment") or []
+        if isinstance(var.get("valueFrom"), dict) and "secret" in var["valueFrom"]
+    }
+
+
 def first_http_port(spec: dict[str, Any]) -> int | None:
     ports = spec.get("spec", {}).get("ports") or []
     http = [p["containerPort"] for p in ports if p.get("protocol", "HTTP") == "HTTP"]
@@ -38,7 +48,10 @@ def replica_request(
     revision: int,
     spec_hash: str,
     replicas: int,
+    secrets: Mapping[str, str] | None = None,
 ) -> ReplicaRequest:
+    """`secrets` holds the decrypted value of every secret the spec reads (secret_refs); the caller checked
+    that each exists."""
     app = spec["metadata"]["name"]
     body = spec["spec"]
     port = first_http_port(spec)
@@ -46,6 +59,8 @@ def replica_request(
     for var in body.get("environment") or []:
         if var.get("source") == "sdk":
             env[var["name"]] = _sdk_value(var["key"], app, port, replicas)
+        elif "valueFrom" in var:
+            env[var["name"]] = (secrets or {})[var["valueFrom"]["secret"]]
         else:
             env[var["name"]] = var.get("value", "")
     resources = body.get("resources") or {}
@@ -62,7 +77,7 @@ def replica_request(
         command=tuple(body["command"]) if body.get("command") else None,
         args=tuple(body["args"]) if body.get("args") else None,
         working_dir=body.get("workingDir"),
-        volumes=tuple((f"{cluster}-{app}-{v['name']}", v["mountPath"]) for v in body.get("volumes") or []),
+        volumes=tuple((volume_name(cluster, app, v["name"]), v["mountPath"]) for v in body.get("volumes") or []),
         nano_cpus=millicores * 1_000_000 if millicores else None,
         memory_bytes=resources.get("memory"),
         labels=dict(spec.get("metadata", {}).get("labels") or {}),

@@ -5,11 +5,13 @@ from orchestry.models.base import Base
 from orchestry.models.cluster import ControllerNode, LeaderLease
 from orchestry.models.events import Event
 from orchestry.models.health import HealthProbe
+from orchestry.models.installation import Installation
 from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
 from orchestry.models.replicas import Replica
 from orchestry.models.routing import RoutingState
 from orchestry.models.scaling import ScalingDecisionRow
+from orchestry.models.secrets import Secret
 from orchestry.models.tokens import ApiToken
 
 __all__ = [
@@ -20,10 +22,12 @@ __all__ = [
     "ControllerNode",
     "Event",
     "HealthProbe",
+    "Installation",
     "Job",
     "LeaderLease",
     "MetricSample",
     "Replica",
     "RoutingState",
     "ScalingDecisionRow",
+    "Secret",
 ]

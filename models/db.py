@@ -35,7 +35,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _sqlite_pragmas(engine)
         return engine

@@ -17,6 +17,7 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -65,6 +66,23 @@ class StaleGeneration(NginxError):
     def __init__(self, message: str, served: int | None) -> None:
         super().__init__(message)
         self.served = served
+
+
+def worker_identity() -> tuple[str | None, str | None]:
+    """(user, group) for nginx's workers: `nobody`/`nogroup` when this process is root, else (None, None).
+
+    Workers never run as root. They cannot enter the 0700 data directory either, and need not: the rendered
+    config keeps request bodies in memory and never spills responses to temp files; the master (root)
+    opens the logs and reads the routes file.
+    """
+    if os.geteuid() != 0:
+        return None, None
+    try:
+        grp.getgrnam("nogroup")
+        group: str | None = "nogroup"
+    except KeyError:
+        group = None
+    return "nobody", group
 
 
 def process_user() -> str | None:
@@ -198,7 +216,7 @@ class NginxManager:
         if self.running():
             return
         if os.geteuid() == 0 and self.settings.user is None:
-            log.warning("nginx starts as root without `user`: its workers run as nobody (see process_user)")
+            log.warning("nginx starts as root without `user`: its workers run as nobody (see worker_identity)")
         self._end_orphans()
         self._make_dirs()
         self._install(self.render())

@@ -54,6 +54,7 @@ class NginxSettings:
     worker_connections: int = 4096
     client_max_body_size: str = "10m"
     user: str | None = None
+    group: str | None = None  # with `user`: the workers' group (nginx's default is the user's name)
     modules: tuple[str, ...] = DEFAULT_MODULES
     lua_dir: Path = LUA_DIR
     routes_dict_size: str = "16m"
@@ -114,6 +115,7 @@ def _check(s: NginxSettings) -> dict[str, Any]:
         "worker_processes": validate.worker_processes(s.worker_processes),
         "worker_connections": validate.positive_int(s.worker_connections, "worker_connections", 1_000_000),
         "user": None if s.user is None else validate.user_name(s.user),
+        "group": None if s.group is None or s.user is None else validate.user_name(s.group, "group"),
         "modules": [validate.path(m, "modules") for m in s.modules],
         "lua_dir": validate.path(s.lua_dir, "lua_dir"),
         "client_max_body_size": validate.size(s.client_max_body_size, "client_max_body_size"),

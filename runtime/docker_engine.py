@@ -38,10 +38,12 @@ from orchestry.runtime.stats import STATS_CONCURRENCY, ContainerFacts
 from orchestry.runtime.types import (
     LABEL_APP,
     LABEL_CLUSTER,
+    LABEL_INSTALLATION,
     LABEL_PORT,
     LABEL_REVISION,
     LABEL_SLOT,
     LABEL_SPEC_HASH,
+    LABEL_VOLUME,
     ContainerFailed,
     EngineEvent,
     EngineUnavailable,
@@ -50,6 +52,7 @@ from orchestry.runtime.types import (
     Observed,
     ReplicaRequest,
     RuntimeFailure,
+    VolumeConflict,
 )
 from orchestry.workflows.metrics import Usage
 
@@ -66,8 +69,17 @@ _TRANSPORT_ERRORS = (docker.errors.DockerException, requests.RequestException, O
 class DockerEngine:
     """`Runtime` on a local Docker engine. Thread-safe: one instance serves every job worker."""
 
-    def __init__(self, client: docker.DockerClient | None = None, timeout: float = 30, *, settle: float = 0.25) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        timeout: float = 30,
+        *,
+        settle: float = 0.25,
+        installation: str | None = None,
+    ) -> None:
         self._client = client
+        # Stamped on what this engine creates; with it, another installation's containers are never seen.
+        self.installation = installation
         self._timeout = timeout
         self._settle = settle
         self._lock = threading.Lock()
@@ -112,9 +124,74 @@ class DockerEngine:
         labels = [f"{LABEL_CLUSTER}={cluster}"] + ([f"{LABEL_APP}={app}"] if app is not None else [])
         with _engine(f"list the containers of cluster {cluster}"):
             summaries = self._docker().api.containers(all=True, filters={"label": labels})
+        summaries = [s for s in summaries if self._ours(s.get("Labels") or {})]
         with self._lock:  # the start times this engine saw to the nanosecond, over the list's whole seconds
             observed = [_precise(_from_summary(summary), self._started) for summary in summaries]
         return sorted(observed, key=lambda o: (o.app, o.slot, o.name))
+
+    def foreign_containers(self, cluster: str) -> list[str]:
+        """Names of the containers that carry this cluster name but another installation's id."""
+        with _engine(f"list the containers of cluster {cluster}"):
+            summaries = self._docker().api.containers(all=True, filters={"label": [f"{LABEL_CLUSTER}={cluster}"]})
+        return sorted(
+            (s.get("Names") or ["?"])[0].lstrip("/") for s in summaries if not self._ours(s.get("Labels") or {})
+        )
+
+    def _check_owned(self, attrs: dict[str, Any], cluster: str, message: str) -> None:
+        labels = _labels(attrs)
+        if labels.get(LABEL_CLUSTER) != cluster:
+            raise ContainerFailed(message)
+        if not self._ours(labels):
+            raise ContainerFailed(f"{message} (it belongs to installation {labels.get(LABEL_INSTALLATION)})")
+
+    def _ours(self, labels: dict[str, str]) -> bool:
+        """A container of our cluster is ours unless another installation stamped it."""
+        stamp = labels.get(LABEL_INSTALLATION)
+        return self.installation is None or stamp is None or stamp == self.installation
+
+    def list_volumes(self, cluster: str, app: str) -> list[str]:
+        labels = [f"{LABEL_CLUSTER}={cluster}", f"{LABEL_APP}={app}"]
+        with _engine(f"list the volumes of {app}"):
+            found = self._docker().api.volumes(filters={"label": labels}).get("Volumes") or []
+        return sorted(v["Name"] for v in found if self._ours(v.get("Labels") or {}))
+
+    def remove_volumes(self, cluster: str, app: str) -> list[str]:
+        removed = []
+        for name in self.list_volumes(cluster, app):
+            with _engine(f"remove volume {name}"):
+                try:
+                    self._docker().api.remove_volume(name)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    if exc.status_code == 409:
+                        raise VolumeConflict(f"volume {name} is still in use: {_one_line(exc)}") from None
+                    raise
+            removed.append(name)
+        return removed
+
+    def _ensure_volumes(self, req: ReplicaRequest) -> None:
+        """Create the app's volumes with our labels; refuse one whose name another app or installation holds."""
+        api = self._docker().api
+        for name, _ in req.volumes:
+            labels = {LABEL_CLUSTER: req.cluster, LABEL_APP: req.app, LABEL_VOLUME: name.split("_", 2)[-1]}
+            if self.installation is not None:
+                labels[LABEL_INSTALLATION] = self.installation
+            try:
+                found: dict[str, Any] | None = api.inspect_volume(name)
+            except docker.errors.NotFound:
+                found = None
+            if found is None:
+                try:
+                    api.create_volume(name, labels=labels)
+                    continue
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:
+                        raise
+                found = api.inspect_volume(name)  # created by a racing start of another slot
+            have = found.get("Labels") or {}
+            if have.get(LABEL_CLUSTER) != req.cluster or have.get(LABEL_APP) != req.app or not self._ours(have):
+                raise VolumeConflict(f"volume {name} exists and is not app {req.app}'s: refusing to mount it")
 
     def ensure_image(self, image: str) -> None:
         with _engine(f"look up image {image}"):
@@ -149,15 +226,18 @@ class DockerEngine:
         with _engine(f"start {req.name}"):
             existing = self._inspect(req.name)
             if existing is not None:
-                _check_owned(existing, req.cluster, f"name {req.name} is taken by a container Orchestry does not own")
+                self._check_owned(
+                    existing, req.cluster, f"name {req.name} is taken by a container Orchestry does not own"
+                )
                 if _same_spec(existing, req) and _status(existing) == "created":
                     existing = self._wait_while_starting(req.name)  # a racing call is between create and start
                 if existing is not None and _same_spec(existing, req) and _status(existing) == "running":
                     return _from_inspect(existing)
                 if existing is not None:
                     self._remove(existing["Id"])
+            self._ensure_volumes(req)
             try:
-                container = self._docker().containers.create(**_create_args(req))
+                container = self._docker().containers.create(**_create_args(req, self.installation))
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
@@ -169,7 +249,7 @@ class DockerEngine:
             attrs = self._inspect(name)
             if attrs is None:
                 return
-            _check_owned(attrs, cluster, f"refusing to stop {name}: it is not a container of cluster {cluster}")
+            self._check_owned(attrs, cluster, f"refusing to stop {name}: it is not a container of cluster {cluster}")
             try:
                 # The SDK adds the grace period to the client's HTTP timeout for this call.
                 self._docker().api.stop(attrs["Id"], timeout=max(0, math.ceil(grace_seconds)))
@@ -222,7 +302,7 @@ class DockerEngine:
             stream = self._docker().events(
                 decode=True, filters={"type": "container", "label": f"{LABEL_CLUSTER}={cluster}"}, since=since
             )
-        return EventStream(stream)
+        return EventStream(stream, self._ours)
 
     # -- resource usage (the fallback of runtime/stats.py when cgroup files cannot be read) --------------------
 
@@ -275,7 +355,7 @@ class DockerEngine:
         """Create lost a race for the name (409): adopt the winner's container if it is the same spec."""
         attrs = self._wait_while_starting(req.name, absent_too=True)
         if attrs is not None:
-            _check_owned(attrs, req.cluster, f"name {req.name} is taken by a container Orchestry does not own")
+            self._check_owned(attrs, req.cluster, f"name {req.name} is taken by a container Orchestry does not own")
             if _same_spec(attrs, req) and _status(attrs) == "running":
                 return _from_inspect(attrs)
         raise ContainerFailed(f"{req.name} is being created or replaced by another call at the same time")
@@ -373,8 +453,9 @@ class LogFollower:
 class EventStream:
     """The cluster's container events; ends when the stream breaks. `close()` works from any thread."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, ours: Callable[[dict[str, str]], bool] = lambda _: True) -> None:
         self._stream = stream
+        self._ours = ours  # another installation's containers' events are not ours
         self._lock = threading.Lock()
         self._reading = False
         self._done = False
@@ -390,7 +471,7 @@ class EventStream:
         try:
             for raw in self._stream:
                 event = _event(raw)
-                if event is not None:
+                if event is not None and self._ours((raw.get("Actor") or {}).get("Attributes") or {}):
                     return event
         except (*_TRANSPORT_ERRORS, ValueError):
             pass  # a broken stream ends like a closed one: the caller reconnects with since=
@@ -477,11 +558,6 @@ def _release(handle: Any) -> None:
             response.close()
 
 
-def _check_owned(attrs: dict[str, Any], cluster: str, message: str) -> None:
-    if _labels(attrs).get(LABEL_CLUSTER) != cluster:
-        raise ContainerFailed(message)
-
-
 def _labels(attrs: dict[str, Any]) -> dict[str, str]:
     return (attrs.get("Config") or {}).get("Labels") or {}
 
@@ -494,7 +570,7 @@ def _same_spec(attrs: dict[str, Any], req: ReplicaRequest) -> bool:
     return _labels(attrs).get(LABEL_SPEC_HASH) == req.spec_hash
 
 
-def _create_args(req: ReplicaRequest) -> dict[str, Any]:
+def _create_args(req: ReplicaRequest, installation: str | None = None) -> dict[str, Any]:
     labels = {
         **req.labels,  # ours last: an app's labels cannot pose as Orchestry's
         LABEL_CLUSTER: req.cluster,
@@ -503,6 +579,8 @@ def _create_args(req: ReplicaRequest) -> dict[str, Any]:
         LABEL_REVISION: str(req.revision),
         LABEL_SPEC_HASH: req.spec_hash,
     }
+    if installation is not None:
+        labels[LABEL_INSTALLATION] = installation
     args: dict[str, Any] = {
         "image": req.image,
         "name": req.name,

@@ -19,6 +19,11 @@ LABEL_SLOT = "org.orchestry.slot"
 LABEL_REVISION = "org.orchestry.revision"
 LABEL_SPEC_HASH = "org.orchestry.spec-hash"
 LABEL_PORT = "org.orchestry.port"  # the container port published on 127.0.0.1 (absent for workers)
+# The installation (one database) that created the container or volume. Another installation's containers
+# are invisible to this one even when they carry the same cluster name; unlabelled ones (made before the
+# label existed) are adopted as this installation's.
+LABEL_INSTALLATION = "org.orchestry.installation"
+LABEL_VOLUME = "org.orchestry.volume"  # the spec's volume name, on the Docker volumes Orchestry creates
 
 
 class RuntimeFailure(Exception):
@@ -33,6 +38,12 @@ class EngineUnavailable(RuntimeFailure):
 
 class ImageUnavailable(RuntimeFailure):
     """The image is not present and could not be pulled: retrying will not help."""
+
+    temporary = False
+
+
+class VolumeConflict(RuntimeFailure):
+    """The volume's name is taken by a volume of another app, cluster or installation: never mounted."""
 
     temporary = False
 
@@ -70,6 +81,12 @@ class ReplicaRequest:
 
 def container_name(cluster: str, app: str, slot: int) -> str:
     return f"{cluster}-{app}-{slot}"
+
+
+def volume_name(cluster: str, app: str, volume: str) -> str:
+    """`<cluster>_<app>_<volume>`: cluster and app names never contain `_` (DNS labels), so the name is
+    unambiguous (with `-`, app `va` volume `b-data` and app `va-b` volume `data` shared one volume)."""
+    return f"{cluster}_{app}_{volume}"
 
 
 @dataclass(frozen=True)
@@ -133,3 +150,9 @@ class Runtime(Protocol):
 
     def events(self, cluster: str, since: datetime | None) -> Iterator[EngineEvent]:
         """Container events of the cluster, blocking; ends when the stream breaks (reconnect with since)."""
+
+    def list_volumes(self, cluster: str, app: str) -> list[str]:
+        """The Docker volumes Orchestry created for the app (by label). Raises EngineUnavailable."""
+
+    def remove_volumes(self, cluster: str, app: str) -> list[str]:
+        """Remove the app's volumes; returns the names removed. A volume still in use raises VolumeConflict."""

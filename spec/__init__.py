@@ -4,7 +4,7 @@ Pure code (no Flask, SQLAlchemy or Docker): the API, the CLI and the jobs share 
 spec. Entry points: `load_specs` for a request body, `validate_document` for one parsed document.
 """
 
-from .issues import FieldIssue, SpecParseError, UnsupportedMediaType
+from .issues import FieldIssue, SpecParseError, SpecTooLarge, UnsupportedMediaType
 from .model import (
     AppSpec,
     EnvVar,
@@ -35,6 +35,7 @@ __all__ = [
     "Resources",
     "Scaling",
     "SpecParseError",
+    "SpecTooLarge",
     "Termination",
     "UnsupportedMediaType",
     "Volume",

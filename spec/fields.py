@@ -33,6 +33,10 @@ IMAGE_REF = (
     rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
+IMAGE_ID = r"sha256:[a-f0-9]{64}"
+# Docker reads a reference made only of hex digits (no tag, registry or digest) as an image ID prefix when no
+# such repository exists: `image: "0"` started whichever local image's ID begins with 0.
+BARE_HEX = r"[a-f0-9]+"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
@@ -79,6 +83,13 @@ def _label_key(value: str) -> str | None:
 def _image(value: str) -> str | None:
     if len(value) > 255:
         return "must be at most 255 characters"
+    if re.fullmatch(IMAGE_ID, value):
+        return None
+    if re.fullmatch(BARE_HEX, value) or value.startswith("sha256:"):
+        return (
+            "must have a repository name, or be a full image ID (a bare hex string or a short sha256: is read "
+            'by Docker as an image ID prefix): write "name:tag" or "sha256:<64 hex>"'
+        )
     if re.fullmatch(IMAGE_REF, value):
         return None
     return 'must be a Docker image reference such as "my-api:1.2" or "registry:5000/team/api@sha256:<hex>"'
@@ -127,7 +138,9 @@ LabelValue = Annotated[
     _check(_matches(LABEL_VALUE, 63, "empty, or letters, digits and '-_.' starting and ending with a letter or digit")),
     _schema(pattern=_pattern(LABEL_VALUE), maxLength=63),
 ]
-ImageRef = Annotated[str, _check(_image), _schema(pattern=_pattern(IMAGE_REF), maxLength=255)]
+ImageRef = Annotated[
+    str, _check(_image), _schema(pattern=f"^(?:{IMAGE_ID}|(?!{BARE_HEX}$|sha256:){IMAGE_REF})$", maxLength=255)
+]
 EnvName = Annotated[
     str,
     _check(_matches(ENV_NAME, 255, "letters, digits and '_', not starting with a digit")),
@@ -148,6 +161,14 @@ HeaderName = Annotated[
     _schema(pattern=_pattern(HTTP_TOKEN)),
 ]
 HeaderValue = Annotated[str, _check(_header_value)]
+SECRET_NAME = r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?"
+SecretName = Annotated[
+    str,
+    _check(
+        _matches(SECRET_NAME, 253, "lowercase letters, digits and '-_.', starting and ending with a letter or digit")
+    ),
+    _schema(pattern=_pattern(SECRET_NAME), maxLength=253),
+]
 
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 StatusCode = Annotated[int, Field(ge=100, le=599)]

@@ -21,6 +21,10 @@ class SpecParseError(ValueError):
     """The body is not well-formed YAML or JSON (or holds no document); the message says where."""
 
 
+class SpecTooLarge(SpecParseError):
+    """The body holds more documents or nodes than one request may (a bound on the work of one request)."""
+
+
 class UnsupportedMediaType(ValueError):
     """The body's content type is neither JSON nor YAML."""
 

@@ -33,6 +33,7 @@ from .fields import (
     PortNumber,
     PositiveSeconds,
     Seconds,
+    SecretName,
     StatusCode,
     Target,
     Text,
@@ -65,13 +66,21 @@ class Resources(SpecModel):
     memory_bytes: MemoryBytes | None = Field(default=None, alias="memory")
 
 
+class ValueFrom(SpecModel):
+    """Where a value comes from instead of the spec: a secret set with `orchestry secret set NAME`."""
+
+    secret: SecretName
+
+
 class EnvVar(SpecModel):
-    """A literal `value`, or a value Orchestry fills in per replica (`source: sdk` with `key`)."""
+    """A literal `value`, a value Orchestry fills in per replica (`source: sdk` with `key`), or a secret's value
+    resolved when the replica starts (`valueFrom: {secret: NAME}`; the spec holds only the name)."""
 
     name: EnvName
     value: Text | None = None
     source: Literal["sdk"] | None = None
     key: SdkKey | None = None
+    value_from: ValueFrom | None = None
 
 
 class Volume(SpecModel):

@@ -10,32 +10,53 @@ from __future__ import annotations
 import json
 import json.decoder
 import json.scanner
+from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from .issues import SpecParseError, UnsupportedMediaType
+from .issues import SpecParseError, SpecTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 ACCEPTED_TYPES = JSON_TYPES + YAML_TYPES
-MAX_NODES = 100_000
+# The work of one request is bounded by these (and the body size limit): nodes are counted while the YAML
+# is composed, so a 100,001-item list is refused after 10,000 items instead of after being built whole.
+MAX_NODES = 10_000
+MAX_DOCUMENTS = 100
 MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Document:
+    """One parsed document and its own text (what `spec?raw=true` returns for the app it registers)."""
+
+    value: object
+    text: str
 
 
 def parse_documents(body: bytes | str, content_type: str | None) -> list[object]:
     """Parse a request body into its non-empty documents; raise SpecParseError or UnsupportedMediaType."""
+    return [doc.value for doc in parse_documents_with_text(body, content_type)]
+
+
+def parse_documents_with_text(body: bytes | str, content_type: str | None) -> list[Document]:
+    """Parse a request body into its non-empty documents, each with its own text (a YAML document's slice
+    of the body, comments included; a JSON list's items re-serialised; a single JSON object as sent)."""
     is_json = _is_json(content_type)
     text = _decode(body)
     if not text.strip():
         raise SpecParseError("no document")
     docs = _load_json(text) if is_json else _load_yaml(text)
-    docs = [doc for doc in docs if doc is not None]
+    docs = [doc for doc in docs if doc.value is not None]
     if not docs:
         raise SpecParseError("no document")
-    _check_size(docs)
+    if len(docs) > MAX_DOCUMENTS:
+        raise SpecTooLarge(f"too many documents: {len(docs)} (at most {MAX_DOCUMENTS} in one request)")
+    _check_size([doc.value for doc in docs])
     return docs
 
 
@@ -57,11 +78,49 @@ def _decode(body: bytes | str) -> str:
         raise SpecParseError(f"body is not valid UTF-8 (byte {exc.start})") from None
 
 
-def _load_yaml(text: str) -> list[Any]:
+class _BoundedComposer(Composer):
+    """ruamel's composer with a node budget and a document count, recording where each document ends.
+
+    Each node (an alias each time it is used) costs one unit of the budget, so the work done before a refusal
+    is bounded by MAX_NODES, whatever the body's size.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.nodes = 0
+        self.ends: list[int] = []
+
+    def compose_document(self) -> Any:
+        if len(self.ends) >= MAX_DOCUMENTS:
+            raise SpecTooLarge(f"too many documents: more than {MAX_DOCUMENTS} in one request")
+        node = super().compose_document()
+        self.ends.append(self.last_end)
+        return node
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise SpecTooLarge(f"document too large: more than {MAX_NODES} nodes in one request")
+        return super().compose_node(parent, index)
+
+    @property
+    def last_end(self) -> int:
+        # The DOCUMENT-END event just dropped by compose_document: implicit ends sit where the next
+        # document (or the stream's end) begins, so consecutive slices cover the body.
+        event = self.parser.last_event if hasattr(self.parser, "last_event") else None
+        mark = getattr(event, "end_mark", None)
+        return int(getattr(mark, "index", -1))
+
+
+def _load_yaml(text: str) -> list[Document]:
     _check_flow_depth(text)
     yaml = YAML(typ="safe", pure=True)
+    yaml.Composer = _BoundedComposer
     try:
-        return list(yaml.load_all(text))
+        values = list(yaml.load_all(text))
+        return _with_text(text, values, yaml.composer.ends)
+    except SpecParseError:
+        raise
     except MarkedYAMLError as exc:
         raise SpecParseError(_yaml_message(exc)) from None
     except ReaderError as exc:
@@ -74,6 +133,14 @@ def _load_yaml(text: str) -> list[Any]:
         raise SpecParseError(f"invalid YAML: {_first_clause(exc)}") from None
     except TypeError:  # ruamel checks some complex keys for duplicates before refusing them
         raise SpecParseError("invalid YAML: a mapping or list used as a key") from None
+
+
+def _with_text(text: str, values: list[Any], ends: list[int]) -> list[Document]:
+    """Each document's slice: from the end of the previous one (its comments and `---` line) to its end."""
+    if len(ends) != len(values) or any(end < 0 for end in ends):
+        return [Document(value, text) for value in values]  # cannot happen with ruamel's parser; never lose text
+    starts = [0, *ends][: len(ends)]
+    return [Document(value, text[start:end]) for value, start, end in zip(values, starts, ends, strict=True)]
 
 
 def _check_flow_depth(text: str) -> None:
@@ -110,7 +177,7 @@ def _yaml_message(exc: MarkedYAMLError) -> str:
     return f"invalid YAML{where}: {what}"
 
 
-def _load_json(text: str) -> list[Any]:
+def _load_json(text: str) -> list[Document]:
     try:
         doc = _json_decoder().decode(text)
     except json.JSONDecodeError as exc:
@@ -119,7 +186,11 @@ def _load_json(text: str) -> list[Any]:
         raise SpecParseError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # NaN, Infinity, an integer beyond Python's 4300-digit limit
         raise SpecParseError(f"invalid JSON: {_first_clause(exc)}") from None
-    return doc if isinstance(doc, list) else [doc]
+    if not isinstance(doc, list):
+        return [Document(doc, text)]
+    if len(doc) > MAX_DOCUMENTS:
+        raise SpecTooLarge(f"too many documents: {len(doc)} (at most {MAX_DOCUMENTS} in one request)")
+    return [Document(item, json.dumps(item, indent=2, ensure_ascii=False) + "\n") for item in doc]
 
 
 class _DuplicateKey(ValueError):
@@ -171,7 +242,7 @@ def _check_size(docs: list[Any]) -> None:
         node, depth = stack.pop()
         budget -= 1
         if budget < 0:
-            raise SpecParseError(f"document too large: more than {MAX_NODES} nodes (aliases count each use)")
+            raise SpecTooLarge(f"document too large: more than {MAX_NODES} nodes (aliases count each use)")
         if depth > MAX_DEPTH:
             raise SpecParseError(f"document nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):

@@ -114,7 +114,7 @@ def _default_env_values(doc: dict[str, Any]) -> None:
     spec = doc.get("spec")
     items = spec.get("environment") if isinstance(spec, dict) else None
     for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict) and not {"value", "source", "key"} & item.keys():
+        if isinstance(item, dict) and not {"value", "source", "key", "valueFrom"} & item.keys():
             item["value"] = ""
 
 

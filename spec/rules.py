@@ -100,6 +100,8 @@ def _environment(check: RuleCheck) -> None:
             continue
         if "source" in item and "value" in item:
             check.fail((*loc, i, "value"), "must not be given with source (Orchestry fills it in)")
+        if "valueFrom" in item and ("value" in item or "source" in item):
+            check.fail((*loc, i, "valueFrom"), "must not be given with value or source (one source per variable)")
         if "key" in item and "source" not in item:
             check.fail((*loc, i, "key"), "requires source: sdk")
         if "source" in item and "key" not in item:

@@ -8,6 +8,7 @@ what runs (comments, key order, `env` vs `environment`, "0.5" vs "500m") is norm
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from .errors import pydantic_issues
 from .issues import DOCUMENT, FieldIssue, Loc, format_path
 from .model import AppSpec
-from .parse import parse_documents
+from .parse import parse_documents_with_text
 from .prepare import Prepared, order_key, prepare
 from .rules import check_rules
 
@@ -35,6 +36,7 @@ class LoadedSpec:
     normalized: dict[str, Any]
     content_hash: str
     warnings: tuple[FieldIssue, ...]
+    raw: str = ""  # the document's own text, as submitted (set by load_specs)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,11 @@ def load_specs(
     errors: list[FieldIssue] = []
     warnings: list[FieldIssue] = []
     names: set[str] = set()
-    for index, doc in enumerate(parse_documents(body, content_type)):
+    for index, document in enumerate(parse_documents_with_text(body, content_type)):
+        doc = document.value
         loaded, errs, warns = validate_document(doc, max_replicas=max_replicas, strict=strict, document=index)
+        if loaded is not None:
+            loaded = dataclasses.replace(loaded, raw=document.text)
         name = _valid_name(doc, errs)
         if name is not None and name in names:
             errs.append(FieldIssue("metadata.name", DUPLICATE_NAME, index))

@@ -35,6 +35,7 @@ from orchestry.models.db import make_engine
 from orchestry.models.schema import upgrade
 
 DB_KIND = os.environ.get("ORCHESTRY_TEST_DB", "sqlite")
+TEST_SECRET_KEY = "3uMV_pNV3YvqfwTVqMpAC5DRVXCPvsPsi5bWEsPx_Zg="  # a Fernet key for test servers only
 if DB_KIND not in ("sqlite", "postgresql"):
     raise SystemExit(f"ORCHESTRY_TEST_DB must be sqlite or postgresql, not {DB_KIND!r}")
 LIVE_JOBS = text("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
@@ -47,6 +48,7 @@ TABLES = (
     "jobs",
     "events",
     "api_tokens",
+    "secrets",
 )  # not leader_lease, controller_nodes, routing_state: the live server keeps leading and routing across tests
 
 for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:
@@ -317,6 +319,8 @@ def start_server(
         "ORCHESTRY_PROXY_PORT": str(free_port()),
         "ORCHESTRY_NGINX_CONTROL_PORT": str(free_port()),
         "ORCHESTRY_NODE_ID": f"node-{port}",
+        # PostgreSQL needs the secrets key set (the same on every node); SQLite generates one in the data dir.
+        **({"ORCHESTRY_SECRET_KEY": TEST_SECRET_KEY} if DB_KIND != "sqlite" else {}),
         **(extra_env or {}),
     }
     log_path = workdir / f"serve-{port}.log"

@@ -62,3 +62,9 @@ class FakeRuntime:
 
     def events(self, *a: Any) -> Iterator[Any]:
         return iter(())
+
+    def list_volumes(self, cluster: str, app: str) -> list[str]:
+        return []
+
+    def remove_volumes(self, cluster: str, app: str) -> list[str]:
+        return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -28,7 +29,7 @@ from orchestry.nginx.manager import (
     NginxManager,
     ReloadFailed,
     StaleGeneration,
-    process_user,
+    worker_identity,
 )
 from orchestry.nginx.render import NginxSettings, render_config
 from orchestry.nginx.routes import build_route_table
@@ -62,6 +63,8 @@ class Backend:
                 body = json.dumps(
                     {"name": backend.name, "method": self.command, "path": self.path, "headers": dict(self.headers)}
                 ).encode()
+                if "big=" in self.path:  # a response larger than nginx's proxy buffers
+                    body = b"y" * int(self.path.rpartition("big=")[2])
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -145,7 +148,9 @@ def make_settings(prefix: Path, **changes: Any) -> NginxSettings:
         "listen_port": free_port(),
         "control_port": free_port(),
         "worker_processes": 2,
-        "user": process_user(),  # as root, workers as `nobody` could not enter pytest's 0700 temp directory
+        # As root, workers run as nobody: they cannot enter pytest's 0700 temp directory, and need not.
+        "user": worker_identity()[0],
+        "group": worker_identity()[1],
         "error_log_level": "notice",  # so that a reload ("reconfiguring") would show in the error log
     }
     fields.update(changes)
@@ -509,12 +514,31 @@ def test_a_post_that_reached_a_replica_is_not_retried(nginx: NginxManager, backe
     assert resetter.requests == 4  # 2 GETs (then retried) + 2 POSTs
 
 
-def test_large_bodies_are_buffered_to_the_prefix(nginx: NginxManager, backends: Backends) -> None:
-    """Bodies beyond the memory buffers go to temp files under the prefix, which the workers must reach."""
+def test_large_bodies_pass_while_workers_cannot_reach_the_prefix(nginx: NginxManager, backends: Backends) -> None:
+    """Unprivileged workers never reach the 0700 prefix: bodies stay in memory, big responses are streamed."""
     nginx.push_routes(build_route_table(1, {"web": [backends["w"].address]}))
     with client(nginx) as c:
         response = c.post("/web/", content=b"x" * 2_000_000)
-    assert response.status_code == 200, nginx.settings.error_log.read_text()[-500:]
+        assert response.status_code == 200, nginx.settings.error_log.read_text()[-500:]
+        big = c.get("/web/?big=3000000")
+    assert big.status_code == 200 and len(big.content) == 3_000_000, nginx.settings.error_log.read_text()[-500:]
+    assert "temporary file" not in nginx.settings.error_log.read_text()
+
+
+def test_workers_never_run_as_root(nginx: NginxManager) -> None:
+    master = int(nginx.settings.pid_file.read_text())
+    workers = worker_pids(master)
+    assert workers
+    uids = {int(_status(pid)["Uid"].split()[0]) for pid in workers}
+    assert 0 not in uids
+    if os.geteuid() == 0:
+        assert uids == {pwd.getpwnam("nobody").pw_uid}
+        assert int(_status(master)["Uid"].split()[0]) == 0  # only the master (ports, logs) stays root
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
 def test_access_log_is_json_per_request(nginx: NginxManager, backends: Backends) -> None:

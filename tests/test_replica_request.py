@@ -21,12 +21,25 @@ def test_every_field_of_the_full_example_reaches_the_request() -> None:
     assert req.container_port == 8080  # the first HTTP port, the one nginx routes to
     assert req.command == ("/bin/shop-api",) and req.args == ("--port", "8080", "--metrics-port", "9090")
     assert req.working_dir == "/srv/shop"
-    assert req.volumes == (("prod-shop-api-shop-data", "/data"), ("prod-shop-api-shop-cache", "/var/cache/shop"))
+    assert req.volumes == (("prod_shop-api_shop-data", "/data"), ("prod_shop-api_shop-cache", "/var/cache/shop"))
     assert req.nano_cpus == 1_500_000_000 and req.memory_bytes == 1024**3
     assert req.env["LOG_LEVEL"] == "info" and req.env["EMPTY"] == ""
     assert req.env["INSTANCE_IP"] == "127.0.0.1" and req.env["INSTANCE_PORT"] == "8080"
     assert req.env["APP_NAME"] == "shop-api" and req.env["APP_REPLICAS"] == "4"
     assert req.labels["tier"] == "backend"
+
+
+def test_volume_names_do_not_collide_across_apps() -> None:
+    """App `va` volume `b-data` and app `va-b` volume `data` once shared `<cluster>-va-b-data`."""
+    base = normalized("hello.yaml")
+
+    def volumes(app: str, volume: str) -> tuple[tuple[str, str], ...]:
+        spec = {**base, "metadata": {**base["metadata"], "name": app}}
+        spec["spec"] = {**base["spec"], "volumes": [{"name": volume, "mountPath": "/data"}]}
+        return replica_request(cluster="c", spec=spec, slot=1, revision=1, spec_hash="h", replicas=1).volumes
+
+    assert volumes("va", "b-data") != volumes("va-b", "data")
+    assert volumes("va", "b-data") == (("c_va_b-data", "/data"),)
 
 
 def test_a_worker_publishes_no_port() -> None:

@@ -84,6 +84,11 @@ CASES: dict[str, Case] = {
     "image bad tag": Case({"spec.image": "app:-bad"}, "spec.image", "Docker image reference"),
     "image bad digest": Case({"spec.image": "app@sha256:xyz"}, "spec.image", "Docker image reference"),
     "image too long": Case({"spec.image": "a" * 256}, "spec.image", "at most 255"),
+    # a bare hex string is read by Docker as an image ID prefix: `image: "0"` started a foreign local image
+    "image a short id": Case({"spec.image": "0"}, "spec.image", "repository name"),
+    "image a hex prefix": Case({"spec.image": "deadbeef"}, "spec.image", "repository name"),
+    "image a full hex id": Case({"spec.image": "a" * 64}, "spec.image", "repository name"),
+    "image a short sha256 id": Case({"spec.image": "sha256:abc123"}, "spec.image", "repository name"),
     # ports
     "http without ports": Case({"spec.ports": []}, "spec.ports", "an http app needs at least one HTTP port"),
     "http with only TCP": Case(
@@ -139,6 +144,19 @@ CASES: dict[str, Case] = {
         {"spec.environment": [{"name": "A"}], "spec.env": [{"name": "B"}]}, "spec.env", "not both"
     ),
     "env alias bad name": Case({"spec.env": [{"name": "bad name"}]}, "spec.env[0].name", "letters"),
+    "env secret and value": Case(
+        {"spec.environment": [{"name": "A", "value": "x", "valueFrom": {"secret": "db"}}]},
+        "spec.environment[0].valueFrom",
+        "must not be given with value",
+    ),
+    "env secret name bad": Case(
+        {"spec.environment": [{"name": "A", "valueFrom": {"secret": "Bad Name"}}]},
+        "spec.environment[0].valueFrom.secret",
+        "lowercase letters",
+    ),
+    "env valueFrom without secret": Case(
+        {"spec.environment": [{"name": "A", "valueFrom": {}}]}, "spec.environment[0].valueFrom.secret", "required"
+    ),
     "sdk key unknown": Case(
         {"spec.environment": [{**SDK, "key": "instance.id"}]},
         "spec.environment[0].key",
@@ -451,6 +469,24 @@ def test_accepted_values() -> None:
     assert loaded is not None
     assert loaded.spec.health_check.port == 1  # the first HTTP port, not the first port
     assert loaded.spec.spec.environment[1].value == ""
+
+
+def test_an_env_value_from_a_secret_keeps_only_the_secret_name() -> None:
+    loaded, errors, _ = validate_document(
+        variant({"spec.environment": [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]})
+    )
+    assert errors == [], [e.message for e in errors]
+    assert loaded is not None
+    assert loaded.normalized["spec"]["environment"] == [{"name": "DB", "valueFrom": {"secret": "db-pw"}}]
+
+
+@pytest.mark.parametrize(
+    "image", ["sha256:" + "0" * 64, "0:1", "deadbeef:latest", "library/deadbeef", "beef@sha256:" + "1" * 64, "ubuntu"]
+)
+def test_image_references_that_name_a_repository_or_a_full_digest(image: str) -> None:
+    loaded, errors, _ = validate_document(variant({"spec.image": image}))
+    assert errors == [], [e.message for e in errors]
+    assert loaded is not None and loaded.spec.spec.image == image
 
 
 # --- normalisation and the typed model ---------------------------------------------------------------------

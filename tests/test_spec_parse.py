@@ -49,7 +49,7 @@ def billion_laughs(levels: int = 9) -> str:
         ("", "application/json", "no document"),
         ("[]", "application/json", "no document"),
         ("null", "application/json", "no document"),
-        (billion_laughs(), None, "more than 100000 nodes"),
+        (billion_laughs(), None, "more than 10000 nodes"),
         ("a: &a [*a]\n", None, "nested deeper"),
         ("[" * 100 + "]" * 100, None, "nested deeper"),
         ("[" * 1000 + "]" * 1000, None, "nested deeper"),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models.apps import App, AppRevision, get_revision, list_apps
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
-from orchestry.spec import AppSpec, SpecParseError, UnsupportedMediaType, load_specs
+from orchestry.spec import AppSpec, SpecParseError, SpecTooLarge, UnsupportedMediaType, load_specs
+from orchestry.spec.redact import redact_env, redact_raw
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, not_found
 from orchestry.web.openapi import Body, operation
@@ -71,6 +72,8 @@ def register_apps() -> tuple[Response, int]:
         )
     except UnsupportedMediaType as exc:
         raise ApiError(415, "unsupported_media_type", str(exc)) from None
+    except SpecTooLarge as exc:
+        raise ApiError(413, "payload_too_large", str(exc)) from None
     except SpecParseError as exc:
         raise ApiError(400, "malformed_spec", str(exc)) from None
     if not loaded.ok:
@@ -78,16 +81,19 @@ def register_apps() -> tuple[Response, int]:
         detail = "; ".join(f["message"] for f in fields[:5]) + (" ..." if len(fields) > 5 else "")
         raise ApiError(422, "invalid_spec", detail, fields)
 
-    raw = body.decode("utf-8")
     raw_format = "json" if request.mimetype == "application/json" else "yaml"
     subs = [
         Submission(s.spec.metadata.name, s.normalized, s.content_hash, tuple(w.message for w in s.warnings))
         for s in loaded.specs
     ]
+    raws = [s.raw for s in loaded.specs]  # each app keeps its own document's text, not the whole body
     db = session()
     for attempt in (1, 2):  # a concurrent first registration of the same name loses the race once
         try:
-            done = [register(db, sub, raw=raw, raw_format=raw_format, actor=actor()) for sub in subs]
+            done = [
+                register(db, sub, raw=raw, raw_format=raw_format, actor=actor())
+                for sub, raw in zip(subs, raws, strict=True)
+            ]
             plans = [d.plan for d in done]
             if any(p.action == "refused" for p in plans):
                 db.rollback()
@@ -205,10 +211,12 @@ def spec(name: str) -> Response:
     rev = get_revision(session(), app, args.revision)
     if rev is None:
         raise not_found(f"revision of app {name}", str(args.revision))
+    viewer = g.get("role", "operator") != "operator"  # env values are redacted for viewers
     if args.raw:
         mimetype = "application/json" if rev.raw_format == "json" else "application/yaml"
-        return Response(rev.raw, mimetype=mimetype)
-    out = SpecOut(app=app.name, revision=rev.number, content_hash=rev.content_hash, spec=rev.spec)
+        return Response(redact_raw(rev.raw, rev.raw_format) if viewer else rev.raw, mimetype=mimetype)
+    shown = redact_env(rev.spec) if viewer else rev.spec
+    out = SpecOut(app=app.name, revision=rev.number, content_hash=rev.content_hash, spec=shown)
     return jsonify(out.model_dump(mode="json"))
 
 

@@ -21,7 +21,7 @@ def check_request() -> None:
         return
     db = session()
     if not any_tokens(db):
-        g.actor = "anonymous"
+        g.actor, g.role = "anonymous", "operator"
         return
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
@@ -33,6 +33,6 @@ def check_request() -> None:
     token = authenticate(db, presented.strip())
     if token is None:
         raise ApiError(401, "unauthorized", "the API token is not valid (revoked or mistyped)", headers=challenge)
-    g.actor = f"token:{token.name}"
+    g.actor, g.role = f"token:{token.name}", token.role
     if request.method not in READ_METHODS and token.role != "operator":
         raise ApiError(403, "forbidden", f"token {token.name!r} has role {token.role!r}; writes need 'operator'")

@@ -132,4 +132,5 @@ def delete(name: str) -> tuple[Response, int]:
         if live is not None:
             return accepted(live, created=False, message=f"app {name} is already being deleted")
     app.status, app.desired_replicas = "deleting", 0
-    return _enqueue(app, "delete", f"delete {name}", {"force": True} if args.force else {})
+    options = {key: True for key, on in (("force", args.force), ("volumes", args.volumes)) if on}
+    return _enqueue(app, "delete", f"delete {name}", options)

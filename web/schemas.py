@@ -67,6 +67,7 @@ class SpecQuery(Query):
 
 class DeleteQuery(Query):
     force: QueryBool = Field(False, description="kill the replicas at once instead of stopping them gracefully")
+    volumes: QueryBool = Field(False, description="remove the app's volumes too (kept, and listed, without it)")
 
 
 class EventsQuery(Query):

@@ -1,6 +1,6 @@
 """health_probe: the table /health's write probe inserts into and rolls back (reads can work while writes fail)
 
-Revision ID: 0010
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
+revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
