@@ -8,6 +8,10 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
   refused test leaves the running config untouched; a failed reload puts the previous file back.
 - A routing table is first written to the routes file (so a restarted nginx routes it at once), then PUT
   to the control endpoint, and counts as applied only once nginx reports its generation.
+- Every write to the control endpoint carries the node's control secret (a 0600 file beside the config,
+  made on first use, read by nginx as it loads its configuration): another local process reaching the
+  loopback port cannot change the routes. If nginx holds another secret (the file was replaced), one reload
+  makes it read the file again.
 - nginx runs as a daemon, not as our child, so Orchestry can restart without dropping traffic. Its master
   is found by the pid file and checked by its command line before any signal. A master killed with
   SIGKILL leaves its workers serving (they keep the listening sockets): `start` ends those orphans, found
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -41,6 +46,7 @@ from orchestry.nginx.routes import RouteTable
 log = logging.getLogger(__name__)
 
 _CONTROL_TIMEOUT = httpx.Timeout(connect=1.0, read=5.0, write=5.0, pool=1.0)
+SECRET_HEADER = "X-Orchestry-Control-Secret"
 
 
 class NginxError(Exception):
@@ -80,6 +86,7 @@ class NginxManager:
     def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
         self.settings = settings
         self.binary = binary
+        self._secret: str | None = None
         self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
         # No keep-alive: after a reload an idle connection would still point at an exiting worker.
         self._converging = threading.Lock()
@@ -277,6 +284,7 @@ class NginxManager:
         s = self.settings
         for directory in (s.conf_file.parent, s.pid_file.parent, s.error_log.parent, s.routes_path.parent):
             directory.mkdir(parents=True, exist_ok=True)
+        self.control_secret()  # before nginx loads the configuration that reads it
         for name in TEMP_DIRS:
             (s.temp_dir / name).mkdir(parents=True, exist_ok=True)
 
@@ -297,18 +305,21 @@ class NginxManager:
 
     # --- routing table ---------------------------------------------------------------------------------
 
-    def push_routes(self, table: RouteTable) -> int:
+    def push_routes(self, table: RouteTable, *, replace: bool = False) -> int:
         """Make nginx serve `table`; returns the generation nginx then reports.
 
         The routes file is written first, so a restart between the two steps still routes this table.
-        Pushing the same generation again is harmless; an older one raises StaleGeneration.
+        Pushing the same generation again is harmless; an older one raises StaleGeneration, unless `replace`:
+        then it takes the place of whatever nginx and the routes file hold (a table this controller did not
+        write: see controller/routing.py).
         """
         on_file = self.routes_file_generation()
-        if on_file is not None and on_file > table.generation:
+        if not replace and on_file is not None and on_file > table.generation:
             raise StaleGeneration(f"routes file holds generation {on_file} > {table.generation}", on_file)
         body = table.to_json()
         write_atomic(self.settings.routes_path, body)
-        response = self._request("PUT", "/_orchestry/routes", content=body)
+        params = {"replace": "1"} if replace else None
+        response = self._request("PUT", "/_orchestry/routes", content=body, params=params)
         if response.status_code == 409:
             current = response.json().get("generation")
             raise StaleGeneration(f"nginx serves generation {current} > {table.generation}", current)
@@ -327,7 +338,7 @@ class NginxManager:
         except NginxUnavailable:
             return None
         generation = response.json().get("generation") if response.status_code == 200 else None
-        return int(generation) if isinstance(generation, int) else None
+        return _generation(generation)
 
     def confirm_routes(self, generation: int) -> bool:
         """Tell nginx its table is the stored one, as of now (its `/_orchestry/ready` answers 200 for
@@ -381,7 +392,13 @@ class NginxManager:
             generation = json.loads(self.settings.routes_path.read_text()).get("generation")
         except (OSError, ValueError, AttributeError):
             return None
-        return int(generation) if isinstance(generation, int) else None
+        return _generation(generation)
+
+    def control_secret(self) -> str:
+        """This node's control secret, made on first use (256 random bits in a 0600 file)."""
+        if self._secret is None:
+            self._secret = ensure_secret(self.settings.control_secret_path)
+        return self._secret
 
     def _status(self) -> dict[str, Any]:
         response = self._request("GET", "/_orchestry/status")
@@ -393,11 +410,63 @@ class NginxManager:
     def _request(
         self, method: str, path: str, content: str | None = None, params: dict[str, str] | None = None
     ) -> httpx.Response:
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        response = self._send(method, path, content, params)
+        if method != "GET" and _secret_refused(response):
+            # nginx read another secret (or none) when it loaded its configuration: a reload reads it again.
+            log.warning("nginx refused the control secret; reloading it", extra={"status": response.status_code})
+            self._secret = None
+            with self._converging:
+                self._reload()
+            response = self._send(method, path, content, params)
+        return response
+
+    def _send(self, method: str, path: str, content: str | None, params: dict[str, str] | None) -> httpx.Response:
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if method != "GET":
+            headers[SECRET_HEADER] = self.control_secret()
         try:
             return self._http.request(method, path, content=content, headers=headers, params=params)
         except httpx.TransportError as exc:
             raise NginxUnavailable(f"nginx control endpoint: {exc!r}") from exc
+
+
+def _generation(value: object) -> int | None:
+    """A generation as nginx or the routes file gives it; None for anything but a safe integer."""
+    try:
+        return validate.generation(value)
+    except ValueError:
+        return None
+
+
+def _secret_refused(response: httpx.Response) -> bool:
+    if response.status_code not in (403, 503):
+        return False
+    with contextlib.suppress(ValueError, AttributeError):
+        return response.json().get("error") in ("forbidden", "no_control_secret")
+    return False
+
+
+def ensure_secret(path: Path) -> str:
+    """The secret in `path`, made first when missing or unusable: 64 hex digits, file mode 0600 (a looser
+    mode is tightened). nginx reads it as it loads its configuration."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if os.stat(path).st_mode & 0o077:
+                log.warning("tightening the control secret's mode to 0600", extra={"path": str(path)})
+                os.chmod(path, 0o600)
+            text = path.read_text().strip()
+            if len(text) >= 32:
+                return text
+            path.unlink(missing_ok=True)  # empty or truncated (a crash while writing it): make a new one
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+    raise NginxError(f"cannot make the control secret {path}")
 
 
 # --- small helpers on files and /proc --------------------------------------------------------------------
