@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _CONTROL_TIMEOUT = httpx.Timeout(connect=1.0, read=5.0, write=5.0, pool=1.0)
 SECRET_HEADER = "X-Orchestry-Control-Secret"
+SECRET_RELOAD_SECONDS = 30.0  # at most one reload this often when nginx refuses the secret (it may not read it)
 
 
 class NginxError(Exception):
@@ -87,6 +88,7 @@ class NginxManager:
         self.settings = settings
         self.binary = binary
         self._secret: str | None = None
+        self._secret_reloaded_at = -SECRET_RELOAD_SECONDS
         self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
         # No keep-alive: after a reload an idle connection would still point at an exiting worker.
         self._converging = threading.Lock()
@@ -411,13 +413,20 @@ class NginxManager:
         self, method: str, path: str, content: str | None = None, params: dict[str, str] | None = None
     ) -> httpx.Response:
         response = self._send(method, path, content, params)
-        if method != "GET" and _secret_refused(response):
+        due = time.monotonic() - self._secret_reloaded_at >= SECRET_RELOAD_SECONDS
+        if method != "GET" and _secret_refused(response) and due:
             # nginx read another secret (or none) when it loaded its configuration: a reload reads it again.
             log.warning("nginx refused the control secret; reloading it", extra={"status": response.status_code})
             self._secret = None
+            self._secret_reloaded_at = time.monotonic()
             with self._converging:
                 self._reload()
+            # Old workers keep the old secret until they exit, a few milliseconds after the reload.
+            deadline = time.monotonic() + self.timeout
             response = self._send(method, path, content, params)
+            while _secret_refused(response) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                response = self._send(method, path, content, params)
         return response
 
     def _send(self, method: str, path: str, content: str | None, params: dict[str, str] | None) -> httpx.Response:
