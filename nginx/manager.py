@@ -8,10 +8,12 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
   refused test leaves the running config untouched; a failed reload puts the previous file back.
 - A routing table is first written to the routes file (so a restarted nginx routes it at once), then PUT
   to the control endpoint, and counts as applied only once nginx reports its generation.
-- Every write to the control endpoint carries the node's control secret (a 0600 file beside the config,
-  made on first use, read by nginx as it loads its configuration): another local process reaching the
-  loopback port cannot change the routes. If nginx holds another secret (the file was replaced), one reload
-  makes it read the file again.
+- nginx and the controller authenticate each other with the node's control secret (a 0600 file beside the
+  config, made on first use, read by nginx as it loads its configuration): every write carries it, so
+  another local process reaching the loopback port cannot change the routes; every answer proves nginx
+  knows it (an HMAC of the request's nonce), so a process that took the control port while nginx was down
+  cannot feed the controller generations or in-flight counts. If nginx holds another secret (the file was
+  replaced), one reload makes it read the file again.
 - nginx runs as a daemon, not as our child, so Orchestry can restart without dropping traffic. Its master
   is found by the pid file and checked by its command line before any signal. A master killed with
   SIGKILL leaves its workers serving (they keep the listening sockets): `start` ends those orphans, found
@@ -21,6 +23,8 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 _CONTROL_TIMEOUT = httpx.Timeout(connect=1.0, read=5.0, write=5.0, pool=1.0)
 SECRET_HEADER = "X-Orchestry-Control-Secret"
+NONCE_HEADER = "X-Orchestry-Control-Nonce"  # nginx answers with PROOF_HEADER: HMAC-SHA1(secret, nonce), hex
+PROOF_HEADER = "X-Orchestry-Control-Proof"
 SECRET_RELOAD_SECONDS = 30.0  # at most one reload this often when nginx refuses the secret (it may not read it)
 
 
@@ -403,40 +409,66 @@ class NginxManager:
         return self._secret
 
     def _status(self) -> dict[str, Any]:
-        response = self._request("GET", "/_orchestry/status")
+        """The load number and pid, read without the secret's proof: a reload is confirmed by it even while
+        nginx still holds another secret (or, just upgraded, none)."""
+        response = self._request("GET", "/_orchestry/status", verify=False)
         if response.status_code != 200:
             raise NginxUnavailable(f"nginx status: {response.status_code}")
         result: dict[str, Any] = response.json()
         return result
 
     def _request(
-        self, method: str, path: str, content: str | None = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        content: str | None = None,
+        params: dict[str, str] | None = None,
+        *,
+        verify: bool = True,
     ) -> httpx.Response:
-        response = self._send(method, path, content, params)
-        due = time.monotonic() - self._secret_reloaded_at >= SECRET_RELOAD_SECONDS
-        if method != "GET" and _secret_refused(response) and due:
+        """One control call. `verify`: the answer must prove that nginx knows this node's secret (else
+        NginxUnavailable); only the load number that confirms a reload is read without that proof."""
+        response, proven = self._send(method, path, content, params)
+        if not verify or proven:
+            return response
+        if time.monotonic() - self._secret_reloaded_at >= SECRET_RELOAD_SECONDS:
             # nginx read another secret (or none) when it loaded its configuration: a reload reads it again.
-            log.warning("nginx refused the control secret; reloading it", extra={"status": response.status_code})
+            # (If whatever answers is not our nginx, the reload finds no master of ours and says so.)
+            log.warning("nginx did not prove the control secret; reloading it", extra={"status": response.status_code})
             self._secret = None
             self._secret_reloaded_at = time.monotonic()
             with self._converging:
                 self._reload()
             # Old workers keep the old secret until they exit, a few milliseconds after the reload.
             deadline = time.monotonic() + self.timeout
-            response = self._send(method, path, content, params)
-            while _secret_refused(response) and time.monotonic() < deadline:
+            response, proven = self._send(method, path, content, params)
+            while not proven and time.monotonic() < deadline:
                 time.sleep(0.02)
-                response = self._send(method, path, content, params)
+                response, proven = self._send(method, path, content, params)
+        if not proven:
+            raise NginxUnavailable(
+                f"127.0.0.1:{self.settings.control_port} answered {response.status_code} without proof of this "
+                "node's control secret: it is not this node's nginx, or that nginx read another secret"
+            )
         return response
 
-    def _send(self, method: str, path: str, content: str | None, params: dict[str, str] | None) -> httpx.Response:
-        headers = {"Content-Type": "application/json"} if content is not None else {}
+    def _send(
+        self, method: str, path: str, content: str | None, params: dict[str, str] | None
+    ) -> tuple[httpx.Response, bool]:
+        """The answer, and whether it proves that nginx knows the secret (HMAC of a fresh nonce)."""
+        secret = self.control_secret()
+        nonce = secrets.token_hex(16)
+        headers = {NONCE_HEADER: nonce}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
         if method != "GET":
-            headers[SECRET_HEADER] = self.control_secret()
+            headers[SECRET_HEADER] = secret
         try:
-            return self._http.request(method, path, content=content, headers=headers, params=params)
+            response = self._http.request(method, path, content=content, headers=headers, params=params)
         except httpx.TransportError as exc:
             raise NginxUnavailable(f"nginx control endpoint: {exc!r}") from exc
+        expected = hmac.new(secret.encode(), nonce.encode(), hashlib.sha1).hexdigest()
+        return response, hmac.compare_digest(response.headers.get(PROOF_HEADER, ""), expected)
 
 
 def _generation(value: object) -> int | None:
@@ -445,14 +477,6 @@ def _generation(value: object) -> int | None:
         return validate.generation(value)
     except ValueError:
         return None
-
-
-def _secret_refused(response: httpx.Response) -> bool:
-    if response.status_code not in (403, 503):
-        return False
-    with contextlib.suppress(ValueError, AttributeError):
-        return response.json().get("error") in ("forbidden", "no_control_secret")
-    return False
 
 
 def ensure_secret(path: Path) -> str:

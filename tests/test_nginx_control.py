@@ -4,9 +4,13 @@ is repaired by the next push. Real nginx, real database."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from orchestry.controller.mirror import RouteMirror
 from orchestry.controller.routing import RouteSync
 from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.routing import routing_state, stored_generation
-from orchestry.nginx.manager import NginxManager, ensure_secret
+from orchestry.nginx.manager import NginxError, NginxManager, ensure_secret
 from orchestry.nginx.routes import build_route_table
 from orchestry.workflows.generations import MAX_GENERATION, next_generation, stale_push
 
@@ -258,3 +262,50 @@ def test_the_rendered_control_server_checks_writes(tmp_path: Path) -> None:
         assert 'require("orchestry_router").control_access()' in control_server
     with pytest.raises(ValueError, match="control_secret_file"):
         make_settings(tmp_path / "nginx", control_secret_file=Path('/tmp/x"; os.execute("id") --'))
+
+
+class Impostor(http.server.BaseHTTPRequestHandler):
+    """What another local process could answer on a control port it took while nginx was down."""
+
+    def _answer(self) -> None:
+        body = b'{"generation": 99, "apps": {}, "127.0.0.1:9": 0}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Orchestry-Control-Proof", "0" * 40)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_controller_believes_only_its_own_nginx(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    manager = NginxManager(make_settings(tmp_path / "nginx", control_port=server.server_address[1]))
+    try:
+        assert manager.served_generation() is None  # not 99
+        assert manager.in_flight("127.0.0.1:9") is None  # not 0: a drain would stop a busy replica
+        with pytest.raises(NginxError, match="without proof"):
+            manager.push_routes(build_route_table(1, {}))
+        with pytest.raises(NginxError):
+            manager.traffic_counters()
+    finally:
+        server.shutdown()
+        server.server_close()
+        manager.close()
+
+
+def test_nginx_proves_the_secret_on_the_control_port_only(nginx: NginxManager) -> None:
+    nonce = "ab" * 16
+    expected = hmac.new(nginx.control_secret().encode(), nonce.encode(), hashlib.sha1).hexdigest()
+    headers = {"X-Orchestry-Control-Nonce": nonce}
+    with control(nginx, secret=False) as c:
+        assert c.get("/_orchestry/generation", headers=headers).headers["X-Orchestry-Control-Proof"] == expected
+        refused = c.put("/_orchestry/routes", content="{}", headers=headers)
+        assert refused.status_code == 401 and refused.headers["X-Orchestry-Control-Proof"] == expected
+    with client(nginx) as c:  # the public port is no oracle
+        assert "X-Orchestry-Control-Proof" not in c.get("/web/", headers=headers).headers

@@ -10,7 +10,9 @@
 -- Every write to it (PUT) must carry the node's control secret (header X-Orchestry-Control-Secret), read at
 -- init from a 0600 file in the data directory that only Orchestry's user (and root) can read: another local
 -- process can reach the loopback port but cannot redirect traffic. Reads stay open (they reveal replica
--- addresses and counters, which `ss` or `docker ps` show any local user anyway).
+-- addresses and counters, which `ss` or `docker ps` show any local user anyway). The other way round, every
+-- control answer to a request carrying a nonce (X-Orchestry-Control-Nonce) carries HMAC-SHA1(secret, nonce)
+-- (X-Orchestry-Control-Proof): a process that took the control port while nginx was down cannot pass for it.
 
 local cjson = require "cjson.safe"
 local balancer = require "ngx.balancer"
@@ -31,6 +33,8 @@ local BOUNDS = { 5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 150
 -- Generations are JSON numbers, held as doubles: above 2^53 - 1 two generations can read as the same one.
 local MAX_GENERATION = 9007199254740991
 local SECRET_HEADER = "X-Orchestry-Control-Secret"
+local NONCE_HEADER = "X-Orchestry-Control-Nonce"
+local PROOF_HEADER = "X-Orchestry-Control-Proof"
 
 local _M = {}
 local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true, stale_after = 10,
@@ -148,10 +152,20 @@ local function current()
   return cached_generation, cached_apps
 end
 
+local function hex(bytes)
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
 local function respond(status, body)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
   ngx.header["Cache-Control"] = "no-store"
+  if ngx.ctx.orch_control and conf.control_secret then -- the control server only: no oracle on the public port
+    local nonce = ngx.req.get_headers()[NONCE_HEADER]
+    if type(nonce) == "string" and #nonce >= 16 and #nonce <= 128 then
+      ngx.header[PROOF_HEADER] = hex(ngx.hmac_sha1(conf.control_secret, nonce))
+    end
+  end
   ngx.print(type(body) == "string" and body or cjson.encode(body), "\n")
   return ngx.exit(status)
 end
@@ -304,6 +318,7 @@ end
 
 -- access_by_lua on the control server: a write needs the node's control secret (reads are open).
 function _M.control_access()
+  ngx.ctx.orch_control = true
   local method = ngx.req.get_method()
   if method == "GET" or method == "HEAD" then return end
   local given = ngx.req.get_headers()[SECRET_HEADER]
