@@ -481,24 +481,32 @@ def _generation(value: object) -> int | None:
 
 def ensure_secret(path: Path) -> str:
     """The secret in `path`, made first when missing or unusable: 64 hex digits, file mode 0600 (a looser
-    mode is tightened). nginx reads it as it loads its configuration."""
+    mode is tightened). nginx reads it as it loads its configuration. A new secret is written in full to a
+    temp file, then linked into place (which fails if another process got there first), so no reader ever
+    sees a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
             if os.stat(path).st_mode & 0o077:
                 log.warning("tightening the control secret's mode to 0600", extra={"path": str(path)})
                 os.chmod(path, 0o600)
             text = path.read_text().strip()
             if len(text) >= 32:
                 return text
-            path.unlink(missing_ok=True)  # empty or truncated (a crash while writing it): make a new one
-            continue
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_hex(32) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+            path.unlink(missing_ok=True)  # empty or truncated (by hand, or a full disk): make a new one
+        except FileNotFoundError:
+            pass
+        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(32) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made one: read that
+                os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
     raise NginxError(f"cannot make the control secret {path}")
 
 

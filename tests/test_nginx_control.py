@@ -309,3 +309,13 @@ def test_nginx_proves_the_secret_on_the_control_port_only(nginx: NginxManager) -
         assert refused.status_code == 401 and refused.headers["X-Orchestry-Control-Proof"] == expected
     with client(nginx) as c:  # the public port is no oracle
         assert "X-Orchestry-Control-Proof" not in c.get("/web/", headers=headers).headers
+
+
+def test_concurrent_first_uses_agree_on_one_secret(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "nginx" / "control.secret"
+    with ThreadPoolExecutor(8) as pool:
+        made = set(pool.map(lambda _: ensure_secret(path), range(64)))
+    assert made == {path.read_text().strip()}
+    assert [p.name for p in path.parent.iterdir()] == ["control.secret"]  # no temp file left
