@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from orchestry.cli.client import CliError
 from orchestry.cli.output import ago, keyvalues, print_json, table
 from orchestry.config import SETTINGS, Settings
 from orchestry.config.logs import setup_logging
 from orchestry.config.private import private_umask, secure_data_dir
+from orchestry.models.cluster import ControllerNode, db_now
 from orchestry.models.db import make_engine, make_sessionmaker, normalize_url
 from orchestry.models.installation import installation_id
 from orchestry.models.schema import current_revision, head_revision, upgrade
 from orchestry.models.tokens import ApiToken, any_tokens, create_token
+from orchestry.workflows.access import is_loopback
 
 Args = argparse.Namespace
 log = logging.getLogger("orchestry.serve")
@@ -37,12 +42,17 @@ def _safe_url(settings: Settings) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
+
+
+def _public_nodes(session: Session, settings: Settings) -> list[str]:
+    """The live nodes (heartbeat within 3 leases, as `cluster` counts them) whose API listens on a
+    non-loopback address: without a token they refuse every request."""
+    since = db_now(session) - timedelta(seconds=3 * settings.lease_seconds)
+    rows = session.execute(
+        select(ControllerNode.node_id, ControllerNode.address).where(ControllerNode.heartbeat_at >= since)
+    ).all()
+    return [f"{node} ({address})" for node, address in rows if not is_loopback(urlsplit(address).hostname or "")]
 
 
 def _unreachable(settings: Settings, exc: OperationalError, hint: str = "") -> CliError:
@@ -206,10 +216,30 @@ def token(args: Args, settings: Settings) -> int:
                 row = session.query(ApiToken).filter_by(name=args.name).one_or_none()
                 if row is None:
                     raise CliError(f"no token named {args.name!r}")
+                last = session.query(ApiToken).count() == 1
+                public = _public_nodes(session, settings) if last else []
+                if public and not args.force:
+                    raise CliError(
+                        f"refusing to revoke {args.name!r}, the last API token, while nodes listen on a "
+                        f"non-loopback address: {', '.join(public)}",
+                        [
+                            "create another token first, or pass --force: those nodes then refuse every request "
+                            "until a token exists"
+                        ],
+                    )
                 session.delete(row)
                 session.commit()
                 remaining = any_tokens(session)
-                print(f"token {args.name!r} revoked" + ("" if remaining else "; no token left: the API is open"))
+                if remaining:
+                    print(f"token {args.name!r} revoked")
+                elif public:
+                    print(
+                        f"token {args.name!r} revoked; no token left: {', '.join(public)} now refuse every request "
+                        "until a token exists",
+                        file=sys.stderr,
+                    )
+                else:
+                    print(f"token {args.name!r} revoked; no token left: the API is open (loopback only)")
     except OperationalError as exc:
         raise _unreachable(settings, exc, " (run `orchestry db upgrade` first?)") from None
     finally:

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create", "list", "revoke"))
     p.add_argument("name", nargs="?")
     p.add_argument("--role", choices=("viewer", "operator"), default="operator")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="revoke the last token even while a node listens on a non-loopback address (it then refuses "
+        "every request until a token exists)",
+    )
     p.add_argument("--database-url")
     p.add_argument("--data-dir")
 

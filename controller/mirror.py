@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.components import ComponentMonitor
 from orchestry.models.cluster import report_routes, report_traffic
-from orchestry.models.routing import ROUTING_NAME, RoutingState
+from orchestry.models.routing import ROUTING_NAME, RoutingState, stored_generation
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
+from orchestry.workflows.generations import stale_push
 from orchestry.workflows.routing import in_flight_outside
 
 log = logging.getLogger("orchestry.mirror")
@@ -71,6 +72,20 @@ class RouteMirror:
                 log.exception("route mirror pass failed")
             self._stop.wait(PERIOD_SECONDS)
 
+    def _push(self, generation: int, routes: dict[str, list[str]]) -> int | None:
+        """Push the stored table; when nginx holds a higher generation, keep it only if this database wrote
+        it (the leader pushed a newer table to this nginx meanwhile), else replace it: a generation is never
+        adopted from nginx (workflows/generations.py)."""
+        try:
+            return self.manager.push_routes(build_route_table(generation, routes))
+        except StaleGeneration as exc:
+            with self.sessions() as session:
+                now_stored = stored_generation(session)
+            if stale_push(exc.served, now_stored) == "newer":
+                return exc.served
+        log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
+        return self.manager.push_routes(build_route_table(generation, routes), replace=True)
+
     def run_once(self) -> int | None:
         """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
         now = time.monotonic()
@@ -88,11 +103,8 @@ class RouteMirror:
                     select(RoutingState.generation, RoutingState.routes).where(RoutingState.name == ROUTING_NAME)
                 ).one_or_none()
             served = self.manager.served_generation()
-            if stored is not None and stored.generation > 0 and (served is None or served < stored.generation):
-                try:
-                    served = self.manager.push_routes(build_route_table(stored.generation, dict(stored.routes)))
-                except StaleGeneration as exc:  # the leader pushed a newer one meanwhile (same nginx)
-                    served = exc.served
+            if stored is not None and stored.generation > 0 and served != stored.generation:
+                served = self._push(stored.generation, dict(stored.routes))
             if served is None:
                 return None
             table = dict(stored.routes) if stored is not None and served == stored.generation else None

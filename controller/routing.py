@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import TemporaryError
 from orchestry.models.cluster import RouteReport, route_reports
-from orchestry.models.routing import routed_apps, routing_state
+from orchestry.models.routing import routed_apps, routing_state, stored_generation
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
+from orchestry.workflows.generations import next_generation, stale_push
 from orchestry.workflows.routing import routing_table, still_served
 
 log = logging.getLogger("orchestry.routing")
@@ -42,23 +43,42 @@ class RouteSync:
     def sync(self) -> None:
         """Bring nginx to the table the database implies now; returns once nginx serves it."""
         with self._lock:
+            replace = False
             for _ in range(3):
                 with self.sessions.begin() as session:
                     state = routing_state(session)  # locked: one table per generation, whoever computes it
                     table = routing_table(routed_apps(session))
-                    if table != state.routes or state.generation == 0:
-                        state.generation += 1
-                        state.routes = table
+                    generation, restarted = next_generation(state.generation, table != state.routes)
+                    if restarted:
+                        log.warning(
+                            "the stored routing generation was out of bounds; starting again from 1",
+                            extra={"generation": state.generation},
+                        )
+                        state.served_generation = 0
+                        self._tables.clear()
+                        self._served_generation = -1
+                        table_changed = True
+                    else:
+                        table_changed = generation != state.generation
+                    if table_changed:
+                        state.generation, state.routes = generation, table
                     generation, routes = state.generation, dict(state.routes)
                 if generation == self._served_generation:
                     return
                 try:
-                    served = self.manager.push_routes(build_route_table(generation, routes))
+                    served = self.manager.push_routes(build_route_table(generation, routes), replace=replace)
                 except StaleGeneration as exc:
-                    # nginx (or its routes file) holds a newer generation than the database: a database
-                    # restored from a backup, or a fresh one beside an old data directory. Jump past it.
-                    log.warning("nginx holds a newer table; pushing past it", extra={"error": str(exc)})
-                    self._bump_past(max(exc.served or 0, self.manager.routes_file_generation() or 0))
+                    # Newer than this push: either the route mirror pushed a newer table of this database
+                    # meanwhile, or a table this database never wrote (an older database beside this data
+                    # directory, a hand-made PUT): that one is replaced, its generation never adopted.
+                    with self.sessions() as session:
+                        now_stored = stored_generation(session)
+                    if stale_push(exc.served, now_stored) == "replace":
+                        log.warning(
+                            "nginx holds a table this database did not write; replacing it",
+                            extra={"error": str(exc), "generation": generation},
+                        )
+                        replace = True
                     continue
                 except NginxError as exc:
                     raise TemporaryError(f"nginx did not take the routing table: {exc}") from None
@@ -71,12 +91,6 @@ class RouteSync:
                     del self._tables[old]
                 return
             raise TemporaryError("nginx kept refusing the routing table as stale")
-
-    def _bump_past(self, generation: int) -> None:
-        with self.sessions.begin() as session:
-            state = routing_state(session)
-            state.generation = max(state.generation, generation)
-            state.routes = {"": []}  # differs from any real table: the next round takes a new generation
 
     def serving(self, app: str) -> frozenset[str] | None:
         """The app's addresses that some node's nginx may still send requests to (None: not known yet)."""

@@ -39,6 +39,12 @@ def routing_state(session: Session) -> RoutingState:
     return row
 
 
+def stored_generation(session: Session) -> int:
+    """The generation last stored (0: none yet), read without a lock."""
+    value = session.scalar(select(RoutingState.generation).where(RoutingState.name == ROUTING_NAME))
+    return int(value or 0)
+
+
 def routed_apps(session: Session) -> list[RoutedApp]:
     """Every app with what decides its routes: type, status, health check, and its replicas."""
     apps = session.execute(

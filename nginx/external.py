@@ -177,5 +177,6 @@ class ExternalNginx(NginxManager):
         """Only Orchestry's own files: the routes file and, when it is a file, the access log."""
         s = self.settings
         self.settings.routes_path.parent.mkdir(parents=True, exist_ok=True)
+        self.control_secret()  # before nginx loads the include that reads it
         if s.access_log is not None and s.access_log.startswith("/"):
             Path(s.access_log).parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,12 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
   refused test leaves the running config untouched; a failed reload puts the previous file back.
 - A routing table is first written to the routes file (so a restarted nginx routes it at once), then PUT
   to the control endpoint, and counts as applied only once nginx reports its generation.
+- nginx and the controller authenticate each other with the node's control secret (a 0600 file beside the
+  config, made on first use, read by nginx as it loads its configuration): every write carries it, so
+  another local process reaching the loopback port cannot change the routes; every answer proves nginx
+  knows it (an HMAC of the request's nonce), so a process that took the control port while nginx was down
+  cannot feed the controller generations or in-flight counts. If nginx holds another secret (the file was
+  replaced), one reload makes it read the file again.
 - nginx runs as a daemon, not as our child, so Orchestry can restart without dropping traffic. Its master
   is found by the pid file and checked by its command line before any signal. A master killed with
   SIGKILL leaves its workers serving (they keep the listening sockets): `start` ends those orphans, found
@@ -18,10 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import hashlib
+import hmac
 import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -42,6 +51,10 @@ from orchestry.nginx.routes import RouteTable
 log = logging.getLogger(__name__)
 
 _CONTROL_TIMEOUT = httpx.Timeout(connect=1.0, read=5.0, write=5.0, pool=1.0)
+SECRET_HEADER = "X-Orchestry-Control-Secret"
+NONCE_HEADER = "X-Orchestry-Control-Nonce"  # nginx answers with PROOF_HEADER: HMAC-SHA1(secret, nonce), hex
+PROOF_HEADER = "X-Orchestry-Control-Proof"
+SECRET_RELOAD_SECONDS = 30.0  # at most one reload this often when nginx refuses the secret (it may not read it)
 
 
 class NginxError(Exception):
@@ -98,6 +111,8 @@ class NginxManager:
     def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
         self.settings = settings
         self.binary = binary
+        self._secret: str | None = None
+        self._secret_reloaded_at = -SECRET_RELOAD_SECONDS
         self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
         # No keep-alive: after a reload an idle connection would still point at an exiting worker.
         self._converging = threading.Lock()
@@ -295,6 +310,7 @@ class NginxManager:
         s = self.settings
         for directory in (s.conf_file.parent, s.pid_file.parent, s.error_log.parent, s.routes_path.parent):
             directory.mkdir(parents=True, exist_ok=True)
+        self.control_secret()  # before nginx loads the configuration that reads it
         for name in TEMP_DIRS:
             (s.temp_dir / name).mkdir(parents=True, exist_ok=True)
 
@@ -315,18 +331,21 @@ class NginxManager:
 
     # --- routing table ---------------------------------------------------------------------------------
 
-    def push_routes(self, table: RouteTable) -> int:
+    def push_routes(self, table: RouteTable, *, replace: bool = False) -> int:
         """Make nginx serve `table`; returns the generation nginx then reports.
 
         The routes file is written first, so a restart between the two steps still routes this table.
-        Pushing the same generation again is harmless; an older one raises StaleGeneration.
+        Pushing the same generation again is harmless; an older one raises StaleGeneration, unless `replace`:
+        then it takes the place of whatever nginx and the routes file hold (a table this controller did not
+        write: see controller/routing.py).
         """
         on_file = self.routes_file_generation()
-        if on_file is not None and on_file > table.generation:
+        if not replace and on_file is not None and on_file > table.generation:
             raise StaleGeneration(f"routes file holds generation {on_file} > {table.generation}", on_file)
         body = table.to_json()
         write_atomic(self.settings.routes_path, body)
-        response = self._request("PUT", "/_orchestry/routes", content=body)
+        params = {"replace": "1"} if replace else None
+        response = self._request("PUT", "/_orchestry/routes", content=body, params=params)
         if response.status_code == 409:
             current = response.json().get("generation")
             raise StaleGeneration(f"nginx serves generation {current} > {table.generation}", current)
@@ -345,7 +364,7 @@ class NginxManager:
         except NginxUnavailable:
             return None
         generation = response.json().get("generation") if response.status_code == 200 else None
-        return int(generation) if isinstance(generation, int) else None
+        return _generation(generation)
 
     def confirm_routes(self, generation: int) -> bool:
         """Tell nginx its table is the stored one, as of now (its `/_orchestry/ready` answers 200 for
@@ -399,23 +418,114 @@ class NginxManager:
             generation = json.loads(self.settings.routes_path.read_text()).get("generation")
         except (OSError, ValueError, AttributeError):
             return None
-        return int(generation) if isinstance(generation, int) else None
+        return _generation(generation)
+
+    def control_secret(self) -> str:
+        """This node's control secret, made on first use (256 random bits in a 0600 file)."""
+        if self._secret is None:
+            self._secret = ensure_secret(self.settings.control_secret_path)
+        return self._secret
 
     def _status(self) -> dict[str, Any]:
-        response = self._request("GET", "/_orchestry/status")
+        """The load number and pid, read without the secret's proof: a reload is confirmed by it even while
+        nginx still holds another secret (or, just upgraded, none)."""
+        response = self._request("GET", "/_orchestry/status", verify=False)
         if response.status_code != 200:
             raise NginxUnavailable(f"nginx status: {response.status_code}")
         result: dict[str, Any] = response.json()
         return result
 
     def _request(
-        self, method: str, path: str, content: str | None = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        content: str | None = None,
+        params: dict[str, str] | None = None,
+        *,
+        verify: bool = True,
     ) -> httpx.Response:
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        """One control call. `verify`: the answer must prove that nginx knows this node's secret (else
+        NginxUnavailable); only the load number that confirms a reload is read without that proof."""
+        response, proven = self._send(method, path, content, params)
+        if not verify or proven:
+            return response
+        if time.monotonic() - self._secret_reloaded_at >= SECRET_RELOAD_SECONDS:
+            # nginx read another secret (or none) when it loaded its configuration: a reload reads it again.
+            # (If whatever answers is not our nginx, the reload finds no master of ours and says so.)
+            log.warning("nginx did not prove the control secret; reloading it", extra={"status": response.status_code})
+            self._secret = None
+            self._secret_reloaded_at = time.monotonic()
+            with self._converging:
+                self._reload()
+            # Old workers keep the old secret until they exit, a few milliseconds after the reload.
+            deadline = time.monotonic() + self.timeout
+            response, proven = self._send(method, path, content, params)
+            while not proven and time.monotonic() < deadline:
+                time.sleep(0.02)
+                response, proven = self._send(method, path, content, params)
+        if not proven:
+            raise NginxUnavailable(
+                f"127.0.0.1:{self.settings.control_port} answered {response.status_code} without proof of this "
+                "node's control secret: it is not this node's nginx, or that nginx read another secret"
+            )
+        return response
+
+    def _send(
+        self, method: str, path: str, content: str | None, params: dict[str, str] | None
+    ) -> tuple[httpx.Response, bool]:
+        """The answer, and whether it proves that nginx knows the secret (HMAC of a fresh nonce)."""
+        secret = self.control_secret()
+        nonce = secrets.token_hex(16)
+        headers = {NONCE_HEADER: nonce}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        if method != "GET":
+            headers[SECRET_HEADER] = secret
         try:
-            return self._http.request(method, path, content=content, headers=headers, params=params)
+            response = self._http.request(method, path, content=content, headers=headers, params=params)
         except httpx.TransportError as exc:
             raise NginxUnavailable(f"nginx control endpoint: {exc!r}") from exc
+        expected = hmac.new(secret.encode(), nonce.encode(), hashlib.sha1).hexdigest()
+        return response, hmac.compare_digest(response.headers.get(PROOF_HEADER, ""), expected)
+
+
+def _generation(value: object) -> int | None:
+    """A generation as nginx or the routes file gives it; None for anything but a safe integer."""
+    try:
+        return validate.generation(value)
+    except ValueError:
+        return None
+
+
+def ensure_secret(path: Path) -> str:
+    """The secret in `path`, made first when missing or unusable: 64 hex digits, file mode 0600 (a looser
+    mode is tightened). nginx reads it as it loads its configuration. A new secret is written in full to a
+    temp file, then linked into place (which fails if another process got there first), so no reader ever
+    sees a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            if os.stat(path).st_mode & 0o077:
+                log.warning("tightening the control secret's mode to 0600", extra={"path": str(path)})
+                os.chmod(path, 0o600)
+            text = path.read_text().strip()
+            if len(text) >= 32:
+                return text
+            path.unlink(missing_ok=True)  # empty or truncated (by hand, or a full disk): make a new one
+        except FileNotFoundError:
+            pass
+        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(32) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made one: read that
+                os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+    raise NginxError(f"cannot make the control secret {path}")
 
 
 # --- small helpers on files and /proc --------------------------------------------------------------------

@@ -62,6 +62,7 @@ class NginxSettings:
     error_log_level: str = "warn"
     traffic_counters: bool = True  # per-app counters in shared memory (the metrics' input); off: bench baseline
     stale_after: float = 10.0  # /_orchestry/ready answers 503 once the controller has not confirmed for this long
+    control_secret_file: Path | None = None  # writes to the control endpoint need it; default under `prefix`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", Path(validate.path(self.prefix, "prefix")))
@@ -69,6 +70,8 @@ class NginxSettings:
             object.__setattr__(self, "routes_file", self.prefix / "routes.json")
         if self.access_log is None:
             object.__setattr__(self, "access_log", str(self.prefix / "logs" / "access.log"))
+        if self.control_secret_file is None:
+            object.__setattr__(self, "control_secret_file", self.prefix / "control.secret")
         _check(self)
 
     @property
@@ -86,6 +89,11 @@ class NginxSettings:
     @property
     def temp_dir(self) -> Path:
         return self.prefix / "temp"
+
+    @property
+    def control_secret_path(self) -> Path:
+        assert self.control_secret_file is not None  # filled in by __post_init__
+        return self.control_secret_file
 
     @property
     def routes_path(self) -> Path:
@@ -106,6 +114,7 @@ def _check(s: NginxSettings) -> dict[str, Any]:
         "control_port": validate.port(s.control_port, "control_port"),
         "domain": validate.domain(s.domain),
         "routes_file": validate.path(s.routes_file, "routes_file"),
+        "control_secret_file": validate.path(s.control_secret_file, "control_secret_file"),
         "access_log": validate.access_log(s.access_log),
         "upstream_keepalive": validate.positive_int(s.upstream_keepalive, "upstream_keepalive", 100_000),
         "upstream_keepalive_timeout_ms": validate.seconds(s.upstream_keepalive_timeout, "upstream_keepalive_timeout"),

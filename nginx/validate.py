@@ -55,10 +55,12 @@ def seconds(value: object, name: str, maximum: float = 86400.0) -> int:
     return max(1, round(value * 1000))
 
 
+MAX_GENERATION = 2**53 - 1  # the Lua side holds numbers as doubles: above it two generations can look equal
+
+
 def generation(value: object, name: str = "generation") -> int:
-    # 2**53: the Lua side holds numbers as doubles.
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
-        raise _fail(name, value, "a non-negative integer (at most 2**53)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_GENERATION:
+        raise _fail(name, value, "an integer from 0 to 2**53 - 1")
     return value
 
 

@@ -17,7 +17,7 @@ from orchestry.controller.mirror import RouteMirror
 from orchestry.models.cluster import ControllerNode, heartbeat, route_reports, traffic_reports
 from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.routing import routing_state
-from orchestry.nginx.manager import NginxManager
+from orchestry.nginx.manager import SECRET_HEADER, NginxManager
 
 pytestmark = pytest.mark.usefixtures("nginx_required")  # fails, never skips, when nginx is missing
 
@@ -139,5 +139,8 @@ def test_ready_while_the_controller_confirms_the_table_and_stale_once_it_stops(
 def test_confirmations_are_checked(nginx: NginxManager, method: str, body: str, status: int) -> None:
     nginx.start()
     port = nginx.settings.control_port
-    resp = httpx.request(method, f"http://127.0.0.1:{port}/_orchestry/confirmed", content=body, timeout=5)
+    headers = {SECRET_HEADER: nginx.control_secret()}
+    resp = httpx.request(
+        method, f"http://127.0.0.1:{port}/_orchestry/confirmed", content=body, headers=headers, timeout=5
+    )
     assert resp.status_code == status and "error" in resp.json()

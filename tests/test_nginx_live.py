@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from orchestry.nginx.manager import (
+    SECRET_HEADER,
     ConfigRefused,
     NginxError,
     NginxManager,
@@ -180,8 +181,12 @@ def client(manager: NginxManager) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{manager.settings.listen_port}", timeout=5, trust_env=False)
 
 
-def control(manager: NginxManager) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{manager.settings.control_port}", timeout=5, trust_env=False)
+def control(manager: NginxManager, *, secret: bool = True) -> httpx.Client:
+    """The control endpoint, as the controller calls it (with the node's secret) or as any local process."""
+    headers = {SECRET_HEADER: manager.control_secret()} if secret else {}
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{manager.settings.control_port}", headers=headers, timeout=5, trust_env=False
+    )
 
 
 def worker_pids(master: int) -> set[int]:

@@ -66,14 +66,14 @@ _STATUS_TEXT = {
     204: "No content",
     400: "Malformed request",
     401: "Token missing or invalid",
-    403: "Token lacks the operator role",
+    403: "Token lacks the operator role, a cross-site write, or (no token) a non-loopback Host",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict with the current state",
     413: "Body too large",
-    415: "Unsupported content type",
+    415: "Unsupported content type (writes: application/json, application/yaml, application/x-yaml)",
     422: "Validation failed",
-    503: "Unavailable",
+    503: "Unavailable (the database, or no API token on a non-loopback node)",
 }
 
 
@@ -139,7 +139,8 @@ def _operation_doc(
         elif model:
             entry["content"] = {model: {"schema": {"type": "string"}}}
         responses[str(status)] = entry
-    for status in (400, 401, 403) if method != "get" else (400, 401):
+    # Every request: auth and the browser guards (web/auth.py); writes also their media type.
+    for status in (400, 401, 403, 415, 503) if method != "get" else (400, 401, 403, 503):
         responses.setdefault(
             str(status),
             {"description": _STATUS_TEXT[status], "content": {"application/json": {"schema": ref(error_model)}}},

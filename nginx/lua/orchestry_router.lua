@@ -7,9 +7,16 @@
 -- (written by Orchestry before every push) so a restarted nginx routes at once.
 --
 -- Values are validated here as well as in Python: the control endpoint is the trust boundary of nginx.
+-- Every write to it (PUT) must carry the node's control secret (header X-Orchestry-Control-Secret), read at
+-- init from a 0600 file in the data directory that only Orchestry's user (and root) can read: another local
+-- process can reach the loopback port but cannot redirect traffic. Reads stay open (they reveal replica
+-- addresses and counters, which `ss` or `docker ps` show any local user anyway). The other way round, every
+-- control answer to a request carrying a nonce (X-Orchestry-Control-Nonce) carries HMAC-SHA1(secret, nonce)
+-- (X-Orchestry-Control-Proof): a process that took the control port while nginx was down cannot pass for it.
 
 local cjson = require "cjson.safe"
 local balancer = require "ngx.balancer"
+local bit = require "bit"
 
 local DICT = "orchestry_routes"
 -- Requests in flight per replica address ("ip:port" -> count), for draining: counted from the balancer's
@@ -23,11 +30,21 @@ local LOCK_TTL = 5 -- seconds: a crashed writer cannot hold the lock longer
 local STATS = "orchestry_stats"
 -- Upper bounds (ms) of the latency buckets; the last bucket holds everything slower.
 local BOUNDS = { 5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000 }
+-- Generations are JSON numbers, held as doubles: above 2^53 - 1 two generations can read as the same one.
+local MAX_GENERATION = 9007199254740991
+local SECRET_HEADER = "X-Orchestry-Control-Secret"
+local NONCE_HEADER = "X-Orchestry-Control-Nonce"
+local PROOF_HEADER = "X-Orchestry-Control-Proof"
 
 local _M = {}
-local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true, stale_after = 10 }
+local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true, stale_after = 10,
+  control_secret = nil }
 local cached_version, cached_generation, cached_apps -- per worker, see above
 local rr = {} -- per worker round-robin counters, by app
+
+local function valid_generation(g)
+  return type(g) == "number" and g >= 0 and g == math.floor(g) and g <= MAX_GENERATION
+end
 
 local function valid_app(name)
   return type(name) == "string" and #name <= 63 and name:find("^[a-z0-9][-a-z0-9]*$") ~= nil
@@ -50,8 +67,8 @@ end
 local function check_table(t)
   if type(t) ~= "table" then return nil, "expected a JSON object" end
   local g = t.generation
-  if type(g) ~= "number" or g < 0 or g ~= math.floor(g) or g > 2 ^ 53 then
-    return nil, "generation must be a non-negative integer"
+  if not valid_generation(g) then
+    return nil, "generation must be an integer from 0 to 2^53 - 1"
   end
   if type(t.apps) ~= "table" then return nil, "apps must be an object" end
   for name, peers in pairs(t.apps) do
@@ -86,9 +103,10 @@ local function current_generation()
   return ngx.shared[DICT]:get("generation")
 end
 
--- Store a checked table unless it is older than the one served. Returns true, or false and the generation
--- served. Writers take a lock in the dict, since the compare and the set are two operations.
-local function store(generation, apps)
+-- Store a checked table unless it is older than the one served (`replace`: whatever is served). Returns
+-- true, or false and the generation served. Writers take a lock in the dict, since the compare and the set
+-- are two operations.
+local function store(generation, apps, replace)
   local dict = ngx.shared[DICT]
   local locked = false
   for _ = 1, 1000 do
@@ -98,7 +116,7 @@ local function store(generation, apps)
   end
   if not locked and ngx.get_phase() ~= "init" then return false, nil, "locked by another writer" end
   local served = current_generation()
-  local ok = served == nil or generation >= served
+  local ok = replace or served == nil or generation >= served
   local err
   if ok then
     ok, err = dict:safe_set("table", encode_table(generation, apps)) -- safe_: never evicts other keys
@@ -134,16 +152,52 @@ local function current()
   return cached_generation, cached_apps
 end
 
+local function hex(bytes)
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
 local function respond(status, body)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
   ngx.header["Cache-Control"] = "no-store"
+  if ngx.ctx.orch_control and conf.control_secret then -- the control server only: no oracle on the public port
+    local nonce = ngx.req.get_headers()[NONCE_HEADER]
+    if type(nonce) == "string" and #nonce >= 16 and #nonce <= 128 then
+      ngx.header[PROOF_HEADER] = hex(ngx.hmac_sha1(conf.control_secret, nonce))
+    end
+  end
   ngx.print(type(body) == "string" and body or cjson.encode(body), "\n")
   return ngx.exit(status)
 end
 
+-- The control secret: the whole file, surrounding white space removed; nil when unreadable or too short
+-- (every write is then refused: fail closed).
+local function read_secret(path)
+  local file = path and io.open(path, "r")
+  if not file then return nil end
+  local text = (file:read("*a") or ""):match("^%s*(.-)%s*$")
+  file:close()
+  if #text < 32 then return nil end
+  return text
+end
+
+-- Compare in time that depends on the length only, not on where the first difference is.
+local function same_secret(given, expected)
+  if type(given) ~= "string" or type(expected) ~= "string" or #given ~= #expected then return false end
+  local diff = 0
+  for i = 1, #expected do
+    diff = bit.bor(diff, bit.bxor(given:byte(i), expected:byte(i)))
+  end
+  return diff == 0
+end
+
 -- init_by_lua (master, at every start and reload): remember the settings, load the routes file.
 function _M.init(settings)
+  conf.control_secret = read_secret(settings.control_secret_file)
+  if not conf.control_secret then
+    ngx.log(ngx.ERR, "orchestry: no control secret in ", tostring(settings.control_secret_file),
+      ": every write to the control endpoint is refused")
+  end
   conf.domain = settings.domain
   conf.routes_file = settings.routes_file
   conf.count_traffic = settings.count_traffic ~= false
@@ -262,7 +316,25 @@ function _M.done()
   if address then stats:incr("u:" .. app .. "|" .. address, 1, 0) end
 end
 
--- Control server (loopback only): GET or PUT /_orchestry/routes.
+-- access_by_lua on the control server: a write needs the node's control secret (reads are open).
+function _M.control_access()
+  ngx.ctx.orch_control = true
+  local method = ngx.req.get_method()
+  if method == "GET" or method == "HEAD" then return end
+  local given = ngx.req.get_headers()[SECRET_HEADER]
+  if given == nil then
+    return respond(401, { error = "unauthorized", detail = "writes need the " .. SECRET_HEADER .. " header" })
+  end
+  if not conf.control_secret then
+    return respond(503, { error = "no_control_secret", detail = "nginx read no control secret at start" })
+  end
+  if not same_secret(given, conf.control_secret) then
+    return respond(403, { error = "forbidden", detail = "the control secret is wrong" })
+  end
+end
+
+-- Control server (loopback only): GET or PUT /_orchestry/routes. `?replace=1` stores the table even when
+-- nginx serves a higher generation: the controller's way to repair a table it did not write.
 function _M.control_routes()
   local method = ngx.req.get_method()
   if method == "GET" then
@@ -287,7 +359,7 @@ function _M.control_routes()
   if decoded == nil then return respond(400, { error = "invalid_json", detail = json_err }) end
   local generation, apps = check_table(decoded)
   if not generation then return respond(400, { error = "invalid_routes", detail = apps }) end
-  local ok, served, err = store(generation, apps)
+  local ok, served, err = store(generation, apps, ngx.var.arg_replace == "1")
   if err then return respond(503, { error = "not_stored", detail = err }) end
   if not ok then return respond(409, { error = "stale_generation", generation = served }) end
   return respond(200, string.format('{"generation":%d}', generation))
@@ -362,8 +434,8 @@ function _M.control_confirmed()
   ngx.req.read_body()
   local decoded = cjson.decode(ngx.req.get_body_data() or "")
   local g = type(decoded) == "table" and decoded.generation
-  if type(g) ~= "number" or g < 0 or g ~= math.floor(g) or g > 2 ^ 53 then
-    return respond(400, { error = "invalid_generation", detail = "generation must be a non-negative integer" })
+  if not valid_generation(g) then
+    return respond(400, { error = "invalid_generation", detail = "generation must be an integer from 0 to 2^53 - 1" })
   end
   local dict = ngx.shared[DICT]
   local served = current_generation()
