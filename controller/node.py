@@ -189,7 +189,9 @@ class Controller:
 
     def _elected(self, term: int) -> None:
         with self.sessions.begin() as session:
-            requeued = jobq.requeue_abandoned(session, node=self.settings.node_id, term=term)
+            requeued = jobq.requeue_abandoned(
+                session, node=self.settings.node_id, term=term, running_here=set(self.dispatcher.in_flight)
+            )
             record(
                 session,
                 "leader.elected",
