@@ -35,7 +35,7 @@ from orchestry.controller.watch import EventWatcher
 from orchestry.jobs.base import NotLeader, TemporaryError
 from orchestry.models import jobs as jobq
 from orchestry.models.cluster import traffic_reports
-from orchestry.models.db import make_sessionmaker
+from orchestry.models.db import lease_engine, make_sessionmaker
 from orchestry.models.events import record
 from orchestry.models.replicas import mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
@@ -84,8 +84,10 @@ class Controller:
         self.engine = engine
         self.runtime = EventAwareRuntime(runtime)
         self.sessions = make_sessionmaker(engine)
+        # The lease has a connection of its own: a renewal never waits for one the API or jobs hold.
+        self.lease_engine = lease_engine(engine)
         self.leadership = Leadership(
-            self.sessions,
+            make_sessionmaker(self.lease_engine),
             node=settings.node_id,
             address=f"http://{settings.host}:{settings.port}",
             lease_seconds=settings.lease_seconds,
@@ -149,6 +151,8 @@ class Controller:
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx.close()
+        if self.lease_engine is not self.engine:
+            self.lease_engine.dispose()
         periodic.current = None
 
     def _container_event(self, event: EngineEvent) -> None:

@@ -2,7 +2,9 @@
 
 - URLs are normalised once: `postgresql://` means psycopg2 here (SQLAlchemy 2.1 would pick psycopg 3).
 - SQLite: foreign keys on, WAL, a busy timeout, and `BEGIN IMMEDIATE` so that two writers queue up
-  instead of failing with "database is locked" when both upgrade a read transaction.
+  instead of failing with "database is locked" when both upgrade a read transaction. Sessions made by
+  `make_read_sessionmaker` (the API's GETs) begin deferred instead: under WAL a reader takes no lock, so
+  reads never queue behind writers, and writers (lease renewal first) never queue behind reads.
 - PostgreSQL: a statement timeout, so no request or job hangs on a lock forever.
 """
 
@@ -18,6 +20,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 STATEMENT_TIMEOUT_MS = 15_000
+READ_ONLY = "orchestry_read_only"  # an execution option: this connection's transactions only read
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -53,11 +56,25 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+def lease_engine(engine: Engine) -> Engine:
+    """An engine of one connection on the same database, for the leader lease alone (an in-memory SQLite
+    database cannot be opened twice: it keeps the shared engine)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return engine
+    return make_engine(url, pool_size=1, max_overflow=0)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that only read: on SQLite their transactions take no write lock (see above)."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from flask import Flask, Response
 from sqlalchemy.engine import Engine
 
 from orchestry.config import Settings
-from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from orchestry.runtime.types import Runtime
 from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, scaling, system
 from orchestry.web.auth import check_request
@@ -27,7 +27,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine or make_engine(settings.database_url)
     app.extensions["orchestry"] = ApiContext(
-        settings=settings, sessions=make_sessionmaker(engine), wake=wake, runtime=runtime
+        settings=settings,
+        sessions=make_sessionmaker(engine),
+        wake=wake,
+        runtime=runtime,
+        read_sessions=make_read_sessionmaker(engine),
     )
     app.before_request(check_request)
     app.teardown_appcontext(close_session)

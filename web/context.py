@@ -26,6 +26,7 @@ class ApiContext:
     sessions: sessionmaker[Session]
     wake: Callable[[], None] | None = None  # pokes this process's dispatcher after an enqueue commits
     runtime: Runtime | None = None  # read-only use: logs
+    read_sessions: sessionmaker[Session] | None = None  # for GET and HEAD, which only read
 
 
 def ctx() -> ApiContext:
@@ -43,7 +44,8 @@ def wake_dispatcher() -> None:
 def session() -> Session:
     """The request's session, opened on first use and closed when the request ends."""
     if "db" not in g:
-        g.db = ctx().sessions()
+        reads = ctx().read_sessions if request.method in ("GET", "HEAD") else None
+        g.db = (reads or ctx().sessions)()
     db: Session = g.db
     return db
 
