@@ -69,7 +69,8 @@ def test_a_lone_node_keeps_its_lease_while_a_write_is_held(engine: Engine, db_ur
 
 
 def spec(name: str) -> str:
-    return f"apiVersion: v1\nkind: App\nmetadata: {{name: {name}}}\nspec:\n  image: busybox\n  ports: [{{containerPort: 8080}}]\n"
+    ports = "  ports: [{containerPort: 8080}]\n"
+    return f"apiVersion: v1\nkind: App\nmetadata: {{name: {name}}}\nspec:\n  image: busybox\n" + ports
 
 
 def test_a_lone_node_keeps_its_lease_while_the_api_is_hammered(engine: Engine, db_url: str) -> None:
