@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, and_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from orchestry.models.base import Base, utcnow
@@ -64,6 +64,13 @@ def get_app(session: Session, name: str) -> App | None:
 
 def list_apps(session: Session) -> list[App]:
     return list(session.scalars(select(App).order_by(App.name)))
+
+
+def apps_with_revisions(session: Session) -> list[tuple[App, AppRevision | None]]:
+    """Every app with its current revision, in one query (a list costs the same for 1 app or 1,000)."""
+    current = and_(AppRevision.app_id == App.id, AppRevision.number == App.revision)
+    rows = session.execute(select(App, AppRevision).outerjoin(AppRevision, current).order_by(App.name))
+    return [(app, rev) for app, rev in rows]
 
 
 def get_revision(session: Session, app: App, number: int | None = None) -> AppRevision | None:

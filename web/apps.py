@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from orchestry.models.apps import App, AppRevision, get_revision, list_apps
+from orchestry.models.apps import App, AppRevision, apps_with_revisions, get_revision
 from orchestry.models.registry import Submission, register
-from orchestry.models.replicas import Replica, replicas_of
+from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
 from orchestry.spec import AppSpec, SpecParseError, UnsupportedMediaType, load_specs
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
@@ -143,9 +143,8 @@ def _scaling_line(row: ScalingDecisionRow) -> str:
 @operation("List apps", tag="apps", responses={200: AppList})
 def list_all() -> Response:
     db = session()
-    apps = []
-    for app in list_apps(db):
-        apps.append(AppSummary(**_summary_fields(app, get_revision(db, app), len(replicas_of(db, app.id)))))
+    counts = replica_counts(db)
+    apps = [AppSummary(**_summary_fields(app, rev, counts.get(app.id, 0))) for app, rev in apps_with_revisions(db)]
     return jsonify(AppList(apps=apps).model_dump(mode="json"))
 
 
