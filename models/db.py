@@ -6,6 +6,8 @@
   `make_read_sessionmaker` (the API's GETs) begin deferred instead: under WAL a reader takes no lock, so
   reads never queue behind writers, and writers (lease renewal first) never queue behind reads.
 - PostgreSQL: a statement timeout, so no request or job hangs on a lock forever.
+- An engine with the `LOCK_WAIT_MS` execution option (the API's) waits at most that long for a lock or a
+  statement, on either database: a request answers 503 within its limits instead of queueing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 STATEMENT_TIMEOUT_MS = 15_000
 READ_ONLY = "orchestry_read_only"  # an execution option: this connection's transactions only read
+LOCK_WAIT_MS = "orchestry_lock_wait_ms"  # an execution option: wait at most this long for a lock
+SQLITE_BUSY_MS = 30_000  # the lock wait of everything else (jobs, sweeps, the lease) on SQLite
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -40,8 +44,19 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}", "connect_timeout": 5}
-        return create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+        engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+        _postgresql_waits(engine)
+        return engine
     return create_engine(parsed, **kwargs)
+
+
+def _postgresql_waits(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        wait = conn.get_execution_options().get(LOCK_WAIT_MS)
+        if wait is not None:  # the transaction's first statement: SET LOCAL lasts until it ends
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait)}")
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(wait)}")
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -56,7 +71,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        # Pooled connections serve the API and the controller in turn: set the lock wait every time.
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(options.get(LOCK_WAIT_MS, SQLITE_BUSY_MS))}")
+        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def lease_engine(engine: Engine) -> Engine:

@@ -8,12 +8,14 @@ from flask import Flask, Response
 from sqlalchemy.engine import Engine
 
 from orchestry.config import Settings
-from orchestry.models.db import make_engine, make_read_sessionmaker, make_sessionmaker
+from orchestry.models.db import LOCK_WAIT_MS, make_engine, make_read_sessionmaker, make_sessionmaker
 from orchestry.runtime.types import Runtime
 from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, scaling, system
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
+
+API_LOCK_WAIT_MS = 5_000
 
 
 def create_app(
@@ -26,6 +28,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_spec_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine or make_engine(settings.database_url)
+    # A request waits this long at most for a lock (the database busy or locked), then answers 503.
+    engine = engine.execution_options(**{LOCK_WAIT_MS: API_LOCK_WAIT_MS})
     app.extensions["orchestry"] = ApiContext(
         settings=settings,
         sessions=make_sessionmaker(engine),
