@@ -1,8 +1,8 @@
 """One controller node: the lease loop, and while it leads, the scheduler, dispatcher and watchers.
 
-APScheduler (a BackgroundScheduler on the SQLAlchemy job store of the same database) holds the periodic
-jobs under fixed ids. It starts paused on every node and only the leader resumes it; a node that loses
-the lease pauses it again (never shutdown() + start(), which breaks APScheduler 3).
+APScheduler (a BackgroundScheduler on a memory job store: each leader adds the periodic jobs when elected)
+holds the periodic jobs under fixed ids. It starts paused on every node and only the leader resumes it; a
+node that loses the lease pauses it again (never shutdown() + start(), which breaks APScheduler 3).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,7 +25,6 @@ from orchestry.controller import periodic
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.health import HealthSweep
-from orchestry.controller.jobstore import FencedJobStore
 from orchestry.controller.leadership import FencedScheduler, Leadership
 from orchestry.controller.metrics import MetricsCollector
 from orchestry.controller.mirror import RouteMirror
@@ -118,7 +118,10 @@ class Controller:
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
         self.scheduler = FencedScheduler(
             lambda: self.leadership.leading,
-            jobstores={"default": FencedJobStore(engine, self.leadership.fence)},
+            # In memory: the periodic sweeps are all it holds, and every leader adds them again when elected
+            # (Orchestry's jobs table is the durable queue). The SQLAlchemy store rewrote each sweep's next
+            # run time in the database every run: ~4 writes a second on an idle leader.
+            jobstores={"default": MemoryJobStore()},
             executors={"default": SchedulerPool(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone=UTC,

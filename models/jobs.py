@@ -137,6 +137,12 @@ class Claimed:
 _RUNNING = aliased(Job)
 
 
+def runnable(session: Session, now: datetime | None = None) -> bool:
+    """Is any job queued and due? A read, so an idle dispatcher polls without taking a write lock."""
+    at: Any = now or (func.now() if session.get_bind().dialect.name == "postgresql" else utcnow())
+    return session.scalar(select(Job.id).where(Job.status == "queued", Job.run_after <= at).limit(1)) is not None
+
+
 def claim_next(session: Session, *, node: str, term: int, now: datetime | None = None) -> Claimed | None:
     """Claim the oldest runnable job whose lock is free, if this node leads at `term`: one statement
     (`UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...`). `now` defaults to the
