@@ -20,7 +20,7 @@ from orchestry.controller.leadership import Leadership
 from orchestry.jobs.base import HealthChecker, Router
 from orchestry.jobs.runner import run_job
 from orchestry.models import jobs as jobq
-from orchestry.models.db import make_read_sessionmaker
+from orchestry.models.db import reads_of
 from orchestry.runtime.types import Runtime
 
 log = logging.getLogger("orchestry.dispatch")
@@ -54,7 +54,7 @@ class Dispatcher:
         # Held from a claim until its job is in `in_flight`, and by the stale-job check: the check never
         # takes a job just claimed here for one nobody runs.
         self._claiming = threading.Lock()
-        self._reads = make_read_sessionmaker(sessions.kw["bind"])  # the idle poll reads, takes no write lock
+        self._reads = reads_of(sessions)  # the idle poll reads, takes no write lock
         self._next_check = 0.0
 
     def wake(self, *_: Any) -> None:

@@ -95,6 +95,12 @@ def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
+def reads_of(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Read-only sessions on the engine of `sessions`."""
+    bind: Engine = sessions.kw["bind"]
+    return make_read_sessionmaker(bind)
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
