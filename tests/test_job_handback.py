@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import load_settings
@@ -18,6 +19,7 @@ from orchestry.controller.leadership import Leadership
 from orchestry.jobs import registry
 from orchestry.jobs.base import JobContext
 from orchestry.models import jobs as jobq
+from orchestry.models.base import utcnow
 from orchestry.models.db import make_engine, make_sessionmaker
 
 from conftest import wait_for
@@ -127,3 +129,41 @@ def test_the_periodic_check_requeues_a_job_nobody_runs(sessions: sessionmaker[Se
     assert job_row(sessions, left).history[0]["outcome"] == "abandoned"  # type: ignore[index]
     dispatcher.in_flight.clear()
     assert dispatcher.requeue_stale() == [busy]
+
+
+def test_a_repeated_delete_of_an_app_whose_delete_job_was_left_running_gets_a_job_that_runs(
+    sessions: sessionmaker[Session], db_url: str
+) -> None:
+    """1,000 DELETEs, 7 delete jobs left `running` by a term whose fence ended, their apps stuck `deleting`:
+    a repeated DELETE answers that job, and the leader's periodic check hands it back to the queue."""
+    from orchestry.web.app import create_app
+
+    settings = load_settings({"database_url": db_url})
+    api = create_app(settings, sessions.kw["bind"]).test_client()
+    doc = "apiVersion: v1\nkind: App\nmetadata: {name: gone}\nspec:\n  image: busybox\n  ports: [{containerPort: 80}]\n"
+    assert api.post("/api/v1/apps", data=doc, content_type="application/yaml").status_code == 201
+    job_id = api.delete("/api/v1/apps/gone").get_json()["job"]["id"]
+    old = leader(sessions, "n1")
+    assert old.term is not None
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="n1", term=old.term).id == job_id  # type: ignore[union-attr]
+    old._valid_until = 0.0  # n1's fence ended (it was paused): its job stays `running`
+    new = Leadership(
+        sessions,
+        node="n2",
+        address="http://y",
+        lease_seconds=30,
+        renew_seconds=0.5,
+        on_elected=lambda term: None,
+        on_deposed=lambda term: None,
+    )
+    with sessions.begin() as s:  # n1's lease ran out
+        s.execute(text("UPDATE leader_lease SET expires_at = :t"), {"t": utcnow()})
+    new.tick()
+    assert new.leading and new.term == old.term + 1
+    again = api.delete("/api/v1/apps/gone")
+    assert again.status_code == 202 and again.get_json()["job"]["id"] == job_id
+    dispatcher = Dispatcher(sessions, None, settings, new)  # type: ignore[arg-type]
+    assert dispatcher.requeue_stale() == [job_id]
+    with sessions.begin() as s:
+        assert jobq.claim_next(s, node="n2", term=new.term).id == job_id  # type: ignore[union-attr]
