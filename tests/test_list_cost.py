@@ -58,3 +58,22 @@ def test_listing_apps_costs_the_same_for_1_and_50_apps(engine: Engine, db_url: s
     fifty, body = statements(engine, api, "/api/v1/apps")
     assert len(body["apps"]) == 50 and body["apps"][0]["image"] == "busybox"
     assert fifty == one <= 3, (one, fifty)  # the token check, apps with their revisions, replica counts
+
+
+def test_the_list_shows_the_mode_in_force(engine: Engine, db_url: str) -> None:
+    """The list reads three fields of each spec in SQL: the API's policy still wins over the spec's."""
+    api = create_app(load_settings({"database_url": db_url}), engine)
+    register(api, 0, 3)
+    client = api.test_client()
+    manual = "apiVersion: v1\nkind: App\nmetadata: {name: app1}\nspec:\n  image: busybox:1\n  type: http\n"
+    manual += "  ports: [{containerPort: 8080}]\nscaling: {mode: manual}\n"
+    assert client.post("/api/v1/apps", data=manual, content_type="application/yaml").status_code == 200
+    assert client.put("/api/v1/apps/app2/scaling", json={"mode": "manual"}).status_code == 200
+    assert client.put("/api/v1/apps/app1/scaling", json={"maxReplicas": 3}).status_code == 200
+    _, body = statements(engine, api, "/api/v1/apps")
+    shown = {a["name"]: (a["mode"], a["image"], a["type"], a["revision"]) for a in body["apps"]}
+    assert shown == {
+        "app0": ("auto", "busybox", "http", 1),
+        "app1": ("auto", "busybox:1", "http", 2),  # the API's policy (no mode: auto) over the spec's manual
+        "app2": ("manual", "busybox", "http", 1),
+    }
