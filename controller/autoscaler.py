@@ -31,6 +31,7 @@ from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
+from orchestry.models.db import reads_of
 from orchestry.models.events import record
 from orchestry.models.metrics import metric_window
 from orchestry.models.scaling import effective_policy, history_for, purge_decisions, record_decision, replica_states
@@ -116,6 +117,7 @@ class Autoscaler:
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.sessions = sessions
+        self._reads = reads_of(sessions)
         self.fence = fence
         self.max_replicas = max_replicas
         self.retention_seconds = retention_seconds
@@ -124,7 +126,7 @@ class Autoscaler:
     def run(self, fast: bool = False) -> list[Evaluation]:
         """Evaluate every running app (`fast`: act on scale-outs only, store nothing else)."""
         try:
-            with self.sessions() as session:
+            with self._reads() as session:
                 names = list(session.scalars(select(App.name).where(App.status == "running").order_by(App.name)))
             done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
             if not fast:
@@ -141,6 +143,8 @@ class Autoscaler:
 
     def _evaluate(self, name: str, fast: bool) -> Evaluation | None:
         fence = self.fence()
+        if fast and not self._surging(name):
+            return None
         with self.sessions.begin() as session:
             app = session.scalars(select(App).where(App.name == name).with_for_update()).one_or_none()
             if app is None or app.status != "running":
@@ -164,6 +168,17 @@ class Autoscaler:
                 extra={"app": name, "from": decision.current, "to": decision.target, "reason": decision.reason},
             )
         return Evaluation(name, decision, job_id)
+
+    def _surging(self, name: str) -> bool:
+        """The fast pass (after every metrics sample, for every app) decides on a read first: only a
+        scale-out takes the write lock, the other decisions of that pass are not stored anyway."""
+        with self._reads() as session:
+            app = session.scalars(select(App).where(App.name == name)).one_or_none()
+            if app is None or app.status != "running":
+                return False
+            now = db_now(session)
+            inputs = gather(session, app, now, self.max_replicas)
+            return decide(session, app, inputs, now).direction == "out"
 
     def _act(self, session: Session, app: App, decision: ScaleDecision) -> int:
         app.desired_replicas = decision.target

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,10 +33,12 @@ from orchestry.controller.leadership import Leadership
 from orchestry.jobs.base import HealthChecker, Router
 from orchestry.jobs.runner import run_job
 from orchestry.models import jobs as jobq
+from orchestry.models.db import reads_of
 from orchestry.runtime.types import Runtime
 
 log = logging.getLogger("orchestry.dispatch")
 POLL_SECONDS = 0.25
+STALE_CHECK_SECONDS = 5.0  # how often the leader looks for jobs left `running` under an ended fence
 
 
 class Dispatcher:
@@ -61,6 +64,11 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="orchestry-job")
         self._thread: threading.Thread | None = None
         self.in_flight: set[int] = set()
+        # Held from a claim until its job is in `in_flight`, and by the stale-job check: the check never
+        # takes a job just claimed here for one nobody runs.
+        self._claiming = threading.Lock()
+        self._reads = reads_of(sessions)  # the idle poll reads, takes no write lock
+        self._next_check = 0.0
 
     def wake(self, *_: Any) -> None:
         self._wake.set()
@@ -89,6 +97,9 @@ class Dispatcher:
             self._wake.wait(POLL_SECONDS)
             self._wake.clear()
             try:
+                if time.monotonic() >= self._next_check:
+                    self._next_check = time.monotonic() + STALE_CHECK_SECONDS
+                    self.requeue_stale()
                 self.dispatch_available()
             except SQLAlchemyError as exc:
                 log.warning("dispatch failed", extra={"error": str(exc).splitlines()[0]})
@@ -101,8 +112,16 @@ class Dispatcher:
                 return claimed
             fence = self.leadership.fence()
             try:
-                with self.sessions.begin() as session:
-                    job = jobq.claim_next(session, node=fence.node, term=fence.term)
+                with self._reads() as session:
+                    due = jobq.runnable(session)
+                if not due:
+                    self._free.release()
+                    return claimed
+                with self._claiming:
+                    with self.sessions.begin() as session:
+                        job = jobq.claim_next(session, node=fence.node, term=fence.term)
+                    if job is not None:
+                        self.in_flight.add(job.id)
             except BaseException:
                 self._free.release()
                 raise
@@ -110,9 +129,21 @@ class Dispatcher:
                 self._free.release()
                 return claimed
             claimed += 1
-            self.in_flight.add(job.id)
             self._pool.submit(self._run, job, fence)
         return claimed
+
+    def requeue_stale(self) -> list[int]:
+        """Jobs `running` under a fence that ended (an older term, or this node's own claim that no thread
+        here runs any more) go back to the queue: none is left behind until the next election."""
+        fence = self.leadership.fence()
+        if fence.term < 0 or not self.leadership.leading:
+            return []
+        with self._claiming, self.sessions.begin() as session:
+            ids = jobq.requeue_abandoned(session, node=fence.node, term=fence.term, running_here=set(self.in_flight))
+        if ids:
+            log.warning("requeued jobs left running under an ended fence", extra={"jobs": ids, "term": fence.term})
+            self._wake.set()
+        return ids
 
     def _run(self, job: jobq.Claimed, fence: Any) -> None:
         try:

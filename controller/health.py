@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.jobs.base import Router, TemporaryError
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import utcnow
+from orchestry.models.db import reads_of
 from orchestry.models.events import record
 from orchestry.models.replicas import Replica
 from orchestry.probe import Prober, Target, target_from_spec
@@ -71,7 +72,7 @@ class HealthSweep:
         targets: list[Target] = []
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
-        with self.sessions() as session:
+        with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
             stmt = (
                 select(Replica, App.name, AppRevision.spec)
                 .join(App, App.id == Replica.app_id)

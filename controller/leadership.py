@@ -131,7 +131,6 @@ class Leadership:
             with self.sessions.begin() as session:
                 _short_locks(session, self.renew_seconds)
                 held = acquire_or_renew(session, self.node, self.lease_seconds, self.term)
-                heartbeat(session, self.node, self.address, __version__)
                 if isinstance(held, Held) and held.previous is not None:
                     self._record_previous(session, held)
         except SQLAlchemyError as exc:
@@ -139,6 +138,7 @@ class Leadership:
                 log.warning("cannot renew the lease", extra={"error": str(exc).splitlines()[0]})
                 self._step_down("cannot reach the database to renew")
             return self.renew_seconds
+        self._heartbeat()
         if not isinstance(held, Held):
             if held.holder == self.node and self.term is not None:
                 log.warning(
@@ -155,6 +155,16 @@ class Leadership:
         if self.term is None:
             self._elected(held)
         return self.renew_seconds
+
+    def _heartbeat(self) -> None:
+        """This node is alive, in a transaction of its own after the lease's: a heartbeat that waits for
+        the node's row (a route report holds it) never makes the renewal fail."""
+        try:
+            with self.sessions.begin() as session:
+                _short_locks(session, self.renew_seconds)
+                heartbeat(session, self.node, self.address, __version__)
+        except SQLAlchemyError as exc:
+            log.warning("cannot record this node's heartbeat", extra={"error": str(exc).splitlines()[0]})
 
     def _record_previous(self, session: Session, held: Held) -> None:
         """The end of the term this one replaces, as an event (its holder may be dead or cut off)."""
@@ -188,11 +198,9 @@ class Leadership:
         except Exception as exc:
             # Hand the lease over and stay out for a lease's length: another node may start where this one
             # cannot, and this one does not burn a new term every renew interval meanwhile.
-            if isinstance(exc, SQLAlchemyError):  # the database went away: an incident, not a bug (one line)
-                log.warning(
-                    "starting as leader failed: the database did not answer; stepping down",
-                    extra={"term": held.term, "error": str(exc).strip().splitlines()[0]},
-                )
+            if isinstance(exc, SQLAlchemyError):  # an outage or a lock, not a bug: one line, no traceback
+                error = str(exc).splitlines()[0]
+                log.warning("starting as leader failed; stepping down", extra={"term": held.term, "error": error})
             else:
                 log.exception("starting as leader failed; stepping down", extra={"term": held.term})
             self._step_down("start failed")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
+from orchestry.models.db import reads_of
 from orchestry.models.metrics import PURGE_BATCH, MetricSample, purge_before
 from orchestry.models.replicas import Replica
 from orchestry.runtime.stats import UsageReader, UsageSource
@@ -170,7 +171,7 @@ class MetricsCollector:
 
     def _targets(self) -> tuple[dict[int, str], list[Target]]:
         """Running apps, and their running replicas with a container, as the database knows them."""
-        with self.sessions() as session:
+        with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite
             apps: dict[int, str] = {
                 app_id: name
                 for app_id, name in session.execute(select(App.id, App.name).where(App.status == "running"))

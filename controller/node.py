@@ -1,8 +1,8 @@
 """One controller node: the lease loop, and while it leads, the scheduler, dispatcher and watchers.
 
-APScheduler (a BackgroundScheduler on the SQLAlchemy job store of the same database) holds the periodic
-jobs under fixed ids. It starts paused on every node and only the leader resumes it; a node that loses
-the lease pauses it again (never shutdown() + start(), which breaks APScheduler 3).
+APScheduler (a BackgroundScheduler on a memory job store: each leader adds the periodic jobs when elected)
+holds the periodic jobs under fixed ids. It starts paused on every node and only the leader resumes it; a
+node that loses the lease pauses it again (never shutdown() + start(), which breaks APScheduler 3).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,7 +37,7 @@ from orchestry.controller.watch import EventWatcher
 from orchestry.jobs.base import NotLeader, TemporaryError
 from orchestry.models import jobs as jobq
 from orchestry.models.cluster import traffic_reports
-from orchestry.models.db import make_sessionmaker
+from orchestry.models.db import lease_engine, make_sessionmaker
 from orchestry.models.events import record
 from orchestry.models.replicas import mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
@@ -48,6 +49,7 @@ from orchestry.runtime.types import EngineEvent, Runtime
 
 log = logging.getLogger("orchestry.controller")
 NGINX_CHECK_SECONDS = 5.0
+TICKS = "ticks"  # the in-memory job store of the sub-second health tick
 PEER_TRAFFIC_SECONDS = 5.0  # an older report is from a node that stopped counting: left out
 
 
@@ -86,8 +88,10 @@ class Controller:
         self.engine = engine
         self.runtime = EventAwareRuntime(runtime)
         self.sessions = make_sessionmaker(engine)
+        # The lease has a connection of its own: a renewal never waits for one the API or jobs hold.
+        self.lease_engine = lease_engine(engine)
         self.leadership = Leadership(
-            self.sessions,
+            make_sessionmaker(self.lease_engine),
             node=settings.node_id,
             address=f"http://{settings.host}:{settings.port}",
             lease_seconds=settings.lease_seconds,
@@ -124,7 +128,11 @@ class Controller:
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
         self.scheduler = FencedScheduler(
             lambda: self.leadership.leading,
-            jobstores={"default": FencedJobStore(engine, self.leadership.fence)},
+            # The sweeps live in the SQLAlchemy job store, fenced by the lease (one next-run write per sweep
+            # run: about one a second). The health tick (every 0.5 s, it only looks for probes that are due)
+            # is kept in memory: persisting it was two writes a second for nothing, and every leader adds it
+            # again when elected. Orchestry's jobs table is the durable queue of operations.
+            jobstores={"default": FencedJobStore(engine, self.leadership.fence), TICKS: MemoryJobStore()},
             executors={"default": SchedulerPool(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone=UTC,
@@ -160,6 +168,8 @@ class Controller:
             self.nginx.stop()
             self.nginx.close()
         self.probe.stop()
+        if self.lease_engine is not self.engine:
+            self.lease_engine.dispose()
         periodic.current = None
 
     def _component_down(self, name: str, error: str | None) -> None:
@@ -210,7 +220,9 @@ class Controller:
 
     def _elected(self, term: int) -> None:
         with self.sessions.begin() as session:
-            requeued = jobq.requeue_abandoned(session, node=self.settings.node_id, term=term)
+            requeued = jobq.requeue_abandoned(
+                session, node=self.settings.node_id, term=term, running_here=set(self.dispatcher.in_flight)
+            )
             record(
                 session,
                 "leader.elected",
@@ -223,7 +235,7 @@ class Controller:
             self.scheduler.remove_job("dispatch")
         every = self._every
         every(periodic.RECONCILE, self.settings.reconcile_seconds, "reconcile", now=True)
-        every(periodic.HEALTH, self.settings.health_sweep_seconds, "health-sweep")
+        every(periodic.HEALTH, self.settings.health_sweep_seconds, "health-sweep", store=TICKS)
         every(periodic.AUTOSCALE, self.settings.autoscale_seconds, "autoscale")
         every(periodic.METRICS, self.settings.metrics_seconds, "metrics-collect")
         if self.nginx is not None:
@@ -232,10 +244,12 @@ class Controller:
         self.dispatcher.start()
         self.watcher.start()
 
-    def _every(self, func: str, seconds: float, job_id: str, now: bool = False) -> None:
-        """A periodic job under its fixed id (replacing the one a previous term stored)."""
+    def _every(self, func: str, seconds: float, job_id: str, now: bool = False, store: str = "default") -> None:
+        """A periodic sweep under its fixed id (replacing the one a previous term stored)."""
         first = {"next_run_time": datetime.now(UTC)} if now else {}
-        self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, replace_existing=True, **first)
+        self.scheduler.add_job(
+            func, "interval", seconds=seconds, id=job_id, replace_existing=True, jobstore=store, **first
+        )
 
     def _deposed(self, term: int) -> None:
         self.scheduler.pause()

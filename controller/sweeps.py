@@ -18,6 +18,7 @@ from orchestry.jobs.converge import REPLACED_EVENT, RUNNING_STATUSES
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import utcnow
+from orchestry.models.db import reads_of
 from orchestry.models.events import recent_times
 from orchestry.runtime.types import EngineUnavailable, Runtime
 from orchestry.workflows.converge import Desired, Seen
@@ -47,7 +48,7 @@ def reconcile_sweep(
 
     The desired state and the busy apps are read *before* observing: a job that ends between the two
     reads cannot make its half-removed containers look like drift."""
-    with sessions.begin() as session:
+    with reads_of(sessions)() as session:  # a read: no write lock on SQLite
         states = app_states(session)
         busy = set(
             session.scalars(

@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import Settings
@@ -100,6 +101,7 @@ def _apply(
     """Carry out the retry policy's decision; returns the status the job was left in."""
     if decision.action == "abandon":
         log.warning("job abandoned: lost leadership", extra={**fields, "reason": decision.error})
+        _hand_back(sessions, fence, ctx.job_id)
         return "abandoned"
     if decision.action == "fail":
         if outcome.kind == "permanent":
@@ -137,6 +139,7 @@ def _settle(
     try:
         fence.check()
     except NotLeader:
+        _hand_back(sessions, fence, job_id)  # its outcome is lost: the next holder runs it again
         return
     now = utcnow()
     with sessions.begin() as session:
@@ -169,3 +172,13 @@ def _settle(
                 app = get_app(session, ctx.app_name)
                 if app is not None and app.status != "deleting":
                     app.status, app.status_reason = "failed", error
+
+
+def _hand_back(sessions: sessionmaker[Session], fence: Fence, job_id: int) -> None:
+    """The job's fence ended: back to the queue now, not when the next election or check finds it.
+    A database error leaves it `running` for the leader's periodic check (`requeue_abandoned`)."""
+    try:
+        with sessions.begin() as session:
+            jobq.abandon(session, job_id, node=fence.node, term=fence.term)
+    except SQLAlchemyError as exc:
+        log.warning("could not hand an abandoned job back", extra={"job_id": job_id, "error": str(exc).splitlines()[0]})

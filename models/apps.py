@@ -7,9 +7,9 @@ last one becomes a new numbered revision, kept as history with its content hash 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, and_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from orchestry.models.base import Base, utcnow
@@ -64,6 +64,45 @@ def get_app(session: Session, name: str) -> App | None:
 
 def list_apps(session: Session) -> list[App]:
     return list(session.scalars(select(App).order_by(App.name)))
+
+
+class AppLine(NamedTuple):
+    """What a list of apps shows of one: its row's plain fields and three of its spec's."""
+
+    id: int
+    name: str
+    status: str
+    revision: int
+    desired_replicas: int
+    updated_at: datetime
+    scaling_policy: dict[str, Any] | None
+    type: str | None
+    image: str | None
+    spec_mode: str | None  # the spec's scaling mode (the API's policy, when set, is in force instead)
+
+
+def app_lines(session: Session) -> list[AppLine]:
+    """Every app with the few fields of its current revision a list shows, in one query: the spec's
+    fields are read by the database (JSON paths), not by decoding every app's whole document here."""
+    current = and_(AppRevision.app_id == App.id, AppRevision.number == App.revision)
+    spec = AppRevision.spec
+    rows = session.execute(
+        select(
+            App.id,
+            App.name,
+            App.status,
+            App.revision,
+            App.desired_replicas,
+            App.updated_at,
+            App.scaling_policy,
+            spec[("spec", "type")].as_string(),
+            spec[("spec", "image")].as_string(),
+            spec[("scaling", "mode")].as_string(),
+        )
+        .outerjoin(AppRevision, current)
+        .order_by(App.name)
+    )
+    return [AppLine(*row) for row in rows]
 
 
 def get_revision(session: Session, app: App, number: int | None = None) -> AppRevision | None:

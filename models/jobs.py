@@ -62,6 +62,7 @@ class Job(Base):
     term: Mapped[int | None] = mapped_column(BigInteger, doc="leader term of the claim (fencing)")
     heartbeat_at: Mapped[datetime | None] = mapped_column()
     steps: Mapped[list[Any]] = mapped_column(default=list, doc="progress, one entry per step")
+    history: Mapped[list[Any] | None] = mapped_column(doc="ended attempts: node, term, outcome, reason, when")
     result: Mapped[dict[str, Any] | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(128), default="system")
@@ -134,6 +135,12 @@ class Claimed:
 
 
 _RUNNING = aliased(Job)
+
+
+def runnable(session: Session, now: datetime | None = None) -> bool:
+    """Is any job queued and due? A read, so an idle dispatcher polls without taking a write lock."""
+    at: Any = now or (func.now() if session.get_bind().dialect.name == "postgresql" else utcnow())
+    return session.scalar(select(Job.id).where(Job.status == "queued", Job.run_after <= at).limit(1)) is not None
 
 
 def claim_next(session: Session, *, node: str, term: int, now: datetime | None = None) -> Claimed | None:
@@ -212,7 +219,12 @@ def requeue(
     converge to the desired state the newer request already wrote, and one app never has two waiting jobs.
     """
     values: dict[str, Any] = {"status": "queued", "run_after": run_after, "owner": None, "error": error}
-    lock = session.scalar(select(Job.lock).where(_mine(job_id, node, term)))
+    mine = session.execute(
+        select(Job.lock, Job.attempts, Job.owner, Job.term, Job.history).where(_mine(job_id, node, term))
+    ).one_or_none()
+    lock = mine.lock if mine is not None else None
+    if mine is not None and count_attempt:
+        values["history"] = _ended(mine, "retry", error, utcnow())
     if lock is not None:
         newer = session.scalar(select(Job.id).where(Job.lock == lock, Job.status == "queued", Job.id != job_id))
         if newer is not None:
@@ -239,41 +251,83 @@ def add_step(session: Session, job_id: int, *, node: str, term: int, step: dict[
     return True
 
 
-def requeue_abandoned(session: Session, *, node: str, term: int) -> list[int]:
-    """When a node starts leading: jobs still `running` under an older term, or claimed by this node
-    before it stepped down, have nobody working on them; run them again.
+ABANDONED = "abandoned: lost leadership"
+
+
+def _ended(job: Any, outcome: str, reason: str | None, now: datetime) -> Any:
+    """`history` with one more ended attempt, for the UPDATE that ends it (`job`: a row of the job)."""
+    entry = {"attempt": job.attempts, "node": job.owner, "term": job.term, "outcome": outcome, "reason": reason}
+    return [*(job.history or []), {**entry, "at": now.isoformat()}]
+
+
+def abandon(session: Session, job_id: int, *, node: str, term: int, now: datetime | None = None) -> str | None:
+    """Hand a job whose fence ended back to the queue, recording why in the same UPDATE.
+
+    Safe without the lease: it only changes a job still claimed by (`node`, `term`), and only makes it
+    runnable again, which is what any later leader would do (claims are fenced). The next holder of the
+    lease, this node in the same or a new term included, runs it again. A job whose app got a waiting job
+    meanwhile ends as superseded (one waiting job per app). Returns the status it was left in."""
+    now = now or utcnow()
+    job = session.execute(
+        select(Job.lock, Job.attempts, Job.owner, Job.term, Job.history)
+        .where(_mine(job_id, node, term))
+        .with_for_update()
+    ).one_or_none()
+    if job is None:
+        return None
+    newer = None
+    if job.lock is not None:
+        newer = session.scalar(select(Job.id).where(Job.lock == job.lock, Job.status == "queued", Job.id != job_id))
+    values: dict[str, Any] = {"owner": None, "history": _ended(job, "abandoned", ABANDONED, now)}
+    if newer is None:
+        values.update(status="queued", run_after=now, error=ABANDONED)
+    else:
+        values.update(status="cancelled", finished_at=now, error=f"{ABANDONED}; superseded by job {newer}")
+    res = session.execute(
+        update(Job).where(_mine(job_id, node, term)).values(**values).execution_options(synchronize_session=False)
+    )
+    return str(values["status"]) if affected(res) == 1 else None
+
+
+def requeue_abandoned(
+    session: Session, *, node: str, term: int, running_here: set[int] | frozenset[int] = frozenset()
+) -> list[int]:
+    """When a node starts leading, and periodically while it leads: jobs still `running` under an older
+    term, or claimed by this node but no longer running here (`running_here`: the dispatcher's threads;
+    their fence ended, in this term or an earlier one), have nobody working on them; run them again.
+    A job still running here hands itself back when its thread notices its fence ended.
 
     One whose app got a waiting job meanwhile ends as superseded instead, as in `requeue`: the waiting job
     converges to the newer desired state, and one app never has two waiting jobs (the unique index would
     refuse it, and with it the whole election)."""
-    running = select(Job.id, Job.lock).where(Job.status == "running")
-    found = session.execute(running.where(or_(Job.term.is_(None), Job.term < term, Job.owner == node))).all()
-    locks = [lock for _, lock in found if lock is not None]
+    running = select(Job.id, Job.lock, Job.attempts, Job.owner, Job.term, Job.history).where(Job.status == "running")
+    stale = or_(Job.term.is_(None), Job.term < term, Job.owner == node)
+    if running_here:
+        stale = and_(stale, or_(Job.owner.is_(None), Job.owner != node, Job.id.not_in(running_here)))
+    found = session.execute(running.where(stale)).all()
+    now = utcnow()
+    locks = [row.lock for row in found if row.lock is not None]
     waiting: dict[str | None, int] = {}
     if locks:
         rows = session.execute(select(Job.lock, Job.id).where(Job.lock.in_(locks), Job.status == "queued"))
         waiting = {lock: job_id for lock, job_id in rows}
-    requeued = [job_id for job_id, lock in found if lock not in waiting]
-    for job_id, lock in found:
-        if lock in waiting:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "running")
-                .values(
-                    status="cancelled",
-                    owner=None,
-                    finished_at=utcnow(),
-                    error=f"its leader went away; superseded by job {waiting[lock]}, which carries on",
-                )
-                .execution_options(synchronize_session=False)
-            )
-    if requeued:
-        session.execute(
+    requeued = []
+    for row in found:
+        # One UPDATE per job: each records its own attempt, and the status change carries its reason.
+        values: dict[str, Any] = {"owner": None, "history": _ended(row, "abandoned", ABANDONED, now)}
+        if row.lock in waiting:
+            error = f"its leader went away; superseded by job {waiting[row.lock]}, which carries on"
+            values.update(status="cancelled", finished_at=now, error=error)
+        else:
+            values.update(status="queued", error="its leader went away; requeued")
+        res = session.execute(
             update(Job)
-            .where(Job.id.in_(requeued))
-            .values(status="queued", owner=None, error="its leader went away; requeued")
+            .where(Job.id == row.id, Job.status == "running", Job.attempts == row.attempts)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
+        if affected(res) == 1 and row.lock not in waiting:
+            requeued.append(row.id)
     return requeued
 
 

@@ -47,6 +47,12 @@ def replicas_of(session: Session, app_id: int) -> list[Replica]:
     return list(session.scalars(select(Replica).where(Replica.app_id == app_id).order_by(Replica.slot)))
 
 
+def replica_counts(session: Session) -> dict[int, int]:
+    """app id -> how many replica rows it has, every app in one query (apps without any are absent)."""
+    rows = session.execute(select(Replica.app_id, func.count()).group_by(Replica.app_id))
+    return {app_id: int(n) for app_id, n in rows}
+
+
 def count_replicas(session: Session, app_id: int) -> int:
     return session.scalar(select(func.count()).select_from(Replica).where(Replica.app_id == app_id)) or 0
 

@@ -233,6 +233,10 @@ class DockerEngine:
                     existing = self._wait_while_starting(req.name)  # a racing call is between create and start
                 if existing is not None and _same_spec(existing, req) and _status(existing) == "running":
                     return _from_inspect(existing)
+                if existing is not None and _same_spec(existing, req) and _status(existing) == "created":
+                    # Still only created: its creator (an earlier term, fenced between create and start)
+                    # is gone. Start that one: one container per slot, never a second.
+                    return self._start_and_settle(existing["Id"], req.name)
                 if existing is not None:
                     self._remove(existing["Id"])
             self._ensure_volumes(req)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -178,6 +179,26 @@ def test_the_fast_path_acts_on_scale_out_only(sessions: sessionmaker[Session]) -
     assert stored(sessions) == [] and desired(sessions) == 3
     (evaluation,) = scaler(sessions).run()
     assert evaluation.decision.direction == "in"
+
+
+def test_the_fast_path_takes_no_write_lock_unless_it_scales_out(sessions: sessionmaker[Session]) -> None:
+    """It runs after every metrics sample for every app: a quiet app costs reads only (issue 10)."""
+    from sqlalchemy import event
+
+    setup_app(sessions, rps=1, replicas=3)
+    engine = sessions.kw["bind"]
+    locking: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("BEGIN IMMEDIATE") or "FOR UPDATE" in statement:
+            locking.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert scaler(sessions).run(fast=True) == []
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert locking == []
 
 
 def test_stopped_apps_are_not_evaluated(sessions: sessionmaker[Session]) -> None:

@@ -195,6 +195,10 @@ def test_evaluate_explains_without_acting(live: LiveServer) -> None:
         ({"metrics": {"rpz": 1}}, "metrics.rpz"),
         ({}, "metrics"),
         ({"metrics": {}, "policy": {"maxReplicas": 0}}, "scaling.maxReplicas"),
+        ({"metrics": {}, "current": 11}, "current"),  # above the app's maxReplicas (10)
+        ({"metrics": {}, "current": 4, "policy": {"maxReplicas": 3}}, "current"),  # the policy tried
+        ({"metrics": {}, "current": 1000000}, "current"),  # once 16 s, 111 MB and the write lock held
+        ({"metrics": {}, "ready": 1000000}, "ready"),
     ]:
         error = assert_error(live.http.post("/api/v1/apps/whatif/scaling/evaluate", json=bad), 422)
         assert any(f["field"] == where for f in error["fields"]), error

@@ -215,10 +215,12 @@ def test_logs_merge_replicas(live: LiveServer) -> None:
         for c in running(live, "talk"):
             serving(c)
 
-    threading.Thread(target=later, daemon=True).start()
+    writer = threading.Thread(target=later, daemon=True)
+    writer.start()
     with live.http.stream("GET", "/api/v1/apps/talk/logs", params={"lines": 0, "follow": 1}, timeout=10) as resp:
         assert resp.status_code == 200
         first = next(resp.iter_lines())
+    writer.join(10)  # before the next test removes the replicas it talks to
     assert first.startswith(f"{live.cluster}-talk-")
 
 
@@ -359,3 +361,44 @@ def test_prometheus_metrics(live: LiveServer) -> None:
     assert samples[("orchestry_jobs", (("kind", "deploy"), ("status", "succeeded")))] == 1
     assert samples[("orchestry_leader", (("node", live.env["ORCHESTRY_NODE_ID"]),))] == 1
     assert samples[("orchestry_leader_term", ())] >= 1
+
+
+def test_follow_streams_leave_health_and_the_api_answering(live: LiveServer) -> None:
+    """Eight `logs?follow` streams once held all eight request threads and `/health` timed out (issue 10):
+    follow streams take at most half of them, the next is told to retry, and the rest keep answering."""
+    post(live, hello("chatty"))
+    run(live, "chatty", "up", {"replicas": 1})
+    (replica,) = running(live, "chatty")
+    serving(replica)
+    release = threading.Event()
+    answers: list[tuple[int, str | None]] = []
+
+    def follow() -> None:
+        with (
+            httpx.Client(base_url=live.url, timeout=30) as client,
+            client.stream("GET", "/api/v1/apps/chatty/logs", params={"lines": 0, "follow": 1}) as resp,
+        ):
+            answers.append((resp.status_code, resp.headers.get("Retry-After")))
+            release.wait(30)
+
+    streams = [threading.Thread(target=follow, daemon=True) for _ in range(10)]
+    for t in streams:
+        t.start()
+    try:
+        wait_for(lambda: len(answers) == 10, 15)
+        with httpx.Client(base_url=live.url, timeout=3) as fresh:
+            assert fresh.get("/health").status_code == 200
+            assert fresh.get("/api/v1/apps").status_code == 200
+        assert sorted(answers) == [(200, None)] * 4 + [(503, "5")] * 6, answers
+    finally:
+        release.set()
+        serving(replica)  # a new line: each open stream writes it, sees its client gone, and ends
+        for t in streams:
+            t.join(10)
+
+    def accepted() -> bool:
+        serving(replica)
+        with live.http.stream("GET", "/api/v1/apps/chatty/logs", params={"lines": 0, "follow": 1}) as resp:
+            return resp.status_code == 200
+
+    wait_for(accepted, 20, step=0.5)  # the slots came back

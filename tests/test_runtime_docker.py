@@ -189,6 +189,22 @@ def test_starting_again_adopts_the_running_container(
     assert again.id == observed.id and again.port == observed.port
 
 
+def test_a_container_only_created_by_an_earlier_term_is_started_not_duplicated(
+    client: docker.DockerClient, engine: DockerEngine, cluster: str
+) -> None:
+    """An earlier term created the slot's container and lost its fence before starting it: the next start
+    of that slot starts that container, not a second one (a "job run twice with effect" in bench/chaos)."""
+    from orchestry.runtime.docker_engine import _create_args
+
+    req = request(cluster)
+    left = client.containers.create(**_create_args(req))
+    assert engine.list_replicas(cluster)[0].state == "created"
+    started = engine.start_replica(req)
+    assert started.id == left.id and started.running
+    assert [(o.id, o.state) for o in engine.list_replicas(cluster)] == [(left.id, "running")]
+    wait_http(f"http://127.0.0.1:{started.port}/")
+
+
 def test_another_spec_hash_replaces_the_container(engine: DockerEngine, cluster: str) -> None:
     first = engine.start_replica(request(cluster))
     second = engine.start_replica(request(cluster, spec_hash="hash-2", revision=2))

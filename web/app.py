@@ -8,7 +8,7 @@ from flask import Flask, Response
 from sqlalchemy.engine import Engine
 
 from orchestry.config import Settings
-from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.db import LOCK_WAIT_MS, make_engine, make_read_sessionmaker, make_sessionmaker
 from orchestry.runtime.types import Runtime
 from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, scaling, system
 from orchestry.web import secrets as secrets_api
@@ -16,6 +16,8 @@ from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
 from orchestry.workflows.components import ComponentState
+
+API_LOCK_WAIT_MS = 5_000
 
 
 def create_app(
@@ -29,8 +31,15 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_spec_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine or make_engine(settings.database_url)
+    # A request waits this long at most for a lock (the database busy or locked), then answers 503.
+    engine = engine.execution_options(**{LOCK_WAIT_MS: API_LOCK_WAIT_MS})
     app.extensions["orchestry"] = ApiContext(
-        settings=settings, sessions=make_sessionmaker(engine), wake=wake, runtime=runtime, components=components
+        settings=settings,
+        sessions=make_sessionmaker(engine),
+        wake=wake,
+        runtime=runtime,
+        read_sessions=make_read_sessionmaker(engine),
+        components=components,
     )
     app.before_request(check_request)
     app.teardown_appcontext(close_session)

@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from orchestry.models.apps import App, AppRevision, get_revision, list_apps
+from orchestry.models.apps import App, AppLine, AppRevision, app_lines, get_revision
 from orchestry.models.registry import Submission, register
-from orchestry.models.replicas import Replica, replicas_of
+from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
 from orchestry.spec import AppSpec, SpecParseError, SpecTooLarge, UnsupportedMediaType, load_specs
 from orchestry.spec.redact import redact_env, redact_raw
@@ -143,6 +143,22 @@ def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> di
     }
 
 
+def _line_summary(line: AppLine, replica_count: int) -> AppSummary:
+    """As `_summary_fields`, from a list's line (the policy in force: the API's, else the spec's)."""
+    mode = (line.scaling_policy or {}).get("mode", "auto") if line.scaling_policy is not None else line.spec_mode
+    return AppSummary(
+        name=line.name,
+        status=line.status,
+        type=line.type or "http",
+        image=line.image or "",
+        revision=line.revision,
+        desired_replicas=line.desired_replicas,
+        replica_count=replica_count,
+        mode=mode or "auto",
+        updated_at=line.updated_at,
+    )
+
+
 def _scaling_line(row: ScalingDecisionRow) -> str:
     return f"{row.created_at.isoformat()}: {row.current} → {row.target}: {row.reason}"
 
@@ -151,9 +167,8 @@ def _scaling_line(row: ScalingDecisionRow) -> str:
 @operation("List apps", tag="apps", responses={200: AppList})
 def list_all() -> Response:
     db = session()
-    apps = []
-    for app in list_apps(db):
-        apps.append(AppSummary(**_summary_fields(app, get_revision(db, app), len(replicas_of(db, app.id)))))
+    counts = replica_counts(db)
+    apps = [_line_summary(line, counts.get(line.id, 0)) for line in app_lines(db)]
     return jsonify(AppList(apps=apps).model_dump(mode="json"))
 
 

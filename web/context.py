@@ -28,6 +28,7 @@ class ApiContext:
     wake: Callable[[], None] | None = None  # pokes this process's dispatcher after an enqueue commits
     runtime: Runtime | None = None  # read-only use: logs
     components: Callable[[], Mapping[str, ComponentState]] | None = None  # this node's nginx, Docker, database
+    read_sessions: sessionmaker[Session] | None = None  # for GET and HEAD, which only read
 
 
 def ctx() -> ApiContext:
@@ -45,7 +46,8 @@ def wake_dispatcher() -> None:
 def session() -> Session:
     """The request's session, opened on first use and closed when the request ends."""
     if "db" not in g:
-        g.db = ctx().sessions()
+        reads = ctx().read_sessions if request.method in ("GET", "HEAD") else None
+        g.db = (reads or ctx().sessions)()
     db: Session = g.db
     return db
 

@@ -85,10 +85,12 @@ def database_outage(exc: BaseException) -> bool:
 def database_unavailable(exc: BaseException) -> ApiError:
     first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     reason = first[0] if first else type(exc).__name__
+    busy = any(word in reason for word in ("locked", "lock timeout", "statement timeout"))
+    what = "the database is busy" if busy else "the database cannot be reached"
     return ApiError(
         503,
         "database_unavailable",
-        f"the database cannot be reached ({reason}); retry once it is back (with the same Idempotency-Key)",
+        f"{what} ({reason}); nothing was changed: retry later (with the same Idempotency-Key)",
         headers={"Retry-After": DATABASE_RETRY_AFTER},
     )
 

@@ -23,6 +23,7 @@ def job_out(job: jobq.Job) -> JobOut:
         attempts=job.attempts,
         max_attempts=job.max_attempts,
         steps=job.steps,
+        history=job.history or [],
         result=job.result,
         error=job.error,
         owner=job.owner,

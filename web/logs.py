@@ -2,13 +2,18 @@
 
 The one read the API makes of the container engine: logs live there and nowhere else. It reads only, and
 releases its database session before streaming so a long `follow` holds no lock.
+
+A `follow` stream holds one of the server's request threads for as long as it lasts, so at most half of
+them stream at once (`follow_slots`): the next one is told to retry (503 with Retry-After), and `/health`
+and the API keep answering whatever the number of followers.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from orchestry.runtime.types import EngineUnavailable, LogLine
 from orchestry.web.context import app_or_404, close_session, ctx, query
@@ -17,6 +22,16 @@ from orchestry.web.openapi import operation
 from orchestry.web.schemas import ErrorOut, LogsQuery
 
 bp = Blueprint("logs", __name__, url_prefix="/api/v1/apps")
+FOLLOW_RETRY_SECONDS = 5
+
+
+def follow_slots() -> threading.BoundedSemaphore:
+    """This app's follow streams: half its request threads (at least one)."""
+    slots = max(1, ctx().settings.threads // 2)
+    found: threading.BoundedSemaphore = current_app.extensions.setdefault(
+        "orchestry.follow_slots", threading.BoundedSemaphore(slots)
+    )
+    return found
 
 
 def _format(line: LogLine) -> str:
@@ -38,12 +53,39 @@ def logs(name: str) -> Response:
     runtime = ctx().runtime
     if runtime is None:
         raise ApiError(503, "unavailable", "this controller has no container engine configured")
+    slots = follow_slots() if args.follow else None
+    if slots is not None and not slots.acquire(blocking=False):
+        raise ApiError(
+            503,
+            "busy",
+            f"too many log streams are open on this node (at most {max(1, ctx().settings.threads // 2)}); "
+            "retry later, or read without follow",
+            headers={"Retry-After": str(FOLLOW_RETRY_SECONDS)},
+        )
     try:
         lines = runtime.logs(ctx().settings.cluster_name, name, args.lines, args.follow)
         if not args.follow:  # bounded (lines per replica): read it all now, so engine errors become a 503
             lines = iter(list(lines))
     except EngineUnavailable as exc:
+        if slots is not None:
+            slots.release()
         raise ApiError(503, "unavailable", f"the container engine did not answer: {exc}") from None
+    except BaseException:
+        if slots is not None:
+            slots.release()
+        raise
+
+    done = threading.Lock()
+
+    def finish() -> None:
+        """Once, when the stream ends or the server closes the response (even one never iterated)."""
+        if not done.acquire(blocking=False):
+            return
+        close = getattr(lines, "close", None)
+        if close is not None:
+            close()
+        if slots is not None:
+            slots.release()
 
     def body() -> Iterator[str]:
         try:
@@ -52,8 +94,8 @@ def logs(name: str) -> Response:
         except EngineUnavailable:
             return
         finally:
-            close = getattr(lines, "close", None)
-            if close is not None:
-                close()
+            finish()
 
-    return Response(body(), mimetype="text/plain")
+    response = Response(body(), mimetype="text/plain")
+    response.call_on_close(finish)
+    return response

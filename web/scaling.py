@@ -40,6 +40,9 @@ from orchestry.workflows.scaling import (
 
 bp = Blueprint("scaling", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
+# evaluate builds one replica per `current`: bounded by the policy's maxReplicas (checked per request), and
+# by this in the schema, whatever the cap is configured to
+EVALUATE_MAX = 10_000
 
 
 class PolicyBody(BaseModel):
@@ -98,8 +101,10 @@ class EvaluateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     metrics: SuppliedMetrics
     burst: SuppliedMetrics | None = Field(None, description=f"the last {BURST_WINDOW_SECONDS:g} s, if different")
-    current: int | None = Field(None, ge=0, description="default: the app's desired replicas")
-    ready: int | None = Field(None, ge=0, description="ready replicas; default: as many as `current`")
+    current: int | None = Field(
+        None, ge=0, le=EVALUATE_MAX, description="default: the app's desired replicas; at most its maxReplicas"
+    )
+    ready: int | None = Field(None, ge=0, le=EVALUATE_MAX, description="ready replicas; default: as many as `current`")
     policy: dict[str, Any] | None = Field(None, description="a scaling section to try instead of the one in force")
     use_history: bool = Field(False, description="apply the stored cooldown and stabilization window")
 
@@ -228,6 +233,9 @@ def evaluate(name: str) -> Response:
     section = validated_section(app, body.policy) if body.policy is not None else scaling_section(db, app)
     policy = policy_in_force(section, cap)
     current = app.desired_replicas if body.current is None else body.current
+    if body.current is not None and body.current > policy.max_replicas:
+        why = f"must be <= {policy.max_replicas}, the maxReplicas of the policy evaluated (within the cap {cap})"
+        raise ApiError(422, "invalid", f"current: {why}", [field("current", why)])
     if body.ready is None and body.current is None:
         replicas = list(replica_states(db, app))
     else:

@@ -251,6 +251,7 @@ class JobOut(BaseModel):
     attempts: int
     max_attempts: int
     steps: list[dict[str, Any]]
+    history: list[dict[str, Any]] = Field(default_factory=list, description="ended attempts, with reasons")
     result: dict[str, Any] | None
     error: str | None
     owner: str | None
