@@ -187,9 +187,11 @@ def test_runner_fails_a_permanent_error(sessions: Any, monkeypatch: pytest.Monke
     assert (status, row.status, row.error) == ("failed", "failed", "bad spec")
 
 
-def test_runner_abandons_without_writing(sessions: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_abandons_by_handing_the_job_back(sessions: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     status, row = run_once(sessions, raises(NotLeader("lost")), monkeypatch)
-    assert (status, row.status, row.error) == ("abandoned", "running", None)  # the next leader requeues it
+    # back in the queue at once, with why (the next holder of the lease, this node included, runs it again)
+    assert (status, row.status, row.error, row.owner) == ("abandoned", "queued", jobq.ABANDONED, None)
+    assert row.history[-1]["reason"] == jobq.ABANDONED
 
 
 def test_runner_records_success(sessions: Any, monkeypatch: pytest.MonkeyPatch) -> None:
