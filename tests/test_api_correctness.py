@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from orchestry.nginx.traffic import Counters, combine, traffic
 from orchestry.web import idempotency as idem
+from orchestry.workflows.metrics import LatencyHistogram, accumulate
 
-from conftest import LiveServer, assert_error, hello, post
+from conftest import LiveServer, assert_error, hello, post, wait_for
 
 
 def _post(live: LiveServer, path: str, body: Any = None, key: str | bytes | None = None) -> httpx.Response:
@@ -87,3 +91,107 @@ def test_scope_and_fingerprint_are_functions_of_every_part() -> None:
     assert idem.fingerprint("POST", "/a", [], b'{"replicas":1}') != idem.fingerprint(
         "POST", "/a", [], b'{"replicas":2}'
     )
+
+
+def promtool(text: str) -> None:
+    """`promtool check metrics` lints the exposition (names, types, units); promtool must be installed."""
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_metrics_pass_promtool_and_count_jobs_with_counters(live: LiveServer) -> None:
+    assert post(live, hello("prom")).status_code == 201
+    job = _post(live, "prom/down").json()["job"]["id"]
+    assert live.wait_job(job)["status"] == "succeeded"
+    text = live.http.get("/metrics").text
+    promtool(text)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["orchestry_job_seconds"].type == "counter"
+    finished = {tuple(sorted(s.labels.items())): s.value for s in families["orchestry_jobs_finished"].samples}
+    assert finished[(("kind", "stop"), ("status", "succeeded"))] == 1
+
+
+def test_request_latency_histogram_per_app(live: LiveServer) -> None:
+    """Requests through nginx show as `orchestry_app_request_duration_seconds` (buckets, sum, count), next to
+    the p95 gauge, and the exposition still passes promtool."""
+    assert post(live, hello("timed")).status_code == 201
+    job = live.wait_job(_post(live, "timed/up", {"replicas": 1}).json()["job"]["id"])
+    assert job["status"] == "succeeded", job
+    proxy = f"http://127.0.0.1:{live.env['ORCHESTRY_PROXY_PORT']}"
+    sent = 0
+
+    def histogram() -> dict[str, float]:
+        text = live.http.get("/metrics").text
+        family = {f.name: f for f in text_string_to_metric_families(text)}["orchestry_app_request_duration_seconds"]
+        return {
+            s.name[len(family.name) :] + s.labels.get("le", ""): s.value
+            for s in family.samples
+            if s.labels["app"] == "timed"
+        }
+
+    with httpx.Client(timeout=10) as http:
+
+        def counted() -> bool:
+            nonlocal sent
+            for _ in range(20):
+                http.get(proxy + "/", headers={"Host": "timed.localhost"})
+                sent += 1
+            return histogram().get("_count", 0) > 0
+
+        wait_for(counted, timeout=30, step=0.5)
+    seen = histogram()
+    assert family_type(live, "orchestry_app_request_duration_seconds") == "histogram"
+    assert 0 < seen["_count"] <= sent and seen["_bucket+Inf"] == seen["_count"]
+    assert 0 < seen["_sum"] < 10 * seen["_count"]
+    les = sorted(float(k[len("_bucket") :]) for k in seen if k.startswith("_bucket"))
+    assert les[0] == 0.005 and les[-1] == float("inf")
+    bucket_counts = [seen[f"_bucket{le}"] for le in (repr(x) if x != float("inf") else "+Inf" for x in les)]
+    assert bucket_counts == sorted(bucket_counts)  # cumulative
+    text = live.http.get("/metrics").text
+    assert 'orchestry_app_p95_latency_seconds{app="timed"}' in text  # the existing gauge stays
+    promtool(text)
+
+
+def family_type(live: LiveServer, name: str) -> str:
+    families = {f.name: f for f in text_string_to_metric_families(live.http.get("/metrics").text)}
+    return str(families[name].type)
+
+
+H, B = LatencyHistogram, (5.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("stored", "counts", "ms", "expected"),
+    [
+        (None, (1, 0, 2), 30.0, H(B, (1, 0, 2), 0.03)),
+        (H(B, (1, 0, 2), 0.03), (0, 4, 0), 20.0, H(B, (1, 4, 2), 0.05)),
+        (H((1.0, 10.0), (9, 9, 9), 5.0), (0, 4, 0), 20.0, H(B, (0, 4, 0), 0.02)),
+        (H(B, (1, 0, 2), 0.03), (1, 2), 20.0, H(B, (1, 0, 2), 0.03)),
+        (None, (0, -1, 0), 1.0, None),
+    ],
+    ids=["first", "adds", "new bounds restart", "wrong width ignored", "negative ignored"],
+)
+def test_accumulate(
+    stored: LatencyHistogram | None, counts: tuple[int, ...], ms: float, expected: LatencyHistogram | None
+) -> None:
+    got = accumulate(stored, B, counts, ms)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and (got.bounds, got.counts) == (expected.bounds, expected.counts)
+        assert got.sum_seconds == pytest.approx(expected.sum_seconds)
+
+
+def test_cumulative_buckets_in_seconds() -> None:
+    h = LatencyHistogram((5.0, 10.0), (1, 0, 2), 0.03)
+    assert h.cumulative() == [(0.005, 1), (0.01, 1), (float("inf"), 3)]
+
+
+def test_nginx_latency_sum_becomes_the_intervals_sum() -> None:
+    body = {"bounds": [5, 10], "started": 1.0, "apps": {"a": {"requests": 3, "buckets": [1, 1, 1], "latency_ms": 40}}}
+    before = Counters.from_json({**body, "apps": {"a": {"requests": 1, "buckets": [1, 0, 0], "latency_ms": 2.5}}}, 1.0)
+    now = Counters.from_json(body, 3.0)
+    assert now.apps["a"].latency_ms == 40.0
+    assert traffic(before, now)["a"].latency_ms == 37.5
+    assert combine([traffic(before, now), traffic(before, now)])["a"].latency_ms == 75.0
+    assert Counters.from_json({**body, "apps": {"a": {"latency_ms": True}}}, 1.0).apps["a"].latency_ms == 0.0
