@@ -195,3 +195,37 @@ def test_nginx_latency_sum_becomes_the_intervals_sum() -> None:
     assert traffic(before, now)["a"].latency_ms == 37.5
     assert combine([traffic(before, now), traffic(before, now)])["a"].latency_ms == 75.0
     assert Counters.from_json({**body, "apps": {"a": {"latency_ms": True}}}, 1.0).apps["a"].latency_ms == 0.0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("dup/scale", b'{"replicas": 1, "replicas": 0}'),
+        ("dup/up", b'{"replicas": 0, "replicas": 1}'),
+        ("dup/scaling", b'{"mode": "manual", "mode": "auto"}'),
+    ],
+)
+def test_duplicate_json_keys_in_operation_bodies_are_400(live: LiveServer, path: str, body: bytes) -> None:
+    assert post(live, hello("dup")).status_code == 201
+    method = live.http.put if path.endswith("scaling") else live.http.post
+    resp = method(f"/api/v1/apps/{path}", content=body, headers={"Content-Type": "application/json"})
+    err = assert_error(resp, 400)
+    assert err["fields"][0]["field"] in ("replicas", "mode") and "more than once" in err["fields"][0]["rule"]
+    assert live.http.get("/api/v1/jobs", params={"app": "dup"}).json()["jobs"] == []
+
+
+def test_a_non_ascii_health_check_header_value_is_refused(live: LiveServer) -> None:
+    extra = "healthCheck:\n  path: /\n  port: 8080\n  headers:\n    - name: X-Probe\n      value: caf\u00e9\n"
+    err = assert_error(post(live, (hello("hdr") + extra).encode()), 422)
+    assert err["fields"][0]["field"] == "healthCheck.headers[0].value", err
+    assert "printable ASCII" in err["fields"][0]["rule"]
+    ok = "healthCheck:\n  path: /\n  port: 8080\n  headers:\n    - name: X-Probe\n      value: 'a b\t~'\n"
+    assert post(live, (hello("hdr") + ok).encode()).status_code == 201
+
+
+@pytest.mark.parametrize("key", ["org.orchestry.app", "org.orchestry.cluster", "Org.Orchestry.x", "orchestry.x"])
+def test_the_reserved_label_prefix_is_orchestrys_real_one(live: LiveServer, key: str) -> None:
+    spec = hello("lbl").replace("  name: lbl\n", f"  name: lbl\n  labels:\n    {key}: x\n")
+    err = assert_error(post(live, spec), 422)
+    assert err["fields"][0]["field"] == f'metadata.labels["{key}"]', err
+    assert "'org.orchestry.'" in err["fields"][0]["rule"]

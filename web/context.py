@@ -67,12 +67,32 @@ def json_object(*, required: bool) -> dict[str, Any] | None:
     if request.mimetype not in ("application/json", ""):
         raise ApiError(415, "unsupported_media_type", f"send application/json, not {request.mimetype}")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        rule = "given more than once in the same object"
+        raise ApiError(400, "malformed_json", f"{exc.key}: {rule}", [field(exc.key, rule)]) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "<body>: must be a JSON object", [field("<body>", "must be a JSON object")])
     return data
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: `{"replicas": 1, "replicas": 9}` is ambiguous (parsers
+    disagree on which one wins), so it is refused, as spec bodies are."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def json_body(model: type[Q], *, required: bool) -> Q:
