@@ -123,7 +123,18 @@ def _pattern(regex: str) -> str:
 
 
 _DNS = _pattern(DNS_LABEL)
-AppName = Annotated[str, _check(_matches(DNS_LABEL, 63, _DNS_WHAT)), _schema(pattern=_DNS, maxLength=63)]
+RESERVED_APP_NAMES = ("register",)  # `POST /api/v1/apps/register` is a route, so no app may be called that
+
+
+def _app_name(value: str) -> str | None:
+    if value in RESERVED_APP_NAMES:
+        return f"must not be {value!r} (reserved: /api/v1/apps/{value} is an API route)"
+    return _matches(DNS_LABEL, 63, _DNS_WHAT)(value)
+
+
+AppName = Annotated[
+    str, _check(_app_name), _schema(pattern=_DNS, maxLength=63, **{"not": {"enum": list(RESERVED_APP_NAMES)}})
+]
 PortName = Annotated[str, _check(_matches(DNS_LABEL, 15, _DNS_WHAT)), _schema(pattern=_DNS, maxLength=15)]
 LabelKey = Annotated[str, _check(_label_key), _schema(pattern=_pattern(LABEL_KEY), maxLength=63)]
 LabelValue = Annotated[

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -229,3 +231,103 @@ def test_the_reserved_label_prefix_is_orchestrys_real_one(live: LiveServer, key:
     err = assert_error(post(live, spec), 422)
     assert err["fields"][0]["field"] == f'metadata.labels["{key}"]', err
     assert "'org.orchestry.'" in err["fields"][0]["rule"]
+
+
+# -- the OpenAPI document describes the server ------------------------------------------------------------
+
+
+def _walk_keys(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _walk_keys(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_keys(item)
+
+
+def test_the_document_uses_json_schema_keywords_and_types_the_policy(live: LiveServer) -> None:
+    doc = live.http.get("/api/v1/openapi.json").json()
+    assert not {"ge", "le", "gt", "lt"} & set(_walk_keys(doc["paths"]))
+    spec = doc["paths"]["/api/v1/apps/{name}/spec"]["get"]
+    (revision,) = [p for p in spec["parameters"] if p["name"] == "revision"]
+    assert revision["schema"]["anyOf"][0] == {"minimum": 1, "type": "integer"}
+    assert set(spec["responses"]["200"]["content"]) == {"application/json", "application/yaml"}
+    put = doc["paths"]["/api/v1/apps/{name}/scaling"]["put"]["requestBody"]["content"]["application/json"]
+    policy = doc["components"]["schemas"][put["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert policy["additionalProperties"] is False
+    assert {k: v for k, v in policy["properties"]["maxReplicas"].items() if k != "title"} == {
+        "default": 5,
+        "minimum": 1,
+        "type": "integer",
+    }
+    assert policy["properties"]["mode"]["enum"] == ["auto", "manual"]
+    register = doc["paths"]["/api/v1/apps/register"]["post"]["requestBody"]["content"]
+    assert set(register) == {"application/yaml", "application/json"}
+
+
+def test_optional_bodies_headers_and_statuses_are_documented(live: LiveServer) -> None:
+    doc = live.http.get("/api/v1/openapi.json").json()
+    up = doc["paths"]["/api/v1/apps/{name}/up"]["post"]
+    assert up["requestBody"]["required"] is False
+    assert doc["paths"]["/api/v1/apps/{name}/scale"]["post"]["requestBody"]["required"] is True
+    assert up["responses"]["202"]["headers"]["Location"]["required"] is True
+    assert "WWW-Authenticate" in up["responses"]["401"]["headers"]
+    assert "Retry-After" in up["responses"]["503"]["headers"]
+    assert {"413", "415", "403", "404"} <= set(up["responses"])
+    created = doc["paths"]["/api/v1/apps/register"]["post"]["responses"]["201"]
+    assert created["headers"]["Location"]["required"] is True
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert "503" in op["responses"], (method, path)
+            if "{" in path:
+                assert "404" in op["responses"], (method, path)
+    for op in ("up", "start", "down", "stop", "scale"):
+        params = doc["paths"][f"/api/v1/apps/{{name}}/{op}"]["post"]["parameters"]
+        (key,) = [p for p in params if p["name"] == "Idempotency-Key"]
+        assert key["in"] == "header" and key["schema"]["maxLength"] == 128
+    delete = doc["paths"]["/api/v1/apps/{name}"]["delete"]["parameters"]
+    assert any(p["name"] == "Idempotency-Key" for p in delete)
+
+
+def test_register_answers_201_with_location(live: LiveServer) -> None:
+    first = post(live, hello("located"))
+    assert first.status_code == 201 and first.headers["Location"] == "/api/v1/apps/located"
+    assert "Location" not in post(live, hello("located")).headers  # unchanged: 200, nothing created
+
+
+def test_the_register_route_is_not_an_app(live: LiveServer) -> None:
+    assert_error(live.http.get("/api/v1/apps/register"), 405)
+    assert_error(live.http.delete("/api/v1/apps/register"), 405)
+    allow = live.http.options("/api/v1/apps/register").headers["Allow"]
+    assert set(allow.replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+    err = assert_error(post(live, hello("register")), 422)
+    assert err["fields"][0]["field"] == "metadata.name" and "reserved" in err["fields"][0]["rule"]
+    doc = live.http.get("/api/v1/openapi.json").json()
+    (name,) = doc["paths"]["/api/v1/apps/{name}"]["get"]["parameters"]
+    assert name["schema"]["not"] == {"const": "register"}
+
+
+def test_null_scalars_are_refused_and_null_sections_documented(live: LiveServer) -> None:
+    spec = hello("nulls") + "healthCheck:\n  protocol: null\n  port: 8080\n"
+    err = assert_error(post(live, spec), 422)
+    assert err["fields"][0]["field"] == "healthCheck.protocol"
+    assert err["fields"][0]["rule"] == "must not be null (leave it out for its default)"
+    empty = hello("nulls").replace("scaling:\n  mode: manual\n", "scaling:\ntermination: null\n")
+    assert post(live, empty).status_code == 201  # empty sections are "not given"
+    doc = live.http.get("/api/v1/openapi.json").json()
+    app_spec = doc["components"]["schemas"]["AppSpec"]["properties"]
+    assert {"type": "null"} in app_spec["scaling"]["anyOf"]
+    assert "null" not in json.dumps(doc["components"]["schemas"]["HealthCheck"]["properties"]["protocol"])
+
+
+def test_whole_numbers_written_as_floats_are_integers(live: LiveServer) -> None:
+    spec = hello("floats").replace("  mode: manual\n", "  mode: manual\n  maxReplicas: 4.0\n  minReplicas: 0.0\n")
+    assert post(live, spec).status_code == 201
+    assert live.http.get("/api/v1/apps/floats").json()["max_replicas"] == 4
+    accepted = live.http.post("/api/v1/apps/floats/scale", json={"replicas": 0.0})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["job"]["args"]["replicas"] == 0
+    err = assert_error(live.http.post("/api/v1/apps/floats/scale", json={"replicas": 1.5}), 422)
+    assert err["fields"][0]["field"] == "replicas"
+    assert_error(live.http.post("/api/v1/apps/floats/scale", json={"replicas": True}), 422)

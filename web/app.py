@@ -14,6 +14,7 @@ from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
+from orchestry.web.openapi import AppNameConverter
 
 
 def create_app(
@@ -32,6 +33,7 @@ def create_app(
     app.before_request(check_request)
     app.teardown_appcontext(close_session)
     install_errors(app)
+    app.url_map.converters["app"] = AppNameConverter
 
     @app.after_request
     def _node_header(response: Response) -> Response:

@@ -107,8 +107,9 @@ def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[R
 @operation(
     "Run the app's replicas",
     tag="operations",
-    body=Body(UpBody, ("application/json",), "optional"),
+    body=Body(UpBody, ("application/json",), "optional", required=False),
     responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
 )
 def up(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
@@ -126,7 +127,12 @@ def up(name: str) -> tuple[Response, int]:
 
 @bp.post(f"/{NAME}/down")
 @bp.post(f"/{NAME}/stop")
-@operation("Stop every replica (the app stays registered)", tag="operations", responses=ACCEPTED_RESPONSES)
+@operation(
+    "Stop every replica (the app stays registered)",
+    tag="operations",
+    responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
+)
 def down(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
@@ -136,7 +142,13 @@ def down(name: str) -> tuple[Response, int]:
 
 
 @bp.post(f"/{NAME}/scale")
-@operation("Set the replica count", tag="operations", body=Body(ReplicasBody), responses=ACCEPTED_RESPONSES)
+@operation(
+    "Set the replica count",
+    tag="operations",
+    body=Body(ReplicasBody),
+    responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
+)
 def scale(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
@@ -153,12 +165,13 @@ def scale(name: str) -> tuple[Response, int]:
     return _enqueue(app, "scale", message, {"replicas": body.replicas})
 
 
-@bp.delete(f"/{NAME}")
+@bp.delete("/<app:name>")  # not /apps/register
 @operation(
     "Delete the app: stop its replicas, then remove it (its events are kept)",
     tag="operations",
     query=DeleteQuery,
     responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
 )
 def delete(name: str) -> tuple[Response, int]:
     args = query(DeleteQuery)

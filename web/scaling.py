@@ -25,10 +25,11 @@ from orchestry.models.scaling import (
     scaling_section,
 )
 from orchestry.spec import validate_document
+from orchestry.spec.model import Scaling
 from orchestry.web.context import actor, app_or_404, ctx, json_body, json_object, query, session
 from orchestry.web.errors import ApiError, field
 from orchestry.web.openapi import Body, operation
-from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt
+from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt, StrictBody
 from orchestry.workflows.scaling import (
     NO_HISTORY,
     MetricWindow,
@@ -42,11 +43,12 @@ bp = Blueprint("scaling", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
 
 
-class PolicyBody(BaseModel):
+class PolicyBody(Scaling):
     """A `scaling` section as in a spec (../shared/app-spec.md): mode, minReplicas, maxReplicas, targets,
-    thresholds, windows; absent fields take the spec's defaults."""
+    thresholds, windows; absent fields take the spec's defaults, unknown ones are refused. Used for the
+    document: the handler validates the section as the spec's (every rule, with the app's revision)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(**{**Scaling.model_config, "extra": "forbid"})
 
 
 class PolicyOut(BaseModel):
@@ -94,13 +96,13 @@ class SuppliedMetrics(BaseModel):
     memory_percent: float | None = Field(None, ge=0, description="per replica, of its memory limit")
 
 
-class EvaluateBody(BaseModel):
+class EvaluateBody(StrictBody):
     model_config = ConfigDict(extra="forbid", strict=True)
     metrics: SuppliedMetrics
     burst: SuppliedMetrics | None = Field(None, description=f"the last {BURST_WINDOW_SECONDS:g} s, if different")
     current: int | None = Field(None, ge=0, description="default: the app's desired replicas")
     ready: int | None = Field(None, ge=0, description="ready replicas; default: as many as `current`")
-    policy: dict[str, Any] | None = Field(None, description="a scaling section to try instead of the one in force")
+    policy: PolicyBody | None = Field(None, description="a scaling section to try instead of the one in force")
     use_history: bool = Field(False, description="apply the stored cooldown and stabilization window")
 
 
@@ -225,7 +227,8 @@ def evaluate(name: str) -> Response:
     app = app_or_404(name)
     db = session()
     cap = ctx().settings.max_replicas
-    section = validated_section(app, body.policy) if body.policy is not None else scaling_section(db, app)
+    policy = body.policy.model_dump(by_alias=True, exclude_unset=True) if body.policy is not None else None
+    section = validated_section(app, policy) if policy is not None else scaling_section(db, app)
     policy = policy_of(section, cap)
     current = app.desired_replicas if body.current is None else body.current
     if body.ready is None and body.current is None:
