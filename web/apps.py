@@ -200,7 +200,12 @@ def show(name: str) -> Response:
     tag="apps",
     query=SpecQuery,
     responses={200: SpecOut, 404: ErrorOut},
-    also={200: ("application/yaml",)},  # raw=true: the document as submitted (JSON specs answer in JSON)
+    also={  # raw=true: the document exactly as submitted, YAML or JSON
+        200: {
+            "application/yaml": {"type": "string"},
+            "application/json": {"type": "object", "description": "raw=true: a JSON spec as submitted"},
+        }
+    },
 )
 def spec(name: str) -> Response:
     args = query(SpecQuery)

@@ -41,7 +41,7 @@ class Operation:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     idempotency_key: bool = False
-    also: dict[int, tuple[str, ...]] = field(default_factory=dict)  # other media types a status answers in
+    also: dict[int, dict[str, Any]] = field(default_factory=dict)  # status -> other media type -> schema
 
 
 def operation(
@@ -53,7 +53,7 @@ def operation(
     body: Body | None = None,
     description: str = "",
     idempotency_key: bool = False,
-    also: dict[int, tuple[str, ...]] | None = None,
+    also: dict[int, dict[str, Any]] | None = None,
 ) -> Callable[[F], F]:
     """Attach OpenAPI metadata to a view function; the view is unchanged."""
 
@@ -227,8 +227,12 @@ def _operation_doc(
             entry["content"] = {"application/json": {"schema": ref(model)}}
         elif model:
             entry["content"] = {model: {"schema": {"type": "string"}}}
-        for media_type in op.also.get(status, ()):
-            entry.setdefault("content", {})[media_type] = {"schema": {"type": "string"}}
+        for media_type, schema in op.also.get(status, {}).items():
+            content = entry.setdefault("content", {})
+            if media_type in content:  # another shape in the same media type (chosen by a query parameter)
+                content[media_type] = {"schema": {"anyOf": [content[media_type]["schema"], schema]}}
+            else:
+                content[media_type] = {"schema": schema}
         responses[str(status)] = entry
     implied = [400, 401, 503] + ([403] if method != "get" else []) + ([413, 415] if op.body is not None else [])
     implied += [404] if args else []  # no such app or job, or a path segment the route does not take
