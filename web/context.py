@@ -98,8 +98,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def json_body(model: type[Q], *, required: bool) -> Q:
     """The request's JSON body as `model` (its defaults when empty and not required); 422 naming each field."""
     data = json_object(required=required)
+    return validated(model, data if data is not None else {})
+
+
+def validated(model: type[Q], data: dict[str, Any]) -> Q:
+    """`data` as `model`; 422 naming each field."""
     try:
-        return model.model_validate(data if data is not None else {})
+        return model.model_validate(data)
     except ValidationError as exc:
         fields = validation_fields(exc)
         raise ApiError(422, "invalid", "; ".join(f["message"] for f in fields), fields) from None

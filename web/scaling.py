@@ -26,7 +26,7 @@ from orchestry.models.scaling import (
 )
 from orchestry.spec import validate_document
 from orchestry.spec.model import Scaling
-from orchestry.web.context import actor, app_or_404, ctx, json_body, json_object, query, session
+from orchestry.web.context import actor, app_or_404, ctx, json_object, query, session, validated
 from orchestry.web.errors import ApiError, field
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt, StrictBody
@@ -223,12 +223,15 @@ def _window(metrics: SuppliedMetrics, ready: list[str], span: float) -> MetricWi
     responses={200: EvaluateOut, 400: ErrorOut, 404: ErrorOut, 415: ErrorOut, 422: ErrorOut},
 )
 def evaluate(name: str) -> Response:
-    body = json_body(EvaluateBody, required=True)
+    data = json_object(required=True) or {}
+    # The policy is validated as the spec's section (errors name `scaling.<field>`, every rule applies);
+    # the model only documents it.
+    raw_policy = data.get("policy")
+    body = validated(EvaluateBody, {**data, "policy": None} if isinstance(raw_policy, dict) else data)
     app = app_or_404(name)
     db = session()
     cap = ctx().settings.max_replicas
-    policy = body.policy.model_dump(by_alias=True, exclude_unset=True) if body.policy is not None else None
-    section = validated_section(app, policy) if policy is not None else scaling_section(db, app)
+    section = validated_section(app, raw_policy) if isinstance(raw_policy, dict) else scaling_section(db, app)
     policy = policy_of(section, cap)
     current = app.desired_replicas if body.current is None else body.current
     if body.ready is None and body.current is None:
