@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
-from orchestry.models.metrics import PURGE_BATCH, MetricSample, purge_before
+from orchestry.models.metrics import PURGE_BATCH, MetricSample, add_latencies, purge_before
 from orchestry.models.replicas import Replica
 from orchestry.runtime.stats import UsageReader, UsageSource
 from orchestry.runtime.types import RuntimeFailure
@@ -139,6 +139,13 @@ class MetricsCollector:
                 *self._app_rows(apps, targets, figures, traffic, now),
             ]
             session.add_all(rows)
+            for app_id, name in apps.items():
+                # Optional in a source: the interval's latency histogram (nginx.traffic.AppTraffic has it).
+                seen = traffic.get(name) if traffic is not None else None
+                counts = tuple(getattr(seen, "histogram", ()))
+                if sum(counts):
+                    bounds = tuple(getattr(seen, "bounds", ()))
+                    add_latencies(session, app_id, bounds, counts, float(getattr(seen, "latency_ms", 0.0)))
         purged = self.purge(now - timedelta(seconds=self.retention_seconds))
         collection = Collection(
             taken_at=now,

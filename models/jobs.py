@@ -55,6 +55,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     lock: Mapped[str | None] = mapped_column(String(80))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), doc="of the request that set the key")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
@@ -85,6 +86,7 @@ def enqueue(
     args: dict[str, Any] | None = None,
     lock: str | None = None,
     idempotency_key: str | None = None,
+    request_fingerprint: str | None = None,
     actor: str = "system",
     max_attempts: int = 5,
 ) -> Enqueued:
@@ -111,6 +113,7 @@ def enqueue(
         args=args or {},
         lock=lock,
         idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
         created_by=actor,
         max_attempts=max_attempts,
     )
@@ -119,6 +122,10 @@ def enqueue(
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(job.id)})
     return Enqueued(job, True)
+
+
+def by_idempotency_key(session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
 
 
 @dataclass(frozen=True)

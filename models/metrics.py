@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, select
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql import Subquery
 
 from orchestry.models.base import Base, affected, aware, utcnow
+from orchestry.workflows.metrics import LatencyHistogram, accumulate
 from orchestry.workflows.scaling import MetricWindow, ReplicaSample
 
 PURGE_BATCH = 5_000
@@ -40,6 +41,42 @@ class MetricSample(Base):
     active_connections: Mapped[float | None] = mapped_column(Float)
     error_rate: Mapped[float | None] = mapped_column(Float)
     ready_replicas: Mapped[int | None] = mapped_column(Integer)
+
+
+class AppRequestHistogram(Base):
+    """An app's request-latency histogram, cumulative since Orchestry started counting (never purged while
+    the app exists): what `/metrics` exposes as `orchestry_app_request_duration_seconds`."""
+
+    __tablename__ = "app_request_histograms"
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    bounds: Mapped[list[float]] = mapped_column(JSON, doc="bucket upper bounds, ms")
+    counts: Mapped[list[int]] = mapped_column(JSON, doc="requests per bucket, the overflow last")
+    sum_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def add_latencies(session: Session, app_id: int, bounds: tuple[float, ...], counts: tuple[int, ...], ms: float) -> None:
+    """Add one interval's latency histogram to the app's cumulative one (the caller's transaction)."""
+    row = session.get(AppRequestHistogram, app_id)
+    stored = LatencyHistogram(tuple(row.bounds), tuple(row.counts), row.sum_seconds) if row is not None else None
+    merged = accumulate(stored, bounds, counts, ms)
+    if merged is None or merged == stored:
+        return
+    if row is None:
+        row = AppRequestHistogram(app_id=app_id)
+        session.add(row)
+    row.bounds, row.counts, row.sum_seconds, row.updated_at = (
+        list(merged.bounds),
+        list(merged.counts),
+        merged.sum_seconds,
+        utcnow(),
+    )
+
+
+def latency_histograms(session: Session) -> list[tuple[int, LatencyHistogram]]:
+    rows = session.scalars(select(AppRequestHistogram).order_by(AppRequestHistogram.app_id))
+    return [(r.app_id, LatencyHistogram(tuple(r.bounds), tuple(r.counts), r.sum_seconds)) for r in rows]
 
 
 # -- writing and retention ------------------------------------------------------------------------------------

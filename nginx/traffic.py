@@ -28,6 +28,7 @@ class AppCounters:
     active: int = 0
     buckets: tuple[int, ...] = ()
     replicas: Mapping[str, int] = field(default_factory=dict)  # requests by replica address
+    latency_ms: float = 0.0  # summed response time of the counted requests
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Counters:
                 active=_count(entry.get("active")),
                 buckets=tuple(_count(b) for b in buckets) if isinstance(buckets, list) else (),
                 replicas={str(k): _count(v) for k, v in replicas.items()} if isinstance(replicas, dict) else {},
+                latency_ms=_amount(entry.get("latency_ms")),
             )
         started = body.get("started")
         return cls(at, float(started) if isinstance(started, int | float) else None, bounds, apps)
@@ -63,6 +65,10 @@ class Counters:
 
 def _count(value: object) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _amount(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class AppTraffic:
     replicas: Mapping[str, float] = field(default_factory=dict)  # rps by replica address
     histogram: tuple[int, ...] = ()  # the interval's latency buckets (see `bounds`), to merge several nginx
     bounds: tuple[float, ...] = ()
+    latency_ms: float = 0.0  # the interval's summed response time (with `histogram`: a Prometheus histogram)
 
 
 def percentile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float | None:
@@ -123,6 +130,7 @@ def traffic(previous: Counters | None, current: Counters) -> dict[str, AppTraffi
             replicas={a: _delta(n, before.replicas.get(a, 0)) / seconds for a, n in now.replicas.items()},
             histogram=tuple(histogram),
             bounds=current.bounds,
+            latency_ms=now.latency_ms - before.latency_ms if now.latency_ms >= before.latency_ms else now.latency_ms,
         )
     return result
 
@@ -155,6 +163,7 @@ def combine(parts: Sequence[Mapping[str, AppTraffic]]) -> dict[str, AppTraffic]:
             replicas=replicas,
             histogram=histogram,
             bounds=apps[0].bounds,
+            latency_ms=sum(a.latency_ms for a in merged),
         )
     return result
 

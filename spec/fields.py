@@ -23,7 +23,8 @@ MAX_COUNT = 10_000
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 LABEL_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
 LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
-RESERVED_LABEL_PREFIXES = ("orchestry.", "io.orchestry.")
+# Orchestry's own container labels are `org.orchestry.*` (runtime.types); the others are kept reserved too.
+RESERVED_LABEL_PREFIXES = ("org.orchestry.", "orchestry.", "io.orchestry.")
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 VOLUME_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 HTTP_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -75,8 +76,9 @@ _DNS_WHAT = "a DNS label: lowercase letters, digits and '-', starting and ending
 
 
 def _label_key(value: str) -> str | None:
-    if value.startswith(RESERVED_LABEL_PREFIXES):
-        return "must not start with 'orchestry.' (reserved for Orchestry)"
+    if value.lower().startswith(RESERVED_LABEL_PREFIXES):
+        reserved = ", ".join(f"'{p}'" for p in RESERVED_LABEL_PREFIXES)
+        return f"must not start with {reserved} (reserved for Orchestry)"
     return _matches(LABEL_KEY, 63, "letters, digits and '-_./', starting and ending with a letter or digit")(value)
 
 
@@ -122,7 +124,9 @@ def _no_nul(value: str) -> str | None:
 
 
 def _header_value(value: str) -> str | None:
-    return "must not contain CR, LF or NUL" if re.search(r"[\r\n\x00]", value) else None
+    """Visible ASCII, spaces and tabs: what every HTTP client sends as it is (a non-ASCII value would be
+    encoded differently by each, or refused when the probe sends it)."""
+    return None if re.fullmatch(r"[\t\x20-\x7e]*", value) else "must be printable ASCII (no CR, LF, NUL or non-ASCII)"
 
 
 def _pattern(regex: str) -> str:
@@ -130,7 +134,18 @@ def _pattern(regex: str) -> str:
 
 
 _DNS = _pattern(DNS_LABEL)
-AppName = Annotated[str, _check(_matches(DNS_LABEL, 63, _DNS_WHAT)), _schema(pattern=_DNS, maxLength=63)]
+RESERVED_APP_NAMES = ("register",)  # `POST /api/v1/apps/register` is a route, so no app may be called that
+
+
+def _app_name(value: str) -> str | None:
+    if value in RESERVED_APP_NAMES:
+        return f"must not be {value!r} (reserved: /api/v1/apps/{value} is an API route)"
+    return _matches(DNS_LABEL, 63, _DNS_WHAT)(value)
+
+
+AppName = Annotated[
+    str, _check(_app_name), _schema(pattern=_DNS, maxLength=63, **{"not": {"enum": list(RESERVED_APP_NAMES)}})
+]
 PortName = Annotated[str, _check(_matches(DNS_LABEL, 15, _DNS_WHAT)), _schema(pattern=_DNS, maxLength=15)]
 LabelKey = Annotated[str, _check(_label_key), _schema(pattern=_pattern(LABEL_KEY), maxLength=63)]
 LabelValue = Annotated[
@@ -160,7 +175,7 @@ HeaderName = Annotated[
     _check(_matches(HTTP_TOKEN, 256, "an HTTP header name (a token)")),
     _schema(pattern=_pattern(HTTP_TOKEN)),
 ]
-HeaderValue = Annotated[str, _check(_header_value)]
+HeaderValue = Annotated[str, _check(_header_value), _schema(pattern="^[\t\x20-\x7e]*$")]
 SECRET_NAME = r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?"
 SecretName = Annotated[
     str,

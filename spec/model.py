@@ -9,9 +9,9 @@ the defaults that depend on other fields (the health check port).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .fields import (
@@ -39,6 +39,7 @@ from .fields import (
     Text,
     VolumeName,
 )
+from .whole import integral
 
 SDK_KEYS = ("instance.ip", "instance.port", "app.name", "app.replicas")
 SdkKey = Literal["instance.ip", "instance.port", "app.name", "app.replicas"]
@@ -48,6 +49,13 @@ class SpecModel(BaseModel):
     """Shared configuration: frozen, strict, camelCase aliases, unknown keys ignored."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore", populate_by_name=True, alias_generator=to_camel)
+    # A section, list or map given as null is "not given" (spec/prepare.py); the OpenAPI document says so.
+    __null_is_absent__: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral(cls, data: Any) -> Any:
+        return integral(cls, data)
 
 
 class Metadata(SpecModel):

@@ -5,7 +5,8 @@ Before pydantic sees a document:
   both moves so that every issue is reported at the path the user wrote;
 - keys the format does not know are dropped and reported (pydantic would drop them silently), and so are
   snake_case spellings, which the models accept only from Python code;
-- `key: null` is read as "not given" (YAML writes an empty value as null);
+- `key: null` is read as "not given" for sections, lists, maps and optional fields (YAML writes an empty
+  value as null); a null scalar that cannot be null (`protocol: null`) is refused;
 - strings with NUL or lone surrogates are refused: PostgreSQL and UTF-8 encoders cannot store them.
 Nothing is mutated: the walk builds new dicts and lists.
 """
@@ -83,6 +84,8 @@ def _walk(value: Any, shape: Shape, loc: Loc, out: Prepared) -> Any:
                 out.unknown.append((*loc, key))
             elif item is not None:
                 kept[key] = _walk(item, known[key], (*loc, key), out)
+            elif not _null_is_absent(shape, key):
+                out.errors.append(((*loc, key), NULL_RULE))
         return kept
     if isinstance(shape, tuple) and isinstance(value, list):
         return [_walk(item, shape[0], (*loc, i), out) for i, item in enumerate(value)]
@@ -119,6 +122,30 @@ def _default_env_values(doc: dict[str, Any]) -> None:
 
 
 _KNOWN: dict[type[BaseModel], dict[str, Shape]] = {}
+
+
+NULL_RULE = "must not be null (leave it out for its default)"
+_NULLABLE: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _null_is_absent(model: type[BaseModel], key: str) -> bool:
+    """`key: null` reads as "not given" for a section, a list or a map (YAML writes an empty one as null)
+    and for a field that may be null; a scalar that may not (`protocol: null`) is refused, as the
+    OpenAPI document says."""
+    if model not in _NULLABLE:
+        _NULLABLE[model] = frozenset(
+            info.alias or name
+            for name, info in model.model_fields.items()
+            if info.is_required() or _null_ok(info.annotation)  # a required one: "required" says it best
+        )
+    return key in _NULLABLE[model]
+
+
+def _null_ok(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return type(None) in get_args(annotation)
+    return origin in (list, dict) or (isinstance(annotation, type) and issubclass(annotation, BaseModel))
 
 
 def _known_fields(model: type[BaseModel]) -> dict[str, Shape]:

@@ -40,6 +40,7 @@ if DB_KIND not in ("sqlite", "postgresql"):
     raise SystemExit(f"ORCHESTRY_TEST_DB must be sqlite or postgresql, not {DB_KIND!r}")
 LIVE_JOBS = text("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
 TABLES = (
+    "app_request_histograms",
     "metric_samples",
     "scaling_decisions",
     "replicas",

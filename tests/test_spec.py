@@ -102,7 +102,7 @@ CASES: dict[str, Case] = {
     "port too high": Case({"spec.ports[0].containerPort": 65536}, "spec.ports[0].containerPort", "<= 65535"),
     "port a bool": Case({"spec.ports[0].containerPort": True}, "spec.ports[0].containerPort", "must be an integer"),
     "port a string": Case({"spec.ports[0].containerPort": "8080"}, "spec.ports[0].containerPort", "an integer"),
-    "port a float": Case({"spec.ports[0].containerPort": 8080.0}, "spec.ports[0].containerPort", "an integer"),
+    "port a float": Case({"spec.ports[0].containerPort": 8080.5}, "spec.ports[0].containerPort", "an integer"),
     "port duplicate": Case(
         {"spec.ports": [{"containerPort": 8080}, {"containerPort": 8080}]},
         "spec.ports[1].containerPort",
@@ -128,7 +128,7 @@ CASES: dict[str, Case] = {
     "memory below 6Mi": Case({"spec.resources.memory": "5Mi"}, "spec.resources.memory", "at least 6Mi"),
     "memory bytes below 6Mi": Case({"spec.resources.memory": 1024}, "spec.resources.memory", "at least 6Mi"),
     "memory docker unit": Case({"spec.resources.memory": "512m"}, "spec.resources.memory", "memory quantity"),
-    "memory a float": Case({"spec.resources.memory": 1.5e9}, "spec.resources.memory", "memory quantity"),
+    "memory a float": Case({"spec.resources.memory": 1.5e9 + 0.5}, "spec.resources.memory", "memory quantity"),
     "memory fraction of a byte": Case({"spec.resources.memory": "6.0000001Mi"}, "spec.resources.memory", "whole"),
     # environment
     "env not a list": Case({"spec.environment": {"A": "b"}}, "spec.environment", "must be a list"),

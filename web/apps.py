@@ -35,6 +35,7 @@ from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
 
 bp = Blueprint("apps", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
+APP = "<app:name>"  # `/apps/<name>` without `/apps/register`
 
 
 def _issue(issue: Any) -> dict[str, Any]:
@@ -122,8 +123,11 @@ def register_apps() -> tuple[Response, int]:
     if any(d.job_id for d in done):
         wake_dispatcher()
     out = RegisterResponse(results=results)
-    status = 201 if any(p.action == "created" for p in plans) else 200
-    return jsonify(out.model_dump(mode="json")), status
+    resp = jsonify(out.model_dump(mode="json"))
+    created = [r.app for r in results if r.action == "created"]
+    if created:
+        resp.headers["Location"] = f"/api/v1/apps/{created[0]}"  # the first app this request created
+    return resp, 201 if created else 200
 
 
 def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> dict[str, Any]:
@@ -189,7 +193,7 @@ def _replica_out(r: Replica) -> ReplicaOut:
     )
 
 
-@bp.get(f"/{NAME}")
+@bp.get(f"/{APP}")
 @operation("An app: desired state, revision, replicas, status", tag="apps", responses={200: AppDetail, 404: ErrorOut})
 def show(name: str) -> Response:
     db = session()
@@ -219,6 +223,12 @@ def show(name: str) -> Response:
     tag="apps",
     query=SpecQuery,
     responses={200: SpecOut, 404: ErrorOut},
+    also={  # raw=true: the document exactly as submitted, YAML or JSON
+        200: {
+            "application/yaml": {"type": "string"},
+            "application/json": {"type": "object", "description": "raw=true: a JSON spec as submitted"},
+        }
+    },
 )
 def spec(name: str) -> Response:
     args = query(SpecQuery)

@@ -71,7 +71,10 @@ def json_object(*, required: bool) -> dict[str, Any] | None:
     if request.mimetype not in ("application/json", ""):
         raise ApiError(415, "unsupported_media_type", f"send application/json, not {request.mimetype}")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        rule = "given more than once in the same object"
+        raise ApiError(400, "malformed_json", f"{exc.key}: {rule}", [field(exc.key, rule)]) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -79,11 +82,33 @@ def json_object(*, required: bool) -> dict[str, Any] | None:
     return data
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: `{"replicas": 1, "replicas": 9}` is ambiguous (parsers
+    disagree on which one wins), so it is refused, as spec bodies are."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def json_body(model: type[Q], *, required: bool) -> Q:
     """The request's JSON body as `model` (its defaults when empty and not required); 422 naming each field."""
     data = json_object(required=required)
+    return validated(model, data if data is not None else {})
+
+
+def validated(model: type[Q], data: dict[str, Any]) -> Q:
+    """`data` as `model`; 422 naming each field."""
     try:
-        return model.model_validate(data if data is not None else {})
+        return model.model_validate(data)
     except ValidationError as exc:
         fields = validation_fields(exc)
         raise ApiError(422, "invalid", "; ".join(f["message"] for f in fields), fields) from None

@@ -11,7 +11,13 @@ from datetime import datetime
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +25,7 @@ from sqlalchemy.orm import Session
 from orchestry.models.apps import list_apps
 from orchestry.models.base import aware
 from orchestry.models.cluster import ControllerNode, current_lease, db_now
-from orchestry.models.metrics import latest_rows
+from orchestry.models.metrics import latency_histograms, latest_rows
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.models.scaling import action_counts
 from orchestry.models.stats import app_stats, health_counts, job_stats
@@ -50,14 +56,17 @@ class StateCollector(Collector):
             ready.add_metric([a.name], a.healthy)
         yield from (desired, running, ready)
         count = GaugeMetricFamily("orchestry_jobs", "Jobs in the table by kind and status", labels=["kind", "status"])
-        seconds = GaugeMetricFamily(
-            "orchestry_job_seconds_total", "Summed run time of finished jobs", labels=["kind", "status"]
+        # Counters: a finished job stays finished and job rows are never purged, so both only grow.
+        seconds = CounterMetricFamily(
+            "orchestry_job_seconds", "Summed run time of finished jobs", labels=["kind", "status"]
         )
+        finished = CounterMetricFamily("orchestry_jobs_finished", "Jobs that finished", labels=["kind", "status"])
         for j in jobs:
             count.add_metric([j.kind, j.status], j.count)
-            if j.seconds:
-                seconds.add_metric([j.kind, j.status], j.seconds)
-        yield from (count, seconds)
+            if j.status in FINISHED:
+                finished.add_metric([j.kind, j.status], j.count)
+                seconds.add_metric([j.kind, j.status], j.seconds or 0.0)
+        yield from (count, seconds, finished)
         yield from self._samples()
         health = GaugeMetricFamily(
             "orchestry_replica_health", "Running replicas by their health-check verdict", labels=["app", "state"]
@@ -158,8 +167,19 @@ class StateCollector(Collector):
                 replica_memory.add_metric([app, row.replica_name], row.memory_percent)
         yield from per_app.values()
         yield from (replica_cpu, replica_memory)
+        latency = HistogramMetricFamily(
+            "orchestry_app_request_duration_seconds",
+            "Response time nginx saw for the app's requests, since Orchestry started counting them",
+            labels=["app"],
+        )
+        for app_id, histogram in latency_histograms(self.session):
+            if app_id in names:
+                buckets = [("+Inf" if le == float("inf") else repr(le), n) for le, n in histogram.cumulative()]
+                latency.add_metric([names[app_id]], buckets, histogram.sum_seconds)
+        yield latency
 
 
+FINISHED = ("succeeded", "failed", "cancelled")
 # Sample column -> (metric name after `orchestry_app_`, help). p95 is exported in seconds (Prometheus' base unit).
 APP_GAUGES = {
     "cpu_percent": ("cpu_percent", "Mean CPU of the ready replicas, % of each one's limit (latest sample)"),
@@ -167,7 +187,7 @@ APP_GAUGES = {
     "rps": ("requests_per_second", "Requests per second nginx served for the app (latest sample)"),
     "p95_ms": ("p95_latency_seconds", "95th percentile response time nginx saw for the app (latest sample)"),
     "active_connections": ("active_connections", "Connections open through nginx to the app (latest sample)"),
-    "error_rate": ("error_ratio", "Share of the app's responses that were server errors (latest sample)"),
+    "error_rate": ("error_ratio", "Share of the app's responses that were server errors, 0-1 (latest sample)"),
 }
 
 

@@ -13,6 +13,7 @@ from orchestry.models import jobs as jobq
 from orchestry.models.apps import App
 from orchestry.models.events import record
 from orchestry.models.scaling import scaling_section
+from orchestry.web import idempotency as idem
 from orchestry.web.context import actor, app_or_404, ctx, json_body, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
@@ -26,16 +27,32 @@ M = TypeVar("M", bound=BaseModel)
 ACCEPTED_RESPONSES: dict[int, Any] = {202: Accepted, 404: ErrorOut, 409: ErrorOut, 415: ErrorOut, 422: ErrorOut}
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
-        raise ApiError(
-            400,
-            "invalid_parameter",
-            "Idempotency-Key: must be 1-128 printable characters",
-            [field("Idempotency-Key", "must be 1-128 printable characters")],
-        )
-    return key
+def _idempotency() -> tuple[str, str] | None:
+    """The request's scoped Idempotency-Key and its fingerprint; None without the header; 400 if malformed."""
+    key = request.headers.get(idem.HEADER)
+    if key is None:
+        return None
+    problem = idem.key_problem(key)
+    if problem is not None:
+        raise ApiError(400, "invalid_parameter", f"{idem.HEADER}: {problem}", [field(idem.HEADER, problem)])
+    scoped = idem.scoped_key(request.method, request.path, actor(), key)
+    query = [(k, v) for k in request.args for v in request.args.getlist(k)]
+    return scoped, idem.fingerprint(request.method, request.path, query, request.get_data(cache=True))
+
+
+def _replayed() -> tuple[Response, int] | None:
+    """The job a previous request with this Idempotency-Key created (nothing is changed again); 422 when the
+    key was used for a different request."""
+    sent = _idempotency()
+    if sent is None:
+        return None
+    job = jobq.by_idempotency_key(session(), sent[0])
+    if job is None:
+        return None
+    if job.request_fingerprint != sent[1]:
+        rule = "was already used for a different request (method, path, query or body); use a new key"
+        raise ApiError(422, "idempotency_key_reused", f"{idem.HEADER}: {rule}", [field(idem.HEADER, rule)])
+    return accepted(job, created=False, message=f"the request with this {idem.HEADER} was already accepted")
 
 
 def _live_app(name: str) -> App:
@@ -56,9 +73,17 @@ def _check_bound(section: dict[str, Any], replicas: int) -> None:
 
 def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[Response, int]:
     db = session()
+    key, fingerprint = _idempotency() or (None, None)
     try:
         queued = jobq.enqueue(
-            db, kind, app_name=app.name, lock=app.name, args=args, actor=actor(), idempotency_key=_idempotency_key()
+            db,
+            kind,
+            app_name=app.name,
+            lock=app.name,
+            args=args,
+            actor=actor(),
+            idempotency_key=key,
+            request_fingerprint=fingerprint,
         )
         record(db, f"app.{kind}", message, actor=actor(), app_name=app.name, job_id=queued.job.id, **args)
         db.commit()
@@ -77,10 +102,13 @@ def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[R
 @operation(
     "Run the app's replicas",
     tag="operations",
-    body=Body(UpBody, ("application/json",), "optional"),
+    body=Body(UpBody, ("application/json",), "optional", required=False),
     responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
 )
 def up(name: str) -> tuple[Response, int]:
+    if (replay := _replayed()) is not None:
+        return replay
     body = json_body(UpBody, required=False)
     app = _live_app(name)
     section = scaling_section(session(), app)  # the policy in force: an API-set minReplicas counts too
@@ -94,16 +122,31 @@ def up(name: str) -> tuple[Response, int]:
 
 @bp.post(f"/{NAME}/down")
 @bp.post(f"/{NAME}/stop")
-@operation("Stop every replica (the app stays registered)", tag="operations", responses=ACCEPTED_RESPONSES)
+@operation(
+    "Stop every replica (the app stays registered)",
+    tag="operations",
+    responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
+)
 def down(name: str) -> tuple[Response, int]:
+    if (replay := _replayed()) is not None:
+        return replay
     app = _live_app(name)
     app.status, app.status_reason, app.desired_replicas = "stopped", None, 0
     return _enqueue(app, "stop", f"down {name}", {})
 
 
 @bp.post(f"/{NAME}/scale")
-@operation("Set the replica count", tag="operations", body=Body(ReplicasBody), responses=ACCEPTED_RESPONSES)
+@operation(
+    "Set the replica count",
+    tag="operations",
+    body=Body(ReplicasBody),
+    responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
+)
 def scale(name: str) -> tuple[Response, int]:
+    if (replay := _replayed()) is not None:
+        return replay
     body = json_body(ReplicasBody, required=True)
     app = _live_app(name)
     section = scaling_section(session(), app)
@@ -117,15 +160,18 @@ def scale(name: str) -> tuple[Response, int]:
     return _enqueue(app, "scale", message, {"replicas": body.replicas})
 
 
-@bp.delete(f"/{NAME}")
+@bp.delete("/<app:name>")  # not /apps/register
 @operation(
     "Delete the app: stop its replicas, then remove it (its events are kept)",
     tag="operations",
     query=DeleteQuery,
     responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
 )
 def delete(name: str) -> tuple[Response, int]:
     args = query(DeleteQuery)
+    if (replay := _replayed()) is not None:
+        return replay
     app = app_or_404(name)
     if app.status == "deleting":
         live = jobq.live_job(session(), name)

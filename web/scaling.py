@@ -23,10 +23,11 @@ from orchestry.models.scaling import (
     scaling_section,
 )
 from orchestry.spec import validate_document
-from orchestry.web.context import actor, app_or_404, ctx, json_body, json_object, query, session
+from orchestry.spec.model import Scaling
+from orchestry.web.context import actor, app_or_404, ctx, json_object, query, session, validated
 from orchestry.web.errors import ApiError, field
 from orchestry.web.openapi import Body, operation
-from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt
+from orchestry.web.schemas import ErrorOut, Query, QueryBool, QueryInt, StrictBody
 from orchestry.workflows.revision import policy_in_force
 from orchestry.workflows.scaling import (
     BURST_WINDOW_SECONDS,
@@ -45,11 +46,12 @@ NAME = "<string(maxlength=253):name>"
 EVALUATE_MAX = 10_000
 
 
-class PolicyBody(BaseModel):
+class PolicyBody(Scaling):
     """A `scaling` section as in a spec (../shared/app-spec.md): mode, minReplicas, maxReplicas, targets,
-    thresholds, windows; absent fields take the spec's defaults."""
+    thresholds, windows; absent fields take the spec's defaults, unknown ones are refused. Used for the
+    document: the handler validates the section as the spec's (every rule, with the app's revision)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(**{**Scaling.model_config, "extra": "forbid"})
 
 
 class PolicyOut(BaseModel):
@@ -97,7 +99,7 @@ class SuppliedMetrics(BaseModel):
     memory_percent: float | None = Field(None, ge=0, description="per replica, of its memory limit")
 
 
-class EvaluateBody(BaseModel):
+class EvaluateBody(StrictBody):
     model_config = ConfigDict(extra="forbid", strict=True)
     metrics: SuppliedMetrics
     burst: SuppliedMetrics | None = Field(None, description=f"the last {BURST_WINDOW_SECONDS:g} s, if different")
@@ -105,7 +107,7 @@ class EvaluateBody(BaseModel):
         None, ge=0, le=EVALUATE_MAX, description="default: the app's desired replicas; at most its maxReplicas"
     )
     ready: int | None = Field(None, ge=0, le=EVALUATE_MAX, description="ready replicas; default: as many as `current`")
-    policy: dict[str, Any] | None = Field(None, description="a scaling section to try instead of the one in force")
+    policy: PolicyBody | None = Field(None, description="a scaling section to try instead of the one in force")
     use_history: bool = Field(False, description="apply the stored cooldown and stabilization window")
 
 
@@ -226,11 +228,15 @@ def _window(metrics: SuppliedMetrics, ready: list[str], span: float) -> MetricWi
     responses={200: EvaluateOut, 400: ErrorOut, 404: ErrorOut, 415: ErrorOut, 422: ErrorOut},
 )
 def evaluate(name: str) -> Response:
-    body = json_body(EvaluateBody, required=True)
+    data = json_object(required=True) or {}
+    # The policy is validated as the spec's section (errors name `scaling.<field>`, every rule applies);
+    # the model only documents it.
+    raw_policy = data.get("policy")
+    body = validated(EvaluateBody, {**data, "policy": None} if isinstance(raw_policy, dict) else data)
     app = app_or_404(name)
     db = session()
     cap = ctx().settings.max_replicas
-    section = validated_section(app, body.policy) if body.policy is not None else scaling_section(db, app)
+    section = validated_section(app, raw_policy) if isinstance(raw_policy, dict) else scaling_section(db, app)
     policy = policy_in_force(section, cap)
     current = app.desired_replicas if body.current is None else body.current
     if body.current is not None and body.current > policy.max_replicas:

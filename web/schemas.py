@@ -10,7 +10,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from orchestry.spec.whole import integral
 
 _RELATIVE = re.compile(r"^(\d{1,9})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -62,7 +64,9 @@ class StrictQuery(Query):
 
 class SpecQuery(Query):
     raw: QueryBool = Field(False, description="the document exactly as submitted")
-    revision: QueryInt | None = Field(None, ge=1, description="a past revision (default: the current one)")
+    revision: Annotated[int, Field(ge=1), BeforeValidator(_parse_int)] | None = Field(
+        None, description="a past revision (default: the current one)"
+    )
 
 
 class DeleteQuery(Query):
@@ -224,14 +228,26 @@ def validation_fields(exc: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
-class ReplicasBody(BaseModel):
+class StrictBody(BaseModel):
+    """A JSON request body: unknown keys refused, no `false` -> 0 or "5" -> 5, but `5.0` is the integer 5
+    (as JSON Schema's `integer` says)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral(cls, data: Any) -> Any:
+        return integral(cls, data)
+
+
+class ReplicasBody(StrictBody):
     """Body of `scale` (required) and `up` (optional)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     replicas: int = Field(ge=0, description="replica count, 0..maxReplicas (and the configured cap)")
 
 
-class UpBody(BaseModel):
+class UpBody(StrictBody):
     model_config = ConfigDict(extra="forbid", strict=True)
     replicas: int | None = Field(None, ge=1, description="default: the app's minReplicas (at least 1)")
 

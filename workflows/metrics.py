@@ -52,3 +52,36 @@ def mean(values: Iterable[float | None]) -> float | None:
     """The mean of the values that exist; None when none does (an app without data is not an idle app)."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+@dataclass(frozen=True)
+class LatencyHistogram:
+    """An app's request latencies since Orchestry started counting them: requests per bucket (`bounds` are
+    the buckets' upper bounds in ms; one more count for the overflow) and their summed seconds."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    sum_seconds: float = 0.0
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound in seconds, requests at or below it), then (inf, all requests): Prometheus' `le`."""
+        out, seen = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=False):
+            seen += count
+            out.append((bound / 1000.0, seen))
+        return out
+
+
+def accumulate(
+    stored: LatencyHistogram | None, bounds: tuple[float, ...], counts: tuple[int, ...], latency_ms: float
+) -> LatencyHistogram | None:
+    """`stored` plus one interval's requests, so the histogram only grows (a counter). New bucket bounds
+    start it again from this interval (Prometheus reads that as a counter reset). None: nothing to keep."""
+    if len(counts) != len(bounds) + 1 or any(c < 0 for c in counts):
+        return stored
+    seconds = max(0.0, latency_ms) / 1000.0
+    if stored is None or stored.bounds != bounds or len(stored.counts) != len(counts):
+        return LatencyHistogram(bounds, counts, seconds)
+    return LatencyHistogram(
+        bounds, tuple(a + b for a, b in zip(stored.counts, counts, strict=True)), stored.sum_seconds + seconds
+    )

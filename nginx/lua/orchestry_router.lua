@@ -313,6 +313,7 @@ function _M.done()
   if ngx.status >= 500 then stats:incr("e:" .. app, 1, 0) end
   local ms = (tonumber(ngx.var.request_time) or 0) * 1000
   stats:incr("h:" .. app .. ":" .. bucket(ms), 1, 0)
+  stats:incr("t:" .. app, ms, 0) -- summed latency: a Prometheus histogram's _sum
   if address then stats:incr("u:" .. app .. "|" .. address, 1, 0) end
 end
 
@@ -397,7 +398,7 @@ function _M.control_stats()
     if not entry then
       local buckets = {}
       for i = 1, #BOUNDS + 1 do buckets[i] = 0 end
-      entry = { requests = 0, errors = 0, active = 0, buckets = buckets, replicas = {} }
+      entry = { requests = 0, errors = 0, active = 0, latency_ms = 0, buckets = buckets, replicas = {} }
       apps[name] = entry
     end
     return entry
@@ -409,6 +410,7 @@ function _M.control_stats()
       if kind == "r" then app_entry(rest).requests = value
       elseif kind == "e" then app_entry(rest).errors = value
       elseif kind == "a" then app_entry(rest).active = math.max(0, value)
+      elseif kind == "t" then app_entry(rest).latency_ms = value
       elseif kind == "h" then
         local name, i = rest:match("^(.*):(%d+)$")
         if name then app_entry(name).buckets[tonumber(i)] = value end
