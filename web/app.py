@@ -15,7 +15,7 @@ from orchestry.web import secrets as secrets_api
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
-from orchestry.web.openapi import AppNameConverter
+from orchestry.web.openapi import AppNameConverter, SecretNameConverter
 from orchestry.workflows.components import ComponentState
 
 API_LOCK_WAIT_MS = 5_000
@@ -46,6 +46,7 @@ def create_app(
     app.teardown_appcontext(close_session)
     install_errors(app)
     app.url_map.converters["app"] = AppNameConverter
+    app.url_map.converters["secret"] = SecretNameConverter
 
     @app.after_request
     def _node_header(response: Response) -> Response:

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_schema
 from werkzeug.routing import BaseConverter
 
+from orchestry.spec.fields import SECRET_NAME
+
 F = TypeVar("F", bound=Callable[..., Any])
 REF = "#/components/schemas/{model}"
 Mode = JsonSchemaMode
@@ -77,8 +79,16 @@ class AppNameConverter(BaseConverter):
     regex = r"(?!register$)[^/]{1,253}"
 
 
+class SecretNameConverter(BaseConverter):
+    """A secret's name in `/secrets/<name>`: any path segment matches (the handler names the rule of a bad
+    one); the document gives the rule as a pattern, so a client knows which names exist at all."""
+
+    regex = r"[^/]{1,253}"
+
+
 # The path parameter's schema by converter; any other is a string.
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "secret": {"type": "string", "maxLength": 253, "pattern": f"^{SECRET_NAME}$"},
     "int": {"type": "integer", "minimum": 0},
     "app": {"type": "string", "minLength": 1, "maxLength": 253, "not": {"const": "register"}},
     "string": {"type": "string", "minLength": 1, "maxLength": 253},

@@ -23,7 +23,7 @@ from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
 
 bp = Blueprint("secrets", __name__, url_prefix="/api/v1/secrets")
-NAME = "<string(maxlength=253):name>"
+NAME = "<secret:name>"
 MAX_VALUE = 65_536
 
 
@@ -72,7 +72,11 @@ def list_secrets() -> Response:
 
 
 @bp.get(f"/{NAME}")
-@operation("One secret's name and dates (never its value)", tag="secrets", responses={200: SecretOut, 404: ErrorOut})
+@operation(
+    "One secret's name and dates (never its value)",
+    tag="secrets",
+    responses={200: SecretOut, 404: ErrorOut, 422: ErrorOut},
+)
 def show_secret(name: str) -> Response:
     _operator_only()
     row = session().get(Secret, _checked(name))
@@ -112,7 +116,7 @@ def set_secret(name: str) -> tuple[Response, int]:
 @operation(
     "Delete a secret (running replicas keep the value they started with)",
     tag="secrets",
-    responses={204: "deleted", 404: ErrorOut},
+    responses={204: "", 404: ErrorOut, 422: ErrorOut},
 )
 def remove_secret(name: str) -> tuple[str, int]:
     _operator_only()
