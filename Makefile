@@ -44,7 +44,8 @@ test-postgresql: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --no-error-summary .
+	@root="$$(mktemp -d)" && ln -s "$(CURDIR)" "$$root/orchestry" && \
+	  MYPYPATH="$$root" $(BIN)/mypy --no-error-summary -p orchestry; status=$$?; rm -rf "$$root"; exit $$status
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -213,8 +213,8 @@ def token(args: Args, settings: Settings) -> int:
                         else "no tokens: the API is open (loopback only)"
                     )
             else:
-                row = session.query(ApiToken).filter_by(name=args.name).one_or_none()
-                if row is None:
+                found = session.query(ApiToken).filter_by(name=args.name).one_or_none()
+                if found is None:
                     raise CliError(f"no token named {args.name!r}")
                 last = session.query(ApiToken).count() == 1
                 public = _public_nodes(session, settings) if last else []
@@ -227,7 +227,7 @@ def token(args: Args, settings: Settings) -> int:
                             "until a token exists"
                         ],
                     )
-                session.delete(row)
+                session.delete(found)
                 session.commit()
                 remaining = any_tokens(session)
                 if remaining:

@@ -24,7 +24,14 @@ from orchestry.models.db import reads_of
 from orchestry.models.events import record
 from orchestry.models.replicas import Replica
 from orchestry.probe import Prober, Target, target_from_spec
-from orchestry.workflows.health import ProbeResult, ReplicaHealth, due, health_verdict, policy_from_spec
+from orchestry.workflows.health import (
+    HealthState,
+    ProbeResult,
+    ReplicaHealth,
+    due,
+    health_verdict,
+    policy_from_spec,
+)
 
 log = logging.getLogger("orchestry.health")
 LOOPBACK = "127.0.0.1"
@@ -39,12 +46,12 @@ class SweepReport:
 
 
 def _health(r: Replica) -> ReplicaHealth:
-    state = r.health if r.health in ("unknown", "healthy", "unhealthy") else "unknown"
+    state: HealthState = "healthy" if r.health == "healthy" else "unhealthy" if r.health == "unhealthy" else "unknown"
     return ReplicaHealth(
         state,
         r.consecutive_successes,
         r.consecutive_failures,
-        r.last_check_at,  # type: ignore[arg-type]
+        r.last_check_at,
         r.last_error,
         r.last_latency_ms,
     )

@@ -48,7 +48,7 @@ class FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             return None
         with Session(self.engine) as session, session.begin():
             covered = holds_lease(fence.node, fence.term, db_now(session))
-            changed = affected(session.execute(build(covered)))  # type: ignore[arg-type]
+            changed = affected(session.execute(build(covered)))
             if changed or session.execute(select(covered)).scalar():  # nothing to change, and still leading
                 return changed
         log.info(
@@ -64,7 +64,8 @@ class FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             values = {"id": job.id, **self._state(job)}
             row = select(*(literal(v, type_=t.c[k].type).label(k) for k, v in values.items())).where(covered)
             new = row.where(~exists().where(t.c.id == job.id))
-            return t.insert().from_select(list(values), new)
+            insert: Executable = t.insert().from_select(list(values), new)
+            return insert
 
         if self._write("add", job.id, insert) == 0:
             raise ConflictingIdError(job.id)

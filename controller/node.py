@@ -1,8 +1,14 @@
 """One controller node: the lease loop, and while it leads, the scheduler, dispatcher and watchers.
 
-APScheduler (a BackgroundScheduler on a memory job store: each leader adds the periodic jobs when elected)
-holds the periodic jobs under fixed ids. It starts paused on every node and only the leader resumes it; a
-node that loses the lease pauses it again (never shutdown() + start(), which breaks APScheduler 3).
+Two words for two things: a *sweep* is one of the leader's periodic callables (reconcile, health-sweep,
+metrics-collect, autoscale, nginx-render; `controller/periodic.py`), run by APScheduler; a *job* is a queued
+operation in Orchestry's jobs table (deploy, scale, stop, delete, reconcile, health-check; `jobs/`), claimed
+by the dispatcher. A sweep finds work and enqueues jobs; it never acts on containers itself.
+
+APScheduler holds the sweeps under fixed ids, in its SQLAlchemy job store fenced by the lease (the 0.5 s
+health tick in memory); each leader adds them again when elected. It starts paused on every node and only the
+leader resumes it; a node that loses the lease pauses it again (never shutdown() + start(), which breaks
+APScheduler 3).
 """
 
 from __future__ import annotations
@@ -233,7 +239,7 @@ class Controller:
             )
         with contextlib.suppress(JobLookupError):  # stored by older versions; the dispatcher's poll covers it
             self.scheduler.remove_job("dispatch")
-        every = self._every
+        every = self._sweep
         every(periodic.RECONCILE, self.settings.reconcile_seconds, "reconcile", now=True)
         every(periodic.HEALTH, self.settings.health_sweep_seconds, "health-sweep", store=TICKS)
         every(periodic.AUTOSCALE, self.settings.autoscale_seconds, "autoscale")
@@ -244,7 +250,7 @@ class Controller:
         self.dispatcher.start()
         self.watcher.start()
 
-    def _every(self, func: str, seconds: float, job_id: str, now: bool = False, store: str = "default") -> None:
+    def _sweep(self, func: str, seconds: float, job_id: str, now: bool = False, store: str = "default") -> None:
         """A periodic sweep under its fixed id (replacing the one a previous term stored)."""
         first = {"next_run_time": datetime.now(UTC)} if now else {}
         self.scheduler.add_job(

@@ -1,4 +1,7 @@
-"""The callables APScheduler stores, referenced as `orchestry.controller.periodic:<name>`.
+"""The sweeps: the leader's periodic callables, which APScheduler stores as `orchestry.controller.periodic:<name>`.
+
+A sweep looks for work (drift, due probes, samples to take, apps to size, a config to render) and enqueues
+jobs (queued operations, `jobs/`) where something must change; it never starts or stops a container itself.
 
 APScheduler's job store keeps a textual reference to each function: these names must never move or be
 renamed (a stored job whose function is gone is silently dropped). They take no arguments and find the

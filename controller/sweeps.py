@@ -50,11 +50,10 @@ def reconcile_sweep(
     reads cannot make its half-removed containers look like drift."""
     with reads_of(sessions)() as session:  # a read: no write lock on SQLite
         states = app_states(session)
-        busy = set(
-            session.scalars(
-                select(jobq.Job.lock).where(jobq.Job.status.in_(jobq.LIVE_STATUSES), jobq.Job.lock.is_not(None))
-            )
+        locks = session.scalars(
+            select(jobq.Job.lock).where(jobq.Job.status.in_(jobq.LIVE_STATUSES), jobq.Job.lock.is_not(None))
         )
+        busy = {lock for lock in locks if lock is not None}
     try:
         containers = runtime.list_replicas(cluster)
     except EngineUnavailable as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -132,7 +133,7 @@ def _settle(
     *,
     run_after: timedelta | None = None,
     error: str | None = None,
-    result: dict | None = None,
+    result: dict[str, Any] | None = None,
     count_attempt: bool = True,
     ctx: JobContext | None = None,
 ) -> None:

@@ -56,6 +56,8 @@ def job_stats(session: Session) -> list[JobStat]:
     ).all()
     seconds: dict[tuple[str, str], float] = {}
     for kind, status, started, ended in finished:
+        if started is None or ended is None:  # the query excludes them; the columns are nullable
+            continue
         seconds[(kind, status)] = seconds.get((kind, status), 0.0) + max(0.0, (ended - started).total_seconds())
     return [JobStat(k, s, c, seconds.get((k, s), 0.0)) for k, s, c in rows]
 

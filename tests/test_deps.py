@@ -273,7 +273,7 @@ def test_as_root_on_debian_the_missing_packages_are_installed_then_checked_again
     real = doctor.observe_nginx
     installed: list[tuple[str, ...]] = []
     monkeypatch.setattr(doctor, "is_debian", lambda: True)
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(
         doctor, "observe_nginx", lambda s: real(s) if installed else NginxObserved("managed", "nginx", None)
     )

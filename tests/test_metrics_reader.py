@@ -6,6 +6,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import docker.errors
@@ -40,7 +41,7 @@ def cluster(engine: DockerEngine) -> Iterator[str]:
             c.remove(force=True)
 
 
-def start(engine: DockerEngine, cluster: str, slot: int, **limits: int) -> Observed:
+def start(engine: DockerEngine, cluster: str, slot: int, **limits: Any) -> Observed:
     return engine.start_replica(
         ReplicaRequest(
             cluster=cluster, app="m", slot=slot, revision=1, spec_hash="h", image=TAG, container_port=8080, **limits

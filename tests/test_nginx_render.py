@@ -55,7 +55,10 @@ PATH_FIELDS = ["prefix", "routes_file", "lua_dir"]
 @pytest.mark.parametrize("value", [*HOSTILE, "/ok/../../etc", "/a;b", "/a b", "/a}b", "/$x", "/a'b", '/a"b'])
 @pytest.mark.parametrize("name", STRING_FIELDS + PATH_FIELDS)
 def test_hostile_setting_raises_naming_it(name: str, value: str) -> None:
-    fields = {"prefix": PREFIX, name: Path(value) if name in PATH_FIELDS and value.startswith("/") else value}
+    fields: dict[str, Any] = {
+        "prefix": PREFIX,
+        name: Path(value) if name in PATH_FIELDS and value.startswith("/") else value,
+    }
     with pytest.raises(ValueError, match=re.escape(name)):
         NginxSettings(**fields)
 

@@ -45,7 +45,7 @@ def health() -> tuple[Response, int]:
         error=db.error,
     )
     if settings.nginx == "off":
-        components["nginx"] = ComponentOut(state="off")
+        components["nginx"] = ComponentOut(state="off", for_seconds=None)
     status, code = overall({n: {"up": True, "down": False}.get(c.state) for n, c in components.items()}, db.ok)
     if not _may_see_errors():  # /health is public: the reasons (hosts, paths) only for the node's own users
         components = {n: c.model_copy(update={"error": None}) for n, c in components.items()}
