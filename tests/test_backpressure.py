@@ -36,6 +36,8 @@ def test_a_locked_database_answers_503_in_time_and_the_retry_is_applied_once(eng
 
     def hold() -> None:  # a long write on the app's row (SQLite: the database's one write lock)
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # a slow writer that is alive, not a paused controller's session
+                conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
             conn.execute(text("UPDATE apps SET desired_replicas = desired_replicas WHERE name = 'web'"))
             holding.set()
             done.wait(HOLD_SECONDS)
