@@ -30,8 +30,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-from orchestry.models.db import make_engine
+from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.schema import upgrade
 
 DB_KIND = os.environ.get("ORCHESTRY_TEST_DB", "sqlite")
@@ -194,6 +195,14 @@ def db_url(databases: Databases) -> str:
 @pytest.fixture
 def empty_db_url(databases: Databases) -> str:
     return databases.empty()
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a fresh database at the schema's head (the engine is disposed after the test)."""
+    engine = make_engine(db_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 def orchestry_cmd(*args: str) -> list[str]:

@@ -5,7 +5,6 @@ the end-to-end run is in test_autoscaling.py."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,6 @@ from orchestry.jobs.base import Fence
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, get_app
 from orchestry.models.base import utcnow
-from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.events import Event
 from orchestry.models.metrics import MetricSample
 from orchestry.models.registry import Submission, register
@@ -42,13 +40,6 @@ scaling:
   cooldownSeconds: 60
   maxScaleOutStep: 4
 """
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def fence(valid: bool = True) -> Fence:

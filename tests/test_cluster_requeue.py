@@ -6,24 +6,14 @@ Found by bench/chaos: a job left running while its app already had a waiting job
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.models import jobs as jobq
 from orchestry.models.base import utcnow
 from orchestry.models.cluster import Held, acquire_or_renew
-from orchestry.models.db import make_engine, make_sessionmaker
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def lead(sessions: sessionmaker[Session], node: str) -> int:

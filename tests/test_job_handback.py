@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,8 @@ from orchestry.jobs import registry
 from orchestry.jobs.base import JobContext
 from orchestry.models import jobs as jobq
 from orchestry.models.base import utcnow
-from orchestry.models.db import make_engine, make_sessionmaker
 
 from conftest import wait_for
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def leader(sessions: sessionmaker[Session], node: str = "n1") -> Leadership:

@@ -18,13 +18,6 @@ from orchestry.models.db import make_engine, make_sessionmaker
 from conftest import DB_KIND
 
 
-@pytest.fixture
-def sessions(db_url: str):  # type: ignore[no-untyped-def]
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
 def lead(sessions, node: str = "a", seconds: float = 30) -> int:  # type: ignore[no-untyped-def]
     with sessions.begin() as s:
         held = acquire_or_renew(s, node, seconds)

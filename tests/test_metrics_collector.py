@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.metrics import MetricsCollector
 from orchestry.models.apps import App
-from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.metrics import (
     MetricSample,
     current,
@@ -46,13 +45,6 @@ class Seen:
     active_connections: int
     error_rate: float
     replicas: dict[str, float] = field(default_factory=dict)
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,10 @@ from test_nginx_live import Backends, make_settings
 
 from orchestry.controller.mirror import RouteMirror
 from orchestry.models.cluster import ControllerNode, heartbeat, route_reports, traffic_reports
-from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.routing import routing_state
 from orchestry.nginx.manager import SECRET_HEADER, NginxManager
 
 pytestmark = pytest.mark.usefixtures("nginx_required")  # fails, never skips, when nginx is missing
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

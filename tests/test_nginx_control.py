@@ -21,7 +21,6 @@ from test_nginx_live import Backends, client, control, make_settings
 
 from orchestry.controller.mirror import RouteMirror
 from orchestry.controller.routing import RouteSync
-from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.models.routing import routing_state, stored_generation
 from orchestry.nginx.manager import NginxError, NginxManager, ensure_secret
 from orchestry.nginx.routes import build_route_table
@@ -78,13 +77,6 @@ def test_the_secret_file_is_private_and_kept(tmp_path: Path) -> None:
 
 
 # --- real nginx ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ exceptions, and the runner applying a decision to a real job row (SQLite or Post
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +19,6 @@ from orchestry.jobs.runner import classify, run_job
 from orchestry.models import jobs as jobq
 from orchestry.models.base import utcnow
 from orchestry.models.cluster import Held, acquire_or_renew
-from orchestry.models.db import make_engine, make_sessionmaker
 from orchestry.workflows.retry import WAIT_LIMIT, Decision, Outcome, backoff, decide
 
 S = timedelta(seconds=1)
@@ -135,13 +134,6 @@ def test_classify(exc: Exception, outcome: Outcome) -> None:
 
 
 # -- the runner applies the decision to the job row ----------------------------------------------------------
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[Any]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def run_once(sessions: Any, handler: Callable[[JobContext], Any], monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
