@@ -222,7 +222,9 @@ class Leadership:
         self.term = None
         self._epoch += 1
         self._valid_until = 0.0
-        log.warning(
+        # A clean shutdown's step-down is routine (info); any other is worth a warning.
+        log.log(
+            logging.INFO if reason == "shutting down" else logging.WARNING,
             "stepped down",
             extra={"node": self.node, "term": term, "reason": reason, "fence_ended": round(fence_ended, 3)},
         )

@@ -117,6 +117,7 @@ class NginxManager:
         # No keep-alive: after a reload an idle connection would still point at an exiting worker.
         self._converging = threading.Lock()
         self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
+        self._started_once = False  # by ensure_running: a later start means nginx died or was stopped
         self._http = httpx.Client(
             base_url=f"http://127.0.0.1:{settings.control_port}",
             timeout=_CONTROL_TIMEOUT,
@@ -268,7 +269,11 @@ class NginxManager:
         """Start nginx if it is not running; True when it was started. It then loads the routes file."""
         if self.running():
             return False
-        log.warning("nginx is not running; starting it")
+        if self._started_once:  # it ran here before and is gone: worth a warning; the first start is not
+            log.warning("nginx is not running; starting it")
+        else:
+            log.info("starting nginx")
+        self._started_once = True
         self.start()
         return True
 
