@@ -411,13 +411,29 @@ def actions_outside_term(acts: Sequence[dict[str, Any]], found: dict[int, Term])
 
 
 def jobs_run_twice_with_effect(records: Iterable[dict[str, Any]]) -> list[int]:
-    """Jobs that started the same slot under two terms and got two different containers: the retry redid the
-    first run's work instead of adopting it."""
-    seen: dict[tuple[int, str], dict[int, str]] = {}
+    """Jobs that started the same slot under two terms and got two different containers while the first was
+    still there: the retry redid the first run's work instead of adopting it. A slot stopped in between (the
+    desired count went down and up again while the job ran: it converges to the app's current count) is
+    started again by right, and does not count. Records in the order they happened."""
+    last: dict[tuple[int, str], tuple[int, str]] = {}  # (job, slot) -> (term, container) of its last start
+    stopped: set[tuple[int, str]] = set()  # (job, slot) whose last started container was stopped since
+    twice: set[int] = set()
     for r in records:
-        if r.get("msg") == "runtime action done" and r.get("action") == "start" and r.get("container"):
-            seen.setdefault((int(r["job_id"]), str(r["target"])), {})[int(r["term"])] = str(r["container"])
-    return sorted({job for (job, _), by_term in seen.items() if len(set(by_term.values())) > 1})
+        if r.get("msg") != "runtime action done":
+            continue
+        target = str(r.get("target"))
+        if r.get("action") == "stop":
+            stopped.update(key for key in last if key[1] == target)
+            continue
+        if r.get("action") != "start" or not r.get("container"):
+            continue
+        key, now = (int(r["job_id"]), target), (int(r["term"]), str(r["container"]))
+        before = last.get(key)
+        if before is not None and before[0] != now[0] and before[1] != now[1] and key not in stopped:
+            twice.add(key[0])
+        last[key] = now
+        stopped.discard(key)
+    return sorted(twice)
 
 
 def percentile(values: Sequence[float], p: float) -> float:

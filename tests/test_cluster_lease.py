@@ -190,12 +190,23 @@ def test_jobs_run_twice_with_effect() -> None:
     def done(job: int, term: int, target: str, container: str) -> dict[str, Any]:
         return rec("runtime action done", "x", term, job_id=job, action="start", target=target, container=container)
 
+    def stop(job: int, term: int, target: str) -> dict[str, Any]:
+        return rec("runtime action done", "x", term, job_id=job, action="stop", target=target)
+
     log = [
         done(1, 1, "app-1", "aaa"),
         done(1, 2, "app-1", "aaa"),  # the retry adopted the first run's container: no effect
         done(2, 1, "app-1", "bbb"),
         done(2, 2, "app-1", "ccc"),  # the retry made a second container
         done(3, 2, "app-2", "ddd"),
+        done(4, 2, "app-3", "eee"),
+        stop(4, 2, "app-3"),  # the count went down while job 4 ran ...
+        done(4, 3, "app-3", "fff"),  # ... and up again: a new container by right, after a failover
+        done(5, 3, "app-4", "ggg"),
+        stop(6, 3, "app-4"),  # stopped by another job (a scale-in), then job 5 resumes in a new term
+        done(5, 4, "app-4", "hhh"),
+        done(7, 4, "app-5", "iii"),
+        done(7, 4, "app-5", "jjj"),  # the same term: not a retry across terms
     ]
     assert jobs_run_twice_with_effect(log) == [2]
 
