@@ -154,6 +154,7 @@ def settings(**env: str):  # type: ignore[no-untyped-def]
     return load_settings(env={f"ORCHESTRY_{k.upper()}": v for k, v in env.items()})
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_the_real_nginx_loads_the_lua_module_and_libraries() -> None:
     seen = doctor.observe_nginx(settings())
     assert seen.path is not None, "nginx is not on PATH (`.ci/run` installs it)"
@@ -161,6 +162,7 @@ def test_the_real_nginx_loads_the_lua_module_and_libraries() -> None:
     assert nginx_verdict(seen).ok
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_a_library_the_real_nginx_cannot_load_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     path = shutil.which("nginx")
     assert path
@@ -173,6 +175,7 @@ def test_a_library_the_real_nginx_cannot_load_is_named(monkeypatch: pytest.Monke
     assert nginx_verdict(seen).packages == ("libnginx-mod-http-lua",)
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_the_real_docker_answers_and_a_missing_socket_does_not(tmp_path: Path) -> None:
     assert doctor.ping_docker(doctor.docker_endpoint()) is None
     error = doctor.ping_docker(f"unix://{tmp_path}/docker.sock")
@@ -184,6 +187,7 @@ def deps_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "XDG_CONFIG_HOME": str(tmp_path / "config"), "ORCHESTRY_DATA_DIR": str(tmp_path / "data"), **extra}
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_deps_is_quiet_on_a_ready_machine_and_off_skips_nginx(tmp_path: Path) -> None:
     ready = subprocess.run([ROOT / "scripts" / "deps"], env=deps_env(tmp_path), capture_output=True, text=True)
     assert (ready.returncode, ready.stdout, ready.stderr) == (0, "", "")
@@ -197,6 +201,7 @@ def test_deps_is_quiet_on_a_ready_machine_and_off_skips_nginx(tmp_path: Path) ->
     assert "nginx is off" in off.stdout
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_doctor_prints_each_dependency(tmp_path: Path) -> None:
     env = deps_env(tmp_path, ORCHESTRY_NGINX_BINARY=str(tmp_path / "nginx"), DOCKER_HOST=f"unix://{tmp_path}/d.sock")
     done = subprocess.run(
@@ -238,6 +243,7 @@ def make_run(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_make_run_without_nginx_on_path_stops_with_the_fix(tmp_path: Path) -> None:
     path = ":".join(p for p in os.environ["PATH"].split(":") if not os.path.exists(os.path.join(p, "nginx")))
     done = make_run(tmp_path, PATH=path)
@@ -247,6 +253,7 @@ def test_make_run_without_nginx_on_path_stops_with_the_fix(tmp_path: Path) -> No
     assert "orchestry listening" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_make_run_with_a_configured_nginx_that_does_not_exist_stops(tmp_path: Path) -> None:
     config = tmp_path / "config" / "orchestry"
     config.mkdir(parents=True)
@@ -265,6 +272,7 @@ def test_the_readme_command_installs_every_package_the_check_names() -> None:
     assert "ORCHESTRY_NGINX=off make run" in head and "orchestry doctor" in head
 
 
+@pytest.mark.live  # the machine's real nginx, Docker or `make run`
 def test_as_root_on_debian_the_missing_packages_are_installed_then_checked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -21,6 +21,9 @@ from conftest import Databases, LiveServer, start_server, stop_server
 CONFIG = Path(__file__).parent / "schemathesis" / "schemathesis.toml"
 
 
+LIVE_FIXTURES = ("fuzzed",)  # a live `orchestry serve` (conftest marks its tests live)
+
+
 @pytest.fixture
 def fuzzed(databases: Databases, tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(databases.migrated(), tmp_path)
