@@ -530,10 +530,31 @@ def test_large_bodies_pass_while_workers_cannot_reach_the_prefix(nginx: NginxMan
     assert "temporary file" not in nginx.settings.error_log.read_text()
 
 
+def settled_workers(master: int, timeout: float = 5.0) -> set[int]:
+    """The master's children once each has set its title, which nginx does only after dropping root.
+
+    A child caught between fork() and setuid() still runs as root under the master's title: CI met one.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = worker_pids(master)
+        titles = {pid: _cmdline(pid) for pid in workers}
+        if workers and all("worker process" in title for title in titles.values()):
+            return workers
+        assert time.monotonic() < deadline, titles
+        time.sleep(0.05)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return "worker process (exited)"
+
+
 def test_workers_never_run_as_root(nginx: NginxManager) -> None:
     master = int(nginx.settings.pid_file.read_text())
-    workers = worker_pids(master)
-    assert workers
+    workers = settled_workers(master)
     uids = {int(_status(pid)["Uid"].split()[0]) for pid in workers}
     assert 0 not in uids
     if os.geteuid() == 0:
