@@ -350,6 +350,8 @@ def start_server(
             pass
         time.sleep(0.1)
     proc.kill()
+    proc.wait()  # reaped here: an unreaped child is reported later, against whichever test runs then
+    server.http.close()
     raise RuntimeError(f"orchestry serve did not answer within 30 s:\n{server.log()}")
 
 
