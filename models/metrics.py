@@ -120,6 +120,21 @@ def samples_since(
     return list(session.scalars(stmt))
 
 
+def app_series(session: Session, app_id: int, since: datetime) -> list[tuple[datetime, tuple[float | None, ...]]]:
+    """The app rows since `since`, oldest first, as (taken_at, (rps, p95_ms, cpu_percent, memory_percent,
+    ready_replicas)): the few columns a chart draws, without building an object per row (a day is 43,200)."""
+    m = MetricSample
+    rows = session.execute(
+        select(m.taken_at, m.rps, m.p95_ms, m.cpu_percent, m.memory_percent, m.ready_replicas)
+        .where(m.app_id == app_id, m.taken_at >= since, m.replica_name.is_(None))
+        .order_by(m.taken_at)
+    )
+    return [
+        (aware(at), (rps, p95, cpu, mem, None if ready is None else float(ready)))
+        for at, rps, p95, cpu, mem, ready in rows
+    ]
+
+
 def current(session: Session, app_id: int, since: datetime) -> tuple[MetricSample | None, list[MetricSample]]:
     """The app's latest app row taken at or after `since` and the replica rows of the same collection."""
     app_row = session.scalars(

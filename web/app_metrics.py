@@ -128,6 +128,11 @@ def fresh_since(db: Session) -> tuple[datetime, datetime]:
 )
 def app_metrics(name: str) -> Response:
     args = query(MetricsQuery)
+    return jsonify(app_metrics_out(name, args.since, args.limit).model_dump(mode="json"))
+
+
+def app_metrics_out(name: str, since: datetime | None = None, limit: int = 100) -> AppMetrics:
+    """One app's current figures, window means, recent history and replicas (404 when it does not exist)."""
     db = session()
     app = app_or_404(name)
     now, fresh = fresh_since(db)
@@ -139,9 +144,9 @@ def app_metrics(name: str) -> Response:
         if (whole := series.get(None)) is not None
     }
     minute = means["1m"]
-    since = args.since or now - DEFAULT_HISTORY
-    history = samples_since(db, app.id, since, app_rows_only=True, limit=args.limit, newest_first=True)
-    out = AppMetrics(
+    since = since or now - DEFAULT_HISTORY
+    history = samples_since(db, app.id, since, app_rows_only=True, limit=limit, newest_first=True)
+    return AppMetrics(
         app=name,
         collected_at=app_row.taken_at if app_row else None,
         interval_seconds=ctx().settings.metrics_seconds,
@@ -160,7 +165,6 @@ def app_metrics(name: str) -> Response:
         windows=windows,
         history=[Point(taken_at=r.taken_at, **_figures(r).model_dump()) for r in reversed(history)],
     )
-    return jsonify(out.model_dump(mode="json"))
 
 
 @bp.get("/metrics")
@@ -168,6 +172,11 @@ def app_metrics(name: str) -> Response:
     "Every app's current metrics and replica counts, with totals (JSON)", tag="metrics", responses={200: MetricsSummary}
 )
 def summary() -> Response:
+    return jsonify(metrics_summary().model_dump(mode="json"))
+
+
+def metrics_summary() -> MetricsSummary:
+    """Every app's current figures and replica counts, with totals (the API's summary, the dashboard's table)."""
     db = session()
     _now, fresh = fresh_since(db)
     latest = latest_app_rows(db, fresh)
@@ -197,10 +206,9 @@ def summary() -> Response:
         rps=sum(a.rps or 0.0 for a in apps),
     )
     collected = [a.collected_at for a in apps if a.collected_at is not None]
-    out = MetricsSummary(
+    return MetricsSummary(
         collected_at=max(collected) if collected else None,
         interval_seconds=ctx().settings.metrics_seconds,
         totals=totals,
         apps=apps,
     )
-    return jsonify(out.model_dump(mode="json"))
