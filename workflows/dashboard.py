@@ -70,7 +70,12 @@ def number(value: float | None, unit: str = "", digits: int = 1) -> str:
     """`12.3 req/s`; `-` for a figure nobody measured (never shown as a zero)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    text = f"{value:,.0f}" if abs(value) >= 100 or digits == 0 else f"{value:,.{digits}f}"
+    if value and abs(value) < 1:
+        text = f"{value:.2g}"  # small but measured: 0.02%, never rounded to a zero
+    elif abs(value) >= 100 or (digits == 0 and abs(value) >= 10):
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:,.{max(digits, 1)}f}"
     return f"{text} {unit}".strip() if unit and unit != "%" else f"{text}{unit}"
 
 

@@ -130,7 +130,8 @@ def headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # not no-referrer: Chromium then sends `Origin: null` with the dashboard's own form posts
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     if request.endpoint != "ui.static":
         response.headers["Cache-Control"] = "no-store"

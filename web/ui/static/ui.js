@@ -110,7 +110,9 @@
     if (v === null || v === undefined || !isFinite(v)) return "-";
     if (unit === "ms") return v >= 1000 ? (v / 1000).toFixed(2) + " s" : (v >= 10 ? Math.round(v) : v.toFixed(1)) + " ms";
     const digits = unit === "replicas" ? 0 : (Math.abs(v) >= 100 ? 0 : 1);
-    const text = v.toLocaleString(undefined, { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+    const text = v && Math.abs(v) < 1 && unit !== "replicas"
+      ? String(Number(v.toPrecision(2)))
+      : v.toLocaleString(undefined, { maximumFractionDigits: digits, minimumFractionDigits: 0 });
     return unit === "%" ? text + "%" : text + " " + unit;
   }
   function niceMax(v) {
@@ -121,7 +123,7 @@
   }
   function clock(ms, span) {
     const d = new Date(ms);
-    const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
     return span > 6 * 3600e3 ? d.toLocaleDateString([], { weekday: "short" }) + " " + hm : hm;
   }
 
@@ -132,7 +134,9 @@
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", preserveAspectRatio: "none" });
     const from = data.from, to = data.to, span = to - from;
     const pts = data.points.filter((p) => p[index] !== null && p[index] !== undefined).map((p) => [p[0], p[index]]);
-    const max = niceMax(Math.max(0, ...pts.map((p) => p[1])) * 1.05);
+    const top = Math.max(0, ...pts.map((p) => p[1]));
+    // replicas are whole: the axis goes to the next even count, so its middle line is whole too
+    const max = unit === "replicas" ? Math.max(2, 2 * Math.ceil(top / 2)) : niceMax(top * 1.05);
     const x = (t) => L + ((t - from) / span) * (W - L - R);
     const y = (v) => T + (1 - v / max) * (H - T - B);
     for (const f of [0, 0.5, 1]) {
@@ -174,7 +178,7 @@
     for (const dec of data.decisions) {
       const mx = x(dec.t);
       const g = el("g", { class: "mark", tabindex: "0", role: "button", "data-decision": "" }, svg);
-      const text = `${new Date(dec.t).toLocaleTimeString()} · ${dec.current} → ${dec.target} replicas: ${dec.reason}`;
+      const text = `${new Date(dec.t).toLocaleTimeString([], { hour12: false })} · ${dec.current} → ${dec.target} replicas: ${dec.reason}`;
       g.setAttribute("aria-label", "Scaling decision " + text);
       el("title", {}, g).textContent = text;
       el("line", { x1: mx, x2: mx, y1: T, y2: H - B }, g);
