@@ -133,8 +133,8 @@ def test_open_mode_pages_headers_and_cookies(api: Flask) -> None:
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
     assert client.get("/ui/login").status_code == 303  # nothing to log in to
     for path in ("/ui/static/ui.js", "/ui/static/ui.css"):
-        with client.get(path) as resp:
-            assert resp.status_code == 200
+        with client.get(path) as asset:
+            assert asset.status_code == 200
     assert client.get("/ui/apps/nope").status_code == 404
     assert "does not exist" in client.get("/ui/apps/nope").get_data(as_text=True)
     assert client.get("/ui/jobs?status=nonsense").status_code == 400

@@ -15,6 +15,7 @@ import secrets
 from urllib.parse import quote
 
 from flask import Response, g, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from orchestry.models.tokens import any_tokens, authenticate
 from orchestry.web.auth import READ_METHODS, _public_bind
@@ -86,7 +87,8 @@ def check_dashboard_request() -> None:
     token = authenticate(db, request.cookies.get(TOKEN_COOKIE, "")) if request.cookies.get(TOKEN_COOKIE) else None
     if token is None:
         if request.method in READ_METHODS and not request.headers.get("X-Requested-With"):
-            raise UiError(303, "log in", "log in first", location=f"/ui/login?next={quote(request.full_path.rstrip('?'))}")
+            back = quote(request.full_path.rstrip("?"))
+            raise UiError(303, "log in", "log in first", location=f"/ui/login?next={back}")
         raise UiError(401, "not logged in", "your session ended (token revoked or logged out): log in again")
     g.actor, g.role, g.token_name = f"token:{token.name}", token.role, token.name
     if request.method not in READ_METHODS and token.role != "operator":
@@ -97,7 +99,7 @@ def can_act() -> bool:
     return bool(g.get("role") == "operator")
 
 
-def set_token_cookie(response: Response, token: str | None) -> None:
+def set_token_cookie(response: BaseResponse, token: str | None) -> None:
     """Keep `token` (None: forget it) for the dashboard's paths only."""
     if token is None:
         response.delete_cookie(TOKEN_COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict")
@@ -107,14 +109,14 @@ def set_token_cookie(response: Response, token: str | None) -> None:
     )
 
 
-def new_nonce(response: Response) -> None:
+def new_nonce(response: BaseResponse) -> None:
     """A fresh CSRF nonce (at login: a nonce planted before it is worth nothing after)."""
     g.ui_new_nonce = secrets.token_urlsafe(32)
     g.csrf = csrf_token(g.ui_new_nonce)
     _set_nonce(response, g.ui_new_nonce)
 
 
-def _set_nonce(response: Response, nonce: str) -> None:
+def _set_nonce(response: BaseResponse, nonce: str) -> None:
     response.set_cookie(
         NONCE_COOKIE, nonce, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=request.is_secure
     )
