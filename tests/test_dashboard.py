@@ -285,3 +285,22 @@ def test_chart_data_is_thinned_and_carries_the_decisions(api: Flask, engine: Eng
     assert len(hour["points"]) <= 180 and hour["points"][0][5] == 2.0
     assert client.get("/ui/apps/web/series?range=2d").status_code == 400
     assert client.get("/ui/apps/nope/series").status_code == 404
+
+
+def test_revisions_diff_redacts_env_for_viewers(api: Flask, engine: Engine) -> None:
+    register(api, "web")
+    secret_env = "  environment: [{name: DB_PASSWORD, value: hunter2}]\n"
+    revised = SPEC.format(name="web").replace("  ports:", secret_env + "  ports:")
+    client = api.test_client()
+    assert client.post("/api/v1/apps", data=revised, content_type="application/yaml").status_code == 200
+    page = client.get("/ui/apps/web/diff").get_data(as_text=True)  # open mode: an operator
+    assert "revision 1" in page and "revision 2" in page and "hunter2" in page and 'class="add"' in page
+    assert "Compare the last two" in client.get("/ui/apps/web").get_data(as_text=True)
+    assert client.get("/ui/apps/web/diff?a=1&b=9").status_code == 404
+    assert client.get("/ui/apps/web/diff?a=x").status_code == 400
+    viewer = api.test_client()
+    login(viewer, new_token(engine, "val", "viewer"))
+    shown = viewer.get("/ui/apps/web/diff?a=1&b=2").get_data(as_text=True)
+    assert "DB_PASSWORD" in shown and "hunter2" not in shown and "redacted" in shown
+    assert viewer.get("/ui/apps/web/logs").status_code == 200
+    assert "no container engine" in viewer.get("/ui/apps/web/logs/tail").get_data(as_text=True)  # none here

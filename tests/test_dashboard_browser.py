@@ -215,6 +215,12 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     shot(driver, "app-laptop-dark", dark=True)
     shot(driver, "app-phone", PHONE)
 
+    # The logs, re-read every few seconds; the revisions' diff.
+    css(driver, "#logs-link")[0].click()
+    wait(driver, lambda d: css(d, "#logs")[0].text not in ("", "loading…"), 20, "the replicas' logs")
+    driver.back()
+    wait(driver, lambda d: css(d, "#scale-form"), 10, "back on the app")
+
     # A POST without the CSRF token is refused, even from the page itself with its cookie.
     assert browser_post(driver, "/ui/apps/web/scale", "replicas=1") == 403
     assert api.get("/api/v1/apps/web").json()["desired_replicas"] == 2

@@ -8,6 +8,8 @@ the dashboard takes nothing from it).
 
 from __future__ import annotations
 
+import difflib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,19 +19,23 @@ from pydantic import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
 from orchestry.models import jobs as jobq
+from orchestry.models.apps import get_revision
 from orchestry.models.base import aware
 from orchestry.models.cluster import db_now
 from orchestry.models.events import query_events
 from orchestry.models.metrics import app_series
 from orchestry.models.routing import stored_generation
 from orchestry.models.tokens import authenticate
+from orchestry.runtime.types import EngineUnavailable
+from orchestry.spec.redact import redact_env
 from orchestry.web.app_metrics import app_metrics_out, metrics_summary
 from orchestry.web.apps import app_detail, app_list, revision_list
 from orchestry.web.cluster import cluster_status
-from orchestry.web.context import app_or_404, ctx, session
+from orchestry.web.context import app_or_404, close_session, ctx, session
 from orchestry.web.errors import ApiError
 from orchestry.web.health import app_health
 from orchestry.web.jobs import job_out
+from orchestry.web.logs import _format as format_line
 from orchestry.web.operations import scale_app, start_app, stop_app
 from orchestry.web.scaling import decision_history, policy_out, set_policy
 from orchestry.web.schemas import JobOut, JobsQuery
@@ -55,6 +61,7 @@ from orchestry.workflows.dashboard import (
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 NAME = "<string(maxlength=253):name>"
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+LOG_LINES = 200  # per replica, and shown in all
 SERIES = ("rps", "p95_ms", "cpu_percent", "memory_percent", "ready_replicas")
 
 
@@ -408,3 +415,50 @@ def cluster_page() -> str:
 @bp.get("/cluster/live")
 def cluster_live() -> str:
     return _page("_cluster.html", **_cluster())
+
+
+# -- revisions and logs ---------------------------------------------------------------------------------------
+
+
+@bp.get(f"/apps/{NAME}/diff")
+def revision_diff(name: str) -> str:
+    """Two revisions' normalised specs side by side as a unified diff (env values redacted for viewers, as
+    the API's spec endpoint does)."""
+    app = app_or_404(name)
+    numbers = []
+    for key, default in (("a", app.revision - 1), ("b", app.revision)):
+        raw = request.args.get(key, str(default))
+        if not raw.isdigit():
+            raise ApiError(400, "invalid_parameter", f"{key}: must be a revision number")
+        numbers.append(int(raw))
+    texts = []
+    for number_ in numbers:
+        rev = get_revision(session(), app, number_)
+        if rev is None:
+            raise ApiError(404, "not_found", f"revision {number_} of app {name} does not exist")
+        spec = rev.spec if can_act() else redact_env(rev.spec)
+        texts.append(json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False).splitlines())
+    a, b = numbers
+    lines = list(difflib.unified_diff(texts[0], texts[1], f"revision {a}", f"revision {b}", lineterm="", n=3))
+    return _page("diff.html", name=name, a=a, b=b, lines=lines, revisions=revision_list(name).revisions)
+
+
+@bp.get(f"/apps/{NAME}/logs")
+def logs_page(name: str) -> str:
+    app_or_404(name)
+    return _page("logs.html", name=name, count=LOG_LINES)
+
+
+@bp.get(f"/apps/{NAME}/logs/tail")
+def logs_tail(name: str) -> str:
+    """The replicas' last lines, merged (re-read at each poll: no stream is held open)."""
+    app_or_404(name)
+    close_session()
+    runtime = ctx().runtime
+    if runtime is None:
+        raise ApiError(503, "unavailable", "this controller has no container engine configured")
+    try:
+        lines = [format_line(line) for line in runtime.logs(ctx().settings.cluster_name, name, LOG_LINES, False)]
+    except EngineUnavailable as exc:
+        raise ApiError(503, "unavailable", f"the container engine did not answer: {exc}") from None
+    return render_template("_logs.html", lines=lines[-LOG_LINES:])

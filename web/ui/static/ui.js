@@ -75,7 +75,10 @@
       const text = await resp.text();
       if (!resp.ok) throw new Error(text.slice(0, 200) || resp.statusText);
       if (region.innerHTML !== text) {
+        const follow = region.hasAttribute("data-follow") &&
+          region.scrollTop + region.clientHeight >= region.scrollHeight - 8;
         region.innerHTML = text;
+        if (follow) region.scrollTop = region.scrollHeight;
         refreshTimes(region);
         reapplyFilters();
       }
