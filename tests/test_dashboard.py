@@ -304,3 +304,22 @@ def test_revisions_diff_redacts_env_for_viewers(api: Flask, engine: Engine) -> N
     assert "DB_PASSWORD" in shown and "hunter2" not in shown and "redacted" in shown
     assert viewer.get("/ui/apps/web/logs").status_code == 200
     assert "no container engine" in viewer.get("/ui/apps/web/logs/tail").get_data(as_text=True)  # none here
+
+
+def test_open_dashboards_share_one_render(api: Flask, engine: Engine) -> None:
+    """Ten dashboards polling the apps table within the same second cost one render (and its queries)."""
+    from sqlalchemy import event
+
+    for i in range(5):
+        register(api, f"app{i}")
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]) if a[2].startswith("SELECT") else None)
+    client = api.test_client()
+    first = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"})
+    rendered = len(seen)
+    for _ in range(9):
+        again = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"})
+        assert again.get_data() == first.get_data()
+    per_poll = (len(seen) - rendered) / 9
+    assert per_poll == 1 and rendered > 3, (per_poll, seen)  # only the access check: does any token exist
+    assert b"app4" in first.get_data()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
 from markupsafe import Markup, escape
 from pydantic import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
@@ -63,6 +66,40 @@ NAME = "<string(maxlength=253):name>"
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LOG_LINES = 200  # per replica, and shown in all
 SERIES = ("rps", "p95_ms", "cpu_percent", "memory_percent", "ready_replicas")
+
+
+# -- one render for every open dashboard ------------------------------------------------------------------------
+
+SHARED_SECONDS = 1.5  # a fragment rendered this recently answers every dashboard polling the same one
+
+
+class SharedRenders:
+    """The fragments rendered in the last SHARED_SECONDS, by (path and query, role): ten open dashboards cost
+    one render per poll period, not ten. Who may see them is still checked on every request; the fragments
+    hold nobody's CSRF token, and their relative times are recomputed by the page's script."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def get(self, render: Callable[[], Any]) -> Any:
+        key = (request.full_path, str(g.get("role")))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and now - hit[0] < SHARED_SECONDS:
+            return hit[1]
+        value = render()
+        with self._lock:
+            if len(self._items) >= 512:  # bounded: old entries are worthless after SHARED_SECONDS anyway
+                self._items = {k: v for k, v in self._items.items() if now - v[0] < SHARED_SECONDS}
+            self._items[key] = (now, value)
+        return value
+
+
+def shared(render: Callable[[], Any]) -> Any:
+    renders: SharedRenders = current_app.extensions.setdefault("orchestry.dashboard_renders", SharedRenders())
+    return renders.get(render)
 
 
 # -- rendering helpers ----------------------------------------------------------------------------------------
@@ -208,7 +245,8 @@ def apps_page() -> str:
 
 @bp.get("/apps/rows")
 def apps_rows() -> str:
-    return render_template("_apps_rows.html", rows=_app_rows())
+    html: str = shared(lambda: render_template("_apps_rows.html", rows=_app_rows()))
+    return html
 
 
 def _app_live(name: str) -> dict[str, Any]:
@@ -253,12 +291,17 @@ def app_page(name: str) -> str:
 
 @bp.get(f"/apps/{NAME}/live")
 def app_live(name: str) -> str:
-    return _page("_app_live.html", **_app_live(name))
+    html: str = shared(lambda: _page("_app_live.html", **_app_live(name)))
+    return html
 
 
 @bp.get(f"/apps/{NAME}/series")
 def app_chart(name: str) -> Response:
     """The charts' data: the app's samples over the range, thinned, and the autoscaler's changes in it."""
+    return jsonify(shared(lambda: _chart(name)))
+
+
+def _chart(name: str) -> dict[str, Any]:
     label = request.args.get("range", DEFAULT_RANGE)
     if label not in RANGES:
         raise ApiError(400, "invalid_parameter", f"range: must be one of {', '.join(RANGES)}")
@@ -278,15 +321,13 @@ def app_chart(name: str) -> Response:
         for d in decision_history(name, limit=200).decisions
         if aware(d.at) >= since
     ]
-    return jsonify(
-        {
-            "from": int(since.timestamp() * 1000),
-            "to": int(now.timestamp() * 1000),
-            "series": list(SERIES),
-            "points": [[int(p.at * 1000), *p.values] for p in points],
-            "decisions": changes,
-        }
-    )
+    return {
+        "from": int(since.timestamp() * 1000),
+        "to": int(now.timestamp() * 1000),
+        "series": list(SERIES),
+        "points": [[int(p.at * 1000), *p.values] for p in points],
+        "decisions": changes,
+    }
 
 
 # -- actions --------------------------------------------------------------------------------------------------
@@ -373,7 +414,8 @@ def jobs_page() -> str:
 
 @bp.get("/jobs/rows")
 def jobs_rows() -> str:
-    return _page("_jobs_rows.html", jobs=_jobs())
+    html: str = shared(lambda: _page("_jobs_rows.html", jobs=_jobs()))
+    return html
 
 
 def _job(job_id: int) -> JobOut:
@@ -390,7 +432,8 @@ def job_page(job_id: int) -> str:
 
 @bp.get("/jobs/<int:job_id>/live")
 def job_live(job_id: int) -> str:
-    return _page("_job.html", job=_job(job_id))
+    html: str = shared(lambda: _page("_job.html", job=_job(job_id)))
+    return html
 
 
 # -- cluster --------------------------------------------------------------------------------------------------
@@ -414,7 +457,8 @@ def cluster_page() -> str:
 
 @bp.get("/cluster/live")
 def cluster_live() -> str:
-    return _page("_cluster.html", **_cluster())
+    html: str = shared(lambda: _page("_cluster.html", **_cluster()))
+    return html
 
 
 # -- revisions and logs ---------------------------------------------------------------------------------------
@@ -452,6 +496,11 @@ def logs_page(name: str) -> str:
 @bp.get(f"/apps/{NAME}/logs/tail")
 def logs_tail(name: str) -> str:
     """The replicas' last lines, merged (re-read at each poll: no stream is held open)."""
+    html: str = shared(lambda: _logs_tail(name))
+    return html
+
+
+def _logs_tail(name: str) -> str:
     app_or_404(name)
     close_session()
     runtime = ctx().runtime
