@@ -128,11 +128,6 @@ def fresh_since(db: Session) -> tuple[datetime, datetime]:
 )
 def app_metrics(name: str) -> Response:
     args = query(MetricsQuery)
-    return jsonify(app_metrics_out(name, args.since, args.limit).model_dump(mode="json"))
-
-
-def app_metrics_out(name: str, since: datetime | None = None, limit: int = 100) -> AppMetrics:
-    """One app's current figures, window means, recent history and replicas (404 when it does not exist)."""
     db = session()
     app = app_or_404(name)
     now, fresh = fresh_since(db)
@@ -144,9 +139,9 @@ def app_metrics_out(name: str, since: datetime | None = None, limit: int = 100) 
         if (whole := series.get(None)) is not None
     }
     minute = means["1m"]
-    since = since or now - DEFAULT_HISTORY
-    history = samples_since(db, app.id, since, app_rows_only=True, limit=limit, newest_first=True)
-    return AppMetrics(
+    since = args.since or now - DEFAULT_HISTORY
+    history = samples_since(db, app.id, since, app_rows_only=True, limit=args.limit, newest_first=True)
+    out = AppMetrics(
         app=name,
         collected_at=app_row.taken_at if app_row else None,
         interval_seconds=ctx().settings.metrics_seconds,
@@ -165,6 +160,7 @@ def app_metrics_out(name: str, since: datetime | None = None, limit: int = 100) 
         windows=windows,
         history=[Point(taken_at=r.taken_at, **_figures(r).model_dump()) for r in reversed(history)],
     )
+    return jsonify(out.model_dump(mode="json"))
 
 
 @bp.get("/metrics")

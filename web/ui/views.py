@@ -26,12 +26,12 @@ from orchestry.models.apps import get_revision
 from orchestry.models.base import aware
 from orchestry.models.cluster import db_now
 from orchestry.models.events import query_events
-from orchestry.models.metrics import app_series
+from orchestry.models.metrics import app_series, current
 from orchestry.models.routing import stored_generation
 from orchestry.models.tokens import authenticate
 from orchestry.runtime.types import EngineUnavailable
 from orchestry.spec.redact import redact_env
-from orchestry.web.app_metrics import app_metrics_out, metrics_summary
+from orchestry.web.app_metrics import fresh_since, metrics_summary
 from orchestry.web.apps import app_detail, app_list, revision_list
 from orchestry.web.cluster import cluster_status
 from orchestry.web.context import app_or_404, close_session, ctx, session
@@ -252,8 +252,9 @@ def apps_rows() -> str:
 def _app_live(name: str) -> dict[str, Any]:
     detail = app_detail(name)
     health = {r.name: r for r in app_health(name).replicas}
-    metrics = app_metrics_out(name, limit=1)
-    per_replica = {r.name: r for r in metrics.replicas}
+    # The current figures as the API's metrics endpoint reads them (its window means and history are not shown)
+    app_row, replica_rows = current(session(), app_or_404(name).id, fresh_since(session())[1])
+    per_replica = {r.replica_name: r for r in replica_rows}
     jobs = [job_out(j) for j in jobq.query_jobs(session(), app_name=name, limit=8)]
     wanted = request.args.get("job", type=int)
     job = next((j for j in jobs if j.id == wanted), None)
@@ -264,7 +265,8 @@ def _app_live(name: str) -> dict[str, Any]:
     return {
         "app": detail,
         "health": health,
-        "metrics": metrics,
+        "current": app_row,
+        "interval": ctx().settings.metrics_seconds,
         "per_replica": per_replica,
         "jobs": jobs,
         "job": job,
