@@ -61,7 +61,7 @@
   let failures = 0;
   function setStatus(text, bad) {
     const el = statusEl();
-    if (el) { el.textContent = text; el.classList.toggle("error", !!bad); }
+    if (el) { el.textContent = " · " + text; el.classList.toggle("error", !!bad); }
   }
   async function refresh(region) {
     if (document.hidden || region.dataset.busy) return;
@@ -93,6 +93,7 @@
   }
   function startLive() {
     const regions = [...document.querySelectorAll("[data-live]")];
+    if (regions.length) setStatus("live");
     for (const region of regions) {
       const every = Math.max(1000, parseInt(region.dataset.every || "2000", 10));
       setInterval(() => refresh(region), every);
