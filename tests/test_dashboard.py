@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from orchestry.config import load_settings
@@ -168,6 +169,14 @@ def test_login_keeps_the_token_in_a_strict_httponly_cookie(api: Flask, engine: E
     out = client.post("/ui/logout", data={"csrf": csrf_of(home.get_data(as_text=True))})
     assert out.status_code == 303
     assert client.get("/ui/").headers["Location"] == "/ui/login?next=/ui/"
+    # A revoked token ends the session at the next request.
+    csrf = login(client, token)
+    with make_sessionmaker(engine)() as db:
+        db.execute(text("DELETE FROM api_tokens WHERE name = 'alice'"))
+        create_token(db, "other", "operator")  # a token still exists: the dashboard does not open up
+        db.commit()
+    assert client.get("/ui/").status_code == 303
+    assert client.post("/ui/apps/web/up", data={"csrf": csrf}).status_code == 401
 
 
 def test_a_post_without_the_csrf_token_changes_nothing(api: Flask, engine: Engine) -> None:
