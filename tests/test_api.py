@@ -278,5 +278,5 @@ def test_every_route_is_documented() -> None:
 
     app = create_app(load_settings({"database_url": "sqlite://"}))
     for rule in app.url_map.iter_rules():
-        if rule.endpoint != "static":
+        if rule.endpoint != "static" and not rule.rule.startswith("/ui/"):  # the dashboard's pages: not the API
             assert hasattr(app.view_functions[rule.endpoint], "__openapi__"), rule.rule

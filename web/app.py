@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from sqlalchemy.engine import Engine
 
 from orchestry.config import Settings
@@ -16,6 +16,9 @@ from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
 from orchestry.web.openapi import AppNameConverter, SecretNameConverter
+from orchestry.web.ui import bp as dashboard
+from orchestry.web.ui.access import check_dashboard_request, is_dashboard
+from orchestry.web.ui.access import headers as dashboard_headers
 from orchestry.workflows.components import ComponentState
 
 API_LOCK_WAIT_MS = 5_000
@@ -42,7 +45,17 @@ def create_app(
         read_sessions=make_read_sessionmaker(engine),
         components=components,
     )
-    app.before_request(check_request)
+
+    def _check() -> None:
+        # The dashboard's pages carry the token in a cookie and post forms with a CSRF token; the API's
+        # paths never accept either (web/ui/access.py).
+        if is_dashboard(request.path):
+            check_dashboard_request()
+        else:
+            check_request()
+
+    app.before_request(_check)
+    app.after_request(dashboard_headers)
     app.teardown_appcontext(close_session)
     install_errors(app)
     app.url_map.converters["app"] = AppNameConverter
@@ -58,4 +71,5 @@ def create_app(
     app.register_blueprint(app_metrics.bp)
     app.register_blueprint(scaling.bp)
     app.register_blueprint(secrets_api.bp)
+    app.register_blueprint(dashboard)
     return app

@@ -168,6 +168,11 @@ def app_metrics(name: str) -> Response:
     "Every app's current metrics and replica counts, with totals (JSON)", tag="metrics", responses={200: MetricsSummary}
 )
 def summary() -> Response:
+    return jsonify(metrics_summary().model_dump(mode="json"))
+
+
+def metrics_summary() -> MetricsSummary:
+    """Every app's current figures and replica counts, with totals (the API's summary, the dashboard's table)."""
     db = session()
     _now, fresh = fresh_since(db)
     latest = latest_app_rows(db, fresh)
@@ -197,10 +202,9 @@ def summary() -> Response:
         rps=sum(a.rps or 0.0 for a in apps),
     )
     collected = [a.collected_at for a in apps if a.collected_at is not None]
-    out = MetricsSummary(
+    return MetricsSummary(
         collected_at=max(collected) if collected else None,
         interval_seconds=ctx().settings.metrics_seconds,
         totals=totals,
         apps=apps,
     )
-    return jsonify(out.model_dump(mode="json"))

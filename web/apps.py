@@ -170,10 +170,14 @@ def _scaling_line(row: ScalingDecisionRow) -> str:
 @bp.get("")
 @operation("List apps", tag="apps", responses={200: AppList})
 def list_all() -> Response:
+    return jsonify(app_list().model_dump(mode="json"))
+
+
+def app_list() -> AppList:
+    """Every app as the list shows it (the API's list and the dashboard's table)."""
     db = session()
     counts = replica_counts(db)
-    apps = [_line_summary(line, counts.get(line.id, 0)) for line in app_lines(db)]
-    return jsonify(AppList(apps=apps).model_dump(mode="json"))
+    return AppList(apps=[_line_summary(line, counts.get(line.id, 0)) for line in app_lines(db)])
 
 
 def _replica_out(r: Replica) -> ReplicaOut:
@@ -196,6 +200,11 @@ def _replica_out(r: Replica) -> ReplicaOut:
 @bp.get(f"/{APP}")
 @operation("An app: desired state, revision, replicas, status", tag="apps", responses={200: AppDetail, 404: ErrorOut})
 def show(name: str) -> Response:
+    return jsonify(app_detail(name).model_dump(mode="json"))
+
+
+def app_detail(name: str) -> AppDetail:
+    """One app: desired state, revision, replicas, status (404 when there is none)."""
     db = session()
     app = app_or_404(name)
     rev = get_revision(db, app)
@@ -214,7 +223,7 @@ def show(name: str) -> Response:
         created_at=app.created_at,
         replicas=[_replica_out(r) for r in replicas],
     )
-    return jsonify(detail.model_dump(mode="json"))
+    return detail
 
 
 @bp.get(f"/{NAME}/spec")
@@ -248,6 +257,10 @@ def spec(name: str) -> Response:
 @bp.get(f"/{NAME}/revisions")
 @operation("An app's revisions, oldest first", tag="apps", responses={200: RevisionList, 404: ErrorOut})
 def revisions(name: str) -> Response:
+    return jsonify(revision_list(name).model_dump(mode="json"))
+
+
+def revision_list(name: str) -> RevisionList:
     app = app_or_404(name)
     revs = [
         RevisionOut(
@@ -260,4 +273,4 @@ def revisions(name: str) -> Response:
         )
         for r in app.revisions
     ]
-    return jsonify(RevisionList(app=app.name, revisions=revs).model_dump(mode="json"))
+    return RevisionList(app=app.name, revisions=revs)

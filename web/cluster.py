@@ -40,6 +40,11 @@ def _leader() -> LeaderOut:
     responses={200: ClusterStatus},
 )
 def status() -> Response:
+    return jsonify(cluster_status().model_dump(mode="json"))
+
+
+def cluster_status() -> ClusterStatus:
+    """This node, the leader and every member with its heartbeat and the routing table its nginx serves."""
     db = session()
     leader = _leader()
     now = db_now(db)
@@ -59,8 +64,7 @@ def status() -> Response:
         for n in db.scalars(select(ControllerNode).order_by(ControllerNode.node_id))
     ]
     me = ctx().settings.node_id
-    out = ClusterStatus(node=me, is_leader=leader.leader == me, leader=leader, nodes=nodes)
-    return jsonify(out.model_dump(mode="json"))
+    return ClusterStatus(node=me, is_leader=leader.leader == me, leader=leader, nodes=nodes)
 
 
 @bp.get("/api/v1/cluster/leader")

@@ -24,6 +24,11 @@ NAME = "<string(maxlength=253):name>"
     responses={200: AppHealth, 404: ErrorOut},
 )
 def show(name: str) -> Response:
+    return jsonify(app_health(name).model_dump(mode="json"))
+
+
+def app_health(name: str) -> AppHealth:
+    """Each replica's health and whether it is in rotation (404 when the app does not exist)."""
     db = session()
     app = app_or_404(name)
     rev = get_revision(db, app)
@@ -45,10 +50,9 @@ def show(name: str) -> Response:
         )
         for r in replicas_of(db, app.id)
     ]
-    out = AppHealth(
+    return AppHealth(
         app=name, check=check_spec if probed else None, healthy=sum(r.in_rotation for r in replicas), replicas=replicas
     )
-    return jsonify(out.model_dump(mode="json"))
 
 
 @bp.post(f"/{NAME}/health/check")

@@ -72,6 +72,13 @@ def _check_bound(section: dict[str, Any], replicas: int) -> None:
 
 
 def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[Response, int]:
+    queued, note = enqueue_operation(app, kind, message, args)
+    return accepted(queued.job, created=queued.created, message=note)
+
+
+def enqueue_operation(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[jobq.Enqueued, str]:
+    """The job of an operation on `app` and its event, committed with the desired state the caller set;
+    the job (or the live one it joined) and what to tell the caller. 409 on a concurrent request."""
     db = session()
     key, fingerprint = _idempotency() or (None, None)
     try:
@@ -93,8 +100,7 @@ def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[R
             409, "conflict", f"another operation on {app.name} was requested at the same time; retry"
         ) from None
     wake_dispatcher()
-    note = message if queued.created else f"{message} (joined job {queued.job.id})"
-    return accepted(queued.job, created=queued.created, message=note)
+    return queued, message if queued.created else f"{message} (joined job {queued.job.id})"
 
 
 @bp.post(f"/{NAME}/up")
@@ -110,12 +116,18 @@ def up(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
     body = json_body(UpBody, required=False)
+    queued, note = start_app(name, body.replicas)
+    return accepted(queued.job, created=queued.created, message=note)
+
+
+def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
+    """`up`: run `replicas` (default: the desired count, else minReplicas) of the current revision."""
     app = _live_app(name)
     section = scaling_section(session(), app)  # the policy in force: an API-set minReplicas counts too
-    replicas = body.replicas or app.desired_replicas or max(1, int(section.get("minReplicas", 1)))
+    replicas = replicas or app.desired_replicas or max(1, int(section.get("minReplicas", 1)))
     _check_bound(section, replicas)
     app.status, app.status_reason, app.desired_replicas = "running", None, replicas
-    return _enqueue(
+    return enqueue_operation(
         app, "deploy", f"up {name}: {replicas} replica(s) of revision {app.revision}", {"replicas": replicas}
     )
 
@@ -131,9 +143,15 @@ def up(name: str) -> tuple[Response, int]:
 def down(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
+    queued, note = stop_app(name)
+    return accepted(queued.job, created=queued.created, message=note)
+
+
+def stop_app(name: str) -> tuple[jobq.Enqueued, str]:
+    """`down`: stop every replica; the app stays registered."""
     app = _live_app(name)
     app.status, app.status_reason, app.desired_replicas = "stopped", None, 0
-    return _enqueue(app, "stop", f"down {name}", {})
+    return enqueue_operation(app, "stop", f"down {name}", {})
 
 
 @bp.post(f"/{NAME}/scale")
@@ -148,16 +166,22 @@ def scale(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
     body = json_body(ReplicasBody, required=True)
+    queued, note = scale_app(name, body.replicas)
+    return accepted(queued.job, created=queued.created, message=note)
+
+
+def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
+    """`scale`: set the desired replica count (within the policy in force and the cap)."""
     app = _live_app(name)
     section = scaling_section(session(), app)
-    _check_bound(section, body.replicas)
-    app.desired_replicas = body.replicas
+    _check_bound(section, replicas)
+    app.desired_replicas = replicas
     if app.status in ("registered", "stopped", "failed"):
         app.status, app.status_reason = "running", None
-    message = f"scale {name} to {body.replicas}"
+    message = f"scale {name} to {replicas}"
     if section.get("mode", "auto") == "auto":
         message += f" (auto mode: the autoscaler may change it; `orchestry scaling {name} --set mode=manual` pins it)"
-    return _enqueue(app, "scale", message, {"replicas": body.replicas})
+    return enqueue_operation(app, "scale", message, {"replicas": replicas})
 
 
 @bp.delete("/<app:name>")  # not /apps/register

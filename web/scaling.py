@@ -133,7 +133,11 @@ def _policy_out(app: App) -> PolicyOut:
     "The scaling policy in force and where it comes from", tag="scaling", responses={200: PolicyOut, 404: ErrorOut}
 )
 def show(name: str) -> Response:
-    return jsonify(_policy_out(app_or_404(name)).model_dump(mode="json"))
+    return jsonify(policy_out(name).model_dump(mode="json"))
+
+
+def policy_out(name: str) -> PolicyOut:
+    return _policy_out(app_or_404(name))
 
 
 def validated_section(app: App, section: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +163,11 @@ def validated_section(app: App, section: dict[str, Any]) -> dict[str, Any]:
 )
 def replace(name: str) -> Response:
     body = json_object(required=True) or {}
+    return jsonify(set_policy(name, body).model_dump(mode="json"))
+
+
+def set_policy(name: str, body: dict[str, Any]) -> PolicyOut:
+    """Validate `body` as the app's scaling section, store it and record the change (422 naming a field)."""
     app = app_or_404(name)
     if app.status == "deleting":
         raise ApiError(409, "conflict", f"app {name} is being deleted")
@@ -172,7 +181,7 @@ def replace(name: str) -> Response:
         db, "scaling.policy", f"{name}: scaling policy set ({summary})", actor=actor(), app_name=name, changed=changed
     )
     db.commit()
-    return jsonify(_policy_out(app).model_dump(mode="json"))
+    return _policy_out(app)
 
 
 def _decision_out(row: ScalingDecisionRow) -> DecisionOut:
@@ -203,9 +212,14 @@ def _decision_out(row: ScalingDecisionRow) -> DecisionOut:
 )
 def history(name: str) -> Response:
     args = query(HistoryQuery)
+    return jsonify(decision_history(name, args.limit, changes_only=not args.all).model_dump(mode="json"))
+
+
+def decision_history(name: str, limit: int = 50, *, changes_only: bool = True) -> HistoryOut:
+    """The autoscaler's decisions, newest first (404 when the app does not exist)."""
     app = app_or_404(name)
-    rows = decisions(session(), app.id, limit=args.limit, changes_only=not args.all)
-    return jsonify(HistoryOut(app=name, decisions=[_decision_out(r) for r in rows]).model_dump(mode="json"))
+    rows = decisions(session(), app.id, limit=limit, changes_only=changes_only)
+    return HistoryOut(app=name, decisions=[_decision_out(r) for r in rows])
 
 
 def _window(metrics: SuppliedMetrics, ready: list[str], span: float) -> MetricWindow:
