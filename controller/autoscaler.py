@@ -32,9 +32,9 @@ from orchestry.models import jobs as jobq
 from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
-from orchestry.models.events import record
 from orchestry.models.metrics import metric_window
 from orchestry.models.scaling import effective_policy, history_for, purge_decisions, record_decision, replica_states
+from orchestry.operations.request import request_operation
 from orchestry.workflows.scaling import (
     MetricWindow,
     ReplicaState,
@@ -181,24 +181,14 @@ class Autoscaler:
             return decide(session, app, inputs, now).direction == "out"
 
     def _act(self, session: Session, app: App, decision: ScaleDecision) -> int:
-        app.desired_replicas = decision.target
-        job = jobq.enqueue(
+        return request_operation(
             session,
+            app,
             "scale",
-            app_name=app.name,
-            lock=app.name,
             actor="autoscaler",
+            desired={"desired_replicas": decision.target},
             args={"replicas": decision.target},
-        ).job
-        record(
-            session,
-            f"scaling.{decision.direction}",
-            f"{app.name}: {decision.current} → {decision.target}: {decision.reason}",
-            actor="autoscaler",
-            app_name=app.name,
-            job_id=job.id,
-            current=decision.current,
-            target=decision.target,
-            burst=decision.burst,
-        )
-        return job.id
+            event=f"scaling.{decision.direction}",
+            message=f"{app.name}: {decision.current} → {decision.target}: {decision.reason}",
+            details={"current": decision.current, "target": decision.target, "burst": decision.burst},
+        ).job.id

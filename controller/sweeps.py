@@ -20,6 +20,7 @@ from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import recent_times
+from orchestry.operations.request import request_operation
 from orchestry.runtime.types import EngineUnavailable, Runtime
 from orchestry.workflows.converge import Desired, Seen
 from orchestry.workflows.drift import AppState, drifted
@@ -69,7 +70,7 @@ def reconcile_sweep(
             if jobq.live_job(session, name) is not None:
                 continue  # a job started meanwhile; it will see what we saw
             kind = "delete" if why == "deletion has no job" else "reconcile"
-            job = jobq.enqueue(session, kind, app_name=name, lock=name, actor="reconcile", args={"why": why}).job
+            job = request_operation(session, name, kind, actor="reconcile", args={"why": why}).job
             log.info("drift found", extra={"app": name, "why": why, "job_id": job.id})
             enqueued.append(job.id)
         if enqueued and fence is not None:
@@ -87,8 +88,6 @@ def enqueue_repairs(sessions: sessionmaker[Session], apps: set[str]) -> list[int
                 continue
             if replacement_backoff(recent_times(session, name, REPLACED_EVENT), now) is not None:
                 continue
-            job = jobq.enqueue(
-                session, "reconcile", app_name=name, lock=name, actor="health", args={"why": "unhealthy replica"}
-            ).job
+            job = request_operation(session, name, "reconcile", actor="health", args={"why": "unhealthy replica"}).job
             enqueued.append(job.id)
     return enqueued

@@ -48,6 +48,18 @@ FORBIDDEN = {
         "orchestry.controller",
         "orchestry.runtime.docker_engine",
     ),
+    "operations": (
+        "docker",
+        "httpx",
+        "flask",
+        "apscheduler",
+        "orchestry.web",
+        "orchestry.jobs",
+        "orchestry.controller",
+        "orchestry.runtime",
+        "orchestry.nginx",
+        "orchestry.probe",
+    ),
     "web": ("docker", "apscheduler", "orchestry.jobs", "orchestry.controller", "orchestry.runtime.docker_engine"),
     "jobs": (
         "docker",
@@ -114,3 +126,19 @@ def test_only_the_docker_engine_imports_docker() -> None:
         and any(n == "docker" or n.startswith("docker.") for n in imports(p))
     )
     assert users == ["runtime/docker_engine.py"]
+
+
+def test_operations_are_requested_in_one_place() -> None:
+    """Desired state, job and event are written together by `operations.request.request_operation`: nothing
+    else in the package enqueues a job itself."""
+    callers = sorted(
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if not {".venv", "tests", "testapp", "bench", "build"} & set(p.relative_to(ROOT).parts)
+        and any(
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) == "enqueue" or getattr(node.func, "id", None) == "enqueue")
+            for node in ast.walk(ast.parse(p.read_text()))
+        )
+    )
+    assert callers == ["operations/request.py"]
