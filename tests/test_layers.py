@@ -43,6 +43,7 @@ FORBIDDEN = {
         "httpx",
         "flask",
         "apscheduler",
+        "orchestry.operations",
         "orchestry.web",
         "orchestry.jobs",
         "orchestry.controller",
