@@ -33,7 +33,8 @@ from orchestry.models.apps import App
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import metric_window
-from orchestry.models.scaling import effective_policy, history_for, purge_decisions, record_decision, replica_states
+from orchestry.models.scaling import history_for, purge_decisions, record_decision, replica_states
+from orchestry.operations.policy import effective_policy
 from orchestry.operations.request import request_operation
 from orchestry.workflows.scaling import (
     MetricWindow,
