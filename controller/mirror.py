@@ -22,13 +22,12 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.components import ComponentMonitor
 from orchestry.models.cluster import report_routes, report_traffic
-from orchestry.models.routing import ROUTING_NAME, RoutingState, stored_generation
+from orchestry.models.routing import stored_generation, stored_routes
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
 from orchestry.nginx.routes import build_route_table
 from orchestry.workflows.generations import stale_push
@@ -99,9 +98,7 @@ class RouteMirror:
             self.monitor.report("nginx", True)
         try:
             with self.sessions() as session:
-                stored = session.execute(
-                    select(RoutingState.generation, RoutingState.routes).where(RoutingState.name == ROUTING_NAME)
-                ).one_or_none()
+                stored = stored_routes(session)
             served = self.manager.served_generation()
             if stored is not None and stored.generation > 0 and served != stored.generation:
                 served = self._push(stored.generation, dict(stored.routes))

@@ -143,3 +143,48 @@ def test_operations_are_requested_in_one_place() -> None:
         )
     )
     assert callers == ["operations/request.py"]
+
+
+# What jobs/ and controller/ may take from SQLAlchemy: sessions, the engine's types and its errors. Statements
+# (select, update, text, ...) are written in models/ (or operations/), where the tables are.
+SQLALCHEMY_ALLOWED = {
+    "sqlalchemy.orm": {"Session", "sessionmaker"},
+    "sqlalchemy.engine": {"Engine", "URL"},
+    "sqlalchemy.exc": None,  # any error
+}
+
+
+def sqlalchemy_statements(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] == "sqlalchemy"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sqlalchemy":
+            allowed = SQLALCHEMY_ALLOWED.get(node.module, set())
+            found += [f"{node.module}.{a.name}" for a in node.names if allowed is not None and a.name not in allowed]
+    return found
+
+
+@pytest.mark.parametrize("package", ["jobs", "controller"])
+def test_jobs_and_controller_issue_no_sql(package: str) -> None:
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for name in sqlalchemy_statements(path)
+    ]
+    assert bad == []
+
+
+def test_the_sql_contract_sees_a_query(tmp_path: Path) -> None:
+    """Positive control: the check above finds each way of importing a statement construct."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import sqlalchemy\nfrom sqlalchemy import select\nfrom sqlalchemy.orm import Session, aliased\n"
+        "from sqlalchemy.exc import SQLAlchemyError\nfrom sqlalchemy.sql import text\n"
+    )
+    assert sqlalchemy_statements(module) == [
+        "import sqlalchemy",
+        "sqlalchemy.select",
+        "sqlalchemy.orm.aliased",
+        "sqlalchemy.sql.text",
+    ]
