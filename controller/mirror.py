@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.controller.components import ComponentMonitor
 from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import stored_generation, stored_routes
-from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
+from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
 from orchestry.nginx.routes import build_route_table
 from orchestry.workflows.generations import stale_push
 from orchestry.workflows.routing import in_flight_outside
@@ -43,7 +43,11 @@ CONFIRM_SECONDS = 1.0  # how often nginx hears that its table is the stored one 
 
 class RouteMirror:
     def __init__(
-        self, sessions: sessionmaker[Session], manager: NginxManager, node: str, monitor: ComponentMonitor | None = None
+        self,
+        sessions: sessionmaker[Session],
+        manager: ControlledNginx,
+        node: str,
+        monitor: ComponentMonitor | None = None,
     ) -> None:
         self.sessions = sessions
         self.monitor = monitor if monitor is not None else ComponentMonitor()

@@ -47,7 +47,7 @@ from orchestry.models.db import lease_engine, make_sessionmaker
 from orchestry.models.events import record
 from orchestry.models.replicas import mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
-from orchestry.nginx.manager import NginxError, NginxManager, worker_identity
+from orchestry.nginx.manager import ControlledNginx, NginxError, NginxManager, worker_identity
 from orchestry.nginx.render import NginxSettings
 from orchestry.nginx.traffic import TrafficMeter
 from orchestry.probe import Prober, ProberError
@@ -73,7 +73,7 @@ def nginx_settings(settings: Settings) -> NginxSettings:
     )
 
 
-def nginx_manager(settings: Settings) -> NginxManager | None:
+def nginx_manager(settings: Settings) -> ControlledNginx | None:
     """The nginx this node drives, per the `nginx` setting: its own, an existing one, or none."""
     if settings.nginx == "managed":
         return NginxManager(nginx_settings(settings), binary=settings.nginx_binary)

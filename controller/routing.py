@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.jobs.base import TemporaryError
 from orchestry.models.cluster import RouteReport, route_reports
 from orchestry.models.routing import routed_apps, routing_state, stored_generation
-from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
+from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
 from orchestry.nginx.routes import build_route_table
 from orchestry.workflows.generations import next_generation, stale_push
 from orchestry.workflows.routing import routing_table, still_served
@@ -32,7 +32,7 @@ FRESH_SECONDS = 3.0  # a node whose nginx has not reported for this long no long
 
 
 class RouteSync:
-    def __init__(self, sessions: sessionmaker[Session], manager: NginxManager, node: str | None = None) -> None:
+    def __init__(self, sessions: sessionmaker[Session], manager: ControlledNginx, node: str | None = None) -> None:
         self.sessions = sessions
         self.manager = manager
         self.node = node  # this node's name: its own reports are not its peers'
