@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.components import ComponentMonitor
+from orchestry.controller.routing import NginxWriter
 from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import stored_generation, stored_routes
 from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
@@ -48,10 +49,12 @@ class RouteMirror:
         manager: ControlledNginx,
         node: str,
         monitor: ComponentMonitor | None = None,
+        writer: NginxWriter | None = None,
     ) -> None:
         self.sessions = sessions
         self.monitor = monitor if monitor is not None else ComponentMonitor()
         self.manager = manager
+        self.writer = writer if writer is not None else NginxWriter(manager)  # the node's, shared with RouteSync
         self.node = node
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
@@ -80,14 +83,14 @@ class RouteMirror:
         it (the leader pushed a newer table to this nginx meanwhile), else replace it: a generation is never
         adopted from nginx (workflows/generations.py)."""
         try:
-            return self.manager.push_routes(build_route_table(generation, routes))
+            return self.writer.push(build_route_table(generation, routes))
         except StaleGeneration as exc:
             with self.sessions() as session:
                 now_stored = stored_generation(session)
             if stale_push(exc.served, now_stored) == "newer":
                 return exc.served
         log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
-        return self.manager.push_routes(build_route_table(generation, routes), replace=True)
+        return self.writer.push(build_route_table(generation, routes), replace=True)
 
     def run_once(self) -> int | None:
         """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
