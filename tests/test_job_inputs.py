@@ -11,6 +11,7 @@ import pytest
 from fakes import FakeRuntime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
+from test_jobs_converge import desire, submit
 
 from orchestry.config import load_settings
 from orchestry.jobs import registry
@@ -22,17 +23,7 @@ from orchestry.models import jobs as jobq
 from orchestry.models.apps import get_app
 from orchestry.models.cluster import Held, acquire_or_renew
 from orchestry.models.replicas import Replica
-from orchestry.operations.registration import Submission, register
 from orchestry.operations.request import request_operation
-from orchestry.spec import load_specs
-
-SPEC = """apiVersion: v1
-kind: App
-metadata: {name: web}
-spec:
-  image: orchestry-testapp:latest
-  ports: [{containerPort: 8080}]
-"""
 
 
 @pytest.mark.parametrize(
@@ -52,12 +43,8 @@ def test_a_handler_reads_only_its_kinds_inputs(kind: str, args: dict[str, Any], 
 
 
 def registered(sessions: sessionmaker[Session], desired: int) -> None:
-    loaded = load_specs(SPEC, "application/yaml").specs[0]
-    with sessions.begin() as s:
-        register(s, Submission("web", loaded.normalized, loaded.content_hash, ()), raw="", raw_format="", actor="t")
-        app = get_app(s, "web")
-        assert app is not None
-        app.status, app.desired_replicas = "running", desired
+    submit(sessions, "blue")
+    desire(sessions, desired)
 
 
 def test_the_runner_hands_a_scale_job_no_replica_count(
