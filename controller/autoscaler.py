@@ -23,18 +23,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App
+from orchestry.models.apps import App, get_app, get_app_for_update, running_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
-from orchestry.models.events import record
 from orchestry.models.metrics import metric_window
-from orchestry.models.scaling import effective_policy, history_for, purge_decisions, record_decision, replica_states
+from orchestry.models.scaling import history_for, purge_decisions, record_decision, replica_states
+from orchestry.operations.policy import effective_policy
+from orchestry.operations.request import request_operation
 from orchestry.workflows.scaling import (
     MetricWindow,
     ReplicaState,
@@ -127,7 +127,7 @@ class Autoscaler:
         """Evaluate every running app (`fast`: act on scale-outs only, store nothing else)."""
         try:
             with self._reads() as session:
-                names = list(session.scalars(select(App.name).where(App.status == "running").order_by(App.name)))
+                names = list(running_apps(session).values())
             done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
             if not fast:
                 with self.sessions.begin() as session:
@@ -146,7 +146,7 @@ class Autoscaler:
         if fast and not self._surging(name):
             return None
         with self.sessions.begin() as session:
-            app = session.scalars(select(App).where(App.name == name).with_for_update()).one_or_none()
+            app = get_app_for_update(session, name)
             if app is None or app.status != "running":
                 return None
             now = db_now(session)
@@ -173,7 +173,7 @@ class Autoscaler:
         """The fast pass (after every metrics sample, for every app) decides on a read first: only a
         scale-out takes the write lock, the other decisions of that pass are not stored anyway."""
         with self._reads() as session:
-            app = session.scalars(select(App).where(App.name == name)).one_or_none()
+            app = get_app(session, name)
             if app is None or app.status != "running":
                 return False
             now = db_now(session)
@@ -181,24 +181,14 @@ class Autoscaler:
             return decide(session, app, inputs, now).direction == "out"
 
     def _act(self, session: Session, app: App, decision: ScaleDecision) -> int:
-        app.desired_replicas = decision.target
-        job = jobq.enqueue(
+        return request_operation(
             session,
+            app,
             "scale",
-            app_name=app.name,
-            lock=app.name,
             actor="autoscaler",
+            desired={"desired_replicas": decision.target},
             args={"replicas": decision.target},
-        ).job
-        record(
-            session,
-            f"scaling.{decision.direction}",
-            f"{app.name}: {decision.current} → {decision.target}: {decision.reason}",
-            actor="autoscaler",
-            app_name=app.name,
-            job_id=job.id,
-            current=decision.current,
-            target=decision.target,
-            burst=decision.burst,
-        )
-        return job.id
+            event=f"scaling.{decision.direction}",
+            message=f"{app.name}: {decision.current} → {decision.target}: {decision.reason}",
+            details={"current": decision.current, "target": decision.target, "burst": decision.burst},
+        ).job.id

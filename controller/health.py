@@ -14,15 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Router, TemporaryError
-from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import record
-from orchestry.models.replicas import Replica
+from orchestry.models.replicas import Replica, with_specs
 from orchestry.probe import Prober, Target, target_from_spec
 from orchestry.workflows.health import (
     HealthState,
@@ -80,19 +78,7 @@ class HealthSweep:
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
-            stmt = (
-                select(Replica, App.name, AppRevision.spec)
-                .join(App, App.id == Replica.app_id)
-                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
-                .where(
-                    App.status.in_(("running", "failed")),
-                    Replica.state == "running",
-                    Replica.drain_started_at.is_(None),
-                )
-            )
-            if app is not None:
-                stmt = stmt.where(App.name == app)
-            for replica, _app_name, spec in session.execute(stmt).all():
+            for replica, _app_name, spec in with_specs(session, app=app):
                 check = spec.get("healthCheck")
                 policy = policy_from_spec(check)
                 if policy is None:
@@ -131,12 +117,7 @@ class HealthSweep:
                 if row is not None:
                     row.health = "healthy"
                     rotation_changed = True
-            rows = session.execute(
-                select(Replica, App.name, AppRevision.spec)
-                .join(App, App.id == Replica.app_id)
-                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
-                .where(Replica.name.in_(list(results)))
-            ).all()
+            rows = with_specs(session, names=list(results))
             for row, app_name, spec in rows:
                 policy = policy_from_spec(spec.get("healthCheck"))
                 if policy is None:

@@ -18,13 +18,11 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Executable, exists, literal, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from orchestry.jobs.base import Fence
-from orchestry.models.base import affected
-from orchestry.models.cluster import db_now, holds_lease
+from orchestry.models.schedule import Build, delete_row, fenced_write, insert_absent, update_row
 
 log = logging.getLogger("orchestry.scheduler")
 
@@ -40,16 +38,15 @@ class FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
         }
 
-    def _write(self, what: str, job_id: str, build: Callable[[Any], Executable]) -> int | None:
+    def _write(self, what: str, job_id: str, build: Build) -> int | None:
         """Rows the statement changed under the current term; None when the term no longer covers it."""
         fence = self._fence()
         if not fence.valid():
             log.info("job store not written: this node does not lead", extra={"job": job_id, "write": what})
             return None
         with Session(self.engine) as session, session.begin():
-            covered = holds_lease(fence.node, fence.term, db_now(session))
-            changed = affected(session.execute(build(covered)))
-            if changed or session.execute(select(covered)).scalar():  # nothing to change, and still leading
+            changed = fenced_write(session, fence.node, fence.term, build)
+            if changed is not None:
                 return changed
         log.info(
             "job store not written: the term ended",
@@ -58,27 +55,14 @@ class FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         return None
 
     def add_job(self, job: Job) -> None:
-        t = self.jobs_t
-
-        def insert(covered: Any) -> Executable:
-            values = {"id": job.id, **self._state(job)}
-            row = select(*(literal(v, type_=t.c[k].type).label(k) for k, v in values.items())).where(covered)
-            new = row.where(~exists().where(t.c.id == job.id))
-            insert: Executable = t.insert().from_select(list(values), new)
-            return insert
-
-        if self._write("add", job.id, insert) == 0:
+        if self._write("add", job.id, insert_absent(self.jobs_t, {"id": job.id, **self._state(job)})) == 0:
             raise ConflictingIdError(job.id)
 
     def update_job(self, job: Job) -> None:
-        t = self.jobs_t
-        changed = self._write(
-            "update", job.id, lambda covered: t.update().values(**self._state(job)).where(t.c.id == job.id, covered)
-        )
+        changed = self._write("update", job.id, update_row(self.jobs_t, job.id, self._state(job)))
         if changed == 0:
             raise JobLookupError(job.id)
 
     def remove_job(self, job_id: str) -> None:
-        t = self.jobs_t
-        if self._write("remove", job_id, lambda covered: t.delete().where(t.c.id == job_id, covered)) == 0:
+        if self._write("remove", job_id, delete_row(self.jobs_t, job_id)) == 0:
             raise JobLookupError(job_id)

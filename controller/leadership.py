@@ -31,13 +31,12 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry import __version__
 from orchestry.jobs.base import Fence
-from orchestry.models.cluster import Held, acquire_or_renew, heartbeat, release
+from orchestry.models.cluster import Held, acquire_or_renew, heartbeat, release, short_locks
 from orchestry.models.events import record
 from orchestry.workflows.lease import fence_deadline, follower_wait, margin_seconds
 
@@ -129,7 +128,7 @@ class Leadership:
             return self._retry_after - began
         try:
             with self.sessions.begin() as session:
-                _short_locks(session, self.renew_seconds)
+                short_locks(session, self.renew_seconds)
                 held = acquire_or_renew(session, self.node, self.lease_seconds, self.term)
                 if isinstance(held, Held) and held.previous is not None:
                     self._record_previous(session, held)
@@ -161,7 +160,7 @@ class Leadership:
         the node's row (a route report holds it) never makes the renewal fail."""
         try:
             with self.sessions.begin() as session:
-                _short_locks(session, self.renew_seconds)
+                short_locks(session, self.renew_seconds)
                 heartbeat(session, self.node, self.address, __version__)
         except SQLAlchemyError as exc:
             log.warning("cannot record this node's heartbeat", extra={"error": str(exc).splitlines()[0]})
@@ -232,15 +231,6 @@ class Leadership:
             self.on_deposed(term)
         except Exception:
             log.exception("stepping down failed", extra={"term": term})
-
-
-def _short_locks(session: Session, renew_seconds: float) -> None:
-    """PostgreSQL: never wait long for the lease row, and never let a paused holder keep it locked."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    ms = max(100, int(renew_seconds * 1000))
-    session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
-    session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, 3 * ms)}"))
 
 
 class FencedScheduler(BackgroundScheduler):  # type: ignore[misc]

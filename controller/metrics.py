@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestry.models.apps import App
+from orchestry.models.apps import running_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import PURGE_BATCH, MetricSample, add_latencies, purge_before
-from orchestry.models.replicas import Replica
+from orchestry.models.replicas import running_replicas
 from orchestry.runtime.stats import UsageReader, UsageSource
 from orchestry.runtime.types import RuntimeFailure
 from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
@@ -179,15 +178,8 @@ class MetricsCollector:
     def _targets(self) -> tuple[dict[int, str], list[Target]]:
         """Running apps, and their running replicas with a container, as the database knows them."""
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite
-            apps: dict[int, str] = {
-                app_id: name
-                for app_id, name in session.execute(select(App.id, App.name).where(App.status == "running"))
-            }
-            replicas = session.scalars(
-                select(Replica)
-                .where(Replica.app_id.in_(apps), Replica.state == "running", Replica.container_id.is_not(None))
-                .order_by(Replica.app_id, Replica.slot)
-            ).all()
+            apps: dict[int, str] = running_apps(session)
+            replicas = running_replicas(session, apps)
             targets = [
                 Target(
                     app_id=r.app_id,

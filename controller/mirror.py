@@ -22,14 +22,14 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.components import ComponentMonitor
+from orchestry.controller.routing import NginxWriter
 from orchestry.models.cluster import report_routes, report_traffic
-from orchestry.models.routing import ROUTING_NAME, RoutingState, stored_generation
-from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
+from orchestry.models.routing import stored_generation, stored_routes
+from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
 from orchestry.nginx.routes import build_route_table
 from orchestry.workflows.generations import stale_push
 from orchestry.workflows.routing import in_flight_outside
@@ -44,11 +44,17 @@ CONFIRM_SECONDS = 1.0  # how often nginx hears that its table is the stored one 
 
 class RouteMirror:
     def __init__(
-        self, sessions: sessionmaker[Session], manager: NginxManager, node: str, monitor: ComponentMonitor | None = None
+        self,
+        sessions: sessionmaker[Session],
+        manager: ControlledNginx,
+        node: str,
+        monitor: ComponentMonitor | None = None,
+        writer: NginxWriter | None = None,
     ) -> None:
         self.sessions = sessions
         self.monitor = monitor if monitor is not None else ComponentMonitor()
         self.manager = manager
+        self.writer = writer if writer is not None else NginxWriter(manager)  # the node's, shared with RouteSync
         self.node = node
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
@@ -77,14 +83,14 @@ class RouteMirror:
         it (the leader pushed a newer table to this nginx meanwhile), else replace it: a generation is never
         adopted from nginx (workflows/generations.py)."""
         try:
-            return self.manager.push_routes(build_route_table(generation, routes))
+            return self.writer.push(build_route_table(generation, routes))
         except StaleGeneration as exc:
             with self.sessions() as session:
                 now_stored = stored_generation(session)
             if stale_push(exc.served, now_stored) == "newer":
                 return exc.served
         log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
-        return self.manager.push_routes(build_route_table(generation, routes), replace=True)
+        return self.writer.push(build_route_table(generation, routes), replace=True)
 
     def run_once(self) -> int | None:
         """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
@@ -99,9 +105,7 @@ class RouteMirror:
             self.monitor.report("nginx", True)
         try:
             with self.sessions() as session:
-                stored = session.execute(
-                    select(RoutingState.generation, RoutingState.routes).where(RoutingState.name == ROUTING_NAME)
-                ).one_or_none()
+                stored = stored_routes(session)
             served = self.manager.served_generation()
             if stored is not None and stored.generation > 0 and served != stored.generation:
                 served = self._push(stored.generation, dict(stored.routes))

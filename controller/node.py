@@ -37,7 +37,7 @@ from orchestry.controller.leadership import FencedScheduler, Leadership
 from orchestry.controller.metrics import MetricsCollector
 from orchestry.controller.mirror import RouteMirror
 from orchestry.controller.observed import EventAwareRuntime
-from orchestry.controller.routing import RouteSync
+from orchestry.controller.routing import NginxWriter, RouteSync
 from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
 from orchestry.controller.watch import EventWatcher
 from orchestry.jobs.base import NotLeader, TemporaryError
@@ -47,7 +47,7 @@ from orchestry.models.db import lease_engine, make_sessionmaker
 from orchestry.models.events import record
 from orchestry.models.replicas import mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
-from orchestry.nginx.manager import NginxError, NginxManager, worker_identity
+from orchestry.nginx.manager import ControlledNginx, NginxError, NginxManager, worker_identity
 from orchestry.nginx.render import NginxSettings
 from orchestry.nginx.traffic import TrafficMeter
 from orchestry.probe import Prober, ProberError
@@ -73,7 +73,7 @@ def nginx_settings(settings: Settings) -> NginxSettings:
     )
 
 
-def nginx_manager(settings: Settings) -> NginxManager | None:
+def nginx_manager(settings: Settings) -> ControlledNginx | None:
     """The nginx this node drives, per the `nginx` setting: its own, an existing one, or none."""
     if settings.nginx == "managed":
         return NginxManager(nginx_settings(settings), binary=settings.nginx_binary)
@@ -108,9 +108,10 @@ class Controller:
         self.components = ComponentMonitor(on_down=self._component_down)  # logged once per change
         self.probe = ComponentProbe(self.components, self.sessions, runtime, settings.cluster_name, settings.node_id)
         self.nginx = nginx_manager(settings)
-        self.router = RouteSync(self.sessions, self.nginx, settings.node_id) if self.nginx is not None else None
+        writer = NginxWriter(self.nginx) if self.nginx is not None else None  # one writer of this node's nginx
+        self.router = RouteSync(self.sessions, self.nginx, settings.node_id, writer) if self.nginx is not None else None
         self.mirror = (
-            RouteMirror(self.sessions, self.nginx, settings.node_id, self.components)
+            RouteMirror(self.sessions, self.nginx, settings.node_id, self.components, writer)
             if self.nginx is not None
             else None
         )

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.jobs.base import TemporaryError
 from orchestry.models.cluster import RouteReport, route_reports
 from orchestry.models.routing import routed_apps, routing_state, stored_generation
-from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
-from orchestry.nginx.routes import build_route_table
+from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
+from orchestry.nginx.routes import RouteTable, build_route_table
 from orchestry.workflows.generations import next_generation, stale_push
 from orchestry.workflows.routing import routing_table, still_served
 
@@ -31,10 +31,37 @@ KEEP_TABLES = 64
 FRESH_SECONDS = 3.0  # a node whose nginx has not reported for this long no longer holds drains back
 
 
+class NginxWriter:
+    """The one writer of a node's nginx routing table: the leader's RouteSync and the node's RouteMirror both
+    push through the node's writer (node.py makes one). Pushes go one at a time, and a table the other one
+    pushed meanwhile is not pushed again: a change of routing is one push to each node's nginx."""
+
+    def __init__(self, manager: ControlledNginx) -> None:
+        self.manager = manager
+        self._lock = threading.Lock()
+        self._pushed: int | None = None  # the generation this writer pushed last
+
+    def push(self, table: RouteTable, *, replace: bool = False) -> int:
+        """Make nginx serve `table` (see ControlledNginx.push_routes); returns the generation it serves."""
+        with self._lock:
+            if not replace and self._pushed == table.generation and self.manager.served_generation() == self._pushed:
+                return table.generation  # pushed by the other caller between its read and this push
+            served = self.manager.push_routes(table, replace=replace)
+            self._pushed = served
+            return served
+
+
 class RouteSync:
-    def __init__(self, sessions: sessionmaker[Session], manager: NginxManager, node: str | None = None) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        manager: ControlledNginx,
+        node: str | None = None,
+        writer: NginxWriter | None = None,
+    ) -> None:
         self.sessions = sessions
         self.manager = manager
+        self.writer = writer if writer is not None else NginxWriter(manager)
         self.node = node  # this node's name: its own reports are not its peers'
         self._lock = threading.Lock()
         self._served_generation = -1  # what this node's nginx confirmed last; -1: to be confirmed again
@@ -66,7 +93,7 @@ class RouteSync:
                 if generation == self._served_generation:
                     return
                 try:
-                    served = self.manager.push_routes(build_route_table(generation, routes), replace=replace)
+                    served = self.writer.push(build_route_table(generation, routes), replace=replace)
                 except StaleGeneration as exc:
                     # Newer than this push: either the route mirror pushed a newer table of this database
                     # meanwhile, or a table this database never wrote (an older database beside this data

@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence
 from orchestry.jobs.converge import REPLACED_EVENT, RUNNING_STATUSES
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, AppRevision
+from orchestry.models.apps import desired_states
 from orchestry.models.base import utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import recent_times
+from orchestry.operations.request import request_operation
 from orchestry.runtime.types import EngineUnavailable, Runtime
 from orchestry.workflows.converge import Desired, Seen
 from orchestry.workflows.drift import AppState, drifted
@@ -29,11 +29,7 @@ log = logging.getLogger("orchestry.reconcile")
 
 
 def app_states(session: Session) -> list[AppState]:
-    rows = session.execute(
-        select(App.name, App.status, App.desired_replicas, AppRevision.content_hash).join(
-            AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
-        )
-    ).all()
+    rows = desired_states(session)
     return [
         AppState(name, status, Desired(replicas if status in RUNNING_STATUSES else 0, spec_hash))
         for name, status, replicas, spec_hash in rows
@@ -50,10 +46,7 @@ def reconcile_sweep(
     reads cannot make its half-removed containers look like drift."""
     with reads_of(sessions)() as session:  # a read: no write lock on SQLite
         states = app_states(session)
-        locks = session.scalars(
-            select(jobq.Job.lock).where(jobq.Job.status.in_(jobq.LIVE_STATUSES), jobq.Job.lock.is_not(None))
-        )
-        busy = {lock for lock in locks if lock is not None}
+        busy = jobq.live_locks(session)
     try:
         containers = runtime.list_replicas(cluster)
     except EngineUnavailable as exc:
@@ -69,7 +62,7 @@ def reconcile_sweep(
             if jobq.live_job(session, name) is not None:
                 continue  # a job started meanwhile; it will see what we saw
             kind = "delete" if why == "deletion has no job" else "reconcile"
-            job = jobq.enqueue(session, kind, app_name=name, lock=name, actor="reconcile", args={"why": why}).job
+            job = request_operation(session, name, kind, actor="reconcile", args={"why": why}).job
             log.info("drift found", extra={"app": name, "why": why, "job_id": job.id})
             enqueued.append(job.id)
         if enqueued and fence is not None:
@@ -87,8 +80,6 @@ def enqueue_repairs(sessions: sessionmaker[Session], apps: set[str]) -> list[int
                 continue
             if replacement_backoff(recent_times(session, name, REPLACED_EVENT), now) is not None:
                 continue
-            job = jobq.enqueue(
-                session, "reconcile", app_name=name, lock=name, actor="health", args={"why": "unhealthy replica"}
-            ).job
+            job = request_operation(session, name, "reconcile", actor="health", args={"why": "unhealthy replica"}).job
             enqueued.append(job.id)
     return enqueued

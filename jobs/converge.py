@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orchestry.config.secretbox import SecretKeyError, load_box
@@ -23,7 +22,7 @@ from orchestry.jobs.replica_request import replica_request, secret_refs
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
 from orchestry.models.events import recent_times
-from orchestry.models.replicas import Replica, sync_observed
+from orchestry.models.replicas import replicas_of, start_draining, sync_observed
 from orchestry.models.secrets import ciphertexts
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
 from orchestry.workflows.converge import (
@@ -86,10 +85,7 @@ def read_target(session: Session, name: str) -> Target:
         return Target(None, "absent", 0, 0, "", {})
     rev = get_revision(session, app)
     replicas = app.desired_replicas if app.status in RUNNING_STATUSES else 0
-    rows = {
-        r.name: Known(r.container_id, r.health, r.drain_started_at)
-        for r in session.scalars(select(Replica).where(Replica.app_id == app.id))
-    }
+    rows = {r.name: Known(r.container_id, r.health, r.drain_started_at) for r in replicas_of(session, app.id)}
     replaced = tuple(recent_times(session, name, REPLACED_EVENT))
     return Target(
         app.id,
@@ -198,12 +194,7 @@ def _drain(ctx: JobContext, target: Target, drains: tuple[Stop, ...]) -> None:
     ctx.fence.check()
     names = [d.name for d in drains]
     with ctx.sessions.begin() as session:
-        session.execute(
-            update(Replica)
-            .where(Replica.app_id == target.app_id, Replica.name.in_(names), Replica.drain_started_at.is_(None))
-            .values(drain_started_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        start_draining(session, target.app_id, names, utcnow())
         for d in drains:
             if d.reason.startswith("unhealthy"):
                 ctx.event(

@@ -8,12 +8,27 @@ request of one kind supersedes a waiting job of another.
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestry.jobs.base import Handler
 from orchestry.jobs.converge import converge
 from orchestry.jobs.health_check import health_check
 from orchestry.jobs.noop import noop
 
 APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
+
+# A job's inputs, by kind: the arguments its handler reads (JobContext.args holds only these). The rest of a
+# job's arguments record what was requested, for its history: a scale's or an up's `replicas`, a rollout's
+# `revision`, a repair's `why`. The handler converges to the app's row (desired_replicas, status, revision),
+# which the latest request wrote: a scale job that joined a waiting one, or that the autoscaler's next
+# decision overtook, still converges to the count in force, not to the number it carries.
+INPUTS: dict[str, tuple[str, ...]] = {"delete": ("force", "volumes")}
+
+
+def inputs(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a `kind` job that its handler may read."""
+    return {key: value for key, value in args.items() if key in INPUTS.get(kind, ())}
+
 
 HANDLERS: dict[str, Handler] = {
     "deploy": converge,  # `up`, or the rollout of a new revision (one extra replica at a time)

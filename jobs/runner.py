@@ -22,7 +22,7 @@ from orchestry.jobs.base import (
     Wait,
 )
 from orchestry.jobs.fenced import FencedRuntime
-from orchestry.jobs.registry import APP_KINDS, HANDLERS
+from orchestry.jobs.registry import APP_KINDS, HANDLERS, inputs
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import get_app
 from orchestry.models.base import utcnow
@@ -49,7 +49,7 @@ def run_job(
         job_id=job.id,
         kind=job.kind,
         app_name=job.app_name,
-        args=dict(job.args),
+        args=inputs(job.kind, job.args),  # the rest of job.args is what was requested, for the history
         attempt=job.attempts,
         sessions=sessions,
         runtime=FencedRuntime(runtime, fence, job.id),

@@ -110,3 +110,24 @@ def get_revision(session: Session, app: App, number: int | None = None) -> AppRe
     return session.scalars(
         select(AppRevision).where(AppRevision.app_id == app.id, AppRevision.number == wanted)
     ).one_or_none()
+
+
+def get_app_for_update(session: Session, name: str) -> App | None:
+    """The app's row, locked until the transaction ends (a decision that writes it next)."""
+    return session.scalars(select(App).where(App.name == name).with_for_update()).one_or_none()
+
+
+def running_apps(session: Session) -> dict[int, str]:
+    """Running apps: id -> name, by name."""
+    rows = session.execute(select(App.id, App.name).where(App.status == "running").order_by(App.name))
+    return {app_id: name for app_id, name in rows}
+
+
+def desired_states(session: Session) -> list[tuple[str, str, int, str]]:
+    """Every app's name, status, desired replica count and the content hash of its revision in force."""
+    rows = session.execute(
+        select(App.name, App.status, App.desired_replicas, AppRevision.content_hash).join(
+            AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
+        )
+    ).all()
+    return [(name, status, replicas, spec_hash) for name, status, replicas, spec_hash in rows]

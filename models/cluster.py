@@ -214,3 +214,12 @@ def traffic_reports(
     return {
         node: (aware(at).timestamp(), body) for node, at, body in rows if node != exclude and isinstance(body, dict)
     }
+
+
+def short_locks(session: Session, renew_seconds: float) -> None:
+    """PostgreSQL: never wait long for the lease row, and never let a paused holder keep it locked."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ms = max(100, int(renew_seconds * 1000))
+    session.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+    session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, 3 * ms)}"))

@@ -351,3 +351,9 @@ def query_jobs(
     if status:
         stmt = stmt.where(Job.status == status)
     return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
+
+
+def live_locks(session: Session) -> set[str]:
+    """The locks (apps) that have a queued or running job."""
+    locks = session.scalars(select(Job.lock).where(Job.status.in_(LIVE_STATUSES), Job.lock.is_not(None)))
+    return {lock for lock in locks if lock is not None}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import Base, affected, aware, utcnow
 
 REPLICA_STATES = ("pending", "starting", "running", "draining", "stopping", "exited", "failed")
@@ -101,3 +103,44 @@ def mark_exited(session: Session, container_id: str) -> bool:
         update(Replica).where(Replica.container_id == container_id, Replica.state == "running").values(state="exited")
     )
     return affected(result) > 0
+
+
+def start_draining(session: Session, app_id: int, names: list[str], now: datetime) -> None:
+    """Mark the named replicas of the app as leaving rotation (those not already draining)."""
+    session.execute(
+        update(Replica)
+        .where(Replica.app_id == app_id, Replica.name.in_(names), Replica.drain_started_at.is_(None))
+        .values(drain_started_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def running_replicas(session: Session, app_ids: Iterable[int]) -> list[Replica]:
+    """The running replicas with a container of these apps, by app and slot."""
+    return list(
+        session.scalars(
+            select(Replica)
+            .where(Replica.app_id.in_(list(app_ids)), Replica.state == "running", Replica.container_id.is_not(None))
+            .order_by(Replica.app_id, Replica.slot)
+        ).all()
+    )
+
+
+def with_specs(session: Session, *, app: str | None = None, names: list[str] | None = None) -> list[Any]:
+    """Rows of (replica, app name, the spec of the replica's revision): with `names`, those replicas; else
+    the running replicas in rotation of the running (or failed) apps, only `app`'s if given."""
+    stmt = (
+        select(Replica, App.name, AppRevision.spec)
+        .join(App, App.id == Replica.app_id)
+        .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
+    )
+    if names is not None:
+        return list(session.execute(stmt.where(Replica.name.in_(names))).all())
+    stmt = stmt.where(
+        App.status.in_(("running", "failed")),
+        Replica.state == "running",
+        Replica.drain_started_at.is_(None),
+    )
+    if app is not None:
+        stmt = stmt.where(App.name == app)
+    return list(session.execute(stmt).all())

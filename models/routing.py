@@ -6,7 +6,7 @@ Generations only grow, across leaders, so nginx can refuse a stale push from a d
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -68,3 +68,16 @@ def routed_apps(session: Session) -> list[RoutedApp]:
         for app_id, name, status, spec in apps
         for view in (revision_view(spec),)
     ]
+
+
+class StoredRoutes(NamedTuple):
+    generation: int
+    routes: dict[str, Any]  # app -> addresses
+
+
+def stored_routes(session: Session) -> StoredRoutes | None:
+    """The generation last stored and its table, read without a lock; None before any."""
+    row = session.execute(
+        select(RoutingState.generation, RoutingState.routes).where(RoutingState.name == ROUTING_NAME)
+    ).one_or_none()
+    return None if row is None else StoredRoutes(row.generation, row.routes)

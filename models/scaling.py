@@ -24,13 +24,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from orchestry.models.apps import App, get_revision
 from orchestry.models.base import Base, affected, aware, utcnow
 from orchestry.models.replicas import Replica
-from orchestry.workflows.revision import policy_in_force, revision_view
+from orchestry.workflows.revision import revision_view
 from orchestry.workflows.scaling import (
     Recommendation,
     ReplicaState,
     ScaleDecision,
     ScalingHistory,
-    ScalingPolicy,
 )
 
 UNCHANGED_KEEP = timedelta(hours=1)  # >= any stabilization window a spec may ask for
@@ -152,11 +151,6 @@ def purge_decisions(session: Session, now: datetime, retention_seconds: float) -
     old = ScalingDecisionRow.created_at < now - timedelta(seconds=retention_seconds)
     ids = select(ScalingDecisionRow.id).where(unchanged | old).limit(PURGE_BATCH).scalar_subquery()
     return affected(session.execute(delete(ScalingDecisionRow).where(ScalingDecisionRow.id.in_(ids))))
-
-
-def effective_policy(session: Session, app: App, cap: int) -> ScalingPolicy:
-    """The policy in force, its maxReplicas bound by the cluster's cap."""
-    return policy_in_force(scaling_section(session, app), cap)
 
 
 def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:

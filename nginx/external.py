@@ -19,6 +19,7 @@ import contextlib
 import logging
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,9 @@ from pathlib import Path
 from orchestry.nginx import validate
 from orchestry.nginx.manager import (
     ConfigRefused,
+    ControlClient,
+    ControlledNginx,
     NginxError,
-    NginxManager,
     NginxUnavailable,
     ReloadFailed,
     write_atomic,
@@ -64,10 +66,18 @@ class ExternalPaths:
         return [self.binary, "-c", str(self.conf), "-s", "reload"]
 
 
-class ExternalNginx(NginxManager):
+class ExternalNginx(ControlledNginx):
+    """An administrator's nginx: Orchestry applies its include and talks to its control endpoint; it never
+    starts, stops or signals the process (no process manager here)."""
+
     def __init__(self, settings: NginxSettings, paths: ExternalPaths, *, timeout: float = 10.0) -> None:
-        super().__init__(settings, binary=paths.binary, timeout=timeout)
+        self.settings = settings
+        self.binary = paths.binary
+        self.timeout = timeout
         self.paths = paths
+        self._converging = threading.Lock()
+        self._stopped = False  # by `stop`: no converge after it
+        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
 
     def render(self) -> str:
         return render_include(self.settings)
@@ -120,7 +130,7 @@ class ExternalNginx(NginxManager):
 
     def _load(self) -> int | None:
         with contextlib.suppress(NginxError, KeyError, TypeError, ValueError):
-            return int(self._status()["load"])
+            return int(self.control._status()["load"])
         return None
 
     def test_config(self, path: Path) -> None:
@@ -144,7 +154,7 @@ class ExternalNginx(NginxManager):
         except subprocess.TimeoutExpired:
             raise NginxError(f"{argv[0]!r} did not finish within {self.timeout + 5:g} s") from None
 
-    # --- the process is not ours -----------------------------------------------------------------------
+    # --- the process is not ours: make sure it answers, never start or stop it -------------------------
 
     def start(self) -> None:
         """Make sure the configuration is in and nginx answers; it is never started from here."""
@@ -169,9 +179,6 @@ class ExternalNginx(NginxManager):
         if not self.running():
             raise NginxUnavailable(f"the existing nginx does not answer on 127.0.0.1:{self.settings.control_port}")
         return False
-
-    def master_pid(self) -> int | None:
-        return None
 
     def _make_dirs(self) -> None:
         """Only Orchestry's own files: the routes file and, when it is a file, the access log."""

@@ -22,6 +22,7 @@ The effects live here; rendering (render.py) and the table (routes.py) are pure.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import grp
 import hashlib
@@ -39,6 +40,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,30 +109,13 @@ def process_user() -> str | None:
     return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
 
 
-class NginxManager:
-    def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
-        self.settings = settings
-        self.binary = binary
-        self._secret: str | None = None
-        self._secret_reloaded_at = -SECRET_RELOAD_SECONDS
-        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
-        # No keep-alive: after a reload an idle connection would still point at an exiting worker.
-        self._converging = threading.Lock()
-        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
-        self._started_once = False  # by ensure_running: a later start means nginx died or was stopped
-        self._http = httpx.Client(
-            base_url=f"http://127.0.0.1:{settings.control_port}",
-            timeout=_CONTROL_TIMEOUT,
-            limits=httpx.Limits(max_keepalive_connections=0),
-            trust_env=False,  # never send loopback control calls through an HTTP proxy from the environment
-        )
+class ControlledNginx(abc.ABC):
+    """What a node's nginx answers on its control endpoint, whoever runs it: the calls go to its control
+    client (`control`), composed into Orchestry's own nginx (NginxManager) and an existing one (ExternalNginx)."""
 
-    def close(self) -> None:
-        self._http.close()
-
-    def render(self) -> str:
-        """The configuration this manager applies, rendered from its settings."""
-        return render_config(self.settings)
+    control: ControlClient
+    _converging: threading.Lock
+    _stopped: bool
 
     def converge(self) -> bool:
         """The rendered configuration applied and nginx running; True when either changed (nginx then serves
@@ -141,6 +126,73 @@ class NginxManager:
                 raise NginxError("nginx was stopped: this node is shutting down")
             changed = self.render_and_apply(self.render())
             return self.ensure_running() or changed
+
+    def _reload_now(self) -> None:
+        """A reload for the control client (nginx holds another secret): one at a time, as any converge."""
+        with self._converging:
+            self._reload()
+
+    @abc.abstractmethod
+    def render(self) -> str: ...
+
+    @abc.abstractmethod
+    def render_and_apply(self, text: str) -> bool: ...
+
+    @abc.abstractmethod
+    def ensure_running(self) -> bool: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def _reload(self) -> None: ...
+
+    def close(self) -> None:
+        self.control.close()
+
+    def push_routes(self, table: RouteTable, *, replace: bool = False) -> int:
+        return self.control.push_routes(table, replace=replace)
+
+    def served_generation(self) -> int | None:
+        return self.control.served_generation()
+
+    def confirm_routes(self, generation: int) -> bool:
+        return self.control.confirm_routes(generation)
+
+    def served_routes(self) -> dict[str, Any]:
+        return self.control.served_routes()
+
+    def in_flight(self, address: str) -> int | None:
+        return self.control.in_flight(address)
+
+    def traffic_counters(self) -> dict[str, Any]:
+        return self.control.traffic_counters()
+
+    def in_flight_all(self) -> dict[str, int]:
+        return self.control.in_flight_all()
+
+    def routes_file_generation(self) -> int | None:
+        return self.control.routes_file_generation()
+
+    def control_secret(self) -> str:
+        return self.control.control_secret()
+
+
+class NginxManager(ControlledNginx):
+    """Orchestry's own nginx: the process (start, stop, restart) and its configuration transaction."""
+
+    def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.binary = binary
+        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
+        self._converging = threading.Lock()
+        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
+        self._started_once = False  # by ensure_running: a later start means nginx died or was stopped
+        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
+
+    def render(self) -> str:
+        """The configuration this manager applies, rendered from its settings."""
+        return render_config(self.settings)
 
     # --- configuration ---------------------------------------------------------------------------------
 
@@ -199,7 +251,7 @@ class NginxManager:
         pid = self._master_pid()
         if pid is None:
             raise NginxUnavailable("nginx is not running")
-        before = self._status()["load"]
+        before = self.control._status()["load"]
         error_log = self.settings.error_log
         offset = error_log.stat().st_size if error_log.exists() else 0
         os.kill(pid, signal.SIGHUP)
@@ -208,7 +260,7 @@ class NginxManager:
         errors: list[str] = []
         while time.monotonic() < deadline:
             with contextlib.suppress(NginxError):
-                if self._status()["load"] != before:
+                if self.control._status()["load"] != before:
                     log.info("nginx reloaded", extra={"nginx_pid": pid})
                     return
             errors = [line for line in _read_from(error_log, offset).splitlines() if "[emerg]" in line]
@@ -242,7 +294,7 @@ class NginxManager:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(NginxError):
-                self._status()
+                self.control._status()
                 log.info("nginx started", extra={"nginx_pid": self._master_pid()})
                 return
             time.sleep(0.02)
@@ -333,6 +385,29 @@ class NginxManager:
             timeout=self.timeout + 5,  # a start retries bind() for 2.5 s before giving up
             check=False,
         )
+
+
+class ControlClient:
+    """nginx's control endpoint on 127.0.0.1:`control_port` (routes, generations, in-flight counts, traffic),
+    authenticated both ways with the node's control secret. `reload` makes nginx read its secret again (a
+    confirmed reload, by whoever runs that nginx)."""
+
+    def __init__(self, settings: NginxSettings, reload: Callable[[], None], *, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.timeout = timeout  # for waiting on the proof after a reload
+        self._reload_nginx = reload
+        self._secret: str | None = None
+        self._secret_reloaded_at = -SECRET_RELOAD_SECONDS
+        # No keep-alive: after a reload an idle connection would still point at an exiting worker.
+        self._http = httpx.Client(
+            base_url=f"http://127.0.0.1:{settings.control_port}",
+            timeout=_CONTROL_TIMEOUT,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,  # never send loopback control calls through an HTTP proxy from the environment
+        )
+
+    def close(self) -> None:
+        self._http.close()
 
     # --- routing table ---------------------------------------------------------------------------------
 
@@ -460,8 +535,7 @@ class NginxManager:
             log.warning("nginx did not prove the control secret; reloading it", extra={"status": response.status_code})
             self._secret = None
             self._secret_reloaded_at = time.monotonic()
-            with self._converging:
-                self._reload()
+            self._reload_nginx()
             # Old workers keep the old secret until they exit, a few milliseconds after the reload.
             deadline = time.monotonic() + self.timeout
             response, proven = self._send(method, path, content, params)

@@ -205,6 +205,17 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+@pytest.fixture
+def backends() -> Iterator[Any]:
+    """Tiny HTTP backends by name (test_nginx_live.Backends), each started on first use, closed after the test."""
+    from test_nginx_live import Backends
+
+    started = Backends()
+    yield started
+    for backend in started.values():
+        backend.close()
+
+
 def orchestry_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchestry", *args]
 

@@ -6,10 +6,12 @@ the code that decides, not the engine.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestry.nginx.routes import RouteTable
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, ReplicaRequest
 
 
@@ -68,3 +70,47 @@ class FakeRuntime:
 
     def remove_volumes(self, cluster: str, app: str) -> list[str]:
         return []
+
+
+class RecordingNginx:
+    """A node's nginx in memory: it serves the table pushed last and records every push's generation.
+
+    `hold` set: the next push waits for `release` once it has begun (`pushing`), so a test can let another
+    writer act in between; `read` is set on every `served_generation` call."""
+
+    def __init__(self) -> None:
+        self.pushes: list[int] = []
+        self.served: int | None = None
+        self.routes: dict[str, list[str]] = {}
+        self.hold = threading.Event()
+        self.pushing = threading.Event()
+        self.release = threading.Event()
+        self.read = threading.Event()
+
+    def push_routes(self, table: RouteTable, *, replace: bool = False) -> int:
+        if self.hold.is_set():
+            self.hold.clear()
+            self.pushing.set()
+            assert self.release.wait(10), "the held push was never released"
+        self.pushes.append(table.generation)
+        self.served, self.routes = table.generation, {k: list(v) for k, v in table.apps.items()}
+        return table.generation
+
+    def served_generation(self) -> int | None:
+        self.read.set()
+        return self.served
+
+    def confirm_routes(self, generation: int) -> bool:
+        return generation == self.served
+
+    def in_flight(self, address: str) -> int | None:
+        return 0
+
+    def in_flight_all(self) -> dict[str, int]:
+        return {}
+
+    def traffic_counters(self) -> dict[str, Any]:
+        return {}
+
+    def converge(self) -> bool:
+        return False

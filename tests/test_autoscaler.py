@@ -19,9 +19,9 @@ from orchestry.models.apps import App, get_app
 from orchestry.models.base import utcnow
 from orchestry.models.events import Event
 from orchestry.models.metrics import MetricSample
-from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica
 from orchestry.models.scaling import ScalingDecisionRow, purge_decisions
+from orchestry.operations.registration import Submission, register
 from orchestry.spec import load_specs
 
 SPEC = """\

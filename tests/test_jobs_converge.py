@@ -13,8 +13,8 @@ from orchestry.jobs.base import Fence, JobContext, NotLeader, PermanentError, Te
 from orchestry.jobs.converge import converge
 from orchestry.models.apps import get_app
 from orchestry.models.db import make_engine, make_sessionmaker
-from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replicas_of
+from orchestry.operations.registration import Submission, register
 from orchestry.spec import load_specs
 
 SPEC = """apiVersion: v1

@@ -43,10 +43,23 @@ FORBIDDEN = {
         "httpx",
         "flask",
         "apscheduler",
+        "orchestry.operations",
         "orchestry.web",
         "orchestry.jobs",
         "orchestry.controller",
         "orchestry.runtime.docker_engine",
+    ),
+    "operations": (
+        "docker",
+        "httpx",
+        "flask",
+        "apscheduler",
+        "orchestry.web",
+        "orchestry.jobs",
+        "orchestry.controller",
+        "orchestry.runtime",
+        "orchestry.nginx",
+        "orchestry.probe",
     ),
     "web": ("docker", "apscheduler", "orchestry.jobs", "orchestry.controller", "orchestry.runtime.docker_engine"),
     "jobs": (
@@ -114,3 +127,64 @@ def test_only_the_docker_engine_imports_docker() -> None:
         and any(n == "docker" or n.startswith("docker.") for n in imports(p))
     )
     assert users == ["runtime/docker_engine.py"]
+
+
+def test_operations_are_requested_in_one_place() -> None:
+    """Desired state, job and event are written together by `operations.request.request_operation`: nothing
+    else in the package enqueues a job itself."""
+    callers = sorted(
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if not {".venv", "tests", "testapp", "bench", "build"} & set(p.relative_to(ROOT).parts)
+        and any(
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) == "enqueue" or getattr(node.func, "id", None) == "enqueue")
+            for node in ast.walk(ast.parse(p.read_text()))
+        )
+    )
+    assert callers == ["operations/request.py"]
+
+
+# What jobs/ and controller/ may take from SQLAlchemy: sessions, the engine's types and its errors. Statements
+# (select, update, text, ...) are written in models/ (or operations/), where the tables are.
+SQLALCHEMY_ALLOWED = {
+    "sqlalchemy.orm": {"Session", "sessionmaker"},
+    "sqlalchemy.engine": {"Engine", "URL"},
+    "sqlalchemy.exc": None,  # any error
+}
+
+
+def sqlalchemy_statements(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] == "sqlalchemy"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sqlalchemy":
+            allowed = SQLALCHEMY_ALLOWED.get(node.module, set())
+            found += [f"{node.module}.{a.name}" for a in node.names if allowed is not None and a.name not in allowed]
+    return found
+
+
+@pytest.mark.parametrize("package", ["jobs", "controller"])
+def test_jobs_and_controller_issue_no_sql(package: str) -> None:
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for name in sqlalchemy_statements(path)
+    ]
+    assert bad == []
+
+
+def test_the_sql_contract_sees_a_query(tmp_path: Path) -> None:
+    """Positive control: the check above finds each way of importing a statement construct."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import sqlalchemy\nfrom sqlalchemy import select\nfrom sqlalchemy.orm import Session, aliased\n"
+        "from sqlalchemy.exc import SQLAlchemyError\nfrom sqlalchemy.sql import text\n"
+    )
+    assert sqlalchemy_statements(module) == [
+        "import sqlalchemy",
+        "sqlalchemy.select",
+        "sqlalchemy.orm.aliased",
+        "sqlalchemy.sql.text",
+    ]

@@ -80,14 +80,6 @@ def test_the_secret_file_is_private_and_kept(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def backends() -> Iterator[Backends]:
-    started = Backends()
-    yield started
-    for backend in started.values():
-        backend.close()
-
-
-@pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[NginxManager]:
     manager = NginxManager(make_settings(tmp_path / "nginx"))
     manager.start()

@@ -112,14 +112,6 @@ class AdminNginx:
 
 
 @pytest.fixture
-def backends() -> Iterator[Backends]:
-    started = Backends()
-    yield started
-    for backend in started.values():
-        backend.close()
-
-
-@pytest.fixture
 def admin(tmp_path: Path) -> Iterator[AdminNginx]:
     nginx = AdminNginx(tmp_path / "etc-nginx", free_port())
     nginx.write()

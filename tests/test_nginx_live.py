@@ -132,14 +132,6 @@ class Backends(dict[str, Backend]):
         return backend
 
 
-@pytest.fixture
-def backends() -> Iterator[Backends]:
-    started = Backends()
-    yield started
-    for backend in started.values():
-        backend.close()
-
-
 # --- nginx -----------------------------------------------------------------------------------------------
 
 

@@ -8,9 +8,9 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models.apps import App, AppLine, AppRevision, app_lines, get_revision
-from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
+from orchestry.operations.registration import Submission, register
 from orchestry.spec import AppSpec, SpecParseError, SpecTooLarge, UnsupportedMediaType, load_specs
 from orchestry.spec.redact import redact_env, redact_raw
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher

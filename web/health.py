@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from orchestry.models import jobs as jobq
 from orchestry.models.apps import get_revision
 from orchestry.models.replicas import replicas_of
+from orchestry.operations.request import request_operation
 from orchestry.web.context import actor, app_or_404, session, wake_dispatcher
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import operation
@@ -64,7 +64,7 @@ def app_health(name: str) -> AppHealth:
 def check(name: str) -> tuple[Response, int]:
     db = session()
     app_or_404(name)
-    queued = jobq.enqueue(db, "health-check", app_name=name, actor=actor())
+    queued = request_operation(db, name, "health-check", actor=actor(), locked=False)
     db.commit()
     wake_dispatcher()
     return accepted(queued.job, created=True, message=f"health check of {name} queued")

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import App
-from orchestry.models.events import record
 from orchestry.models.scaling import scaling_section
+from orchestry.operations.request import request_operation
 from orchestry.web import idempotency as idem
 from orchestry.web.context import actor, app_or_404, ctx, json_body, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field
@@ -71,28 +71,32 @@ def _check_bound(section: dict[str, Any], replicas: int) -> None:
         )
 
 
-def _enqueue(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[Response, int]:
-    queued, note = enqueue_operation(app, kind, message, args)
+def _enqueue(app: App, kind: str, message: str, args: dict[str, Any], desired: dict[str, Any]) -> tuple[Response, int]:
+    queued, note = enqueue_operation(app, kind, message, args, desired)
     return accepted(queued.job, created=queued.created, message=note)
 
 
-def enqueue_operation(app: App, kind: str, message: str, args: dict[str, Any]) -> tuple[jobq.Enqueued, str]:
-    """The job of an operation on `app` and its event, committed with the desired state the caller set;
-    the job (or the live one it joined) and what to tell the caller. 409 on a concurrent request."""
+def enqueue_operation(
+    app: App, kind: str, message: str, args: dict[str, Any], desired: dict[str, Any]
+) -> tuple[jobq.Enqueued, str]:
+    """Request an operation on `app` (its desired state, job and event in one transaction): the job (or the
+    live one it joined) and what to tell the caller. 409 on a concurrent request."""
     db = session()
     key, fingerprint = _idempotency() or (None, None)
     try:
-        queued = jobq.enqueue(
+        queued = request_operation(
             db,
+            app,
             kind,
-            app_name=app.name,
-            lock=app.name,
-            args=args,
             actor=actor(),
+            desired=desired,
+            args=args,
+            event=f"app.{kind}",
+            message=message,
+            details=args,
             idempotency_key=key,
             request_fingerprint=fingerprint,
         )
-        record(db, f"app.{kind}", message, actor=actor(), app_name=app.name, job_id=queued.job.id, **args)
         db.commit()
     except IntegrityError:
         db.rollback()
@@ -126,9 +130,9 @@ def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
     section = scaling_section(session(), app)  # the policy in force: an API-set minReplicas counts too
     replicas = replicas or app.desired_replicas or max(1, int(section.get("minReplicas", 1)))
     _check_bound(section, replicas)
-    app.status, app.status_reason, app.desired_replicas = "running", None, replicas
+    desired = {"status": "running", "status_reason": None, "desired_replicas": replicas}
     return enqueue_operation(
-        app, "deploy", f"up {name}: {replicas} replica(s) of revision {app.revision}", {"replicas": replicas}
+        app, "deploy", f"up {name}: {replicas} replica(s) of revision {app.revision}", {"replicas": replicas}, desired
     )
 
 
@@ -150,8 +154,8 @@ def down(name: str) -> tuple[Response, int]:
 def stop_app(name: str) -> tuple[jobq.Enqueued, str]:
     """`down`: stop every replica; the app stays registered."""
     app = _live_app(name)
-    app.status, app.status_reason, app.desired_replicas = "stopped", None, 0
-    return enqueue_operation(app, "stop", f"down {name}", {})
+    desired = {"status": "stopped", "status_reason": None, "desired_replicas": 0}
+    return enqueue_operation(app, "stop", f"down {name}", {}, desired)
 
 
 @bp.post(f"/{NAME}/scale")
@@ -175,13 +179,13 @@ def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
     app = _live_app(name)
     section = scaling_section(session(), app)
     _check_bound(section, replicas)
-    app.desired_replicas = replicas
+    desired: dict[str, Any] = {"desired_replicas": replicas}
     if app.status in ("registered", "stopped", "failed"):
-        app.status, app.status_reason = "running", None
+        desired.update(status="running", status_reason=None)
     message = f"scale {name} to {replicas}"
     if section.get("mode", "auto") == "auto":
         message += f" (auto mode: the autoscaler may change it; `orchestry scaling {name} --set mode=manual` pins it)"
-    return enqueue_operation(app, "scale", message, {"replicas": replicas})
+    return enqueue_operation(app, "scale", message, {"replicas": replicas}, desired)
 
 
 @bp.delete("/<app:name>")  # not /apps/register
@@ -201,6 +205,5 @@ def delete(name: str) -> tuple[Response, int]:
         live = jobq.live_job(session(), name)
         if live is not None:
             return accepted(live, created=False, message=f"app {name} is already being deleted")
-    app.status, app.desired_replicas = "deleting", 0
     options = {key: True for key, on in (("force", args.force), ("volumes", args.volumes)) if on}
-    return _enqueue(app, "delete", f"delete {name}", options)
+    return _enqueue(app, "delete", f"delete {name}", options, {"status": "deleting", "desired_replicas": 0})

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from orchestry.models.apps import App, AppRevision, get_app
 from orchestry.models.events import record
-from orchestry.models.jobs import enqueue
+from orchestry.operations.request import request_operation
 from orchestry.workflows.registration import CurrentApp, RegistrationPlan, plan_registration
 
 
@@ -92,8 +92,12 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
     )
     job_id = None
     if plan.action == "revised" and app.status in ("running", "failed"):
-        app.status, app.status_reason = "running", None
-        job_id = enqueue(
-            session, "deploy", app_name=app.name, lock=app.name, actor=actor, args={"revision": plan.revision}
+        job_id = request_operation(
+            session,
+            app,
+            "deploy",
+            actor=actor,
+            desired={"status": "running", "status_reason": None},
+            args={"revision": plan.revision},
         ).job.id
     return Registered(plan, job_id)
