@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from test_nginx_live import Backends, backends, load_number, make_settings, worker_pids  # noqa: F401
+from test_nginx_live import Backends, load_number, make_settings, worker_pids
 from tlsutil import ThrowawayCA, served_certificate
 
 from orchestry.nginx.edge import EdgeCert, edge_body
@@ -38,6 +38,14 @@ def edge_nginx(tmp_path: Path) -> Iterator[NginxManager]:
     finally:
         manager.stop()
         manager.close()
+
+
+@pytest.fixture
+def backends() -> Iterator[Backends]:
+    started = Backends()
+    yield started
+    for backend in started.values():
+        backend.close()
 
 
 def plain(manager: NginxManager) -> httpx.Client:
