@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.components import ComponentMonitor
+from orchestry.controller.edge import EdgeSync
 from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import ROUTING_NAME, RoutingState, stored_generation
 from orchestry.nginx.manager import NginxError, NginxManager, StaleGeneration
@@ -44,12 +45,18 @@ CONFIRM_SECONDS = 1.0  # how often nginx hears that its table is the stored one 
 
 class RouteMirror:
     def __init__(
-        self, sessions: sessionmaker[Session], manager: NginxManager, node: str, monitor: ComponentMonitor | None = None
+        self,
+        sessions: sessionmaker[Session],
+        manager: NginxManager,
+        node: str,
+        monitor: ComponentMonitor | None = None,
+        edge: EdgeSync | None = None,
     ) -> None:
         self.sessions = sessions
         self.monitor = monitor if monitor is not None else ComponentMonitor()
         self.manager = manager
         self.node = node
+        self.edge = edge  # host routes, certificates, ACME answers (controller/edge.py)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
         self._converged_at = -CONVERGE_SECONDS
@@ -105,6 +112,8 @@ class RouteMirror:
             served = self.manager.served_generation()
             if stored is not None and stored.generation > 0 and served != stored.generation:
                 served = self._push(stored.generation, dict(stored.routes))
+            if self.edge is not None:
+                self.edge.sync()
             if served is None:
                 return None
             table = dict(stored.routes) if stored is not None and served == stored.generation else None

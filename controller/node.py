@@ -27,10 +27,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestry.config import Settings
+from orchestry.config.secretbox import load_box
 from orchestry.controller import periodic
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.components import ComponentMonitor, ComponentProbe
 from orchestry.controller.dispatcher import Dispatcher
+from orchestry.controller.edge import EdgeSync
 from orchestry.controller.health import HealthSweep
 from orchestry.controller.jobstore import FencedJobStore
 from orchestry.controller.leadership import FencedScheduler, Leadership
@@ -68,6 +70,7 @@ def nginx_settings(settings: Settings) -> NginxSettings:
         control_port=settings.nginx_control_port,
         domain=settings.domain,
         stale_after=settings.routes_stale_seconds,
+        tls_port=settings.proxy_tls_port or None,
         user=worker_user,  # as root, nginx's workers run as nobody (never as root)
         group=worker_group,
     )
@@ -110,7 +113,13 @@ class Controller:
         self.nginx = nginx_manager(settings)
         self.router = RouteSync(self.sessions, self.nginx, settings.node_id) if self.nginx is not None else None
         self.mirror = (
-            RouteMirror(self.sessions, self.nginx, settings.node_id, self.components)
+            RouteMirror(
+                self.sessions,
+                self.nginx,
+                settings.node_id,
+                self.components,
+                edge=EdgeSync(self.sessions, self.nginx, lambda: load_box(settings)),
+            )
             if self.nginx is not None
             else None
         )

@@ -149,7 +149,7 @@ def _refuse_route_conflicts(db: Any, specs: Any) -> None:
         ).all()
     }
     domain = ctx().settings.domain
-    fields = []
+    fields: list[dict[str, Any]] = []
     for index, loaded in enumerate(specs):
         name = loaded.spec.metadata.name
         for conflict in find_conflicts(name, loaded.normalized, current, domain):
@@ -165,7 +165,7 @@ def _refuse_route_conflicts(db: Any, specs: Any) -> None:
         current[name] = loaded.normalized  # later documents of this request conflict with it too
     if fields:
         db.rollback()
-        detail = "; ".join(f["message"] for f in fields[:5])
+        detail = "; ".join(str(f["message"]) for f in fields[:5])
         raise ApiError(409, "route_conflict", detail, fields)
 
 
