@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestry.config import Settings
 from orchestry.config.secretbox import load_box
 from orchestry.controller import periodic
+from orchestry.controller.acme import CERT_SWEEP_SECONDS, cert_sweep
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.components import ComponentMonitor, ComponentProbe
 from orchestry.controller.dispatcher import Dispatcher
@@ -255,6 +256,7 @@ class Controller:
         every(periodic.METRICS, self.settings.metrics_seconds, "metrics-collect")
         if self.nginx is not None:
             every(periodic.NGINX, NGINX_CHECK_SECONDS, "nginx-render", now=True)
+            every(periodic.CERTS, CERT_SWEEP_SECONDS, "cert-sweep", now=True)
         self.scheduler.resume()
         self.dispatcher.start()
         self.watcher.start()
@@ -313,6 +315,11 @@ class Controller:
     def _unhealthy(self, apps: set[str]) -> None:
         """Replicas crossed their failure threshold: repair their apps (unless backing off)."""
         if self.leadership.leading and enqueue_repairs(self.sessions, apps):
+            self.dispatcher.wake()
+
+    def run_cert_sweep(self) -> None:
+        """cert-sweep: a `cert-issue` job for each `tls: auto` host without a valid certificate or due renewal."""
+        if self.leadership.leading and cert_sweep(self.sessions):
             self.dispatcher.wake()
 
     def run_nginx(self) -> None:
