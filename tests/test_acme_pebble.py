@@ -4,6 +4,7 @@ issued is served by SNI and verifies against pebble's roots (issue 13)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +28,7 @@ from tlsutil import served_certificate
 
 from orchestry.testapp.ports import free_port
 
-from conftest import hello, start_server, stop_server, wait_for
+from conftest import LiveServer, hello, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image", "nginx_required")
 
@@ -36,6 +38,12 @@ class Pebble:
     directory: str
     ca_file: Path  # pebble's own HTTPS certificate (the ACME client trusts it)
     management: str
+    dns_management: str
+
+    def resolve(self, host: str, address: str) -> None:
+        """pebble-challtestsrv answers `address` for `host` (every other name: 127.0.0.1)."""
+        body = {"host": host, "addresses": [address]}
+        assert httpx.post(f"{self.dns_management}/add-a", json=body, timeout=5, trust_env=False).status_code == 200
 
     def roots(self) -> str:
         """The chain's root and intermediate, to verify what nginx serves."""
@@ -70,7 +78,8 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def start_pebble(directory: Path, http_port: int) -> Iterator[Pebble]:
+@contextlib.contextmanager
+def start_pebble(directory: Path, http_port: int, validity_seconds: int | None = None) -> Iterator[Pebble]:
     assert shutil.which("pebble") and shutil.which("pebble-challtestsrv"), "Debian's pebble package is missing"
     cert, key = _self_signed(directory)
     acme, management, dns, dns_management = free_port(), free_port(), free_port(), free_port()
@@ -87,6 +96,7 @@ def start_pebble(directory: Path, http_port: int) -> Iterator[Pebble]:
                     "tlsPort": free_port(),
                     "ocspResponderURL": "",
                     "externalAccountBindingRequired": False,
+                    **({"certificateValidityPeriod": validity_seconds} if validity_seconds else {}),
                 }
             }
         )
@@ -102,7 +112,9 @@ def start_pebble(directory: Path, http_port: int) -> Iterator[Pebble]:
         ["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{dns}"],
         stdout=logs[1], stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
-    pebble = Pebble(f"https://127.0.0.1:{acme}/dir", cert, f"https://127.0.0.1:{management}")
+    pebble = Pebble(
+        f"https://127.0.0.1:{acme}/dir", cert, f"https://127.0.0.1:{management}", f"http://127.0.0.1:{dns_management}"
+    )
     try:
 
         def answers() -> bool:
@@ -134,25 +146,43 @@ AUTO = """routes:
 """
 
 
-def test_tls_auto_issues_a_certificate_over_http01_and_serves_it(db_url: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def acme_node(db_url: str, tmp_path: Path, validity_seconds: int | None = None) -> Iterator[tuple[LiveServer, Pebble]]:
+    """A live `orchestry serve` whose ACME directory is a fresh pebble validating against its nginx."""
     proxy, tls = free_port(), free_port()
-    pebble_gen = start_pebble(tmp_path, proxy)
-    pebble = next(pebble_gen)
-    (tmp_path / "serve").mkdir()
-    env = {
-        "ORCHESTRY_PROXY_PORT": str(proxy),
-        "ORCHESTRY_PROXY_TLS_PORT": str(tls),
-        "ORCHESTRY_ACME_DIRECTORY_URL": pebble.directory,
-        "ORCHESTRY_ACME_CA_FILE": str(pebble.ca_file),
-        "ORCHESTRY_ACME_EMAIL": "ops@example.test",
-    }
-    server = start_server(db_url, tmp_path / "serve", extra_env=env)
-    try:
+    with start_pebble(tmp_path, proxy, validity_seconds) as pebble:
+        (tmp_path / "serve").mkdir()
+        env = {
+            "ORCHESTRY_PROXY_PORT": str(proxy),
+            "ORCHESTRY_PROXY_TLS_PORT": str(tls),
+            "ORCHESTRY_ACME_DIRECTORY_URL": pebble.directory,
+            "ORCHESTRY_ACME_CA_FILE": str(pebble.ca_file),
+            "ORCHESTRY_ACME_EMAIL": "ops@example.test",
+        }
+        server = start_server(db_url, tmp_path / "serve", extra_env=env)
+        try:
+            yield server, pebble
+        finally:
+            stop_server(server)
+
+
+def register(server: LiveServer, name: str, routes: str) -> None:
+    registered = server.http.post(
+        "/api/v1/apps", content=hello(name, extra=routes), headers={"Content-Type": "application/yaml"}
+    )
+    assert registered.status_code == 201, registered.text
+
+
+def events(server: LiveServer) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = server.http.get("/api/v1/events", params={"type": "cert"}).json()["events"]
+    return result
+
+
+def test_tls_auto_issues_a_certificate_over_http01_and_serves_it(db_url: str, tmp_path: Path) -> None:
+    with acme_node(db_url, tmp_path) as (server, pebble):
+        tls, proxy = int(server.env["ORCHESTRY_PROXY_TLS_PORT"]), int(server.env["ORCHESTRY_PROXY_PORT"])
         started = time.monotonic()
-        registered = server.http.post(
-            "/api/v1/apps", content=hello("auto", extra=AUTO), headers={"Content-Type": "application/yaml"}
-        )
-        assert registered.status_code == 201, registered.text
+        register(server, "auto", AUTO)
         up = server.http.post("/api/v1/apps/auto/up", json={"replicas": 1}).json()["job"]["id"]
         assert server.wait_job(up)["status"] == "succeeded"
         roots = pebble.roots()
@@ -175,13 +205,43 @@ def test_tls_auto_issues_a_certificate_over_http01_and_serves_it(db_url: str, tm
         assert served.issuer != served.subject
         certs = server.http.get("/api/v1/certs").json()["certs"]
         assert [(c["name"], c["source"], c["state"]) for c in certs] == [("auto.example.test", "acme", "valid")]
-        events = {e["type"] for e in server.http.get("/api/v1/events").json()["events"]}
-        assert "cert.issued" in events
+        assert "cert.issued" in {e["type"] for e in events(server)}
         jobs = server.http.get("/api/v1/jobs").json()["jobs"]
         assert any(j["kind"] == "cert-issue" and j["status"] == "succeeded" for j in jobs)
         redirect = httpx.get(f"http://127.0.0.1:{proxy}/p", headers={"Host": "auto.example.test"}, trust_env=False)
         assert (redirect.status_code, redirect.headers["location"]) == (301, f"https://auto.example.test:{tls}/p")
         print(f"register -> first HTTPS 200: {first_https:.1f} s")
-    finally:
-        stop_server(server)
-        pebble_gen.close()
+
+
+def test_a_certificate_due_is_renewed_and_the_new_one_served(db_url: str, tmp_path: Path) -> None:
+    """Pebble issues for 29 days: inside the 30-day renewal window at once, so the sweep renews it."""
+    with acme_node(db_url, tmp_path, validity_seconds=29 * 86400) as (server, pebble):
+        tls = int(server.env["ORCHESTRY_PROXY_TLS_PORT"])
+        register(server, "auto", AUTO)
+        wait_for(lambda: "cert.renewed" in {e["type"] for e in events(server)}, 90, step=0.2)
+        roots = pebble.roots()
+        stored = server.http.get("/api/v1/certs/auto.example.test").json()
+        served = served_certificate(tls, "auto.example.test", roots)
+        # What nginx serves is a certificate the database holds now or held a moment ago (renewals go on).
+        assert served.not_valid_after_utc.timestamp() >= dt.datetime.fromisoformat(stored["not_after"]).timestamp() - 60
+
+
+def test_a_failing_challenge_ends_as_a_failed_job_with_the_reason(db_url: str, tmp_path: Path) -> None:
+    with acme_node(db_url, tmp_path) as (server, pebble):
+        pebble.resolve("fail.example.test", "127.0.0.2")  # nothing listens there: validation cannot connect
+        register(server, "fail", "routes:\n  - {host: fail.example.test, tls: auto}\n")
+
+        def failed() -> dict[str, Any] | None:
+            jobs = server.http.get("/api/v1/jobs", params={"status": "failed"}).json()["jobs"]
+            return next((j for j in jobs if j["kind"] == "cert-issue"), None)
+
+        wait_for(failed, 90, step=0.2)
+        job = failed()
+        assert job is not None and "fail.example.test" in job["error"]
+        assert "127.0.0.2" in job["error"] or "connect" in job["error"].lower(), job["error"]
+        cert = server.http.get("/api/v1/certs/fail.example.test").json()
+        assert cert["state"] == "failed" and cert["last_error"]
+        assert "cert.failed" in {e["type"] for e in events(server)}
+        time.sleep(3)  # two sweeps: a failed host backs off (no new job within the first minute)
+        jobs = server.http.get("/api/v1/jobs").json()["jobs"]
+        assert sum(j["kind"] == "cert-issue" for j in jobs) == 1
