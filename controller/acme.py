@@ -35,23 +35,18 @@ from orchestry.models.base import utcnow
 from orchestry.models.edge import AcmeAccount, AcmeChallenge, Certificate, bump_edge
 from orchestry.models.events import record
 from orchestry.nginx.pem import inspect_pem
+from orchestry.workflows.certs import cert_due
 from orchestry.workflows.public_routes import edge_rules, tls_hosts
 
 log = logging.getLogger("orchestry.acme")
-RENEW_BEFORE = dt.timedelta(days=30)
 CERT_SWEEP_SECONDS = 2.0
-BACKOFF_SECONDS = (60, 300, 1800, 3600)  # after 1, 2, 3, 4+ failures in a row
 ORDER_TIMEOUT = 90.0
 
 
 def due(row: Certificate | None, now: dt.datetime, failures: int = 0) -> bool:
-    """Whether a host needs a `cert-issue` job now (pure: the sweep's rule, tested by table)."""
-    if row is None or row.state == "pending":
-        return row is None
-    if row.state == "failed":
-        wait = BACKOFF_SECONDS[min(max(failures, 1), len(BACKOFF_SECONDS)) - 1]
-        return (now - row.updated_at).total_seconds() >= wait
-    return row.not_after is None or row.not_after - now <= RENEW_BEFORE
+    if row is None:
+        return cert_due(None, None, None, now, failures)
+    return cert_due(row.state, row.not_after, row.updated_at, now, failures)
 
 
 def cert_sweep(sessions: sessionmaker[Session]) -> list[int]:

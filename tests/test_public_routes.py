@@ -227,3 +227,32 @@ def test_a_certificate_per_host_is_the_latest_to_expire() -> None:
         EdgeCert(3, ("*.x.test",), "", "", early),
     ]
     assert hosts_to_certs(certs) == {"*.x.test": 3, "a.test": 1, "b.test": 1}
+
+
+@pytest.mark.parametrize(
+    ("state", "expires_in_days", "age_seconds", "failures", "is_due"),
+    [
+        (None, None, 0, 0, True),  # no certificate yet
+        ("pending", None, 0, 0, False),  # its job is queued
+        ("valid", 60, 0, 0, False),
+        ("valid", 31, 0, 0, False),
+        ("valid", 29, 0, 0, True),  # within 30 days of expiry: renew
+        ("valid", -1, 0, 0, True),
+        ("failed", None, 30, 1, False),  # backoff: 60 s after one failure
+        ("failed", None, 61, 1, True),
+        ("failed", None, 200, 2, False),  # 300 s after two
+        ("failed", None, 301, 2, True),
+        ("failed", None, 3000, 9, False),  # at most an hour
+        ("failed", None, 3601, 9, True),
+    ],
+)
+def test_when_a_certificate_is_due(
+    state: str | None, expires_in_days: int | None, age_seconds: int, failures: int, is_due: bool
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orchestry.workflows.certs import cert_due
+
+    now = datetime(2030, 6, 1, tzinfo=UTC)
+    not_after = None if expires_in_days is None else now + timedelta(days=expires_in_days)
+    assert cert_due(state, not_after, now - timedelta(seconds=age_seconds), now, failures) is is_due
