@@ -104,7 +104,8 @@ class StateCollector(Collector):
         issued = Certificate.not_after.is_not(None)
         rows = self.session.execute(select(Certificate.name, Certificate.source, Certificate.not_after).where(issued))
         for name, source, not_after in rows:
-            expiry.add_metric([name, source], aware(not_after).timestamp())
+            if not_after is not None:
+                expiry.add_metric([name, source], aware(not_after).timestamp())
         return expiry
 
     def _components(self) -> Metric:
