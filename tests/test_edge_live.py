@@ -3,6 +3,12 @@ all pushed through the control endpoint without a reload (same master, same work
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +184,87 @@ def test_the_edge_endpoint_needs_the_secret_and_refuses_bad_bodies(edge_nginx: N
         with pytest.raises(NginxError, match="400"):
             edge_nginx.push_edge(bad)
     assert edge_nginx.edge_version() is None
+
+
+class WebsocketEcho:
+    """A websocket server (RFC 6455, text frames up to 125 bytes) that echoes each message upper-cased, and
+    records the handshake headers it received."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.headers: dict[str, str] = {}
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.sock.accept()
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                for line in head.decode().split("\r\n")[1:]:
+                    if ": " in line:
+                        name, _, value = line.partition(": ")
+                        self.headers[name.lower()] = value
+                accept = base64.b64encode(
+                    hashlib.sha1((self.headers["sec-websocket-key"] + WS_GUID).encode()).digest()
+                ).decode()
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+                )
+                while True:
+                    message = read_frame(conn)
+                    if message is None:
+                        return
+                    conn.sendall(bytes([0x81, len(message)]) + message.upper())  # server frames are unmasked
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def read_frame(conn: socket.socket) -> bytes | None:
+    """One text frame's payload (masked or not); None on a close frame or a closed connection."""
+    header = conn.recv(2)
+    if len(header) < 2 or header[0] & 0x0F == 0x8:
+        return None
+    length, masked = header[1] & 0x7F, header[1] & 0x80
+    mask = conn.recv(4) if masked else b"\0\0\0\0"
+    payload = b""
+    while len(payload) < length:
+        payload += conn.recv(length - len(payload))
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_a_websocket_exchange_passes_through_a_host_route(edge_nginx: NginxManager) -> None:
+    echo = WebsocketEcho()
+    try:
+        edge_nginx.push_routes(build_route_table(1, {"chat": [echo.address]}))
+        edge_nginx.push_edge(edge_body(1, [RouteRule("chat", "chat.example.test", "/ws")], [], [], {}))
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection(("127.0.0.1", edge_nginx.settings.listen_port), timeout=5) as conn:
+            conn.sendall(
+                f"GET /ws/room HTTP/1.1\r\nHost: chat.example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(1)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            received = []
+            for text in (b"hello", b"again"):
+                mask = os.urandom(4)
+                conn.sendall(
+                    bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+                )
+                received.append(read_frame(conn))
+        assert received == [b"HELLO", b"AGAIN"]
+        assert echo.headers["upgrade"] == "websocket" and echo.headers["connection"].lower() == "upgrade"
+    finally:
+        echo.close()
