@@ -21,11 +21,12 @@ from orchestry.config.secretbox import SecretBox, SecretKeyError
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.edge import AcmeChallenge, Certificate, edge_version
 from orchestry.nginx.edge import EdgeCert, edge_body
-from orchestry.nginx.manager import NginxManager
+from orchestry.nginx.manager import NginxError, NginxManager
 from orchestry.workflows.public_routes import edge_rules
 
 log = logging.getLogger("orchestry.edge")
 CHECK_SECONDS = 1.0  # how often nginx's own version is asked for when the stored one did not move
+RETRY_SECONDS = 5.0  # a version nginx refused (or did not answer) is tried again this often
 
 
 def build_edge(session: Session, version: int, box: SecretBox | None) -> str:
@@ -66,6 +67,7 @@ class EdgeSync:
         self._pushed: int | None = None
         self._checked_at = -CHECK_SECONDS
         self._box_warned = False
+        self._failed: tuple[int, float] | None = None  # (version, when) of the last push nginx refused
 
     def _open_box(self) -> SecretBox | None:
         if self.box is None:
@@ -89,9 +91,16 @@ class EdgeSync:
         self._checked_at = now
         if version == self._pushed and self.manager.edge_version() == version:
             return version
+        if self._failed is not None and self._failed[0] == version and now - self._failed[1] < RETRY_SECONDS:
+            return None  # this version was refused a moment ago: not rebuilt and resent on every pass
         with self.sessions() as session:
             version = edge_version(session)
             body = build_edge(session, version, self._open_box())
-        self._pushed = self.manager.push_edge(body)
+        try:
+            self._pushed = self.manager.push_edge(body)
+        except NginxError:
+            self._failed = (version, now)
+            raise
+        self._failed = None
         log.info("edge pushed", extra={"version": self._pushed})
         return self._pushed

@@ -57,6 +57,7 @@ class RouteMirror:
         self.manager = manager
         self.node = node
         self.edge = edge  # host routes, certificates, ACME answers (controller/edge.py)
+        self._edge_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
         self._converged_at = -CONVERGE_SECONDS
@@ -93,6 +94,20 @@ class RouteMirror:
         log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
         return self.manager.push_routes(build_route_table(generation, routes), replace=True)
 
+    def _sync_edge(self) -> None:
+        """The edge (host routes, certificates, ACME answers) apart: a failure there never holds back the
+        routing table's confirmation and reports. Logged when its message changes, not every pass."""
+        if self.edge is None:
+            return
+        try:
+            self.edge.sync()
+            self._edge_error = None
+        except (NginxError, SQLAlchemyError, ValueError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if message != self._edge_error:
+                log.warning("the edge was not pushed to nginx", extra={"error": message})
+            self._edge_error = message
+
     def run_once(self) -> int | None:
         """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
         now = time.monotonic()
@@ -112,8 +127,7 @@ class RouteMirror:
             served = self.manager.served_generation()
             if stored is not None and stored.generation > 0 and served != stored.generation:
                 served = self._push(stored.generation, dict(stored.routes))
-            if self.edge is not None:
-                self.edge.sync()
+            self._sync_edge()
             if served is None:
                 return None
             table = dict(stored.routes) if stored is not None and served == stored.generation else None
