@@ -414,7 +414,7 @@ def proxy_ports(serve_workdir: Path) -> tuple[int, int]:
     proxy, control = free_port(), free_port()
     config = serve_workdir / "config" / "orchestry" / "config.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f"proxy_port: {proxy}\nnginx_control_port: {control}\n")
+    config.write_text(f"proxy_port: {proxy}\nnginx_control_port: {control}\nproxy_tls_port: {free_port()}\n")
     return proxy, control
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, doctor, metrics, ops, scaling, secrets
+from orchestry.cli import admin, apps, certs, doctor, metrics, ops, scaling, secrets
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("set", "list", "delete", "keygen"))
     p.add_argument("name", nargs="?")
     p.add_argument("--value", help="the value (default: read from stdin, so it stays out of shell history)")
+
+    p = cmd("cert", certs.cert, "TLS certificates: add --cert FILE --key FILE [--name N], delete NAME")
+    p.add_argument("action", choices=("add", "delete"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--cert", help="PEM certificates, the leaf first")
+    p.add_argument("--key", help="the leaf's PEM private key (stored sealed, never shown again)")
+    cmd("certs", certs.certs, "TLS certificates: domain, issuer, expiry, state")
 
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")

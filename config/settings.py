@@ -231,6 +231,26 @@ SETTINGS: tuple[Setting, ...] = (
         lambda _: 8081,
         "Loopback port of nginx's control endpoint (the routing table is pushed there).",
     ),
+    Setting(
+        "proxy_tls_port",
+        lambda raw: 0 if _to_int(raw) == 0 else _port_check(_to_int(raw)),
+        lambda _: 8443,
+        "Port nginx serves HTTPS on (certificates chosen per handshake by SNI); 0: no HTTPS.",
+    ),
+    Setting(
+        "acme_directory_url",
+        _to_str,
+        lambda _: "https://acme-staging-v02.api.letsencrypt.org/directory",
+        "ACME directory for `tls: auto` routes (Let's Encrypt staging by default; production: "
+        "https://acme-v02.api.letsencrypt.org/directory).",
+    ),
+    Setting("acme_email", _to_str, lambda _: "", "Contact e-mail of the ACME account (optional)."),
+    Setting(
+        "acme_ca_file",
+        _to_str,
+        lambda _: "",
+        "A CA bundle to trust for the ACME directory's own HTTPS (a test CA such as pebble's); empty: the system's.",
+    ),
     Setting("domain", _to_str, lambda _: "localhost", "Apps answer at <app>.<domain> (and at /<app>/)."),
     Setting(
         "routes_stale_seconds",

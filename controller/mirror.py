@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.components import ComponentMonitor
+from orchestry.controller.edge import EdgeSync
 from orchestry.controller.routing import NginxWriter
 from orchestry.models.cluster import report_routes, report_traffic
 from orchestry.models.routing import stored_generation, stored_routes
@@ -50,12 +51,15 @@ class RouteMirror:
         node: str,
         monitor: ComponentMonitor | None = None,
         writer: NginxWriter | None = None,
+        edge: EdgeSync | None = None,
     ) -> None:
         self.sessions = sessions
         self.monitor = monitor if monitor is not None else ComponentMonitor()
         self.manager = manager
         self.writer = writer if writer is not None else NginxWriter(manager)  # the node's, shared with RouteSync
         self.node = node
+        self.edge = edge  # host routes, certificates, ACME answers (controller/edge.py)
+        self._edge_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-mirror", daemon=True)
         self._converged_at = -CONVERGE_SECONDS
@@ -92,6 +96,20 @@ class RouteMirror:
         log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
         return self.writer.push(build_route_table(generation, routes), replace=True)
 
+    def _sync_edge(self) -> None:
+        """The edge (host routes, certificates, ACME answers) apart: a failure there never holds back the
+        routing table's confirmation and reports. Logged when its message changes, not every pass."""
+        if self.edge is None:
+            return
+        try:
+            self.edge.sync()
+            self._edge_error = None
+        except (NginxError, SQLAlchemyError, ValueError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if message != self._edge_error:
+                log.warning("the edge was not pushed to nginx", extra={"error": message})
+            self._edge_error = message
+
     def run_once(self) -> int | None:
         """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
         now = time.monotonic()
@@ -109,6 +127,7 @@ class RouteMirror:
             served = self.manager.served_generation()
             if stored is not None and stored.generation > 0 and served != stored.generation:
                 served = self._push(stored.generation, dict(stored.routes))
+            self._sync_edge()
             if served is None:
                 return None
             table = dict(stored.routes) if stored is not None and served == stored.generation else None

@@ -27,10 +27,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestry.config import Settings
+from orchestry.config.secretbox import load_box
 from orchestry.controller import periodic
+from orchestry.controller.acme import CERT_SWEEP_SECONDS, cert_sweep
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.components import ComponentMonitor, ComponentProbe
 from orchestry.controller.dispatcher import Dispatcher
+from orchestry.controller.edge import EdgeSync
 from orchestry.controller.health import HealthSweep
 from orchestry.controller.jobstore import FencedJobStore
 from orchestry.controller.leadership import FencedScheduler, Leadership
@@ -68,6 +71,7 @@ def nginx_settings(settings: Settings) -> NginxSettings:
         control_port=settings.nginx_control_port,
         domain=settings.domain,
         stale_after=settings.routes_stale_seconds,
+        tls_port=settings.proxy_tls_port or None,
         user=worker_user,  # as root, nginx's workers run as nobody (never as root)
         group=worker_group,
     )
@@ -111,7 +115,14 @@ class Controller:
         writer = NginxWriter(self.nginx) if self.nginx is not None else None  # one writer of this node's nginx
         self.router = RouteSync(self.sessions, self.nginx, settings.node_id, writer) if self.nginx is not None else None
         self.mirror = (
-            RouteMirror(self.sessions, self.nginx, settings.node_id, self.components, writer)
+            RouteMirror(
+                self.sessions,
+                self.nginx,
+                settings.node_id,
+                self.components,
+                writer,
+                edge=EdgeSync(self.sessions, self.nginx, lambda: load_box(settings)),
+            )
             if self.nginx is not None
             else None
         )
@@ -247,6 +258,7 @@ class Controller:
         every(periodic.METRICS, self.settings.metrics_seconds, "metrics-collect")
         if self.nginx is not None:
             every(periodic.NGINX, NGINX_CHECK_SECONDS, "nginx-render", now=True)
+            every(periodic.CERTS, CERT_SWEEP_SECONDS, "cert-sweep", now=True)
         self.scheduler.resume()
         self.dispatcher.start()
         self.watcher.start()
@@ -305,6 +317,11 @@ class Controller:
     def _unhealthy(self, apps: set[str]) -> None:
         """Replicas crossed their failure threshold: repair their apps (unless backing off)."""
         if self.leadership.leading and enqueue_repairs(self.sessions, apps):
+            self.dispatcher.wake()
+
+    def run_cert_sweep(self) -> None:
+        """cert-sweep: a `cert-issue` job for each `tls: auto` host without a valid certificate or due renewal."""
+        if self.leadership.leading and cert_sweep(self.sessions):
             self.dispatcher.wake()
 
     def run_nginx(self) -> None:

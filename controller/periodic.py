@@ -28,6 +28,7 @@ HEALTH = "orchestry.controller.periodic:health_sweep"
 NGINX = "orchestry.controller.periodic:nginx_render"
 METRICS = "orchestry.controller.periodic:metrics_collect"
 AUTOSCALE = "orchestry.controller.periodic:autoscale"
+CERTS = "orchestry.controller.periodic:cert_sweep"
 
 
 def dispatch() -> None:
@@ -60,6 +61,11 @@ def metrics_collect() -> None:
 def autoscale() -> None:
     if current is not None:
         _quietly("autoscale", current.run_autoscale)
+
+
+def cert_sweep() -> None:
+    if current is not None:
+        _quietly("cert_sweep", current.run_cert_sweep)
 
 
 def _quietly(name: str, run: Callable[[], object]) -> None:

@@ -21,6 +21,7 @@ from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
 from orchestry.jobs.replica_request import replica_request, secret_refs
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
+from orchestry.models.edge import bump_edge
 from orchestry.models.events import recent_times
 from orchestry.models.replicas import replicas_of, start_draining, sync_observed
 from orchestry.models.secrets import ciphertexts
@@ -321,6 +322,7 @@ def _finish(
             return result
         if app.status == "deleting":
             session.delete(app)
+            bump_edge(session)  # its routes leave every node's nginx
             message = f"app {app.name} deleted; its containers are gone"
             if removed:
                 message += f"; volumes removed: {', '.join(removed)}"

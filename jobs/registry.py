@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestry.jobs.base import Handler
+from orchestry.jobs.cert_issue import cert_issue
 from orchestry.jobs.converge import converge
 from orchestry.jobs.health_check import health_check
 from orchestry.jobs.noop import noop
@@ -37,5 +38,6 @@ HANDLERS: dict[str, Handler] = {
     "delete": converge,  # desired 0, then the app's rows go (its events stay)
     "reconcile": converge,  # repair drift found by the reconcile sweep (a dead replica, an orphan)
     "health-check": health_check,  # probe one app's replicas now, on request
+    "cert-issue": cert_issue,  # obtain or renew one `tls: auto` host's certificate over ACME (jobs/cert_issue.py)
     "noop": noop,  # measures the queue itself (bench/job_latency)
 }

@@ -3,6 +3,7 @@
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import Base
 from orchestry.models.cluster import ControllerNode, LeaderLease
+from orchestry.models.edge import AcmeAccount, AcmeChallenge, Certificate, EdgeState
 from orchestry.models.events import Event
 from orchestry.models.health import HealthProbe
 from orchestry.models.installation import Installation
@@ -15,11 +16,15 @@ from orchestry.models.secrets import Secret
 from orchestry.models.tokens import ApiToken
 
 __all__ = [
+    "AcmeAccount",
+    "AcmeChallenge",
     "ApiToken",
     "App",
     "AppRevision",
     "Base",
+    "Certificate",
     "ControllerNode",
+    "EdgeState",
     "Event",
     "HealthProbe",
     "Installation",

@@ -32,6 +32,7 @@ from orchestry.nginx.manager import (
     NginxError,
     NginxUnavailable,
     ReloadFailed,
+    ensure_fallback_certificate,
     write_atomic,
 )
 from orchestry.nginx.render import NginxSettings, render_include
@@ -185,5 +186,7 @@ class ExternalNginx(ControlledNginx):
         s = self.settings
         self.settings.routes_path.parent.mkdir(parents=True, exist_ok=True)
         self.control_secret()  # before nginx loads the include that reads it
+        if s.tls_port is not None:
+            ensure_fallback_certificate(s.fallback_cert, s.fallback_key)
         if s.access_log is not None and s.access_log.startswith("/"):
             Path(s.access_log).parent.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,12 @@ class ControlledNginx(abc.ABC):
     def control_secret(self) -> str:
         return self.control.control_secret()
 
+    def push_edge(self, body: str) -> int:
+        return self.control.push_edge(body)
+
+    def edge_version(self) -> int | None:
+        return self.control.edge_version()
+
 
 class NginxManager(ControlledNginx):
     """Orchestry's own nginx: the process (start, stop, restart) and its configuration transaction."""
@@ -349,7 +355,10 @@ class NginxManager(ControlledNginx):
         conf = str(s.conf_file)
         pids = {
             pid
-            for pid in _listeners({(s.bind_address, s.listen_port), ("127.0.0.1", s.control_port)})
+            for pid in _listeners(
+                {(s.bind_address, s.listen_port), ("127.0.0.1", s.control_port)}
+                | ({(s.bind_address, s.tls_port)} if s.tls_port is not None else set())
+            )
             # Another nginx's master, or a worker of a live master, is not ours: leave it (start then fails).
             if conf in _cmdline(pid) or "nginx: master process" not in _cmdline(_parent(pid)) + _cmdline(pid)
         }
@@ -368,6 +377,8 @@ class NginxManager(ControlledNginx):
         for directory in (s.conf_file.parent, s.pid_file.parent, s.error_log.parent, s.routes_path.parent):
             directory.mkdir(parents=True, exist_ok=True)
         self.control_secret()  # before nginx loads the configuration that reads it
+        if s.tls_port is not None:
+            ensure_fallback_certificate(s.fallback_cert, s.fallback_key)
         for name in TEMP_DIRS:
             (s.temp_dir / name).mkdir(parents=True, exist_ok=True)
 
@@ -436,6 +447,25 @@ class ControlClient:
             raise NginxError(f"nginx reports generation {served} after pushing {table.generation}")
         log.info("routes pushed", extra={"generation": served, "apps": len(table.apps)})
         return served
+
+    def push_edge(self, body: str) -> int:
+        """Make nginx serve an edge (host routes, certificates, ACME answers: controller/edge.py builds the
+        body); returns the version nginx then reports. Never written to a file: it holds private keys."""
+        response = self._request("PUT", "/_orchestry/edge", content=body)
+        if response.status_code != 200:
+            raise NginxError(f"nginx refused the edge: {response.status_code} {response.text.strip()[:300]}")
+        version = _generation(response.json().get("version"))
+        if version is None:
+            raise NginxError("nginx did not report the edge's version")
+        return version
+
+    def edge_version(self) -> int | None:
+        """The edge version nginx serves; None when it holds none (it started since) or does not answer."""
+        try:
+            response = self._request("GET", "/_orchestry/edge")
+        except NginxUnavailable:
+            return None
+        return _generation(response.json().get("version")) if response.status_code == 200 else None
 
     def served_generation(self) -> int | None:
         """The generation nginx serves; None when it serves no table or does not answer."""
@@ -605,6 +635,42 @@ def ensure_secret(path: Path) -> str:
         finally:
             temp.unlink(missing_ok=True)
     raise NginxError(f"cannot make the control secret {path}")
+
+
+def ensure_fallback_certificate(cert: Path, key: Path) -> None:
+    """A self-signed certificate for the TLS server's names without one (nginx needs a static one), made
+    once: a fresh key, one day short of ten years, no name a client would trust."""
+    if cert.exists() and key.exists():
+        return
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orchestry-no-certificate")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3649))
+        .sign(private, hashes.SHA256())
+    )
+    pem_key = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(key.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem_key)
+    os.replace(key.with_suffix(".tmp"), key)
+    write_atomic(cert, certificate.public_bytes(serialization.Encoding.PEM).decode())
 
 
 # --- small helpers on files and /proc --------------------------------------------------------------------

@@ -63,6 +63,8 @@ class NginxSettings:
     traffic_counters: bool = True  # per-app counters in shared memory (the metrics' input); off: bench baseline
     stale_after: float = 10.0  # /_orchestry/ready answers 503 once the controller has not confirmed for this long
     control_secret_file: Path | None = None  # writes to the control endpoint need it; default under `prefix`
+    tls_port: int | None = None  # HTTPS beside listen_port (certificates by SNI from the edge); None: none
+    edge_dict_size: str = "32m"  # host routes, certificates and ACME answers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", Path(validate.path(self.prefix, "prefix")))
@@ -91,6 +93,15 @@ class NginxSettings:
         return self.prefix / "temp"
 
     @property
+    def fallback_cert(self) -> Path:
+        """Self-signed, made on first use: the TLS server's answer to a name without a certificate."""
+        return self.prefix / "tls" / "fallback.crt"
+
+    @property
+    def fallback_key(self) -> Path:
+        return self.prefix / "tls" / "fallback.key"
+
+    @property
     def control_secret_path(self) -> Path:
         assert self.control_secret_file is not None  # filled in by __post_init__
         return self.control_secret_file
@@ -105,6 +116,8 @@ def _check(s: NginxSettings) -> dict[str, Any]:
     """The template's context: only validated values, keyed by the names the template uses."""
     if s.listen_port == s.control_port:
         raise ValueError(f"control_port: {s.control_port} is the listen port too")
+    if s.tls_port is not None and s.tls_port in (s.listen_port, s.control_port):
+        raise ValueError(f"tls_port: {s.tls_port} is the listen or control port too")
     if s.error_log_level not in ("debug", "info", "notice", "warn", "error", "crit"):
         raise ValueError(f"error_log_level: {s.error_log_level!r} is not an nginx log level")
     return {
@@ -133,6 +146,10 @@ def _check(s: NginxSettings) -> dict[str, Any]:
         "error_log_level": s.error_log_level,
         "traffic_counters": "true" if s.traffic_counters is True else "false",
         "stale_after": validate.seconds(s.stale_after, "stale_after", 3600) / 1000,
+        "tls_port": None if s.tls_port is None else validate.port(s.tls_port, "tls_port"),
+        "edge_dict_size": validate.size(s.edge_dict_size, "edge_dict_size"),
+        "fallback_cert": validate.path(s.fallback_cert, "fallback_cert"),
+        "fallback_key": validate.path(s.fallback_key, "fallback_key"),
         "pid_file": validate.path(s.pid_file, "pid_file"),
         "error_log": validate.path(s.error_log, "error_log"),
         "temp_paths": {name: validate.path(s.temp_dir / name, "temp_dir") for name in TEMP_DIRS},

@@ -231,3 +231,70 @@ MemoryBytes = Annotated[
         }
     ),
 ]
+
+
+# -- routes (issue 13): hostnames and path prefixes, normalised as they are validated ------------------------
+
+_HOST_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+ROUTE_PATH_CHARS = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def normalize_host(value: str) -> str:
+    """A hostname as a route or certificate names it -> its ASCII (IDNA) lowercase form; `*.` allowed as the
+    whole first label. Raises ValueError with the rule."""
+    import idna  # httpx's dependency, listed in pyproject
+
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a hostname such as api.example.com")
+    host = value.strip().rstrip(".")
+    wildcard = host.startswith("*.")
+    if wildcard:
+        host = host[2:]
+    if "*" in host:
+        raise ValueError("a wildcard must be the whole first label: *.example.com")
+    try:
+        ascii_host = idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"must be a valid (IDNA) hostname: {exc}") from None
+    labels = ascii_host.split(".")
+    if any(not _HOST_LABEL.fullmatch(label) or len(label) > 63 for label in labels):
+        raise ValueError("must be a hostname: labels of letters, digits and '-', at most 63 characters each")
+    if labels[-1].isdigit():
+        raise ValueError("must be a hostname, not an IP address")
+    if wildcard and len(labels) < 2:
+        raise ValueError("a wildcard needs at least two labels after it: *.example.com")
+    full = ("*." if wildcard else "") + ascii_host
+    if len(full) > 253:
+        raise ValueError("must be at most 253 characters")
+    return full
+
+
+def normalize_route_path(value: str) -> str:
+    """A route's path prefix -> normalised: starts with /, no trailing / (but "/"), no empty, '.' or '..'
+    segments, no query or fragment. Raises ValueError with the rule."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("must start with /")
+    if len(value) > 1024:
+        raise ValueError("must be at most 1024 characters")
+    if not ROUTE_PATH_CHARS.fullmatch(value):
+        raise ValueError("must be a URL path: letters, digits and -._~!$&'()*+,;=:@%/ (no query, fragment or spaces)")
+    segments = value.strip("/").split("/")
+    if any(s in (".", "..") for s in segments):
+        raise ValueError("must not contain '.' or '..' segments")
+    if value != "/" and "" in segments:
+        raise ValueError("must not contain empty segments (//)")
+    return "/" + "/".join(s for s in segments if s)
+
+
+def _normalizer(fn: Callable[[str], str]) -> AfterValidator:
+    def run(value: str) -> str:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise rule(str(exc)) from None
+
+    return AfterValidator(run)
+
+
+Hostname = Annotated[str, _normalizer(normalize_host), _schema(maxLength=253)]
+RoutePath = Annotated[str, _normalizer(normalize_route_path), _schema(pattern="^/", maxLength=1024)]

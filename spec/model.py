@@ -22,6 +22,7 @@ from .fields import (
     EnvName,
     HeaderName,
     HeaderValue,
+    Hostname,
     HttpPath,
     ImageRef,
     LabelKey,
@@ -32,6 +33,7 @@ from .fields import (
     PortName,
     PortNumber,
     PositiveSeconds,
+    RoutePath,
     Seconds,
     SecretName,
     StatusCode,
@@ -155,6 +157,19 @@ class Termination(SpecModel):
     grace_period_seconds: Seconds = 30
 
 
+class Route(SpecModel):
+    """A public route to the app beside `<app>.<domain>`: a host (IDNA, or `*.example.com`) and a path
+    prefix (the longest matching prefix wins). `tls`: `off` (plain HTTP only), `auto` (a certificate from
+    ACME), `custom` (one uploaded with `orchestry cert add`)."""
+
+    host: Hostname
+    path: RoutePath = "/"
+    strip_prefix: bool = False
+    tls: Literal["off", "auto", "custom"] = "off"
+    redirect_http: bool = False
+    hsts: bool = False
+
+
 class AppSpec(SpecModel):
     """One app as registered: `healthCheck` always at the root, `env` folded into `spec.environment`."""
 
@@ -165,3 +180,5 @@ class AppSpec(SpecModel):
     health_check: HealthCheck = HealthCheck()
     scaling: Scaling = Scaling()
     termination: Termination = Termination()
+    routes: list[Route] = Field(default_factory=list, max_length=100)
+    default_route: bool = True  # False: no `<app>.<domain>` and no `/<app>/` on the bare proxy

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .errors import number
+from .fields import normalize_host, normalize_route_path
 from .issues import Loc
 from .model import HealthCheck, Scaling
 
@@ -60,6 +61,7 @@ def check_rules(doc: dict[str, Any], bad: set[Loc], max_replicas: int) -> RuleCh
     _volumes(check)
     _health_check(check)
     _scaling(check, max_replicas)
+    _routes(check)
     return check
 
 
@@ -159,6 +161,35 @@ def _scaling(check: RuleCheck, cap: int) -> None:
         strict=True,
         blame_low=True,
     )
+
+
+def _routes(check: RuleCheck) -> None:
+    """Each host+path once per app; TLS settings that need TLS; no wildcard through ACME (HTTP-01 cannot
+    validate one: upload a wildcard certificate with `tls: custom`)."""
+    loc: Loc = ("routes",)
+    items = _items(check, loc)
+    if items and check.get(("spec", "type"), "http") == "worker":
+        check.fail(loc, "a worker app is not routed (no routes)")
+    seen: set[tuple[str, str]] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        host, path = check.get((*loc, i, "host")), check.get((*loc, i, "path"), "/")
+        tls = check.get((*loc, i, "tls"), "off")
+        if isinstance(host, str) and isinstance(path, str):
+            try:
+                key = (normalize_host(host), normalize_route_path(path))
+            except ValueError:
+                key = None
+            if key is not None:
+                if key in seen:
+                    check.fail((*loc, i, "path"), f"must be unique per host ({key[0]}{key[1]} appears more than once)")
+                seen.add(key)
+            if tls == "auto" and host.startswith("*."):
+                check.fail((*loc, i, "tls"), "auto (ACME HTTP-01) cannot cover a wildcard host: use tls: custom")
+        for flag in ("redirectHttp", "hsts"):
+            if check.get((*loc, i, flag), False) is True and tls == "off":
+                check.fail((*loc, i, flag), "needs tls: auto or custom")
 
 
 def _ordered(

@@ -74,6 +74,11 @@ def validate_document(
         return None, errors, warnings
     spec = _complete(spec, rules.max_replicas_default)
     normalized = _tidy(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    # Left out at their defaults, so that specs written before routes existed keep their content hash.
+    if not normalized.get("routes"):
+        normalized.pop("routes", None)
+    if normalized.get("defaultRoute") is True:
+        normalized.pop("defaultRoute", None)
     return LoadedSpec(spec, normalized, content_hash(normalized), tuple(warnings)), [], warnings
 
 

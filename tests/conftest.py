@@ -51,6 +51,9 @@ TABLES = (
     "events",
     "api_tokens",
     "secrets",
+    "certificates",
+    "acme_challenges",
+    "acme_accounts",
 )  # not leader_lease, controller_nodes, routing_state: the live server keeps leading and routing across tests
 
 for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:
@@ -339,6 +342,7 @@ def start_server(
         "ORCHESTRY_CLUSTER_NAME": "t" + uuid.uuid4().hex[:8],
         "ORCHESTRY_PROXY_PORT": str(free_port()),
         "ORCHESTRY_NGINX_CONTROL_PORT": str(free_port()),
+        "ORCHESTRY_PROXY_TLS_PORT": str(free_port()),
         "ORCHESTRY_NODE_ID": f"node-{port}",
         # PostgreSQL needs the secrets key set (the same on every node); SQLite generates one in the data dir.
         **({"ORCHESTRY_SECRET_KEY": TEST_SECRET_KEY} if DB_KIND != "sqlite" else {}),

@@ -224,7 +224,7 @@ def make_run(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     from pg_server import free_port
 
     assert "make run" in (ROOT / "README.md").read_text().split("```sh", 1)[1].splitlines()[1]
-    ports = {f"ORCHESTRY_{k}": str(free_port()) for k in ("PORT", "PROXY_PORT", "NGINX_CONTROL_PORT")}
+    ports = {f"ORCHESTRY_{k}": str(free_port()) for k in ("PORT", "PROXY_PORT", "NGINX_CONTROL_PORT", "PROXY_TLS_PORT")}
     proc = subprocess.Popen(
         ["make", "run"],
         cwd=ROOT,

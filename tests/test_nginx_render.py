@@ -252,7 +252,9 @@ def test_render_orders_what_nginx_needs_in_order() -> None:
     upstream = text[text.index("upstream orchestry_replicas") :]
     assert upstream.index("balancer_by_lua_block") < upstream.index("keepalive 32;")
     assert "proxy_http_version 1.1;" in text
-    assert 'proxy_set_header Connection "";' in text
+    # Upstream keep-alive: no Connection header but for a websocket's Upgrade (then "upgrade").
+    assert "proxy_set_header Connection $orch_connection;" in text
+    assert re.search(r'map \$http_upgrade \$orch_connection \{\s*default upgrade;\s*"" "";\s*\}', text)
     assert "proxy_next_upstream error timeout;" in text
     assert "non_idempotent" not in text.replace("Without non_idempotent", "")
 
@@ -309,3 +311,21 @@ def test_rendered_config_passes_nginx_t(tmp_path: Path) -> None:
 def test_traffic_counters_are_on_unless_turned_off() -> None:
     assert "count_traffic = true" in render_config(settings())
     assert "count_traffic = false" in render_config(settings(traffic_counters=False))
+
+
+def test_https_is_a_second_server_only_with_a_tls_port() -> None:
+    assert " ssl " not in render_config(settings()) and "ssl_certificate" not in render_config(settings())
+    text = render_config(settings(tls_port=18443))
+    tls = text[text.index("listen 127.0.0.1:18443 ssl default_server;") :]
+    assert "ssl_certificate_by_lua_block" in tls and "certificate()" in tls
+    assert f"ssl_certificate {PREFIX}/tls/fallback.crt;" in tls
+    assert "add_header Strict-Transport-Security $orch_hsts always;" in tls
+    plain = text[: text.index("listen 127.0.0.1:18443 ssl")]
+    assert "Strict-Transport-Security" not in plain  # HSTS only over HTTPS
+    assert "tls_port = 18443" in text  # the router builds redirects to it
+
+
+@pytest.mark.parametrize("port", [18080, 18081])
+def test_the_tls_port_must_differ_from_the_others(port: int) -> None:
+    with pytest.raises(ValueError, match="tls_port"):
+        settings(listen_port=18080, control_port=18081, tls_port=port)

@@ -11,6 +11,7 @@ from orchestry.config import Settings
 from orchestry.models.db import LOCK_WAIT_MS, make_engine, make_read_sessionmaker, make_sessionmaker
 from orchestry.runtime.types import Runtime
 from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, scaling, system
+from orchestry.web import certs as certs_api
 from orchestry.web import secrets as secrets_api
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
@@ -72,4 +73,5 @@ def create_app(
     app.register_blueprint(scaling.bp)
     app.register_blueprint(secrets_api.bp)
     app.register_blueprint(dashboard)
+    app.register_blueprint(certs_api.bp)
     return app

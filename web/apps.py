@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models.apps import App, AppLine, AppRevision, app_lines, get_revision
+from orchestry.models.edge import bump_edge, lock_edge
 from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
 from orchestry.operations.registration import Submission, register
@@ -31,6 +33,7 @@ from orchestry.web.schemas import (
     SpecQuery,
     StrictQuery,
 )
+from orchestry.workflows.public_routes import find_conflicts
 from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
 
 bp = Blueprint("apps", __name__, url_prefix="/api/v1/apps")
@@ -91,6 +94,7 @@ def register_apps() -> tuple[Response, int]:
     db = session()
     for attempt in (1, 2):  # a concurrent first registration of the same name loses the race once
         try:
+            _refuse_route_conflicts(db, loaded.specs)
             done = [
                 register(db, sub, raw=raw, raw_format=raw_format, actor=actor())
                 for sub, raw in zip(subs, raws, strict=True)
@@ -99,6 +103,8 @@ def register_apps() -> tuple[Response, int]:
             if any(p.action == "refused" for p in plans):
                 db.rollback()
             else:
+                if any(p.action in ("created", "revised") for p in plans):
+                    bump_edge(db)  # every node's nginx takes the new routes (controller/edge.py)
                 db.commit()
             break
         except IntegrityError:
@@ -128,6 +134,39 @@ def register_apps() -> tuple[Response, int]:
     if created:
         resp.headers["Location"] = f"/api/v1/apps/{created[0]}"  # the first app this request created
     return resp, 201 if created else 200
+
+
+def _refuse_route_conflicts(db: Any, specs: Any) -> None:
+    """Two apps never claim the same host and path: 409 naming the other app and the field. The edge row
+    is locked first, so two registrations cannot both pass (on PostgreSQL; SQLite has one writer)."""
+    lock_edge(db)
+    current: dict[str, Any] = {
+        name: spec
+        for name, spec in db.execute(
+            select(App.name, AppRevision.spec).join(
+                AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
+            )
+        ).all()
+    }
+    domain = ctx().settings.domain
+    fields: list[dict[str, Any]] = []
+    for index, loaded in enumerate(specs):
+        name = loaded.spec.metadata.name
+        for conflict in find_conflicts(name, loaded.normalized, current, domain):
+            fields.append(
+                {
+                    "field": conflict.field,
+                    "rule": f"conflicts with app {conflict.other_app}",
+                    "message": f"{conflict.field}: {conflict.message}",
+                    "document": index,
+                    "app": conflict.other_app,
+                }
+            )
+        current[name] = loaded.normalized  # later documents of this request conflict with it too
+    if fields:
+        db.rollback()
+        detail = "; ".join(str(f["message"]) for f in fields[:5])
+        raise ApiError(409, "route_conflict", detail, fields)
 
 
 def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> dict[str, Any]:

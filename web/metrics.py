@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from orchestry.models.apps import list_apps
 from orchestry.models.base import aware
 from orchestry.models.cluster import ControllerNode, current_lease, db_now
+from orchestry.models.edge import Certificate
 from orchestry.models.metrics import latency_histograms, latest_rows
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.models.scaling import action_counts
@@ -92,6 +93,20 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("orchestry_leader_term", "The lease's current term", value=lease.term if lease else 0)
         yield from self._nodes(now)
         yield self._components()
+        yield self._certificates()
+
+    def _certificates(self) -> Metric:
+        expiry = GaugeMetricFamily(
+            "orchestry_certificate_expiry_timestamp_seconds",
+            "When each TLS certificate expires (Unix time); absent while none was issued",
+            labels=["name", "source"],
+        )
+        issued = Certificate.not_after.is_not(None)
+        rows = self.session.execute(select(Certificate.name, Certificate.source, Certificate.not_after).where(issued))
+        for name, source, not_after in rows:
+            if not_after is not None:
+                expiry.add_metric([name, source], aware(not_after).timestamp())
+        return expiry
 
     def _components(self) -> Metric:
         up = GaugeMetricFamily(

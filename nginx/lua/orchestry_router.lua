@@ -36,9 +36,18 @@ local SECRET_HEADER = "X-Orchestry-Control-Secret"
 local NONCE_HEADER = "X-Orchestry-Control-Nonce"
 local PROOF_HEADER = "X-Orchestry-Control-Proof"
 
+-- The edge (PUT /_orchestry/edge): host and path routes, TLS certificates by host, ACME HTTP-01 answers.
+-- Keys: "version" (the controller's edge version), "hint" (bumped per write), "rules" (JSON), "cert:<id>"
+-- (JSON {cert, key}: PEM), "host:<name>" (a certificate id; "*.example.com" for a wildcard),
+-- "acme:<token>" (the key authorization).
+local EDGE = "orchestry_edge"
+local ACME_PREFIX = "/.well-known/acme-challenge/"
+
 local _M = {}
 local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic = true, stale_after = 10,
-  control_secret = nil }
+  control_secret = nil, tls_port = nil }
+local edge_hint, edge_hosts, edge_off -- per worker: the decoded rules, by host, longest path first
+local cert_hint, cert_cache = nil, {} -- per worker: parsed certificates and keys by host
 local cached_version, cached_generation, cached_apps -- per worker, see above
 local rr = {} -- per worker round-robin counters, by app
 
@@ -202,6 +211,7 @@ function _M.init(settings)
   conf.routes_file = settings.routes_file
   conf.count_traffic = settings.count_traffic ~= false
   conf.stale_after = settings.stale_after or conf.stale_after
+  conf.tls_port = settings.tls_port
   -- Tells a reload apart: old workers answer the previous value until they exit.
   conf.load = ngx.shared[DICT]:incr("loads", 1, 0)
   -- When this nginx started (its counters count from then): set once, kept across reloads.
@@ -225,18 +235,234 @@ function _M.init(settings)
   end
 end
 
+-- ----- the edge: host and path routes, certificates, ACME answers --------------------------------------
+
+local function valid_host(h)
+  return type(h) == "string" and #h <= 253 and h:find("^[%*a-z0-9][-a-z0-9%.]*$") ~= nil
+    and (h:find("*", 1, true) == nil or h:find("^%*%.[^%*]+$") ~= nil)
+end
+
+local function valid_path(p)
+  return type(p) == "string" and #p <= 1024 and p:sub(1, 1) == "/" and p:find("[%s%?#]") == nil
+end
+
+local function valid_token(t)
+  return type(t) == "string" and #t >= 1 and #t <= 128 and t:find("^[A-Za-z0-9_-]+$") ~= nil
+end
+
+-- A decoded edge body -> nil, or the reason it is refused.
+local function check_edge(t)
+  if type(t) ~= "table" then return "expected a JSON object" end
+  if not valid_generation(t.version) then return "version must be an integer from 0 to 2^53 - 1" end
+  if type(t.rules) ~= "table" or type(t.off) ~= "table" then return "rules and off must be lists" end
+  for _, r in ipairs(t.rules) do
+    if type(r) ~= "table" or not valid_host(r.host) or not valid_path(r.path) or not valid_app(r.app) then
+      return "invalid rule: " .. tostring(type(r) == "table" and (r.host or "?") .. (r.path or "") or r)
+    end
+  end
+  for _, name in ipairs(t.off) do
+    if not valid_app(name) then return "invalid app in off: " .. tostring(name) end
+  end
+  if type(t.certs) ~= "table" or type(t.hosts) ~= "table" or type(t.challenges) ~= "table" then
+    return "certs, hosts and challenges must be objects"
+  end
+  for id, c in pairs(t.certs) do
+    if type(id) ~= "string" or not id:find("^[0-9]+$") or type(c) ~= "table" or type(c.cert) ~= "string"
+        or type(c.key) ~= "string" then
+      return "invalid certificate " .. tostring(id)
+    end
+  end
+  for host, id in pairs(t.hosts) do
+    if not valid_host(host) or type(id) ~= "string" or t.certs[id] == nil then
+      return "invalid host " .. tostring(host)
+    end
+  end
+  for token, answer in pairs(t.challenges) do
+    if not valid_token(token) or type(answer) ~= "string" or #answer > 512 then
+      return "invalid challenge " .. tostring(token)
+    end
+  end
+  return nil
+end
+
+-- Store a checked edge: new keys first, then the stale ones go, then the version and the hint move.
+local function store_edge(t)
+  local dict = ngx.shared[EDGE]
+  local wanted = { rules = true, version = true, hint = true }
+  local ok, err = dict:safe_set("rules", cjson.encode({ rules = t.rules, off = t.off }))
+  if not ok then return false, err end
+  for id, c in pairs(t.certs) do
+    ok, err = dict:safe_set("cert:" .. id, cjson.encode({ cert = c.cert, key = c.key }))
+    if not ok then return false, err end
+    wanted["cert:" .. id] = true
+  end
+  for host, id in pairs(t.hosts) do
+    ok, err = dict:safe_set("host:" .. host, id)
+    if not ok then return false, err end
+    wanted["host:" .. host] = true
+  end
+  for token, answer in pairs(t.challenges) do
+    ok, err = dict:safe_set("acme:" .. token, answer)
+    if not ok then return false, err end
+    wanted["acme:" .. token] = true
+  end
+  for _, key in ipairs(dict:get_keys(0)) do
+    if not wanted[key] then dict:delete(key) end
+  end
+  dict:set("version", t.version)
+  dict:incr("hint", 1, 0)
+  return true
+end
+
+-- The worker's decoded rules: host -> rules (longest path first), and the set of apps without a default.
+local function edge_rules()
+  local dict = ngx.shared[EDGE]
+  local hint = dict:get("hint")
+  if hint ~= edge_hint then
+    local t = cjson.decode(dict:get("rules") or "null")
+    local hosts, off = {}, {}
+    if type(t) == "table" then
+      for _, r in ipairs(t.rules or {}) do
+        local list = hosts[r.host]
+        if not list then
+          list = {}
+          hosts[r.host] = list
+        end
+        list[#list + 1] = r
+      end
+      for _, list in pairs(hosts) do
+        table.sort(list, function(a, b) return #a.path > #b.path end)
+      end
+      for _, name in ipairs(t.off or {}) do off[name] = true end
+    end
+    edge_hosts, edge_off, edge_hint = hosts, off, hint
+  end
+  return edge_hosts or {}, edge_off or {}
+end
+
+local function path_matches(prefix, path)
+  if prefix == "/" then return true end
+  if path:sub(1, #prefix) ~= prefix then return false end
+  local next_char = path:sub(#prefix + 1, #prefix + 1)
+  return next_char == "" or next_char == "/" or next_char == "?"
+end
+
+-- The rule for host + raw URI: the exact host's rules, else the wildcard one label up; longest prefix.
+local function match_rule(hosts, host, uri)
+  local keys = { host }
+  local first, parent = host:match("^([^%.]+)%.(.+)$")
+  if first then keys[2] = "*." .. parent end
+  for _, key in ipairs(keys) do
+    local list = hosts[key]
+    if list then
+      for _, r in ipairs(list) do
+        if path_matches(r.path, uri) then return r end
+      end
+    end
+  end
+  return nil
+end
+
+-- ssl_certificate_by_lua: the certificate of the SNI name (exact, then wildcard); none: the fallback one.
+function _M.certificate()
+  local ssl = require "ngx.ssl"
+  local name = ssl.server_name()
+  if not name then return end
+  name = name:lower()
+  local dict = ngx.shared[EDGE]
+  local hint = dict:get("hint")
+  if hint ~= cert_hint then
+    cert_cache, cert_hint = {}, hint
+  end
+  local entry = cert_cache[name]
+  if entry == nil then
+    local id = dict:get("host:" .. name)
+    if not id then
+      local parent = name:match("^[^%.]+%.(.+)$")
+      if parent then id = dict:get("host:*." .. parent) end
+    end
+    local raw = id and cjson.decode(dict:get("cert:" .. id) or "null")
+    entry = false
+    if type(raw) == "table" then
+      local chain, cerr = ssl.parse_pem_cert(raw.cert)
+      local key, kerr = ssl.parse_pem_priv_key(raw.key)
+      if chain and key then
+        entry = { chain = chain, key = key }
+      else
+        ngx.log(ngx.ERR, "orchestry: certificate ", id, " for ", name, " unusable: ", cerr or kerr)
+      end
+    end
+    cert_cache[name] = entry
+  end
+  if not entry then return end -- the fallback certificate answers
+  local ok, err = ssl.clear_certs()
+  if ok then ok, err = ssl.set_cert(entry.chain) end
+  if ok then ok, err = ssl.set_priv_key(entry.key) end
+  if not ok then
+    ngx.log(ngx.ERR, "orchestry: cannot set the certificate of ", name, ": ", err)
+    return ngx.exit(ngx.ERROR)
+  end
+end
+
+-- Control server: GET (the version served) or PUT /_orchestry/edge (the whole edge, replacing the last).
+function _M.control_edge()
+  local method = ngx.req.get_method()
+  local dict = ngx.shared[EDGE]
+  if method == "GET" then
+    local version = dict:get("version")
+    return respond(200, version and string.format('{"version":%d}', version) or '{"version":null}')
+  end
+  if method ~= "PUT" then
+    ngx.header["Allow"] = "GET, PUT"
+    return respond(405, { error = "method_not_allowed" })
+  end
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  local decoded, json_err = cjson.decode(body or "")
+  if decoded == nil then return respond(400, { error = "invalid_json", detail = json_err }) end
+  local problem = check_edge(decoded)
+  if problem then return respond(400, { error = "invalid_edge", detail = problem }) end
+  local ok, err = store_edge(decoded)
+  if not ok then return respond(503, { error = "not_stored", detail = err }) end
+  return respond(200, string.format('{"version":%d}', decoded.version))
+end
+
 -- access_by_lua on the public server: pick the app by host (<app>.<domain>) or by path prefix (/<app>/...).
 function _M.route()
-  local host = ngx.var.host
+  local host = (ngx.var.host or ""):lower()
   local uri = ngx.var.request_uri -- raw, as the client sent it: forwarded without re-encoding
+  local tls = ngx.var.https == "on"
+  if not tls and uri:sub(1, #ACME_PREFIX) == ACME_PREFIX then -- HTTP-01: answered here on every node
+    local answer = ngx.shared[EDGE]:get("acme:" .. uri:sub(#ACME_PREFIX + 1):gsub("%?.*$", ""))
+    if answer then
+      ngx.header["Content-Type"] = "text/plain"
+      ngx.print(answer)
+      return ngx.exit(200)
+    end
+  end
+  local hosts, off = edge_rules()
+  local rule = match_rule(hosts, host, uri)
   local suffix = "." .. conf.domain
   local app, prefix, bare
-  if #host > #suffix and host:sub(-#suffix) == suffix then
+  if rule then
+    app = rule.app
+    if not tls and rule.redirect and rule.tls ~= "off" and conf.tls_port then
+      local method = ngx.req.get_method()
+      local port = conf.tls_port == 443 and "" or (":" .. conf.tls_port)
+      return ngx.redirect("https://" .. host .. port .. uri, (method == "GET" or method == "HEAD") and 301 or 308)
+    end
+    if tls and rule.hsts then ngx.var.orch_hsts = "max-age=31536000" end
+    if rule.strip and rule.path ~= "/" then
+      prefix = rule.path
+      local rest = uri:sub(#rule.path + 1)
+      uri = (rest == "" or rest:sub(1, 1) == "?") and ("/" .. rest) or rest
+    end
+  elseif #host > #suffix and host:sub(-#suffix) == suffix then
     app = host:sub(1, -#suffix - 1)
-    if not valid_app(app) then return respond(404, { error = "unknown_app", app = cjson.null }) end
+    if not valid_app(app) or off[app] then return respond(404, { error = "unknown_app", app = cjson.null }) end
   else
     local segment, rest = uri:match("^/([^/?]*)(.*)$")
-    if not valid_app(segment) then return respond(404, { error = "unknown_app", app = cjson.null }) end
+    if not valid_app(segment) or off[segment] then return respond(404, { error = "unknown_app", app = cjson.null }) end
     app, prefix = segment, "/" .. segment
     bare = rest == "" or rest:sub(1, 1) == "?"
     uri = bare and "/" or rest

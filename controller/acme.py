@@ -1,0 +1,70 @@
+"""`tls: auto`: the leader's cert-sweep, which enqueues the `cert-issue` jobs (jobs/cert_issue.py).
+
+- The `cert-sweep` (every CERT_SWEEP_SECONDS on the leader) enqueues one `cert-issue` job per host that a
+  `tls: auto` route names and that has no valid certificate, or one expiring within RENEW_BEFORE (a renewal);
+  a host whose last attempt failed waits a growing backoff first (rate limits: Let's Encrypt allows 5
+  failed validations per host per hour). One job per host at a time (the job lock `cert:<host>`).
+- The job obtains the certificate over ACME HTTP-01 (certbot's `acme` library); see jobs/cert_issue.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.models import jobs as jobq
+from orchestry.models.apps import App, AppRevision
+from orchestry.models.base import utcnow
+from orchestry.models.edge import Certificate
+from orchestry.workflows.certs import cert_due
+from orchestry.workflows.public_routes import edge_rules, tls_hosts
+
+log = logging.getLogger("orchestry.acme")
+CERT_SWEEP_SECONDS = 2.0
+
+
+def due(row: Certificate | None, now: dt.datetime, failures: int = 0) -> bool:
+    if row is None:
+        return cert_due(None, None, None, now, failures)
+    return cert_due(row.state, row.not_after, row.updated_at, now, failures)
+
+
+def cert_sweep(sessions: sessionmaker[Session]) -> list[int]:
+    """Enqueue `cert-issue` for every `tls: auto` host that is due. Returns the new jobs' ids."""
+    ids: list[int] = []
+    with sessions.begin() as session:
+        specs: dict[str, Any] = dict(
+            session.execute(
+                select(App.name, AppRevision.spec).join(
+                    AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        hosts = tls_hosts(edge_rules(specs)[0], "auto")
+        if not hosts:
+            return ids
+        rows = {r.name: r for r in session.scalars(select(Certificate).where(Certificate.name.in_(hosts)))}
+        now = utcnow()
+        for host in hosts:
+            row = rows.get(host)
+            failures = int((row.last_error or "").count("\n") + 1) if row is not None and row.last_error else 0
+            if not due(row, now, failures):
+                continue
+            busy = session.scalar(
+                select(jobq.Job.id).where(jobq.Job.lock == f"cert:{host}", jobq.Job.status.in_(("queued", "running")))
+            )
+            if busy is not None:
+                continue
+            if row is None:
+                session.add(Certificate(name=host, hosts=[host], source="acme", state="pending"))
+            elif row.state == "failed":
+                row.state = "pending"
+            job = jobq.enqueue(session, "cert-issue", args={"host": host}, lock=f"cert:{host}", max_attempts=3)
+            ids.append(job.job.id)
+    return ids

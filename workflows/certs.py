@@ -1,0 +1,23 @@
+"""When a `tls: auto` host needs a certificate job (pure): the cert-sweep's rule (controller/acme.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+RENEW_BEFORE = dt.timedelta(days=30)  # renew this long before expiry, as Let's Encrypt recommends
+BACKOFF_SECONDS = (60, 300, 1800, 3600)  # after 1, 2, 3, 4+ failures in a row (CAs rate-limit failures)
+
+
+def cert_due(
+    state: str | None, not_after: dt.datetime | None, updated_at: dt.datetime | None, now: dt.datetime, failures: int
+) -> bool:
+    """`state` None: no certificate row yet. `pending`: a job is on it. `failed`: retried after a backoff
+    that grows with the failures in a row. `valid`: renewed within RENEW_BEFORE of its expiry."""
+    if state is None:
+        return True
+    if state == "pending":
+        return False
+    if state == "failed":
+        wait = BACKOFF_SECONDS[min(max(failures, 1), len(BACKOFF_SECONDS)) - 1]
+        return updated_at is None or (now - updated_at).total_seconds() >= wait
+    return not_after is None or not_after - now <= RENEW_BEFORE
