@@ -106,7 +106,8 @@ class HealthSweep:
                 if port is None:
                     failed_early[replica.name] = ProbeResult(False, now, None, f"port {check['port']} is not published")
                     continue
-                targets.append(target_from_spec(replica.name, LOOPBACK, int(port), check))
+                # The replica's own host: loopback on the docker runtime, its node's address on a swarm.
+                targets.append(target_from_spec(replica.name, replica.host or LOOPBACK, int(port), check))
         results = dict(self.prober.check_all(targets)) if targets else {}
         results.update(failed_early)
         if not results and not promote:

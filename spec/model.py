@@ -29,11 +29,13 @@ from .fields import (
     MemoryBytes,
     MountPath,
     Percent,
+    PlacementConstraint,
     PortName,
     PortNumber,
     PositiveSeconds,
     Seconds,
     SecretName,
+    SpreadDescriptor,
     StatusCode,
     Target,
     Text,
@@ -155,6 +157,15 @@ class Termination(SpecModel):
     grace_period_seconds: Seconds = 30
 
 
+class Placement(SpecModel):
+    """Where replicas may run, on the `swarm` runtime only (the `docker` runtime has one host): Swarm's
+    constraints, a spread preference over a node label, and a cap of replicas per node."""
+
+    constraints: list[PlacementConstraint] = Field(default_factory=list, max_length=32)
+    spread: SpreadDescriptor | None = None
+    max_replicas_per_node: Count | None = None
+
+
 class AppSpec(SpecModel):
     """One app as registered: `healthCheck` always at the root, `env` folded into `spec.environment`."""
 
@@ -165,3 +176,4 @@ class AppSpec(SpecModel):
     health_check: HealthCheck = HealthCheck()
     scaling: Scaling = Scaling()
     termination: Termination = Termination()
+    placement: Placement | None = None  # absent stays absent: specs without it keep their content hash

@@ -160,7 +160,9 @@ class SwarmHosts:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
         # Docker's FORWARD policy is DROP: let the test subnet through, in both directions, first in DOCKER-USER
         # (or FORWARD when the machine's engine made no such chain).
-        chain = "DOCKER-USER" if _run(["iptables", "-n", "-L", "DOCKER-USER"], check=False).returncode == 0 else "FORWARD"
+        chain = (
+            "DOCKER-USER" if _run(["iptables", "-n", "-L", "DOCKER-USER"], check=False).returncode == 0 else "FORWARD"
+        )
         for rule in (["-s", self.subnet], ["-d", self.subnet]):
             spec = [chain, *rule, "-j", "ACCEPT", "-m", "comment", "--comment", f"{PREFIX}{self.slot}"]
             _run(["iptables", "-I", *spec])
@@ -444,7 +446,9 @@ def _clear_leftovers(slot: int) -> None:
 
 
 @contextlib.contextmanager
-def swarm_hosts(count: int = 3, images: Sequence[str] = (), labels: dict[int, dict[str, str]] | None = None) -> Iterator[SwarmHosts]:
+def swarm_hosts(
+    count: int = 3, images: Sequence[str] = (), labels: dict[int, dict[str, str]] | None = None
+) -> Iterator[SwarmHosts]:
     hosts = SwarmHosts(count, images, labels or {})
     with hosts:
         yield hosts
@@ -454,9 +458,19 @@ def main() -> None:
     """Build a swarm of three hosts, print what it is and how long it took, and tear it down."""
     began = time.monotonic()
     with swarm_hosts(3, images=("orchestry-testapp:latest",)) as hosts:
-        print(json.dumps({"slot": hosts.slot, "build_seconds": round(hosts.build_seconds, 2), "hosts": [
-            {"name": h.name, "address": h.address, "node": h.node_id, "socket": str(h.socket)} for h in hosts.hosts
-        ]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "slot": hosts.slot,
+                    "build_seconds": round(hosts.build_seconds, 2),
+                    "hosts": [
+                        {"name": h.name, "address": h.address, "node": h.node_id, "socket": str(h.socket)}
+                        for h in hosts.hosts
+                    ],
+                },
+                indent=2,
+            )
+        )
         print(hosts.manager.docker("node", "ls"))
         t = time.monotonic()
     print(f"teardown {time.monotonic() - t:.2f} s, total {time.monotonic() - began:.2f} s")

@@ -69,7 +69,11 @@ def register_apps() -> tuple[Response, int]:
     body = request.get_data(cache=False)
     try:
         loaded = load_specs(
-            body, request.mimetype or None, max_replicas=ctx().settings.max_replicas, strict=args.strict
+            body,
+            request.mimetype or None,
+            max_replicas=ctx().settings.max_replicas,
+            strict=args.strict,
+            placement=ctx().settings.runtime == "swarm",
         )
     except UnsupportedMediaType as exc:
         raise ApiError(415, "unsupported_media_type", str(exc)) from None
