@@ -250,10 +250,8 @@ class SwarmEngine:
         return ContainerFailed(f"{name}: its task {status.get('State', 'failed')}{exit_code}: {_one_line(why)}")
 
     def _remove(self, service_id: str) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._docker().api.remove_service(service_id)
-        except docker.errors.NotFound:
-            pass
 
     def stop_replica(self, cluster: str, name: str, grace_seconds: float) -> None:
         """Remove the slot's service: its node stops the task (SIGTERM, SIGKILL after the service's own grace
@@ -301,7 +299,7 @@ class SwarmEngine:
                             )
                             sources.append((_name(service), stream, handle))
         except RuntimeFailure:
-            for _name_, _stream, handle in sources:
+            for _replica, _stream, handle in sources:
                 _shut_down(handle)
                 _release(handle)
             raise

@@ -53,7 +53,7 @@ class SwarmHostsError(RuntimeError):
 
 @dataclass
 class Host:
-    name: str  # the namespace's name, also the Swarm node's hostname? no: Docker names a node by the machine's
+    name: str  # the namespace's name, also the engine's hostname (its Swarm node's name)
     index: int
     address: str  # inside the namespace: Docker publishes host-mode ports here
     gateway: str  # the machine's side of the veth
@@ -192,9 +192,16 @@ class SwarmHosts:
         config.write_text("{}\n")
         log = open(host.root / "dockerd.log", "wb")  # noqa: SIM115 - the child holds it
         host.exec_root.mkdir()
+        # A UTS namespace of its own too, named like the host, so that each Swarm node has its own hostname.
         args = [
             "nsenter",
             f"--net={NETNS_DIR / host.name}",
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            f'hostname {host.name} && exec "$@"',
+            "dockerd",
             "dockerd",
             "--config-file",
             str(config),
