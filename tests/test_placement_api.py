@@ -49,7 +49,10 @@ def test_a_spec_without_placement_registers_on_the_docker_runtime(db_url: str) -
 
 def test_placement_is_stored_on_the_swarm_runtime(db_url: str) -> None:
     api = client(db_url, "swarm")
-    placement = "{constraints: ['node.labels.zone==a', 'node.role != manager'], spread: node.labels.zone, maxReplicasPerNode: 2}"
+    placement = (
+        "{constraints: ['node.labels.zone==a', 'node.role != manager'], spread: node.labels.zone, "
+        "maxReplicasPerNode: 2}"
+    )
     resp = register(api, placement)
     assert resp.status_code == 201, resp.get_json()
     assert api.get("/api/v1/apps/pinned/spec").get_json()["spec"]["placement"] == {
