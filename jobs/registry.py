@@ -11,6 +11,7 @@ from __future__ import annotations
 from orchestry.jobs.base import Handler
 from orchestry.jobs.converge import converge
 from orchestry.jobs.health_check import health_check
+from orchestry.jobs.host_drain import host_drain
 from orchestry.jobs.noop import noop
 
 APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
@@ -22,5 +23,6 @@ HANDLERS: dict[str, Handler] = {
     "delete": converge,  # desired 0, then the app's rows go (its events stay)
     "reconcile": converge,  # repair drift found by the reconcile sweep (a dead replica, an orphan)
     "health-check": health_check,  # probe one app's replicas now, on request
+    "host-drain": host_drain,  # a lost host of a swarm drained, so its replicas are replaced elsewhere
     "noop": noop,  # measures the queue itself (bench/job_latency)
 }

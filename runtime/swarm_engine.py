@@ -68,6 +68,7 @@ from orchestry.runtime.types import (
 )
 from orchestry.workflows.placement import Node, Placement, Unplaceable, slot_constraints
 
+LABEL_DRAINED = "org.orchestry.drained"  # on a Swarm node Orchestry drained, with why
 POLL_SECONDS = 0.05
 START_SECONDS = 60.0  # a slot's task running (scheduled, image found, started)
 PENDING_SECONDS = 5.0  # a task Swarm cannot place for this long fails the start (no node fits)
@@ -321,6 +322,23 @@ class SwarmEngine:
         with _engine("list the Swarm's nodes"):
             nodes = self._docker().api.nodes()
         return sorted((_node_info(n) for n in nodes), key=lambda n: (n.name, n.id))
+
+    def drain_host(self, address: str) -> NodeInfo | None:
+        """Availability `drain` for the node at `address`, labelled as drained by Orchestry because it was lost
+        (so that a person reading `docker node ls` knows who did it). Already drained: nothing changes."""
+        with _engine(f"drain the host at {address}"):
+            api = self._docker().api
+            for node in api.nodes():
+                if (node.get("Status") or {}).get("Addr") != address:
+                    continue
+                spec = dict(node.get("Spec") or {})
+                if spec.get("Availability") != "drain":
+                    spec["Availability"] = "drain"
+                    spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_DRAINED: "lost"}
+                    api.update_node(node["ID"], node["Version"]["Index"], spec)
+                    node = api.inspect_node(node["ID"])
+                return _node_info(node)
+        return None
 
 
 class TaskEvents:

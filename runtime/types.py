@@ -185,3 +185,7 @@ class HostLister(Protocol):
 
     def nodes(self) -> list[NodeInfo]:
         """The hosts as the engine reports them. Raises EngineUnavailable."""
+
+    def drain_host(self, address: str) -> NodeInfo | None:
+        """Move every task off the host at `address` (Swarm: availability drain); None when no host has that
+        address. Raises EngineUnavailable."""

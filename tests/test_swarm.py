@@ -254,3 +254,47 @@ def _cmdline(pid: Path) -> bytes:
         return (pid / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_partitioned_host_loses_its_replicas_to_the_others(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    """A host cut off the network: Orchestry's probes take its replicas out of rotation at once (GETs keep
+    succeeding), its slots are replaced on the hosts that answer, and when it returns nothing is routed to
+    the tasks it still ran."""
+    register(on_swarm, "survivor")
+    run(on_swarm, "survivor", "up", replicas=6)
+    wait_for(lambda: healthy(on_swarm, "survivor", 6), 30, 0.2)
+    lost = swarm.hosts[2]
+    assert running_tasks(swarm, on_swarm.cluster, "survivor").get(lost.name) == 2
+    try:
+        with proxy_load(on_swarm, "survivor", rps=40) as counts:
+            began = time.monotonic()
+            swarm.partition(2)
+            try:
+                took = wait_for(lambda: serving_elsewhere(on_swarm, "survivor", lost.address, 6), 60, 0.2)
+                print(f"partition: 6 replicas serving on the other hosts {took:.1f} s after it")
+                drained = wait_for(lambda: availability(on_swarm, lost.name) == "drain", 30, 0.2)
+                print(f"the lost host drained in Swarm {time.monotonic() - began:.1f} s after the partition")
+            finally:
+                swarm.partition(2, up=True)
+            time.sleep(1)
+        print(f"requests ok {counts[0]}, failed {counts[1]} ({time.monotonic() - began:.1f} s)")
+        assert counts[1] == 0 and counts[0] > 20, counts
+        assert took <= 30 and drained <= 30
+        events = on_swarm.http.get("/api/v1/events", params={"type": "host.drained"}).json()["events"]
+        assert [e["details"]["address"] for e in events] == [lost.address], events
+        # Back on the network: its stale tasks are gone from the routing, only the other hosts serve.
+        time.sleep(2)
+        replicas = on_swarm.http.get("/api/v1/apps/survivor").json()["replicas"]
+        assert len(replicas) == 6 and not [r for r in replicas if r["address"].startswith(lost.address + ":")]
+    finally:
+        swarm.manager.docker("node", "update", "--availability", "active", lost.node_id)
+
+
+def availability(server: LiveServer, host: str) -> str:
+    return next(h["availability"] for h in server.http.get("/api/v1/hosts").json()["hosts"] if h["name"] == host)
+
+
+def serving_elsewhere(server: LiveServer, app: str, lost: str, count: int) -> bool:
+    replicas = server.http.get(f"/api/v1/apps/{app}").json()["replicas"]
+    serving = [r for r in replicas if r["state"] == "running" and r["health"] == "healthy"]
+    return len(serving) == count and not [r for r in serving if (r["address"] or "").startswith(lost + ":")]
