@@ -32,7 +32,7 @@ from orchestry.workflows.health import (
     health_verdict,
     policy_from_spec,
 )
-from orchestry.workflows.hosts import HostHealth, lost_hosts
+from orchestry.workflows.hosts import UNREACHABLE, HostHealth, lost_hosts
 
 log = logging.getLogger("orchestry.health")
 LOOPBACK = "127.0.0.1"
@@ -164,7 +164,8 @@ class HealthSweep:
                 )
                 report.checked += 1
                 if row.host:
-                    report.hosts.append(HostHealth(row.host, h.state))
+                    unreachable = not result.ok and result.detail in UNREACHABLE
+                    report.hosts.append(HostHealth(row.host, h.state, unreachable))
                 report.results[row.name] = {
                     "ok": result.ok,
                     "detail": result.detail,

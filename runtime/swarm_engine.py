@@ -73,6 +73,8 @@ POLL_SECONDS = 0.05
 START_SECONDS = 60.0  # a slot's task running (scheduled, image found, started)
 PENDING_SECONDS = 5.0  # a task Swarm cannot place for this long fails the start (no node fits)
 EVENT_POLL_SECONDS = 1.0
+LIST_ATTEMPTS = 3
+NODE_CHECK_SECONDS = 1.0  # how often a start looks at the host its task was given
 # Task states: https://docs.docker.com/engine/swarm/how-swarm-mode-works/swarm-task-states/
 _STARTING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 _ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
@@ -156,8 +158,14 @@ class SwarmEngine:
 
     def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
         with _engine(f"list the services of cluster {cluster}"):
-            services = self._services(cluster, app)
-            tasks = self._tasks(services)
+            for attempt in range(LIST_ATTEMPTS):
+                services = self._services(cluster, app)
+                try:
+                    tasks = self._tasks(services)
+                    break
+                except docker.errors.NotFound:  # a service removed between the two requests: list again
+                    if attempt == LIST_ATTEMPTS - 1:
+                        raise
             nodes = self._nodes() if services else {}
         observed = [_observed(s, _current(tasks.get(s["ID"], [])), nodes) for s in services]
         return sorted(observed, key=lambda o: (o.app, o.slot, o.name))
@@ -219,6 +227,7 @@ class SwarmEngine:
         deadline = time.monotonic() + self._start_seconds
         pending_since: float | None = None
         running_since: float | None = None
+        node_checked = time.monotonic()
         while True:
             task = _current(self._tasks([service]).get(service["ID"], []))
             state = (task or {}).get("Status", {}).get("State", "new")
@@ -233,6 +242,14 @@ class SwarmEngine:
                 pending_since = pending_since or now  # Swarm finds no node for it (constraints, resources)
                 if now - pending_since >= PENDING_SECONDS:
                     raise self._failed(service, name, task or {})
+            if task is not None and task.get("NodeID") and now - node_checked >= NODE_CHECK_SECONDS:
+                node_checked = now
+                node = self._nodes().get(task["NodeID"])
+                view = _node_view(node) if node is not None else None
+                if view is None or not view.available:  # given to a host that was lost or drained meanwhile
+                    self._remove(service["ID"])
+                    host = view.hostname if view is not None else task["NodeID"]
+                    raise ContainerFailed(f"{name}: its host {host} is no longer available (drained or down)")
             if now >= deadline:
                 self._remove(service["ID"])
                 raise ContainerFailed(f"{name}: its task did not run within {self._start_seconds:.0f} s ({state})")

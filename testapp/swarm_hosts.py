@@ -16,6 +16,9 @@ so the machine's own engine never joins a swarm. The recipe (verified, /work/sha
   is only local fails its pull and then uses the local image, so the test image is loaded into each engine
   (`docker save | docker load`).
 
+The machine routes the whole test subnet as unreachable, so a partitioned host (its veth down) fails at once with
+"No route to host" instead of leaking out through the default route.
+
 Teardown works by pid and by name, and runs even when the build failed half-way: swarm left on every engine,
 each dockerd SIGTERMed then SIGKILLed, the containerd shims under its exec root killed, the fuse-overlayfs
 mounts under its data root unmounted (`umount -l`), the namespaces and veths deleted (the veth goes with its
@@ -99,6 +102,7 @@ class SwarmHosts:
     build_seconds: float = 0.0
     _lock: Any = None
     _rules: list[list[str]] = field(default_factory=list)
+    _route: bool = False
     _workdir: Path | None = None
 
     @property
@@ -163,6 +167,11 @@ class SwarmHosts:
         chain = (
             "DOCKER-USER" if _run(["iptables", "-n", "-L", "DOCKER-USER"], check=False).returncode == 0 else "FORWARD"
         )
+        # The whole test subnet is unreachable but for each host's own /30 (more specific, present while its
+        # veth is up): a partitioned host's address then fails at once with "No route to host", instead of
+        # following the machine's default route out (where something may even accept the connection).
+        _run(["ip", "route", "replace", "unreachable", self.subnet])
+        self._route = True
         for rule in (["-s", self.subnet], ["-d", self.subnet]):
             spec = [chain, *rule, "-j", "ACCEPT", "-m", "comment", "--comment", f"{PREFIX}{self.slot}"]
             _run(["iptables", "-I", *spec])
@@ -304,6 +313,9 @@ class SwarmHosts:
             _run(["ip", "netns", "del", host.name], check=False)
         for spec in self._rules:
             _run(["iptables", "-D", *spec], check=False)
+        if self._route:
+            _run(["ip", "route", "del", "unreachable", self.subnet], check=False)
+            self._route = False
         self._rules.clear()
         if self._workdir is not None:
             _unmount_under(self._workdir)
@@ -445,6 +457,7 @@ def _clear_leftovers(slot: int) -> None:
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
         if name.startswith(f"{PREFIX}{slot}h"):
             _run(["ip", "link", "del", name], check=False)
+    _run(["ip", "route", "del", "unreachable", f"10.213.{slot}.0/24"], check=False)
     for chain in ("DOCKER-USER", "FORWARD"):
         rules = _run(["iptables", "-S", chain], check=False).stdout.splitlines()
         for rule in rules:

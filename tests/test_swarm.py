@@ -247,6 +247,8 @@ def test_the_harness_leaves_nothing_behind(testapp_image: str) -> None:
     assert not [pid for pid in Path("/proc").iterdir() if pid.name.isdigit() and root.encode() in _cmdline(pid)]
     rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=False).stdout
     assert f"orsw{slot}" not in rules
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=False).stdout
+    assert f"10.213.{slot}.0/24" not in routes
 
 
 def _cmdline(pid: Path) -> bytes:
