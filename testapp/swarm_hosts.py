@@ -48,6 +48,7 @@ LOCK_DIR = Path(tempfile.gettempdir()) / "orchestry-swarm-hosts"
 START_SECONDS = 30.0  # one dockerd answering on its socket
 JOIN_SECONDS = 30.0  # every node Ready in the swarm
 NETNS_DIR = Path("/var/run/netns")
+_UNREAPED: list[subprocess.Popen[bytes]] = []
 
 
 class SwarmHostsError(RuntimeError):
@@ -376,8 +377,12 @@ def _stop_engine(host: Host) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     if host.proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             host.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            # Killed but not reaped yet (its mounts still going): keep the handle, or its garbage collection
+            # warns that the process still runs (a warning pytest turns into an error at the end of the run).
+            _UNREAPED.append(host.proc)
 
 
 def _pid_of(host: Host) -> int | None:
