@@ -73,7 +73,7 @@ LABELS = {
     "org.orchestry.spec-hash": "sha256:x",
     "org.orchestry.port": "8080",
 }
-PORTS = {"PortStatus": {"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 30001}] * 2}}
+PORTS: dict[str, Any] = {"PortStatus": {"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 30001}] * 2}}
 
 
 def test_a_running_task_is_reached_at_its_hosts_address_and_published_port() -> None:
@@ -100,5 +100,6 @@ def test_task_states_read_as_container_states() -> None:
 def test_the_task_that_counts_is_the_newest_wanted_running() -> None:
     old, new = task("running", 3, desired="shutdown"), task("starting", 7)
     assert _current([old, new]) is new
-    assert _current([task("failed", 2, desired="shutdown"), task("shutdown", 9, desired="shutdown")])["ID"] == "t9"
+    newest = _current([task("failed", 2, desired="shutdown"), task("shutdown", 9, desired="shutdown")])
+    assert newest is not None and newest["ID"] == "t9"
     assert _current([]) is None
