@@ -88,12 +88,11 @@ def serve(args: Args, settings: Settings) -> int:
     import waitress
 
     from orchestry.controller.node import Controller
-    from orchestry.runtime.docker_engine import DockerEngine
     from orchestry.web.app import create_app
 
     with make_sessionmaker(engine).begin() as session:
         installation = installation_id(session)
-    runtime = DockerEngine(installation=installation)
+    runtime = make_runtime(settings, installation)
     _refuse_foreign_containers(runtime, settings.cluster_name, installation)
     try:
         controller = Controller(settings, engine, runtime)
@@ -131,6 +130,17 @@ def serve(args: Args, settings: Settings) -> int:
         server.close()
         engine.dispose()
     return 0
+
+
+def make_runtime(settings: Settings, installation: str | None) -> Any:
+    """The runtime the `runtime` setting names, on the engine `docker_host` names (else DOCKER_HOST)."""
+    if settings.runtime == "swarm":
+        from orchestry.runtime.swarm_engine import SwarmEngine
+
+        return SwarmEngine(base_url=settings.docker_host or None, installation=installation)
+    from orchestry.runtime.docker_engine import DockerEngine
+
+    return DockerEngine(base_url=settings.docker_host or None, installation=installation)
 
 
 def _refuse_foreign_containers(runtime: Any, cluster: str, installation: str) -> None:

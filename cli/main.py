@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p = cmd("cluster", ops.cluster, "the controller cluster: status, leader, nodes")
     p.add_argument("action", choices=("status", "leader", "nodes"), nargs="?", default="status")
+    cmd("hosts", ops.hosts, "the hosts replicas run on (runtime: swarm): state, availability, labels, replicas")
     p = cmd("logs", ops.logs, "an app's replicas' logs, merged, each line with its replica")
     p.add_argument("name")
     p.add_argument("-n", "--lines", type=int, default=100)

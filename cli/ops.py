@@ -219,3 +219,25 @@ def cluster(args: Args, settings: Settings) -> int:
     ]
     print(table(rows, ("NODE", "ROLE", "STATE", "ADDRESS", "VERSION", "HEARTBEAT", "ROUTES")))
     return 0
+
+
+def hosts(args: Args, settings: Settings) -> int:
+    """The Swarm's hosts (runtime: swarm); `orchestry cluster nodes` lists the controllers instead."""
+    data = _client(settings).get("/api/v1/hosts")
+    if args.json:
+        print_json(data["hosts"])
+        return 0
+    rows = [
+        (
+            h["name"],
+            h["address"],
+            h["state"],
+            h["availability"],
+            h["role"] + (" (leader)" if h["leader"] else ""),
+            ",".join(f"{k}={v}" for k, v in sorted(h["labels"].items())) or "-",
+            str(h["replicas"]),
+        )
+        for h in data["hosts"]
+    ]
+    print(table(rows, ("HOST", "ADDRESS", "STATE", "AVAILABILITY", "ROLE", "LABELS", "REPLICAS")))
+    return 0

@@ -203,6 +203,20 @@ SETTINGS: tuple[Setting, ...] = (
         "`managed`: the leader runs its own nginx (Debian's, with the Lua module); `external`: an existing nginx "
         "includes Orchestry's file (nginx_conf, nginx_include, nginx_reload_command); `off`: no routing.",
     ),
+    Setting(
+        "runtime",
+        _to_choice("docker", "swarm"),
+        lambda _: "docker",
+        "`docker`: replicas are containers on one Docker engine; `swarm`: each replica slot is a Docker Swarm "
+        "service, placed on the swarm's nodes (the engine must be a Swarm manager).",
+    ),
+    Setting(
+        "docker_host",
+        _to_str,
+        lambda _: "",
+        "The Docker engine (or Swarm manager) Orchestry drives, e.g. `unix:///run/docker.sock`; empty: "
+        "DOCKER_HOST, else the local engine.",
+    ),
     Setting("nginx_binary", _to_str, lambda _: "nginx", "The nginx binary (a name on PATH or a path)."),
     Setting(
         "nginx_conf",

@@ -13,13 +13,13 @@ import datetime as dt
 import logging
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, AppRevision
+from orchestry.models.apps import current_specs
 from orchestry.models.base import utcnow
-from orchestry.models.edge import Certificate
+from orchestry.models.edge import Certificate, certificates_named
+from orchestry.models.jobs import live_job
+from orchestry.operations.request import request_task
 from orchestry.workflows.certs import cert_due
 from orchestry.workflows.public_routes import edge_rules, tls_hosts
 
@@ -37,34 +37,26 @@ def cert_sweep(sessions: sessionmaker[Session]) -> list[int]:
     """Enqueue `cert-issue` for every `tls: auto` host that is due. Returns the new jobs' ids."""
     ids: list[int] = []
     with sessions.begin() as session:
-        specs: dict[str, Any] = dict(
-            session.execute(
-                select(App.name, AppRevision.spec).join(
-                    AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
-                )
-            )
-            .tuples()
-            .all()
-        )
+        specs: dict[str, Any] = current_specs(session)
         hosts = tls_hosts(edge_rules(specs)[0], "auto")
         if not hosts:
             return ids
-        rows = {r.name: r for r in session.scalars(select(Certificate).where(Certificate.name.in_(hosts)))}
+        rows = certificates_named(session, list(hosts))
         now = utcnow()
         for host in hosts:
             row = rows.get(host)
             failures = int((row.last_error or "").count("\n") + 1) if row is not None and row.last_error else 0
             if not due(row, now, failures):
                 continue
-            busy = session.scalar(
-                select(jobq.Job.id).where(jobq.Job.lock == f"cert:{host}", jobq.Job.status.in_(("queued", "running")))
-            )
+            busy = live_job(session, f"cert:{host}")
             if busy is not None:
                 continue
             if row is None:
                 session.add(Certificate(name=host, hosts=[host], source="acme", state="pending"))
             elif row.state == "failed":
                 row.state = "pending"
-            job = jobq.enqueue(session, "cert-issue", args={"host": host}, lock=f"cert:{host}", max_attempts=3)
+            job = request_task(
+                session, "cert-issue", lock=f"cert:{host}", args={"host": host}, actor="cert-sweep", max_attempts=3
+            )
             ids.append(job.job.id)
     return ids

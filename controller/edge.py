@@ -14,12 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config.secretbox import SecretBox, SecretKeyError
-from orchestry.models.apps import App, AppRevision
-from orchestry.models.edge import AcmeChallenge, Certificate, edge_version
+from orchestry.models.apps import current_specs
+from orchestry.models.edge import challenge_answers, edge_version, usable_certificates
 from orchestry.nginx.edge import EdgeCert, edge_body
 from orchestry.nginx.manager import ControlledNginx, NginxError
 from orchestry.workflows.public_routes import edge_rules
@@ -30,20 +29,11 @@ RETRY_SECONDS = 5.0  # a version nginx refused (or did not answer) is tried agai
 
 
 def build_edge(session: Session, version: int, box: SecretBox | None) -> str:
-    specs = {
-        name: spec
-        for name, spec in session.execute(
-            select(App.name, AppRevision.spec).join(
-                AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
-            )
-        ).all()
-    }
+    specs = current_specs(session)
     rules, off = edge_rules(specs)
     certs = []
     if box is not None:
-        rows = session.scalars(
-            select(Certificate).where(Certificate.cert_pem.is_not(None), Certificate.key_ciphertext.is_not(None))
-        )
+        rows = usable_certificates(session)
         for row in rows:
             try:
                 key = box.open(row.key_ciphertext or "")
@@ -53,7 +43,7 @@ def build_edge(session: Session, version: int, box: SecretBox | None) -> str:
                 )
                 continue
             certs.append(EdgeCert(row.id, tuple(row.hosts), row.cert_pem or "", key, row.not_after))
-    challenges = {c.token: c.key_authorization for c in session.scalars(select(AcmeChallenge))}
+    challenges = challenge_answers(session)
     return edge_body(version, rules, off, certs, challenges)
 
 

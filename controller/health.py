@@ -30,6 +30,7 @@ from orchestry.workflows.health import (
     health_verdict,
     policy_from_spec,
 )
+from orchestry.workflows.hosts import UNREACHABLE, HostHealth, lost_hosts
 
 log = logging.getLogger("orchestry.health")
 LOOPBACK = "127.0.0.1"
@@ -40,6 +41,7 @@ class SweepReport:
     checked: int = 0
     transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (replica, before, after)
     unhealthy_apps: set[str] = field(default_factory=set)
+    hosts: list[HostHealth] = field(default_factory=list)  # each probed replica's host and health after the sweep
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -63,12 +65,14 @@ class HealthSweep:
         router: Router | None,
         on_unhealthy: Callable[[set[str]], None],
         may_write: Callable[[], bool] = lambda: True,
+        on_hosts_lost: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.prober = prober
         self.router = router
         self.on_unhealthy = on_unhealthy
         self.may_write = may_write  # the leader's fence: checked once the probes are back, before recording
+        self.on_hosts_lost = on_hosts_lost  # the swarm runtime: drain them, before replacements are placed
 
     def run(self, app: str | None = None, force: bool = False) -> SweepReport:
         """Probe what is due (every replica of `app` when forced) and record the verdicts."""
@@ -92,7 +96,8 @@ class HealthSweep:
                 if port is None:
                     failed_early[replica.name] = ProbeResult(False, now, None, f"port {check['port']} is not published")
                     continue
-                targets.append(target_from_spec(replica.name, LOOPBACK, int(port), check))
+                # The replica's own host: loopback on the docker runtime, its node's address on a swarm.
+                targets.append(target_from_spec(replica.name, replica.host or LOOPBACK, int(port), check))
         results = dict(self.prober.check_all(targets)) if targets else {}
         results.update(failed_early)
         if not results and not promote:
@@ -105,6 +110,9 @@ class HealthSweep:
                 self.router.sync()
             except TemporaryError as exc:
                 log.warning("routing update after health changes failed", extra={"error": str(exc)})
+        lost = lost_hosts(report.hosts) if self.on_hosts_lost is not None else frozenset()
+        if lost and self.on_hosts_lost is not None:
+            self.on_hosts_lost(lost)
         if report.unhealthy_apps:
             self.on_unhealthy(report.unhealthy_apps)
         return report
@@ -136,6 +144,9 @@ class HealthSweep:
                     h.last_latency_ms,
                 )
                 report.checked += 1
+                if row.host:
+                    unreachable = not result.ok and result.detail in UNREACHABLE
+                    report.hosts.append(HostHealth(row.host, h.state, unreachable))
                 report.results[row.name] = {
                     "ok": result.ok,
                     "detail": result.detail,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,13 @@ from orchestry.nginx.external import ExternalNginx, ExternalPaths
 from orchestry.nginx.manager import ControlledNginx, NginxError, NginxManager, worker_identity
 from orchestry.nginx.render import NginxSettings
 from orchestry.nginx.traffic import TrafficMeter
+from orchestry.operations.request import request_task
 from orchestry.probe import Prober, ProberError
 from orchestry.runtime.types import EngineEvent, Runtime
 
 log = logging.getLogger("orchestry.controller")
 NGINX_CHECK_SECONDS = 5.0
+DRAIN_AGAIN_SECONDS = 60.0  # a host still lost this long after its drain was enqueued gets another
 TICKS = "ticks"  # the in-memory job store of the sub-second health tick
 PEER_TRAFFIC_SECONDS = 5.0  # an older report is from a node that stopped counting: left out
 
@@ -128,8 +131,14 @@ class Controller:
         )
         self.prober = Prober()
         self.health = HealthSweep(
-            self.sessions, self.prober, self.router, self._unhealthy, may_write=lambda: self.leadership.leading
+            self.sessions,
+            self.prober,
+            self.router,
+            self._unhealthy,
+            may_write=lambda: self.leadership.leading,
+            on_hosts_lost=self._hosts_lost if settings.runtime == "swarm" else None,
         )
+        self._drains: dict[str, float] = {}  # host address -> when its drain was last enqueued
         self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
         if self.nginx is not None:
             self.metrics.traffic = TrafficMeter(self.nginx, peers=self._peer_traffic)
@@ -323,6 +332,28 @@ class Controller:
         """cert-sweep: a `cert-issue` job for each `tls: auto` host without a valid certificate or due renewal."""
         if self.leadership.leading and cert_sweep(self.sessions):
             self.dispatcher.wake()
+
+    def _hosts_lost(self, addresses: frozenset[str]) -> None:
+        """Hosts of the swarm whose replicas all fail while others answer: a `host-drain` job each (again after
+        a minute at most, while the host stays lost), enqueued before the repairs of their replicas."""
+        if not self.leadership.leading:
+            return
+        now = time.monotonic()
+        due = sorted(a for a in addresses if now - self._drains.get(a, -DRAIN_AGAIN_SECONDS) >= DRAIN_AGAIN_SECONDS)
+        if not due:
+            return
+        with self.sessions.begin() as session:
+            for address in due:
+                request_task(
+                    session,
+                    "host-drain",
+                    lock=f"host:{address}",
+                    args={"address": address, "why": "every replica probed there fails while other hosts answer"},
+                    actor="health",
+                )
+        self._drains.update(dict.fromkeys(due, now))
+        log.warning("hosts lost: draining them in Swarm", extra={"hosts": due})
+        self.dispatcher.wake()
 
     def run_nginx(self) -> None:
         """nginx-render: the skeleton rendered and applied (reloads only when it changed), nginx running,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
-from orchestry.runtime.types import EngineEvent, LogLine, Observed, ReplicaRequest, Runtime
+from orchestry.runtime.types import EngineEvent, HostLister, LogLine, NodeInfo, Observed, ReplicaRequest, Runtime
 
 MEMORY_SECONDS = 60.0
 
@@ -57,3 +57,13 @@ class EventAwareRuntime:
 
     def remove_volumes(self, cluster: str, app: str) -> list[str]:
         return self.inner.remove_volumes(cluster, app)
+
+    def nodes(self) -> list[NodeInfo]:
+        if not isinstance(self.inner, HostLister):
+            return []
+        return self.inner.nodes()
+
+    def drain_host(self, address: str) -> NodeInfo | None:
+        if not isinstance(self.inner, HostLister):
+            return None
+        return self.inner.drain_host(address)

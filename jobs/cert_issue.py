@@ -20,12 +20,11 @@ from acme import crypto_util as acme_crypto
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwk import JWK, JWKRSA
-from sqlalchemy import delete, select
 
 from orchestry.config.secretbox import SecretBox, SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError
 from orchestry.models.base import utcnow
-from orchestry.models.edge import AcmeAccount, AcmeChallenge, Certificate, bump_edge
+from orchestry.models.edge import AcmeAccount, AcmeChallenge, Certificate, bump_edge, certificate, drop_challenge
 from orchestry.models.events import record
 from orchestry.nginx.pem import inspect_pem
 from orchestry.workflows.certs import cert_due
@@ -90,7 +89,7 @@ def _wait_served(ctx: JobContext, host: str, token: str, answer: str) -> None:
 def cert_issue(ctx: JobContext) -> dict[str, Any]:
     host = str(ctx.args["host"])
     with ctx.sessions() as session:
-        row = session.scalar(select(Certificate).where(Certificate.name == host))
+        row = certificate(session, host)
         if row is not None and row.state == "valid" and not cert_due("valid", row.not_after, None, utcnow(), 0):
             return {"host": host, "skipped": "valid until " + str(row.not_after)}
         renewal = row is not None and row.cert_pem is not None
@@ -126,11 +125,11 @@ def cert_issue(ctx: JobContext) -> dict[str, Any]:
     finally:
         if token is not None:
             with ctx.sessions.begin() as session:
-                session.execute(delete(AcmeChallenge).where(AcmeChallenge.token == token))
+                drop_challenge(session, token)
                 bump_edge(session)
     info = inspect_pem(order.fullchain_pem, key_pem.decode())
     with ctx.sessions.begin() as session:
-        row = session.scalar(select(Certificate).where(Certificate.name == host))
+        row = certificate(session, host)
         if row is None:
             row = Certificate(name=host, source="acme")
             session.add(row)
@@ -159,7 +158,7 @@ def _reason(exc: Exception) -> str:
 
 def _failed(ctx: JobContext, host: str, reason: str) -> None:
     with ctx.sessions.begin() as session:
-        row = session.scalar(select(Certificate).where(Certificate.name == host))
+        row = certificate(session, host)
         if row is not None:
             if row.cert_pem is None:
                 row.state = "failed"

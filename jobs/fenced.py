@@ -17,7 +17,16 @@ from datetime import datetime
 from typing import TypeVar
 
 from orchestry.jobs.base import Fence
-from orchestry.runtime.types import EngineEvent, LogLine, Observed, ReplicaRequest, Runtime
+from orchestry.runtime.types import (
+    ContainerFailed,
+    EngineEvent,
+    HostLister,
+    LogLine,
+    NodeInfo,
+    Observed,
+    ReplicaRequest,
+    Runtime,
+)
 
 log = logging.getLogger("orchestry.runtime.actions")
 T = TypeVar("T")
@@ -70,6 +79,12 @@ class FencedRuntime:
 
     def list_volumes(self, cluster: str, app: str) -> list[str]:
         return self.inner.list_volumes(cluster, app)
+
+    def drain_host(self, address: str) -> NodeInfo | None:
+        inner = self.inner
+        if not isinstance(inner, HostLister):
+            raise ContainerFailed("this runtime has one host: there is no host to drain")
+        return self._act("drain host", address, lambda: inner.drain_host(address))
 
     def remove_volumes(self, cluster: str, app: str) -> list[str]:
         return self._act("remove volumes", app, lambda: self.inner.remove_volumes(cluster, app))

@@ -14,6 +14,7 @@ from orchestry.jobs.base import Handler
 from orchestry.jobs.cert_issue import cert_issue
 from orchestry.jobs.converge import converge
 from orchestry.jobs.health_check import health_check
+from orchestry.jobs.host_drain import host_drain
 from orchestry.jobs.noop import noop
 
 APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
@@ -39,5 +40,6 @@ HANDLERS: dict[str, Handler] = {
     "reconcile": converge,  # repair drift found by the reconcile sweep (a dead replica, an orphan)
     "health-check": health_check,  # probe one app's replicas now, on request
     "cert-issue": cert_issue,  # obtain or renew one `tls: auto` host's certificate over ACME (jobs/cert_issue.py)
+    "host-drain": host_drain,  # a lost host of a swarm drained, so its replicas are replaced elsewhere
     "noop": noop,  # measures the queue itself (bench/job_latency)
 }

@@ -65,6 +65,7 @@ def replica_request(
             env[var["name"]] = var.get("value", "")
     resources = body.get("resources") or {}
     millicores = _millicores(resources.get("cpu"))
+    placement = spec.get("placement") or {}
     return ReplicaRequest(
         cluster=cluster,
         app=app,
@@ -82,4 +83,8 @@ def replica_request(
         memory_bytes=resources.get("memory"),
         labels=dict(spec.get("metadata", {}).get("labels") or {}),
         extra_ports=tuple(p["containerPort"] for p in body.get("ports") or [] if p["containerPort"] != port),
+        constraints=tuple(placement.get("constraints") or ()),
+        spread=placement.get("spread"),
+        max_per_node=placement.get("maxReplicasPerNode"),
+        stop_grace_seconds=(spec.get("termination") or {}).get("gracePeriodSeconds"),
     )

@@ -131,3 +131,13 @@ def desired_states(session: Session) -> list[tuple[str, str, int, str]]:
         )
     ).all()
     return [(name, status, replicas, spec_hash) for name, status, replicas, spec_hash in rows]
+
+
+def current_specs(session: Session) -> dict[str, Any]:
+    """Every app's name -> the normalised spec of its revision in force (the edge's routes are read from them)."""
+    rows = session.execute(
+        select(App.name, AppRevision.spec).join(
+            AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
+        )
+    ).all()
+    return {name: spec for name, spec in rows}

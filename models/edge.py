@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text, select, update
+from sqlalchemy import BigInteger, Integer, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.base import Base, utcnow
@@ -86,3 +86,30 @@ def bump_edge(session: Session) -> None:
     """Every node pushes its edge again (in the caller's transaction)."""
     lock_edge(session)
     session.execute(update(EdgeState).where(EdgeState.name == EDGE_NAME).values(version=EdgeState.version + 1))
+
+
+def certificate(session: Session, host: str) -> Certificate | None:
+    """The certificate row named `host` (an ACME certificate is named for its one host)."""
+    return session.scalar(select(Certificate).where(Certificate.name == host))
+
+
+def certificates_named(session: Session, names: list[str]) -> dict[str, Certificate]:
+    return {r.name: r for r in session.scalars(select(Certificate).where(Certificate.name.in_(names)))}
+
+
+def drop_challenge(session: Session, token: str) -> None:
+    session.execute(delete(AcmeChallenge).where(AcmeChallenge.token == token))
+
+
+def usable_certificates(session: Session) -> list[Certificate]:
+    """Certificates that can be served: a chain and its (encrypted) key."""
+    return list(
+        session.scalars(
+            select(Certificate).where(Certificate.cert_pem.is_not(None), Certificate.key_ciphertext.is_not(None))
+        )
+    )
+
+
+def challenge_answers(session: Session) -> dict[str, str]:
+    """The HTTP-01 answers nginx serves: token -> key authorization."""
+    return {c.token: c.key_authorization for c in session.scalars(select(AcmeChallenge))}

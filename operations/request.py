@@ -58,3 +58,11 @@ def request_operation(
     if event is not None:
         record(session, event, message, actor=actor, app_name=name, job_id=queued.job.id, **(details or {}))
     return queued
+
+
+def request_task(
+    session: Session, kind: str, *, lock: str, args: dict[str, Any], actor: str, max_attempts: int = 5
+) -> Enqueued:
+    """Enqueue a job that is no app's operation (a certificate's issuance, a host's drain), under `lock`: one
+    live job per certificate or host. In the caller's transaction, like `request_operation`."""
+    return enqueue(session, kind, lock=lock, args=args, actor=actor, max_attempts=max_attempts)

@@ -76,8 +76,10 @@ class DockerEngine:
         *,
         settle: float = 0.25,
         installation: str | None = None,
+        base_url: str | None = None,
     ) -> None:
         self._client = client
+        self._base_url = base_url  # None: DOCKER_HOST, else the local engine
         # Stamped on what this engine creates; with it, another installation's containers are never seen.
         self.installation = installation
         self._timeout = timeout
@@ -94,7 +96,13 @@ class DockerEngine:
                 with _engine("connect to the Docker engine"):
                     # A pool as large as the metrics fallback's concurrency (runtime/stats.py: one stats call
                     # per replica at once); the SDK's default of 10 would open and drop connections beyond it.
-                    self._client = docker.from_env(timeout=self._timeout, max_pool_size=STATS_CONCURRENCY)
+                    self._client = (
+                        docker.DockerClient(
+                            base_url=self._base_url, timeout=int(self._timeout), max_pool_size=STATS_CONCURRENCY
+                        )
+                        if self._base_url
+                        else docker.from_env(timeout=self._timeout, max_pool_size=STATS_CONCURRENCY)
+                    )
             return self._client
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 # Labels on every container Orchestry creates. A container without LABEL_CLUSTER == our cluster name is
 # never touched.
@@ -72,6 +72,12 @@ class ReplicaRequest:
     memory_bytes: int | None = None
     labels: dict[str, str] = field(default_factory=dict)  # the app's own labels, added to ours
     extra_ports: tuple[int, ...] = ()  # the app's other container ports, published on 127.0.0.1 too
+    # Where it may run (the swarm runtime; the docker runtime has one host): Swarm constraints, a node label to
+    # spread the app's replicas over, at most this many of the app's replicas on one node.
+    constraints: tuple[str, ...] = ()
+    spread: str | None = None
+    max_per_node: int | None = None
+    stop_grace_seconds: float | None = None  # the spec's termination.gracePeriodSeconds (a Swarm service's own)
 
     @property
     def name(self) -> str:
@@ -105,6 +111,7 @@ class Observed:
     started_at: datetime | None
     exit_code: int | None = None
     ports: tuple[tuple[int, int], ...] = ()  # (container port, published port on 127.0.0.1), every published one
+    node: str | None = None  # the swarm runtime: the id of the Swarm node that runs it
 
     def published(self, container_port: int) -> int | None:
         """The loopback port where `container_port` is reachable (health checks use it)."""
@@ -113,6 +120,20 @@ class Observed:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One host of a Swarm (the swarm runtime), as its manager reports it."""
+
+    id: str
+    name: str  # its hostname
+    address: str  # where its published ports are reached
+    state: str  # Swarm's: ready, down, unknown, disconnected
+    availability: str  # active, pause, drain
+    role: str  # manager, worker
+    labels: dict[str, str] = field(default_factory=dict)
+    leader: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,3 +177,15 @@ class Runtime(Protocol):
 
     def remove_volumes(self, cluster: str, app: str) -> list[str]:
         """Remove the app's volumes; returns the names removed. A volume still in use raises VolumeConflict."""
+
+
+@runtime_checkable
+class HostLister(Protocol):
+    """A runtime with several hosts (the swarm runtime) lists them."""
+
+    def nodes(self) -> list[NodeInfo]:
+        """The hosts as the engine reports them. Raises EngineUnavailable."""
+
+    def drain_host(self, address: str) -> NodeInfo | None:
+        """Move every task off the host at `address` (Swarm: availability drain); None when no host has that
+        address. Raises EngineUnavailable."""

@@ -185,6 +185,27 @@ SecretName = Annotated[
     _schema(pattern=_pattern(SECRET_NAME), maxLength=253),
 ]
 
+# Swarm's placement vocabulary (docker service create --constraint / --placement-pref): a node attribute, an
+# operator, a value. Label keys are letters, digits and `-_.`; values have no spaces or operators.
+_NODE_ATTRIBUTE = (
+    r"(?:node\.(?:id|hostname|role|platform\.os|platform\.arch)|(?:node|engine)\.labels\.[A-Za-z0-9][A-Za-z0-9_.-]*)"
+)
+PLACEMENT_CONSTRAINT = _NODE_ATTRIBUTE + r"\s*(?:==|!=)\s*[^\s=!]+"
+SPREAD_DESCRIPTOR = r"(?:node|engine)\.labels\.[A-Za-z0-9][A-Za-z0-9_.-]*"
+_CONSTRAINT_WHAT = (
+    "a Swarm constraint: ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, the attribute one of node.id, node.hostname, "
+    "node.role, node.platform.os, node.platform.arch, node.labels.<key>, engine.labels.<key>"
+)
+PlacementConstraint = Annotated[
+    str,
+    _check(_matches(PLACEMENT_CONSTRAINT, 255, _CONSTRAINT_WHAT)),
+    _schema(pattern=_pattern(PLACEMENT_CONSTRAINT), maxLength=255),
+]
+SpreadDescriptor = Annotated[
+    str,
+    _check(_matches(SPREAD_DESCRIPTOR, 255, "node.labels.<key> or engine.labels.<key> (the label to spread over)")),
+    _schema(pattern=_pattern(SPREAD_DESCRIPTOR), maxLength=255),
+]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 StatusCode = Annotated[int, Field(ge=100, le=599)]
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]

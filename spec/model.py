@@ -30,12 +30,14 @@ from .fields import (
     MemoryBytes,
     MountPath,
     Percent,
+    PlacementConstraint,
     PortName,
     PortNumber,
     PositiveSeconds,
     RoutePath,
     Seconds,
     SecretName,
+    SpreadDescriptor,
     StatusCode,
     Target,
     Text,
@@ -170,6 +172,15 @@ class Route(SpecModel):
     hsts: bool = False
 
 
+class Placement(SpecModel):
+    """Where replicas may run, on the `swarm` runtime only (the `docker` runtime has one host): Swarm's
+    constraints, a spread preference over a node label, and a cap of replicas per node."""
+
+    constraints: list[PlacementConstraint] = Field(default_factory=list, max_length=32)
+    spread: SpreadDescriptor | None = None
+    max_replicas_per_node: Count | None = None
+
+
 class AppSpec(SpecModel):
     """One app as registered: `healthCheck` always at the root, `env` folded into `spec.environment`."""
 
@@ -182,3 +193,4 @@ class AppSpec(SpecModel):
     termination: Termination = Termination()
     routes: list[Route] = Field(default_factory=list, max_length=100)
     default_route: bool = True  # False: no `<app>.<domain>` and no `/<app>/` on the bare proxy
+    placement: Placement | None = None  # absent stays absent: specs without it keep their content hash

@@ -26,6 +26,10 @@ from .rules import check_rules
 UNKNOWN_WARNING = "unknown field, ignored"
 UNKNOWN_ERROR = "unknown field"
 DUPLICATE_NAME = "duplicate name in this request"
+PLACEMENT_NEEDS_SWARM = (
+    "needs the swarm runtime (runtime: swarm, ORCHESTRY_RUNTIME=swarm): this Orchestry runs its replicas on one "
+    "Docker engine (runtime: docker), where there is nothing to place"
+)
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,10 @@ class LoadResult:
 
 
 def validate_document(
-    doc: object, *, max_replicas: int = 50, strict: bool = False, document: int = 0
+    doc: object, *, max_replicas: int = 50, strict: bool = False, document: int = 0, placement: bool = True
 ) -> tuple[LoadedSpec | None, list[FieldIssue], list[FieldIssue]]:
-    """Validate one parsed document: (spec or None, errors, warnings). `max_replicas` is the cluster's cap."""
+    """Validate one parsed document: (spec or None, errors, warnings). `max_replicas` is the cluster's cap;
+    `placement` False refuses a `placement` section (the runtime has a single host)."""
     if not isinstance(doc, dict):
         return None, [FieldIssue(DOCUMENT, "must be a mapping", document)], []
     prepared = prepare(doc)
@@ -67,6 +72,8 @@ def validate_document(
         found += pydantic_issues(exc)
     rules = check_rules(prepared.doc, {loc for loc, _ in found}, max_replicas)
     found += rules.issues
+    if not placement and prepared.doc.get("placement") is not None:
+        found.append((("placement",), PLACEMENT_NEEDS_SWARM))
     unknown = [(loc, UNKNOWN_ERROR if strict else UNKNOWN_WARNING) for loc in prepared.unknown]
     errors = _issues(prepared, found + (unknown if strict else []), document)
     warnings = [] if strict else _issues(prepared, unknown, document)
@@ -83,16 +90,19 @@ def validate_document(
 
 
 def load_specs(
-    body: bytes | str, content_type: str | None, *, max_replicas: int = 50, strict: bool = False
+    body: bytes | str, content_type: str | None, *, max_replicas: int = 50, strict: bool = False, placement: bool = True
 ) -> LoadResult:
-    """Parse and validate a request body; raises SpecParseError / UnsupportedMediaType for bad bodies."""
+    """Parse and validate a request body; raises SpecParseError / UnsupportedMediaType for bad bodies.
+    `placement` False: the runtime cannot place replicas, and a `placement` section is an error."""
     specs: list[LoadedSpec] = []
     errors: list[FieldIssue] = []
     warnings: list[FieldIssue] = []
     names: set[str] = set()
     for index, document in enumerate(parse_documents_with_text(body, content_type)):
         doc = document.value
-        loaded, errs, warns = validate_document(doc, max_replicas=max_replicas, strict=strict, document=index)
+        loaded, errs, warns = validate_document(
+            doc, max_replicas=max_replicas, strict=strict, document=index, placement=placement
+        )
         if loaded is not None:
             loaded = dataclasses.replace(loaded, raw=document.text)
         name = _valid_name(doc, errs)

@@ -48,6 +48,15 @@ FORBIDDEN = {
         "orchestry.jobs",
         "orchestry.controller",
         "orchestry.runtime.docker_engine",
+        "orchestry.runtime.swarm_engine",
+    ),
+    "web": (
+        "docker",
+        "apscheduler",
+        "orchestry.jobs",
+        "orchestry.controller",
+        "orchestry.runtime.docker_engine",
+        "orchestry.runtime.swarm_engine",
     ),
     "operations": (
         "docker",
@@ -61,7 +70,6 @@ FORBIDDEN = {
         "orchestry.nginx",
         "orchestry.probe",
     ),
-    "web": ("docker", "apscheduler", "orchestry.jobs", "orchestry.controller", "orchestry.runtime.docker_engine"),
     "jobs": (
         "docker",
         "flask",
@@ -69,9 +77,16 @@ FORBIDDEN = {
         "orchestry.web",
         "orchestry.controller",
         "orchestry.runtime.docker_engine",
+        "orchestry.runtime.swarm_engine",
     ),
     "runtime": ("sqlalchemy", "flask", "orchestry.models", "orchestry.web", "orchestry.jobs", "orchestry.controller"),
-    "controller": ("docker", "flask", "orchestry.web", "orchestry.runtime.docker_engine"),
+    "controller": (
+        "docker",
+        "flask",
+        "orchestry.web",
+        "orchestry.runtime.docker_engine",
+        "orchestry.runtime.swarm_engine",
+    ),
     "probe": (
         "docker",
         "sqlalchemy",
@@ -119,14 +134,14 @@ def test_package_imports(package: str) -> None:
     assert bad == []
 
 
-def test_only_the_docker_engine_imports_docker() -> None:
+def test_only_the_engines_import_docker() -> None:
     users = sorted(
         str(p.relative_to(ROOT))
         for p in ROOT.rglob("*.py")
         if not {".venv", "tests", "testapp", "bench", "build"} & set(p.relative_to(ROOT).parts)
         and any(n == "docker" or n.startswith("docker.") for n in imports(p))
     )
-    assert users == ["runtime/docker_engine.py"]
+    assert users == ["runtime/docker_engine.py", "runtime/swarm_engine.py"]
 
 
 def test_operations_are_requested_in_one_place() -> None:

@@ -10,7 +10,20 @@ from sqlalchemy.engine import Engine
 from orchestry.config import Settings
 from orchestry.models.db import LOCK_WAIT_MS, make_engine, make_read_sessionmaker, make_sessionmaker
 from orchestry.runtime.types import Runtime
-from orchestry.web import app_metrics, apps, cluster, events, health, jobs, logs, metrics, operations, scaling, system
+from orchestry.web import (
+    app_metrics,
+    apps,
+    cluster,
+    events,
+    health,
+    hosts,
+    jobs,
+    logs,
+    metrics,
+    operations,
+    scaling,
+    system,
+)
 from orchestry.web import certs as certs_api
 from orchestry.web import secrets as secrets_api
 from orchestry.web.auth import check_request
@@ -74,4 +87,5 @@ def create_app(
     app.register_blueprint(secrets_api.bp)
     app.register_blueprint(dashboard)
     app.register_blueprint(certs_api.bp)
+    app.register_blueprint(hosts.bp)
     return app

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from orchestry.models.apps import App, AppLine, AppRevision, app_lines, get_revision
+from orchestry.models.apps import App, AppLine, AppRevision, app_lines, current_specs, get_revision
 from orchestry.models.edge import bump_edge, lock_edge
 from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
@@ -72,7 +71,11 @@ def register_apps() -> tuple[Response, int]:
     body = request.get_data(cache=False)
     try:
         loaded = load_specs(
-            body, request.mimetype or None, max_replicas=ctx().settings.max_replicas, strict=args.strict
+            body,
+            request.mimetype or None,
+            max_replicas=ctx().settings.max_replicas,
+            strict=args.strict,
+            placement=ctx().settings.runtime == "swarm",
         )
     except UnsupportedMediaType as exc:
         raise ApiError(415, "unsupported_media_type", str(exc)) from None
@@ -140,14 +143,7 @@ def _refuse_route_conflicts(db: Any, specs: Any) -> None:
     """Two apps never claim the same host and path: 409 naming the other app and the field. The edge row
     is locked first, so two registrations cannot both pass (on PostgreSQL; SQLite has one writer)."""
     lock_edge(db)
-    current: dict[str, Any] = {
-        name: spec
-        for name, spec in db.execute(
-            select(App.name, AppRevision.spec).join(
-                AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
-            )
-        ).all()
-    }
+    current: dict[str, Any] = current_specs(db)
     domain = ctx().settings.domain
     fields: list[dict[str, Any]] = []
     for index, loaded in enumerate(specs):

@@ -330,6 +330,24 @@ class NodeOut(BaseModel):
     routes_reported_at: datetime | None = Field(description="when it last reported what its nginx serves")
 
 
+class HostOut(BaseModel):
+    name: str = Field(description="the host's name (its hostname)")
+    id: str = Field(description="its Swarm node id")
+    address: str = Field(description="where its replicas' published ports are reached")
+    state: str = Field(description="Swarm's view: ready, down, unknown, disconnected")
+    availability: str = Field(description="active, pause or drain")
+    role: str = Field(description="manager or worker")
+    leader: bool = Field(description="the Swarm manager that leads the Raft group")
+    labels: dict[str, str]
+    replicas: int = Field(description="this installation's replicas running there")
+    apps: dict[str, int] = Field(description="replicas running there, by app")
+
+
+class HostsOut(BaseModel):
+    runtime: Literal["swarm"]
+    hosts: list[HostOut]
+
+
 class LeaderOut(BaseModel):
     leader: str | None = Field(description="the node holding an unexpired lease; null while nobody leads")
     term: int

@@ -1,0 +1,302 @@
+"""The swarm runtime on a real three-host Swarm built on this machine (testapp/swarm_hosts.py): replicas spread
+over the hosts and routed through Orchestry's nginx, scaling 2 -> 6 -> 2 under load, placement constraints,
+the per-node cap, and the hosts listing.
+
+The swarm is built once per test worker (three dockerds in network namespaces, the manager among them, the test
+image loaded into each) and torn down at the end, whatever happened. It cannot be built (not root, a tool
+missing, an engine that does not start): the tests fail, saying why; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from orchestry.testapp.swarm_hosts import SwarmHosts, SwarmHostsError
+
+from conftest import Databases, LiveServer, hello, post, proxy_load, start_server, stop_server, wait_for
+
+LIVE_FIXTURES = ("swarm", "swarm_server", "on_swarm")
+SETUP_BOUND_SECONDS = 120  # building the three hosts (measured: 5 s on an idle machine, 15 s at a load of 25)
+JOB_SECONDS = 120
+TOOLS = ("ip", "iptables", "nsenter", "unshare", "dockerd", "docker", "umount")
+HEALTH = (
+    "healthCheck:\n"
+    "  path: /health\n"
+    "  periodSeconds: 0.5\n"
+    "  timeoutSeconds: 0.5\n"
+    "  failureThreshold: 3\n"
+    "termination:\n"
+    "  drainSeconds: 2\n"
+    "  gracePeriodSeconds: 1\n"
+    "scaling:\n"
+    "  mode: manual\n"
+    "  maxReplicas: 8\n"
+)
+
+
+@pytest.fixture(scope="session")
+def swarm(testapp_image: str) -> Iterator[SwarmHosts]:
+    if os.geteuid() != 0:
+        pytest.fail("the swarm tests build network namespaces and Docker engines: run them as root", pytrace=False)
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the swarm tests need {', '.join(missing)} (apt-get install iproute2 iptables util-linux)")
+    hosts = SwarmHosts(3, images=(testapp_image,), labels={1: {"zone": "a"}, 2: {"zone": "b"}})
+    try:
+        hosts.build()
+    except SwarmHostsError as exc:
+        pytest.fail(f"cannot build the three-host swarm: {exc}", pytrace=False)
+    try:
+        print(f"three-host swarm built in {hosts.build_seconds:.1f} s (slot {hosts.slot})")
+        assert hosts.build_seconds < SETUP_BOUND_SECONDS, f"building the swarm took {hosts.build_seconds:.1f} s"
+        yield hosts
+    finally:
+        hosts.teardown()
+
+
+@pytest.fixture(scope="session")
+def swarm_server(
+    swarm: SwarmHosts, databases: Databases, tmp_path_factory: pytest.TempPathFactory, nginx_required: None
+) -> Iterator[LiveServer]:
+    server = start_server(
+        databases.migrated(),
+        tmp_path_factory.mktemp("swarm"),
+        {"ORCHESTRY_RUNTIME": "swarm", "ORCHESTRY_DOCKER_HOST": swarm.manager_url},
+    )
+    yield server
+    stop_server(server, remove_containers=False)
+    remove_services(swarm, server.cluster)
+
+
+@pytest.fixture
+def on_swarm(swarm_server: LiveServer, swarm: SwarmHosts) -> LiveServer:
+    """The swarm server with an empty database and no service of its cluster left."""
+    remove_services(swarm, swarm_server.cluster)
+    swarm_server.reset()
+    return swarm_server
+
+
+def manager(swarm: SwarmHosts) -> Any:
+    return docker.DockerClient(base_url=swarm.manager_url, timeout=30)
+
+
+def remove_services(swarm: SwarmHosts, cluster: str) -> None:
+    client = manager(swarm)
+    try:
+        for service in client.api.services(filters={"label": f"org.orchestry.cluster={cluster}"}):
+            client.api.remove_service(service["ID"])
+    finally:
+        client.close()
+
+
+def running_tasks(swarm: SwarmHosts, cluster: str, app: str) -> dict[str, int]:
+    """Host name -> the app's running tasks there, as the Swarm manager reports them."""
+    client = manager(swarm)
+    try:
+        services = client.api.services(
+            filters={"label": [f"org.orchestry.cluster={cluster}", f"org.orchestry.app={app}"]}
+        )
+        if not services:
+            return {}
+        tasks = client.api.tasks(filters={"service": [s["ID"] for s in services], "desired-state": "running"})
+    finally:
+        client.close()
+    by_node = {h.node_id: h.name for h in swarm.hosts}
+    return dict(Counter(by_node[t["NodeID"]] for t in tasks if t["Status"]["State"] == "running"))
+
+
+def run(server: LiveServer, app: str, action: str, **body: Any) -> dict[str, Any]:
+    resp = server.http.post(f"/api/v1/apps/{app}/{action}", json=body or None)
+    assert resp.status_code == 202, resp.text
+    job = server.wait_job(resp.json()["job"]["id"], timeout=JOB_SECONDS)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def register(server: LiveServer, app: str, extra: str = "") -> None:
+    resp = post(server, hello(app, extra=extra + HEALTH))
+    assert resp.status_code == 201, resp.text
+
+
+def healthy(server: LiveServer, app: str, count: int) -> bool:
+    replicas = server.http.get(f"/api/v1/apps/{app}/health").json()["replicas"]
+    return len(replicas) == count and all(r["in_rotation"] for r in replicas)
+
+
+def test_replicas_spread_over_the_hosts_and_are_routed_through_nginx(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    register(on_swarm, "spread")
+    began = time.monotonic()
+    run(on_swarm, "spread", "up", replicas=5)
+    wait_for(lambda: healthy(on_swarm, "spread", 5), 30, 0.2)
+    print(f"5 replicas on the swarm healthy and routed in {time.monotonic() - began:.1f} s")
+    placed = running_tasks(swarm, on_swarm.cluster, "spread")
+    assert sum(placed.values()) == 5 and len(placed) == 3, placed  # an empty swarm: 2/2/1
+    addresses = {r["address"] for r in on_swarm.http.get("/api/v1/apps/spread").json()["replicas"]}
+    assert {a.split(":")[0] for a in addresses} == {h.address for h in swarm.hosts}, addresses
+    # Through Orchestry's nginx: every request answered, by replicas on several hosts.
+    containers = swarm.containers()
+    served: Counter[str] = Counter()
+    url = f"http://127.0.0.1:{on_swarm.env['ORCHESTRY_PROXY_PORT']}/"
+    with httpx.Client(headers={"Host": "spread.localhost"}, timeout=10) as client:
+        for _ in range(30):
+            resp = client.get(url)
+            assert resp.status_code == 200, resp.text
+            short = resp.headers["X-Served-By"]
+            served[next(host.name for cid, host in containers.items() if cid.startswith(short))] += 1
+    assert len(served) >= 2, served
+    # The hosts listing counts the same replicas on the same hosts.
+    hosts = on_swarm.http.get("/api/v1/hosts").json()["hosts"]
+    assert {h["name"]: h["replicas"] for h in hosts if h["replicas"]} == placed
+    assert {h["name"]: h["labels"] for h in hosts} == {
+        swarm.hosts[0].name: {},
+        swarm.hosts[1].name: {"zone": "a"},
+        swarm.hosts[2].name: {"zone": "b"},
+    }
+    assert all(h["state"] == "ready" and h["availability"] == "active" for h in hosts)
+    cli = on_swarm.cli("hosts")
+    assert cli.returncode == 0 and swarm.hosts[2].name in cli.stdout and "zone=b" in cli.stdout, cli
+
+
+def test_scale_2_6_2_under_load_fails_no_request(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    register(on_swarm, "elastic")
+    run(on_swarm, "elastic", "up", replicas=2)
+    wait_for(lambda: healthy(on_swarm, "elastic", 2), 30, 0.2)
+    with proxy_load(on_swarm, "elastic", rps=40, posts=True) as counts:
+        began = time.monotonic()
+        run(on_swarm, "elastic", "scale", replicas=6)
+        wait_for(lambda: healthy(on_swarm, "elastic", 6), 30, 0.2)
+        out = time.monotonic() - began
+        placed = running_tasks(swarm, on_swarm.cluster, "elastic")
+        assert sum(placed.values()) == 6 and len(placed) == 3, placed
+        began = time.monotonic()
+        run(on_swarm, "elastic", "scale", replicas=2)
+        back = time.monotonic() - began
+        time.sleep(1)  # requests keep flowing to the two left
+    print(f"2 -> 6 serving in {out:.1f} s, 6 -> 2 in {back:.1f} s; requests ok {counts[0]}, failed {counts[1]}")
+    assert counts[1] == 0 and counts[0] > 20, counts
+    assert sum(running_tasks(swarm, on_swarm.cluster, "elastic").values()) == 2
+    client = manager(swarm)
+    try:
+        left = client.api.services(filters={"label": "org.orchestry.app=elastic"})
+    finally:
+        client.close()
+    assert len(left) == 2, [s["Spec"]["Name"] for s in left]
+
+
+def test_a_constraint_pins_every_replica_to_the_labelled_host(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    register(on_swarm, "pinned", "placement:\n  constraints: ['node.labels.zone==b']\n")
+    run(on_swarm, "pinned", "up", replicas=3)
+    assert running_tasks(swarm, on_swarm.cluster, "pinned") == {swarm.hosts[2].name: 3}
+    client = manager(swarm)
+    try:
+        service = client.api.inspect_service(f"{on_swarm.cluster}-pinned-1")
+    finally:
+        client.close()
+    assert service["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.zone==b"]
+    assert service["Spec"]["Labels"]["org.orchestry.slot"] == "1"
+    assert service["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+
+
+def test_the_per_host_cap_and_spread_put_one_replica_on_each_host(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    register(on_swarm, "capped", "placement:\n  spread: node.labels.zone\n  maxReplicasPerNode: 1\n")
+    run(on_swarm, "capped", "up", replicas=3)
+    assert running_tasks(swarm, on_swarm.cluster, "capped") == {h.name: 1 for h in swarm.hosts}
+
+
+def test_resources_become_limits_and_reservations(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    extra = "  resources: {cpu: 250m, memory: 64Mi}\n"
+    resp = post(on_swarm, hello("sized", extra=extra + HEALTH))
+    assert resp.status_code == 201, resp.text
+    run(on_swarm, "sized", "up", replicas=1)
+    client = manager(swarm)
+    try:
+        resources = client.api.inspect_service(f"{on_swarm.cluster}-sized-1")["Spec"]["TaskTemplate"]["Resources"]
+    finally:
+        client.close()
+    expected = {"NanoCPUs": 250_000_000, "MemoryBytes": 64 * 2**20}
+    assert resources == {"Limits": expected, "Reservations": expected}
+
+
+def test_the_harness_leaves_nothing_behind(testapp_image: str) -> None:
+    """A second swarm built and torn down: its namespaces, veths, rules, mounts and processes are gone."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root", pytrace=False)
+    hosts = SwarmHosts(2, images=())
+    try:
+        hosts.build()
+    except SwarmHostsError as exc:
+        pytest.fail(f"cannot build a two-host swarm: {exc}", pytrace=False)
+    names, veths, slot = [h.name for h in hosts.hosts], [h.veth for h in hosts.hosts], hosts.slot
+    root = str(hosts.hosts[0].root.parent)
+    hosts.teardown()
+    assert not [name for name in names if Path("/var/run/netns", name).exists()]
+    assert not [veth for veth in veths if Path("/sys/class/net", veth).exists()]
+    assert root not in Path("/proc/mounts").read_text()
+    assert not Path(root).exists()
+    assert not [pid for pid in Path("/proc").iterdir() if pid.name.isdigit() and root.encode() in _cmdline(pid)]
+    rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=False).stdout
+    assert f"orsw{slot}" not in rules
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=False).stdout
+    assert f"10.213.{slot}.0/24" not in routes
+
+
+def _cmdline(pid: Path) -> bytes:
+    try:
+        return (pid / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_partitioned_host_loses_its_replicas_to_the_others(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    """A host cut off the network: Orchestry's probes take its replicas out of rotation at once (GETs keep
+    succeeding), its slots are replaced on the hosts that answer, and when it returns nothing is routed to
+    the tasks it still ran."""
+    register(on_swarm, "survivor")
+    run(on_swarm, "survivor", "up", replicas=6)
+    wait_for(lambda: healthy(on_swarm, "survivor", 6), 30, 0.2)
+    lost = swarm.hosts[2]
+    assert running_tasks(swarm, on_swarm.cluster, "survivor").get(lost.name) == 2
+    try:
+        with proxy_load(on_swarm, "survivor", rps=40) as counts:
+            began = time.monotonic()
+            swarm.partition(2)
+            try:
+                took = wait_for(lambda: serving_elsewhere(on_swarm, "survivor", lost.address, 6), 60, 0.2)
+                print(f"partition: 6 replicas serving on the other hosts {took:.1f} s after it")
+                drained = wait_for(lambda: availability(on_swarm, lost.name) == "drain", 30, 0.2)
+                print(f"the lost host drained in Swarm {time.monotonic() - began:.1f} s after the partition")
+            finally:
+                swarm.partition(2, up=True)
+            time.sleep(1)
+        print(f"requests ok {counts[0]}, failed {counts[1]} ({time.monotonic() - began:.1f} s)")
+        assert counts[1] == 0 and counts[0] > 20, counts
+        assert took <= 30 and drained <= 30
+        events = on_swarm.http.get("/api/v1/events", params={"type": "host.drained"}).json()["events"]
+        assert [e["details"]["address"] for e in events] == [lost.address], events
+        # Back on the network: its stale tasks are gone from the routing, only the other hosts serve.
+        time.sleep(2)
+        replicas = on_swarm.http.get("/api/v1/apps/survivor").json()["replicas"]
+        assert len(replicas) == 6 and not [r for r in replicas if r["address"].startswith(lost.address + ":")]
+    finally:
+        swarm.manager.docker("node", "update", "--availability", "active", lost.node_id)
+
+
+def availability(server: LiveServer, host: str) -> str:
+    return next(h["availability"] for h in server.http.get("/api/v1/hosts").json()["hosts"] if h["name"] == host)
+
+
+def serving_elsewhere(server: LiveServer, app: str, lost: str, count: int) -> bool:
+    replicas = server.http.get(f"/api/v1/apps/{app}").json()["replicas"]
+    serving = [r for r in replicas if r["state"] == "running" and r["health"] == "healthy"]
+    return len(serving) == count and not [r for r in serving if (r["address"] or "").startswith(lost + ":")]
