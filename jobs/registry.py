@@ -24,7 +24,11 @@ APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
 # `revision`, a repair's `why`. The handler converges to the app's row (desired_replicas, status, revision),
 # which the latest request wrote: a scale job that joined a waiting one, or that the autoscaler's next
 # decision overtook, still converges to the count in force, not to the number it carries.
-INPUTS: dict[str, tuple[str, ...]] = {"delete": ("force", "volumes")}
+INPUTS: dict[str, tuple[str, ...]] = {
+    "delete": ("force", "volumes"),
+    "cert-issue": ("host",),
+    "host-drain": ("address", "why"),
+}
 
 
 def inputs(kind: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -92,3 +92,38 @@ def test_a_scale_job_converges_to_the_count_in_force_not_the_one_it_carries(sess
             with sessions.begin() as s:  # what the health sweep records for replicas that answer
                 s.execute(update(Replica).values(health="healthy"))
     assert sorted(runtime.containers) == ["c-web-1", "c-web-2"]
+
+
+def _args_read(function: Any) -> set[str]:
+    """The keys a handler's module reads from `ctx.args` (`ctx.args["k"]` or `ctx.args.get("k")`)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(inspect.getmodule(function)))  # type: ignore[arg-type]
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.Subscript):
+            target, key = node.value, node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target, key = node.func.value, node.args[0] if node.args else None
+        if (
+            isinstance(target, ast.Attribute)
+            and target.attr == "args"
+            and isinstance(key, ast.Constant)
+            and isinstance(key.value, str)
+        ):
+            keys.add(key.value)
+    return keys
+
+
+@pytest.mark.parametrize("kind", sorted(registry.HANDLERS))
+def test_every_argument_a_handler_reads_is_an_input_of_its_kind(kind: str) -> None:
+    """A handler reading an argument its kind does not declare would always see it missing (the merge of the
+    certificate and swarm jobs met exactly that): each key read must be an input of every kind it serves."""
+    handler = registry.HANDLERS[kind]
+    read = _args_read(handler)
+    if handler is converge:  # serves several kinds; delete's inputs are the ones it reads
+        assert read <= set(registry.INPUTS["delete"])
+    else:
+        assert read <= set(registry.INPUTS.get(kind, ())), f"{kind} reads {sorted(read)}"
