@@ -219,13 +219,49 @@ def window_averages(
     return out
 
 
+def windows_averages(
+    session: Session, app_ids: Sequence[int], since: datetime
+) -> dict[int, dict[str | None, Averages]]:
+    """`window_averages` of many apps since the same time, in one grouped query (the autoscaler's survey)."""
+    m = MetricSample
+    stmt = (
+        select(
+            m.app_id,
+            m.replica_name,
+            func.count(m.id),
+            func.min(m.taken_at),
+            func.max(m.taken_at),
+            func.avg(m.cpu_percent),
+            func.avg(m.memory_percent),
+            func.avg(m.rps),
+            func.avg(m.p95_ms),
+            func.avg(m.active_connections),
+            func.avg(m.error_rate),
+            func.avg(m.ready_replicas),
+        )
+        .where(m.app_id.in_(list(app_ids)), m.taken_at >= since)
+        .group_by(m.app_id, m.replica_name)
+    )
+    out: dict[int, dict[str | None, Averages]] = {}
+    if not app_ids:
+        return out
+    for app_id, name, count, first, last, *means in session.execute(stmt):
+        values = [None if v is None else float(v) for v in means]
+        out.setdefault(app_id, {})[name] = Averages(name, int(count), aware(first), aware(last), *values)
+    return out
+
+
 def metric_window(
     session: Session, app_id: int, since: datetime, until: datetime | None = None, replicas: Sequence[str] | None = None
 ) -> MetricWindow:
     """The autoscaler's input: per-replica and app-level means over the window.
 
     `replicas` limits the per-replica part to those names (the replicas that exist now)."""
-    groups = window_averages(session, app_id, since, until)
+    return window_of(window_averages(session, app_id, since, until), replicas)
+
+
+def window_of(groups: dict[str | None, Averages], replicas: Sequence[str] | None = None) -> MetricWindow:
+    """`metric_window` from an app's averages already read."""
     app = groups.get(None)
     per_replica = {
         name: ReplicaSample(

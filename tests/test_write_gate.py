@@ -29,9 +29,8 @@ def other_thread_writes(engine: Engine, within: float) -> bool:
     done = threading.Event()
 
     def write() -> None:
-        with engine.connect().execution_options(orchestry_lock_wait_ms=int(within * 1000)) as conn:
-            with conn.begin():
-                conn.execute(text("SELECT 1"))
+        with engine.connect().execution_options(orchestry_lock_wait_ms=int(within * 1000)) as conn, conn.begin():
+            conn.execute(text("SELECT 1"))
         done.set()
 
     thread = threading.Thread(target=write, daemon=True)

@@ -1,0 +1,129 @@
+"""Cost that grows with change, not with size (issue 10): the leader's periodic sweeps over N running apps in
+which nothing happens issue a bounded number of statements, whatever N, and write nothing that did not change.
+Real database (SQLite or PostgreSQL); statements counted with a SQLAlchemy event listener."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.controller.autoscaler import Autoscaler
+from orchestry.jobs.base import Fence
+from orchestry.models.apps import get_app
+from orchestry.models.base import utcnow
+from orchestry.models.metrics import MetricSample
+from orchestry.models.registry import Submission, register
+from orchestry.models.replicas import Replica
+from orchestry.spec import load_specs
+
+APPS = 30
+REPLICAS = 3
+SPEC = """\
+apiVersion: v1
+kind: App
+metadata: {name: %s}
+spec:
+  image: orchestry-testapp:latest
+  ports: [{containerPort: 8080}]
+healthCheck: {path: /health}
+scaling: {mode: %s, maxReplicas: 5}
+"""
+WRITE = re.compile(r"^\s*(UPDATE|INSERT|DELETE)\b", re.IGNORECASE)
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement the engine runs meanwhile (transaction control and settings left out)."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "SET ", "COMMIT", "ROLLBACK", "SELECT 1")):
+            seen.append(statement)
+
+    event.listen(engine, "after_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "after_cursor_execute", count)
+
+
+def running_apps(sessions: sessionmaker[Session], count: int, mode: str = "manual") -> list[int]:
+    """`count` running apps of REPLICAS healthy replicas each, with 10 s of samples (app and replica rows)."""
+    ids = []
+    now = utcnow()
+    with sessions.begin() as s:
+        for i in range(count):
+            name = f"a{i:03d}"
+            loaded = load_specs(SPEC % (name, mode), "application/yaml").specs[0]
+            register(
+                s, Submission(name, loaded.normalized, loaded.content_hash, ()), raw="", raw_format="yaml", actor="t"
+            )
+            app = get_app(s, name)
+            assert app is not None
+            app.status, app.desired_replicas = "running", REPLICAS
+            s.flush()
+            ids.append(app.id)
+            for slot in range(1, REPLICAS + 1):
+                s.add(
+                    Replica(
+                        app_id=app.id,
+                        name=f"{name}-{slot}",
+                        slot=slot,
+                        revision=1,
+                        container_id=f"c{i}-{slot}",
+                        state="running",
+                        health="healthy",
+                        host="127.0.0.1",
+                        port=30000 + i * 10 + slot,
+                        ports={"8080": 30000 + i * 10 + slot},
+                        started_at=now - timedelta(minutes=5),
+                    )
+                )
+                for k in range(5):
+                    s.add(
+                        MetricSample(
+                            app_id=app.id, replica_name=f"{name}-{slot}", taken_at=now - timedelta(seconds=2 * k)
+                        )
+                    )
+            for k in range(5):
+                s.add(
+                    MetricSample(
+                        app_id=app.id,
+                        replica_name=None,
+                        taken_at=now - timedelta(seconds=2 * k),
+                        rps=1.0,
+                        ready_replicas=REPLICAS,
+                    )
+                )
+    return ids
+
+
+def fence() -> Fence:
+    return Fence("n", 1, lambda: time.monotonic() + 60)
+
+
+def test_autoscaling_n_quiet_manual_apps_costs_a_few_statements_and_writes_nothing(
+    sessions: sessionmaker[Session],
+) -> None:
+    running_apps(sessions, APPS)
+    scaler = Autoscaler(sessions, fence, max_replicas=50, retention_seconds=86400)
+    engine: Engine = sessions.kw["bind"]
+    scaler.run()  # the first round reads every revision's scaling section (then kept: revisions never change)
+    with statements(engine) as fast:
+        assert scaler.run(fast=True) == []
+    with statements(engine) as full:
+        assert scaler.run() == []
+    # The survey: apps, replicas, the window and burst averages, the history (two queries), the database's
+    # clock; the full round also purges old decisions. It once took a transaction and ~8 queries per app.
+    assert len(fast) <= 8, fast
+    assert len(full) <= 9, full
+    assert [s for s in fast if WRITE.match(s)] == []
+    assert [s for s in full if WRITE.match(s) and "scaling_decisions" not in s] == []  # the purge only
