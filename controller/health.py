@@ -10,21 +10,24 @@ failure threshold makes its app drift, which a `reconcile` job repairs (subject 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Router, TemporaryError
 from orchestry.models.apps import App, AppRevision
-from orchestry.models.base import utcnow
+from orchestry.models.base import aware, utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import record
 from orchestry.models.replicas import Replica
 from orchestry.probe import Prober, Target, target_from_spec
 from orchestry.workflows.health import (
+    CheckPolicy,
     HealthState,
     ProbeResult,
     ReplicaHealth,
@@ -45,16 +48,57 @@ class SweepReport:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _health(r: Replica) -> ReplicaHealth:
-    state: HealthState = "healthy" if r.health == "healthy" else "unhealthy" if r.health == "unhealthy" else "unknown"
+# What the sweep reads of a replica (columns, not entities: hundreds of rows every tick).
+REPLICA_COLUMNS = (
+    Replica.id,
+    Replica.name,
+    Replica.ports,
+    Replica.started_at,
+    Replica.created_at,
+    Replica.health,
+    Replica.consecutive_successes,
+    Replica.consecutive_failures,
+    Replica.last_check_at,
+    Replica.last_error,
+    Replica.last_latency_ms,
+)
+REFRESH = timedelta(seconds=60)  # a steady replica's row still gets its last check time at least this often
+CACHE_LIMIT = 10_000
+
+
+def _stored(row: Any) -> ReplicaHealth:
+    """The health a row of REPLICA_COLUMNS holds (columns 5 to 10)."""
+    health, successes, failures, last_check_at, last_error, latency = row[5:11]
+    state: HealthState = "healthy" if health == "healthy" else "unhealthy" if health == "unhealthy" else "unknown"
     return ReplicaHealth(
-        state,
-        r.consecutive_successes,
-        r.consecutive_failures,
-        r.last_check_at,
-        r.last_error,
-        r.last_latency_ms,
+        state, successes, failures, aware(last_check_at) if last_check_at else None, last_error, latency
     )
+
+
+def _material(stored: ReplicaHealth, new: ReplicaHealth, policy: CheckPolicy, now: datetime) -> bool:
+    """Whether `new` says more than its row (`stored`) beyond the time and latency of the last check: a
+    state, a failure count, an error, or successes still counting towards successThreshold. A row not
+    refreshed for REFRESH is written anyway, so what the API shows of a steady replica stays recent."""
+    if (stored.state, stored.consecutive_failures, stored.last_error) != (
+        new.state,
+        new.consecutive_failures,
+        new.last_error,
+    ):
+        return True
+    if min(stored.consecutive_successes, policy.success_threshold) != min(
+        new.consecutive_successes, policy.success_threshold
+    ):
+        return True
+    return stored.last_check_at is None or now - stored.last_check_at >= REFRESH
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A replica's health as this node last recorded it (`stored`: what its row says) and as its latest
+    check left it (`latest`): a check that changed nothing but its time and latency is kept here, not written."""
+
+    stored: ReplicaHealth
+    latest: ReplicaHealth
 
 
 class HealthSweep:
@@ -71,6 +115,34 @@ class HealthSweep:
         self.router = router
         self.on_unhealthy = on_unhealthy
         self.may_write = may_write  # the leader's fence: checked once the probes are back, before recording
+        self._lock = threading.Lock()
+        self._checks: dict[int, tuple[dict[str, Any] | None, CheckPolicy | None]] = {}  # revision id -> its check
+        self._checked: dict[int, _Checked] = {}  # replica id -> its health, see _Checked
+
+    def _check_of(self, session: Session, revision_ids: set[int]) -> None:
+        """Each revision's healthCheck and policy, read once (a revision never changes)."""
+        missing = [r for r in revision_ids if r not in self._checks]
+        if not missing:
+            return
+        if len(self._checks) > CACHE_LIMIT:
+            self._checks.clear()
+        for rev_id, spec in session.execute(
+            select(AppRevision.id, AppRevision.spec).where(AppRevision.id.in_(missing))
+        ):
+            check = spec.get("healthCheck")
+            self._checks[rev_id] = (check, policy_from_spec(check))
+
+    def _current(self, replica_id: int, stored: ReplicaHealth) -> ReplicaHealth:
+        """The replica's health: its row's, or newer from this node's memory while the row is as this node
+        left it (any other writer, or another leader's, makes the row win)."""
+        with self._lock:
+            seen = self._checked.get(replica_id)
+            if seen is None:
+                return stored
+            if seen.stored != stored:
+                del self._checked[replica_id]
+                return stored
+            return seen.latest
 
     def run(self, app: str | None = None, force: bool = False) -> SweepReport:
         """Probe what is due (every replica of `app` when forced) and record the verdicts."""
@@ -79,9 +151,10 @@ class HealthSweep:
         targets: list[Target] = []
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
+        known: dict[str, tuple[int, int, str, ReplicaHealth]] = {}  # name -> (id, revision id, app, health)
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
             stmt = (
-                select(Replica, App.name, AppRevision.spec)
+                select(*REPLICA_COLUMNS, App.name, AppRevision.id)
                 .join(App, App.id == Replica.app_id)
                 .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
                 .where(
@@ -92,28 +165,41 @@ class HealthSweep:
             )
             if app is not None:
                 stmt = stmt.where(App.name == app)
-            for replica, _app_name, spec in session.execute(stmt).all():
-                check = spec.get("healthCheck")
-                policy = policy_from_spec(check)
-                if policy is None:
-                    if replica.health != "healthy":
-                        promote.append(replica.id)
-                    continue
-                started = replica.started_at or replica.created_at
-                if not force and not due(policy, _health(replica), started, now):
-                    continue
-                port = (replica.ports or {}).get(str(check["port"]))
-                if port is None:
-                    failed_early[replica.name] = ProbeResult(False, now, None, f"port {check['port']} is not published")
-                    continue
-                targets.append(target_from_spec(replica.name, LOOPBACK, int(port), check))
+            rows = session.execute(stmt).all()
+            self._check_of(session, {row[-1] for row in rows})
+        live: set[int] = set()
+        for row in rows:
+            replica_id, name, ports, started_at, created_at = row[:5]
+            app_name, rev_id = row[-2], row[-1]
+            live.add(replica_id)
+            check, policy = self._checks[rev_id]
+            stored = _stored(row)
+            if policy is None:
+                if stored.state != "healthy":
+                    promote.append(replica_id)
+                continue
+            health = self._current(replica_id, stored)
+            known[name] = (replica_id, rev_id, app_name, health)
+            if not force and not due(policy, health, started_at or created_at, now):
+                continue
+            port = (ports or {}).get(str(check["port"])) if check is not None else None
+            if port is None:
+                failed_early[name] = ProbeResult(
+                    False, now, None, f"port {check['port'] if check else None} is not published"
+                )
+                continue
+            targets.append(target_from_spec(name, LOOPBACK, int(port), check))
+        if app is None:  # a full sweep: forget the replicas gone since
+            with self._lock:
+                for gone in set(self._checked) - live:
+                    del self._checked[gone]
         results = dict(self.prober.check_all(targets)) if targets else {}
         results.update(failed_early)
         if not results and not promote:
             return report
         if not self.may_write():  # this node stopped leading while it probed (paused, lease lost): record nothing
             return report
-        rotation_changed = self._record(results, promote, report)
+        rotation_changed = self._record(results, promote, known, report)
         if rotation_changed and self.router is not None:
             try:
                 self.router.sync()
@@ -123,60 +209,110 @@ class HealthSweep:
             self.on_unhealthy(report.unhealthy_apps)
         return report
 
-    def _record(self, results: dict[str, ProbeResult], promote: list[int], report: SweepReport) -> bool:
+    def _record(
+        self,
+        results: dict[str, ProbeResult],
+        promote: list[int],
+        known: dict[str, tuple[int, int, str, ReplicaHealth]],
+        report: SweepReport,
+    ) -> bool:
+        """Apply each result to the replica's health; write (in one statement) only the replicas whose health
+        changed in more than the time and latency of their last check (see `_material`), or whose row has
+        not been refreshed for REFRESH. A check that changed nothing writes nothing."""
+        now = utcnow()
+        pending: dict[str, tuple[int, int, str]] = {}
+        for name, result in results.items():
+            if name not in known:
+                continue
+            replica_id, rev_id, app_name, health = known[name]
+            policy = self._checks[rev_id][1]
+            if policy is None:
+                continue
+            verdict = health_verdict(health, result, policy)
+            with self._lock:
+                seen = self._checked.get(replica_id)
+            stored = seen.stored if seen is not None else health
+            if (
+                verdict.transition is None
+                and not verdict.replace
+                and not _material(stored, verdict.health, policy, now)
+            ):
+                with self._lock:
+                    self._checked[replica_id] = _Checked(stored, verdict.health)
+                self._report(report, name, result, verdict.health)
+                continue
+            pending[name] = (replica_id, rev_id, app_name)
         rotation_changed = False
+        if not pending and not promote:
+            return False
         with self.sessions.begin() as session:
-            for replica_id in promote:
-                row = session.get(Replica, replica_id)
-                if row is not None:
-                    row.health = "healthy"
-                    rotation_changed = True
+            if promote:
+                session.execute(update(Replica).where(Replica.id.in_(promote)).values(health="healthy"))
+                rotation_changed = True
+            if not pending:
+                return rotation_changed
+            # Re-read what is written, in the write transaction: a concurrent check (a health-check job) may
+            # have recorded a newer result meanwhile; a late result then changes nothing.
             rows = session.execute(
-                select(Replica, App.name, AppRevision.spec)
-                .join(App, App.id == Replica.app_id)
-                .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
-                .where(Replica.name.in_(list(results)))
+                select(*REPLICA_COLUMNS).where(Replica.id.in_([v[0] for v in pending.values()])).with_for_update()
             ).all()
-            for row, app_name, spec in rows:
-                policy = policy_from_spec(spec.get("healthCheck"))
+            changes: list[dict[str, Any]] = []
+            written: dict[int, ReplicaHealth] = {}
+            for row in rows:
+                replica_id, name = row[0], row[1]
+                _, rev_id, app_name = pending[name]
+                policy = self._checks[rev_id][1]
                 if policy is None:
                     continue
-                result = results[row.name]
-                verdict = health_verdict(_health(row), result, policy)
+                result = results[name]
+                stored = _stored(row)
+                verdict = health_verdict(self._current(replica_id, stored), result, policy)
                 h = verdict.health
-                row.health, row.consecutive_successes, row.consecutive_failures = (
-                    h.state,
-                    h.consecutive_successes,
-                    h.consecutive_failures,
+                changes.append(
+                    {
+                        "id": replica_id,
+                        "health": h.state,
+                        "consecutive_successes": h.consecutive_successes,
+                        "consecutive_failures": h.consecutive_failures,
+                        "last_check_at": h.last_check_at,
+                        "last_error": h.last_error,
+                        "last_latency_ms": h.last_latency_ms,
+                        "updated_at": now,
+                    }
                 )
-                row.last_check_at, row.last_error, row.last_latency_ms = (
-                    h.last_check_at,
-                    h.last_error,
-                    h.last_latency_ms,
-                )
-                report.checked += 1
-                report.results[row.name] = {
-                    "ok": result.ok,
-                    "detail": result.detail,
-                    "latency_ms": result.latency_ms,
-                    "state": h.state,
-                }
+                written[replica_id] = h
+                self._report(report, name, result, h)
                 if verdict.transition is not None:
                     before, after = verdict.transition
-                    report.transitions.append((row.name, before, after))
+                    report.transitions.append((name, before, after))
                     rotation_changed = rotation_changed or "healthy" in (before, after)
                     record(
                         session,
                         f"replica.{after}",
-                        f"replica {row.name}: {before} -> {after} ({result.detail})",
+                        f"replica {name}: {before} -> {after} ({result.detail})",
                         actor="health",
                         app_name=app_name,
-                        replica=row.name,
+                        replica=name,
                         detail=result.detail,
                     )
                 if verdict.replace:
                     report.unhealthy_apps.add(app_name)
+            if changes:
+                session.execute(update(Replica), changes)  # one executemany by primary key
+        with self._lock:
+            for replica_id, h in written.items():
+                self._checked[replica_id] = _Checked(h, h)
         return rotation_changed
+
+    @staticmethod
+    def _report(report: SweepReport, name: str, result: ProbeResult, h: ReplicaHealth) -> None:
+        report.checked += 1
+        report.results[name] = {
+            "ok": result.ok,
+            "detail": result.detail,
+            "latency_ms": result.latency_ms,
+            "state": h.state,
+        }
 
     def check_app(self, app: str) -> dict[str, Any]:
         """The `health-check` job: every replica of the app, due or not."""

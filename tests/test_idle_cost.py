@@ -11,11 +11,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.controller.autoscaler import Autoscaler
+from orchestry.controller.health import HealthSweep
 from orchestry.jobs.base import Fence
 from orchestry.models.apps import get_app
 from orchestry.models.base import utcnow
@@ -23,6 +24,7 @@ from orchestry.models.metrics import MetricSample
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica
 from orchestry.spec import load_specs
+from orchestry.workflows.health import ProbeResult
 
 APPS = 30
 REPLICAS = 3
@@ -127,3 +129,47 @@ def test_autoscaling_n_quiet_manual_apps_costs_a_few_statements_and_writes_nothi
     assert len(full) <= 9, full
     assert [s for s in fast if WRITE.match(s)] == []
     assert [s for s in full if WRITE.match(s) and "scaling_decisions" not in s] == []  # the purge only
+
+
+class FakeProber:
+    """Answers every check at once: ok, except the replicas named in `failing`."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.checked = 0
+
+    def check_all(self, targets: Any, now_fn: Any = None) -> dict[str, ProbeResult]:
+        self.checked += len(targets)
+        return {
+            t.key: ProbeResult(
+                t.key not in self.failing, utcnow(), 1.5, "HTTP 500" if t.key in self.failing else "HTTP 200"
+            )
+            for t in targets
+        }
+
+
+def test_a_health_check_that_changes_nothing_writes_nothing(sessions: sessionmaker[Session]) -> None:
+    running_apps(sessions, APPS)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    engine: Engine = sessions.kw["bind"]
+    first = sweep.run()  # every replica due (never checked): recorded, in one statement
+    assert first.checked == APPS * REPLICAS and first.transitions == []
+    with statements(engine) as seen:
+        again = sweep.run(force=True)  # every replica probed again: healthy, as before
+    assert again.checked == APPS * REPLICAS and prober.checked == 2 * APPS * REPLICAS
+    assert [s for s in seen if WRITE.match(s)] == [], seen
+    assert len(seen) <= 2, seen  # the replicas and their apps (the checks of their revisions are kept)
+    # The checks were still counted: none is due again before its period (10 s) is over.
+    assert sweep.run().checked == 0 and prober.checked == 2 * APPS * REPLICAS
+
+    # A change writes the replicas it changed, in one statement.
+    prober.failing = {"a001-2"}
+    with statements(engine) as seen:
+        failed = sweep.run(force=True)
+    assert failed.results["a001-2"]["ok"] is False and failed.results["a001-1"]["ok"] is True
+    writes = [s for s in seen if WRITE.match(s)]
+    assert len(writes) == 1 and writes[0].lstrip().upper().startswith("UPDATE REPLICAS"), writes
+    with sessions() as s:
+        row = s.scalars(select(Replica).where(Replica.name == "a001-2")).one()
+        assert (row.health, row.consecutive_failures, row.last_error) == ("healthy", 1, "HTTP 500")
