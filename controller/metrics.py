@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,17 @@ from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
 
 log = logging.getLogger("orchestry.controller.metrics")
 
+# Every row of one INSERT names the same columns (an executemany needs one shape): the figures a row lacks
+# are NULL, as an ORM object's unset attributes were.
+SAMPLE: dict[str, Any] = {
+    "cpu_percent": None,
+    "memory_percent": None,
+    "rps": None,
+    "p95_ms": None,
+    "active_connections": None,
+    "error_rate": None,
+    "ready_replicas": None,
+}
 MAX_PURGE_BATCHES = 10  # per collection: a backlog is worked off over several runs, never in one long stall
 
 
@@ -138,7 +149,8 @@ class MetricsCollector:
                 *self._replica_rows(targets, figures, traffic, now),
                 *self._app_rows(apps, targets, figures, traffic, now),
             ]
-            session.add_all(rows)
+            if rows:  # one INSERT of every row (an executemany), not an ORM object per row
+                session.execute(insert(MetricSample), rows)
             for app_id, name in apps.items():
                 # Optional in a source: the interval's latency histogram (nginx.traffic.AppTraffic has it).
                 seen = traffic.get(name) if traffic is not None else None
@@ -218,7 +230,7 @@ class MetricsCollector:
         figures: Mapping[str, tuple[float | None, float | None]],
         traffic: Mapping[str, AppTraffic] | None,
         now: datetime,
-    ) -> list[MetricSample]:
+    ) -> list[dict[str, Any]]:
         rows = []
         for t in targets:
             if t.replica not in figures:
@@ -229,7 +241,8 @@ class MetricsCollector:
             if seen is not None and t.address is not None and t.ready:  # the app was counted: absent means none
                 rps = float(seen.replicas.get(t.address, 0.0))
             rows.append(
-                MetricSample(
+                dict(
+                    SAMPLE,
                     app_id=t.app_id,
                     replica_name=t.replica,
                     taken_at=now,
@@ -247,7 +260,7 @@ class MetricsCollector:
         figures: Mapping[str, tuple[float | None, float | None]],
         traffic: Mapping[str, AppTraffic] | None,
         now: datetime,
-    ) -> list[MetricSample]:
+    ) -> list[dict[str, Any]]:
         ready_of: dict[int, list[Target]] = {app_id: [] for app_id in apps}
         for t in targets:
             if t.ready:
@@ -256,7 +269,8 @@ class MetricsCollector:
         for app_id, name in apps.items():
             ready = ready_of[app_id]
             read = [figures[t.replica] for t in ready if t.replica in figures]
-            row = MetricSample(
+            row = dict(
+                SAMPLE,
                 app_id=app_id,
                 replica_name=None,
                 taken_at=now,
@@ -268,9 +282,9 @@ class MetricsCollector:
             # an app nginx never counted): unknown, never zero. A named app's zeros are real.
             seen = traffic.get(name) if traffic is not None else None
             if seen is not None:
-                row.rps = float(seen.rps)
-                row.p95_ms = float(seen.p95_ms) if seen.p95_ms is not None else None
-                row.active_connections = float(seen.active_connections)
-                row.error_rate = float(seen.error_rate)
+                row["rps"] = float(seen.rps)
+                row["p95_ms"] = float(seen.p95_ms) if seen.p95_ms is not None else None
+                row["active_connections"] = float(seen.active_connections)
+                row["error_rate"] = float(seen.error_rate)
             rows.append(row)
         return rows
