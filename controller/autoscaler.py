@@ -135,7 +135,8 @@ class Autoscaler:
         self.retention_seconds = retention_seconds
         self.wake = wake
         # revision id -> (its spec's scaling section, whether it has a health check): revisions never change
-        self._revisions: dict[int, tuple[dict[str, Any], bool]] = {}
+        # (SQLite may give a deleted app's revision id to a new one: the content hash is part of the key)
+        self._revisions: dict[tuple[int, str], tuple[dict[str, Any], bool]] = {}
 
     def run(self, fast: bool = False) -> list[Evaluation]:
         """Evaluate every running app (`fast`: act on scale-outs only, store nothing else).
@@ -167,23 +168,25 @@ class Autoscaler:
         unchanged one (a job in the way still stores the decision held back)."""
         now = db_now(session)
         rows = session.execute(
-            select(App.id, App.name, App.desired_replicas, App.scaling_policy, AppRevision.id)
+            select(App.id, App.name, App.desired_replicas, App.scaling_policy, AppRevision.id, AppRevision.content_hash)
             .outerjoin(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision))
             .where(App.status == "running")
             .order_by(App.name)
         ).all()
-        missing = [rev_id for *_, rev_id in rows if rev_id is not None and rev_id not in self._revisions]
+        missing = [(r[4], r[5]) for r in rows if r[4] is not None and (r[4], r[5]) not in self._revisions]
         if missing:
             if len(self._revisions) > REVISION_CACHE:
                 self._revisions.clear()
-            for rev_id, spec in session.execute(
-                select(AppRevision.id, AppRevision.spec).where(AppRevision.id.in_(missing))
+            for rev_id, content_hash, spec in session.execute(
+                select(AppRevision.id, AppRevision.content_hash, AppRevision.spec).where(
+                    AppRevision.id.in_([rev_id for rev_id, _ in missing])
+                )
             ):
-                self._revisions[rev_id] = (dict(spec.get("scaling") or {}), revision_view(spec).probed)
+                self._revisions[(rev_id, content_hash)] = (dict(spec.get("scaling") or {}), revision_view(spec).probed)
         policies: dict[int, ScalingPolicy] = {}
         probed: dict[int, bool] = {}
-        for app_id, _name, _current, api_section, rev_id in rows:
-            section, probed[app_id] = self._revisions.get(rev_id, ({}, False)) if rev_id is not None else ({}, False)
+        for app_id, _name, _current, api_section, rev_id, content_hash in rows:
+            section, probed[app_id] = self._revisions.get((rev_id, content_hash), ({}, False))
             policies[app_id] = policy_in_force(
                 dict(api_section) if api_section is not None else section, self.max_replicas
             )
@@ -199,7 +202,7 @@ class Autoscaler:
             ids = [i for i, p in policies.items() if p.stabilization_window_seconds == seconds]
             past.update(histories(session, ids, now, seconds))
         chosen = []
-        for app_id, name, current, _api_section, _rev_id in rows:
+        for app_id, name, current, *_ in rows:
             policy, states = policies[app_id], replicas.get(app_id, ())
             names = [r.name for r in states]
             window = window_of(windows[policy.window_seconds].get(app_id, {}), names)

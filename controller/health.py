@@ -116,21 +116,26 @@ class HealthSweep:
         self.on_unhealthy = on_unhealthy
         self.may_write = may_write  # the leader's fence: checked once the probes are back, before recording
         self._lock = threading.Lock()
-        self._checks: dict[int, tuple[dict[str, Any] | None, CheckPolicy | None]] = {}  # revision id -> its check
+        # (revision id, content hash) -> its check: a revision never changes, but SQLite may give the id of a
+        # deleted app's revision to a new one, so the hash is part of the key
+        self._checks: dict[tuple[int, str], tuple[dict[str, Any] | None, CheckPolicy | None]] = {}
         self._checked: dict[int, _Checked] = {}  # replica id -> its health, see _Checked
 
-    def _check_of(self, session: Session, revision_ids: set[int]) -> None:
+    def _check_of(self, session: Session, revisions: set[tuple[int, str]]) -> None:
         """Each revision's healthCheck and policy, read once (a revision never changes)."""
-        missing = [r for r in revision_ids if r not in self._checks]
+        missing = [r for r in revisions if r not in self._checks]
         if not missing:
             return
         if len(self._checks) > CACHE_LIMIT:
             self._checks.clear()
-        for rev_id, spec in session.execute(
-            select(AppRevision.id, AppRevision.spec).where(AppRevision.id.in_(missing))
-        ):
+        rows = session.execute(
+            select(AppRevision.id, AppRevision.content_hash, AppRevision.spec).where(
+                AppRevision.id.in_([rev_id for rev_id, _ in missing])
+            )
+        )
+        for rev_id, content_hash, spec in rows:
             check = spec.get("healthCheck")
-            self._checks[rev_id] = (check, policy_from_spec(check))
+            self._checks[(rev_id, content_hash)] = (check, policy_from_spec(check))
 
     def _current(self, replica_id: int, stored: ReplicaHealth) -> ReplicaHealth:
         """The replica's health: its row's, or newer from this node's memory while the row is as this node
@@ -151,10 +156,10 @@ class HealthSweep:
         targets: list[Target] = []
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
-        known: dict[str, tuple[int, int, str, ReplicaHealth]] = {}  # name -> (id, revision id, app, health)
+        known: dict[str, tuple[int, tuple[int, str], str, ReplicaHealth]] = {}  # name -> (id, revision id, app, health)
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
             stmt = (
-                select(*REPLICA_COLUMNS, App.name, AppRevision.id)
+                select(*REPLICA_COLUMNS, App.name, AppRevision.id, AppRevision.content_hash)
                 .join(App, App.id == Replica.app_id)
                 .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
                 .where(
@@ -166,11 +171,11 @@ class HealthSweep:
             if app is not None:
                 stmt = stmt.where(App.name == app)
             rows = session.execute(stmt).all()
-            self._check_of(session, {row[-1] for row in rows})
+            self._check_of(session, {(row[-2], row[-1]) for row in rows})
         live: set[int] = set()
         for row in rows:
             replica_id, name, ports, started_at, created_at = row[:5]
-            app_name, rev_id = row[-2], row[-1]
+            app_name, rev_id = row[-3], (row[-2], row[-1])
             live.add(replica_id)
             check, policy = self._checks[rev_id]
             stored = _stored(row)
@@ -213,14 +218,14 @@ class HealthSweep:
         self,
         results: dict[str, ProbeResult],
         promote: list[int],
-        known: dict[str, tuple[int, int, str, ReplicaHealth]],
+        known: dict[str, tuple[int, tuple[int, str], str, ReplicaHealth]],
         report: SweepReport,
     ) -> bool:
         """Apply each result to the replica's health; write (in one statement) only the replicas whose health
         changed in more than the time and latency of their last check (see `_material`), or whose row has
         not been refreshed for REFRESH. A check that changed nothing writes nothing."""
         now = utcnow()
-        pending: dict[str, tuple[int, int, str]] = {}
+        pending: dict[str, tuple[int, tuple[int, str], str]] = {}
         for name, result in results.items():
             if name not in known:
                 continue
