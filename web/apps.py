@@ -173,7 +173,9 @@ def list_all() -> Response:
     db = session()
     counts = replica_counts(db)
     apps = [_line_summary(line, counts.get(line.id, 0)) for line in app_lines(db)]
-    return jsonify(AppList(apps=apps).model_dump(mode="json"))
+    # Serialised by pydantic-core in one pass (the same JSON as jsonify of model_dump, at a fraction of the
+    # cost: 1,000 apps are one answer's worth of work, not 1,000 dicts built and encoded again).
+    return Response(AppList(apps=apps).model_dump_json() + "\n", mimetype="application/json")
 
 
 def _replica_out(r: Replica) -> ReplicaOut:
