@@ -195,21 +195,29 @@ class MetricsCollector:
                 app_id: name
                 for app_id, name in session.execute(select(App.id, App.name).where(App.status == "running"))
             }
-            replicas = session.scalars(
-                select(Replica)
+            rows = session.execute(
+                select(
+                    Replica.app_id,
+                    Replica.name,
+                    Replica.container_id,
+                    Replica.host,
+                    Replica.port,
+                    Replica.health,
+                    Replica.drain_started_at,
+                )  # columns, not entities: every replica, every collection
                 .where(Replica.app_id.in_(apps), Replica.state == "running", Replica.container_id.is_not(None))
                 .order_by(Replica.app_id, Replica.slot)
             ).all()
             targets = [
                 Target(
-                    app_id=r.app_id,
-                    app=apps[r.app_id],
-                    replica=r.name,
-                    container_id=r.container_id or "",
-                    address=r.address,
-                    ready=r.health == "healthy" and r.drain_started_at is None,
+                    app_id=app_id,
+                    app=apps[app_id],
+                    replica=name,
+                    container_id=container_id or "",
+                    address=f"{host}:{port}" if host and port else None,  # as Replica.address
+                    ready=health == "healthy" and drain_started_at is None,
                 )
-                for r in replicas
+                for app_id, name, container_id, host, port, health, drain_started_at in rows
             ]
         return apps, targets
 
