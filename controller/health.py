@@ -187,11 +187,10 @@ class HealthSweep:
             known[name] = (replica_id, rev_id, app_name, health)
             if not force and not due(policy, health, started_at or created_at, now):
                 continue
-            port = (ports or {}).get(str(check["port"])) if check is not None else None
+            assert check is not None  # a policy comes from a check
+            port = (ports or {}).get(str(check["port"]))
             if port is None:
-                failed_early[name] = ProbeResult(
-                    False, now, None, f"port {check['port'] if check else None} is not published"
-                )
+                failed_early[name] = ProbeResult(False, now, None, f"port {check['port']} is not published")
                 continue
             targets.append(target_from_spec(name, LOOPBACK, int(port), check))
         if app is None:  # a full sweep: forget the replicas gone since

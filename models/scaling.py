@@ -147,7 +147,7 @@ def histories(
     return {
         app_id: ScalingHistory(
             recommendations=tuple(recent[app_id]),
-            last_scaled_at=aware(at) if (at := last.get(app_id)) is not None else None,
+            last_scaled_at=aware(scaled) if (scaled := last.get(app_id)) is not None else None,
         )
         for app_id in ids
     }

@@ -84,7 +84,7 @@ def job_stats(session: Session) -> list[JobStat]:
     since (and those still live then), so it costs as much as the jobs of the last minutes, not the table.
     Ids are only taken as settled once their row is SETTLED_SECONDS old: PostgreSQL may commit a lower id
     after a higher one."""
-    key = session.get_bind().url.render_as_string(hide_password=True)
+    key = session.get_bind().engine.url.render_as_string(hide_password=True)
     with _totals_lock:
         known = _totals.setdefault(key, _Totals())
         settled_before = utcnow() - timedelta(seconds=SETTLED_SECONDS)

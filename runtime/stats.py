@@ -164,8 +164,8 @@ def read_dirs(dirs: CgroupDirs, now: float) -> Usage:
         current = int(_read(memory + "memory.current"))
         inactive = keyed_value(_read(memory + "memory.stat"), "inactive_file") or 0
         memory_limit = parse_memory_limit(_read(memory + "memory.max"))
-        quota = f"{dirs.quota}/" if dirs.quota is not None else cpu
-        cpu_limit = _optional(lambda: parse_cpu_max(_read(quota + "cpu.max")))
+        quota_dir = f"{dirs.quota}/" if dirs.quota is not None else cpu
+        cpu_limit = _optional(lambda: parse_cpu_max(_read(quota_dir + "cpu.max")))
     else:
         cpu_usec = int(_read(dirs.cpu / "cpuacct.usage")) // 1000
         current = int(_read(dirs.memory / "memory.usage_in_bytes"))

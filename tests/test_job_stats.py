@@ -67,6 +67,7 @@ def test_job_stats_at_100k_finished_jobs_fetch_a_row_per_kind_and_status(session
             insert(Job), [dict(rows[0], status="succeeded", started_at=now, finished_at=now + timedelta(seconds=2))]
         )
         running = s.scalars(select(Job).where(Job.status == "running")).one()
+        assert running.started_at is not None
         running.status, running.finished_at = "failed", running.started_at + timedelta(seconds=3)
     expected[("deploy", "running")] = (0, 0.0)
     count, total = expected[("deploy", "failed")]
