@@ -18,13 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.health import HealthSweep
 from orchestry.jobs.base import Fence
-from orchestry.models.apps import get_app
+from orchestry.models.apps import App, AppRevision, get_app
 from orchestry.models.base import utcnow
 from orchestry.models.metrics import MetricSample
 from orchestry.models.registry import Submission, register
 from orchestry.models.replicas import Replica
 from orchestry.spec import load_specs
 from orchestry.workflows.health import ProbeResult
+
+from conftest import DB_KIND
 
 APPS = 30
 REPLICAS = 3
@@ -137,9 +139,11 @@ class FakeProber:
     def __init__(self) -> None:
         self.failing: set[str] = set()
         self.checked = 0
+        self.paths: list[str] = []
 
     def check_all(self, targets: Any, now_fn: Any = None) -> dict[str, ProbeResult]:
         self.checked += len(targets)
+        self.paths = [t.path for t in targets]
         return {
             t.key: ProbeResult(
                 t.key not in self.failing, utcnow(), 1.5, "HTTP 500" if t.key in self.failing else "HTTP 200"
@@ -173,3 +177,34 @@ def test_a_health_check_that_changes_nothing_writes_nothing(sessions: sessionmak
     with sessions() as s:
         row = s.scalars(select(Replica).where(Replica.name == "a001-2")).one()
         assert (row.health, row.consecutive_failures, row.last_error) == ("healthy", 1, "HTTP 500")
+
+
+def test_a_new_app_on_a_deleted_apps_revision_id_is_checked_as_its_own_spec(sessions: sessionmaker[Session]) -> None:
+    """The sweep keeps each revision's check; SQLite gives a deleted app's ids to the next one registered."""
+    (first,) = running_apps(sessions, 1)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    assert sweep.run().checked == REPLICAS
+    with sessions.begin() as s:
+        app = s.get(App, first)
+        assert app is not None
+        old_revision = s.scalars(select(AppRevision.id)).one()
+        s.delete(app)
+    # The same name, another health check: probed as its own spec says.
+    loaded = load_specs(SPEC.replace("path: /health", "path: /other") % ("a000", "manual"), "application/yaml")
+    with sessions.begin() as s:
+        spec = loaded.specs[0]
+        register(s, Submission("a000", spec.normalized, spec.content_hash, ()), raw="", raw_format="yaml", actor="t")
+        app = get_app(s, "a000")
+        assert app is not None
+        app.status = "running"
+        s.flush()
+        s.add(
+            Replica(
+                app_id=app.id, name="a000-1", slot=1, revision=1, container_id="x", state="running", ports={"8080": 1}
+            )
+        )
+    assert sweep.run().checked == 1 and prober.paths == ["/other"]
+    if DB_KIND == "sqlite":  # the premise: the new revision got the deleted one's id
+        with sessions() as s:
+            assert s.scalars(select(AppRevision.id)).one() == old_revision
