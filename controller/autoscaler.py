@@ -28,23 +28,34 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_app, get_app_for_update, running_apps
+from orchestry.models.apps import App, get_app, get_app_for_update, revision_specs, running_app_inputs
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
-from orchestry.models.metrics import metric_window
-from orchestry.models.scaling import history_for, purge_decisions, record_decision, replica_states
+from orchestry.models.metrics import Averages, metric_window, window_of, windows_averages
+from orchestry.models.scaling import (
+    histories,
+    history_for,
+    purge_decisions,
+    record_decision,
+    replica_states,
+    replica_states_of,
+)
 from orchestry.operations.policy import effective_policy
 from orchestry.operations.request import request_operation
+from orchestry.workflows.revision import policy_in_force, revision_view
 from orchestry.workflows.scaling import (
+    NO_HISTORY,
     MetricWindow,
     ReplicaState,
     ScaleDecision,
+    ScalingHistory,
     ScalingPolicy,
     decide_scale,
     outcome,
 )
 
 log = logging.getLogger("orchestry.autoscaler")
+REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (cleared beyond)
 
 
 @dataclass(frozen=True)
@@ -122,13 +133,22 @@ class Autoscaler:
         self.max_replicas = max_replicas
         self.retention_seconds = retention_seconds
         self.wake = wake
+        # revision id -> (its spec's scaling section, whether it has a health check): revisions never change
+        # (SQLite may give a deleted app's revision id to a new one: the content hash is part of the key)
+        self._revisions: dict[tuple[int, str], tuple[dict[str, Any], bool]] = {}
 
     def run(self, fast: bool = False) -> list[Evaluation]:
-        """Evaluate every running app (`fast`: act on scale-outs only, store nothing else)."""
+        """Evaluate every running app (`fast`: act on scale-outs only, store nothing else).
+
+        One survey reads every running app's inputs in a few queries and decides on them; only the apps
+        whose decision is stored or acted on are evaluated again one by one, in a write transaction that
+        re-reads everything (the decision stored is the one made under the app's lock). The others (a
+        manual app's "stays", every app of the fast pass but a surging one) cost no transaction of their own:
+        an idle cluster of N apps costs a handful of statements per round, not N transactions."""
         try:
             with self._reads() as session:
-                names = list(running_apps(session).values())
-            done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
+                names = self.survey(session, fast)
+            done = [e for e in (self._evaluate(name, fast, surveyed=True) for name in names) if e is not None]
             if not fast:
                 with self.sessions.begin() as session:
                     purge_decisions(session, db_now(session), self.retention_seconds)
@@ -141,9 +161,52 @@ class Autoscaler:
             self.wake()
         return done
 
-    def _evaluate(self, name: str, fast: bool) -> Evaluation | None:
+    def survey(self, session: Session, fast: bool) -> list[str]:
+        """The running apps (by name) whose decision, made on the inputs read here, would be stored or acted
+        on (`workflows.scaling.outcome`): a fast pass's scale-outs; else every decision but a manual app's
+        unchanged one (a job in the way still stores the decision held back)."""
+        now = db_now(session)
+        rows = running_app_inputs(session)
+        missing = [(r[4], r[5]) for r in rows if r[4] is not None and (r[4], r[5]) not in self._revisions]
+        if missing:
+            if len(self._revisions) > REVISION_CACHE:
+                self._revisions.clear()
+            for rev_id, content_hash, spec in revision_specs(session, [rev_id for rev_id, _ in missing]):
+                self._revisions[(rev_id, content_hash)] = (dict(spec.get("scaling") or {}), revision_view(spec).probed)
+        policies: dict[int, ScalingPolicy] = {}
+        probed: dict[int, bool] = {}
+        for app_id, _name, _current, api_section, rev_id, content_hash in rows:
+            section, probed[app_id] = self._revisions.get((rev_id, content_hash), ({}, False))
+            policies[app_id] = policy_in_force(
+                dict(api_section) if api_section is not None else section, self.max_replicas
+            )
+        replicas = replica_states_of(session, probed)
+        windows: dict[float, dict[int, dict[str | None, Averages]]] = {}
+        for seconds in {p.window_seconds for p in policies.values()} | {
+            p.burst_window_seconds for p in policies.values()
+        }:
+            ids = [i for i, p in policies.items() if seconds in (p.window_seconds, p.burst_window_seconds)]
+            windows[seconds] = windows_averages(session, ids, now - timedelta(seconds=seconds))
+        past: dict[int, ScalingHistory] = {}
+        for seconds in {p.stabilization_window_seconds for p in policies.values()}:
+            ids = [i for i, p in policies.items() if p.stabilization_window_seconds == seconds]
+            past.update(histories(session, ids, now, seconds))
+        chosen = []
+        for app_id, name, current, *_ in rows:
+            policy, states = policies[app_id], replicas.get(app_id, ())
+            names = [r.name for r in states]
+            window = window_of(windows[policy.window_seconds].get(app_id, {}), names)
+            burst = window_of(windows[policy.burst_window_seconds].get(app_id, {}), names)
+            decision = decide_scale(window, policy, current, states, now, past.get(app_id, NO_HISTORY), burst)
+            stored = decision.direction != "none" or policy.mode != "manual"
+            if decision.direction == "out" if fast else stored:
+                chosen.append(name)
+        return chosen
+
+    def _evaluate(self, name: str, fast: bool, surveyed: bool = False) -> Evaluation | None:
+        """`surveyed`: `survey` chose the app (a fast pass need not check again that it surges)."""
         fence = self.fence()
-        if fast and not self._surging(name):
+        if fast and not surveyed and not self._surging(name):
             return None
         with self.sessions.begin() as session:
             app = get_app_for_update(session, name)

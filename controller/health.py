@@ -10,19 +10,23 @@ failure threshold makes its app drift, which a `reconcile` job repairs (subject 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Router, TemporaryError
-from orchestry.models.base import utcnow
+from orchestry.models.apps import revision_specs
+from orchestry.models.base import aware, utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import record
-from orchestry.models.replicas import Replica, with_specs
+from orchestry.models.replicas import health_rows, health_rows_for_update, mark_healthy, write_health
 from orchestry.probe import Prober, Target, target_from_spec
 from orchestry.workflows.health import (
+    CheckPolicy,
     HealthState,
     ProbeResult,
     ReplicaHealth,
@@ -41,20 +45,47 @@ class SweepReport:
     checked: int = 0
     transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (replica, before, after)
     unhealthy_apps: set[str] = field(default_factory=set)
-    hosts: list[HostHealth] = field(default_factory=list)  # each probed replica's host and health after the sweep
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: list[HostHealth] = field(default_factory=list)  # each probed replica's host and health after the sweep
 
 
-def _health(r: Replica) -> ReplicaHealth:
-    state: HealthState = "healthy" if r.health == "healthy" else "unhealthy" if r.health == "unhealthy" else "unknown"
+REFRESH = timedelta(seconds=60)  # a steady replica's row still gets its last check time at least this often
+CACHE_LIMIT = 10_000
+
+
+def _stored(row: Any) -> ReplicaHealth:
+    """The health a row of models.replicas.HEALTH_COLUMNS holds (columns 5 to 10)."""
+    health, successes, failures, last_check_at, last_error, latency = row[5:11]
+    state: HealthState = "healthy" if health == "healthy" else "unhealthy" if health == "unhealthy" else "unknown"
     return ReplicaHealth(
-        state,
-        r.consecutive_successes,
-        r.consecutive_failures,
-        r.last_check_at,
-        r.last_error,
-        r.last_latency_ms,
+        state, successes, failures, aware(last_check_at) if last_check_at else None, last_error, latency
     )
+
+
+def _material(stored: ReplicaHealth, new: ReplicaHealth, policy: CheckPolicy, now: datetime) -> bool:
+    """Whether `new` says more than its row (`stored`) beyond the time and latency of the last check: a
+    state, a failure count, an error, or successes still counting towards successThreshold. A row not
+    refreshed for REFRESH is written anyway, so what the API shows of a steady replica stays recent."""
+    if (stored.state, stored.consecutive_failures, stored.last_error) != (
+        new.state,
+        new.consecutive_failures,
+        new.last_error,
+    ):
+        return True
+    if min(stored.consecutive_successes, policy.success_threshold) != min(
+        new.consecutive_successes, policy.success_threshold
+    ):
+        return True
+    return stored.last_check_at is None or now - stored.last_check_at >= REFRESH
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A replica's health as this node last recorded it (`stored`: what its row says) and as its latest
+    check left it (`latest`): a check that changed nothing but its time and latency is kept here, not written."""
+
+    stored: ReplicaHealth
+    latest: ReplicaHealth
 
 
 class HealthSweep:
@@ -73,6 +104,34 @@ class HealthSweep:
         self.on_unhealthy = on_unhealthy
         self.may_write = may_write  # the leader's fence: checked once the probes are back, before recording
         self.on_hosts_lost = on_hosts_lost  # the swarm runtime: drain them, before replacements are placed
+        self._lock = threading.Lock()
+        # (revision id, content hash) -> its check: a revision never changes, but SQLite may give the id of a
+        # deleted app's revision to a new one, so the hash is part of the key
+        self._checks: dict[tuple[int, str], tuple[dict[str, Any] | None, CheckPolicy | None]] = {}
+        self._checked: dict[int, _Checked] = {}  # replica id -> its health, see _Checked
+
+    def _check_of(self, session: Session, revisions: set[tuple[int, str]]) -> None:
+        """Each revision's healthCheck and policy, read once (a revision never changes)."""
+        missing = [r for r in revisions if r not in self._checks]
+        if not missing:
+            return
+        if len(self._checks) > CACHE_LIMIT:
+            self._checks.clear()
+        for rev_id, content_hash, spec in revision_specs(session, [rev_id for rev_id, _ in missing]):
+            check = spec.get("healthCheck")
+            self._checks[(rev_id, content_hash)] = (check, policy_from_spec(check))
+
+    def _current(self, replica_id: int, stored: ReplicaHealth) -> ReplicaHealth:
+        """The replica's health: its row's, or newer from this node's memory while the row is as this node
+        left it (any other writer, or another leader's, makes the row win)."""
+        with self._lock:
+            seen = self._checked.get(replica_id)
+            if seen is None:
+                return stored
+            if seen.stored != stored:
+                del self._checked[replica_id]
+                return stored
+            return seen.latest
 
     def run(self, app: str | None = None, force: bool = False) -> SweepReport:
         """Probe what is due (every replica of `app` when forced) and record the verdicts."""
@@ -81,94 +140,162 @@ class HealthSweep:
         targets: list[Target] = []
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
+        # name -> (id, revision id, app, health, host)
+        known: dict[str, tuple[int, tuple[int, str], str, ReplicaHealth, str | None]] = {}
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
-            for replica, _app_name, spec in with_specs(session, app=app):
-                check = spec.get("healthCheck")
-                policy = policy_from_spec(check)
-                if policy is None:
-                    if replica.health != "healthy":
-                        promote.append(replica.id)
-                    continue
-                started = replica.started_at or replica.created_at
-                if not force and not due(policy, _health(replica), started, now):
-                    continue
-                port = (replica.ports or {}).get(str(check["port"]))
-                if port is None:
-                    failed_early[replica.name] = ProbeResult(False, now, None, f"port {check['port']} is not published")
-                    continue
-                # The replica's own host: loopback on the docker runtime, its node's address on a swarm.
-                targets.append(target_from_spec(replica.name, replica.host or LOOPBACK, int(port), check))
+            rows = health_rows(session, app)
+            self._check_of(session, {(row[-2], row[-1]) for row in rows})
+        live: set[int] = set()
+        for row in rows:
+            replica_id, name, ports, started_at, created_at = row[:5]
+            app_name, rev_id = row[-3], (row[-2], row[-1])
+            live.add(replica_id)
+            check, policy = self._checks[rev_id]
+            stored = _stored(row)
+            if policy is None:
+                if stored.state != "healthy":
+                    promote.append(replica_id)
+                continue
+            health = self._current(replica_id, stored)
+            host = row[11]  # None on the docker runtime: loopback
+            known[name] = (replica_id, rev_id, app_name, health, host)
+            if not force and not due(policy, health, started_at or created_at, now):
+                continue
+            assert check is not None  # a policy comes from a check
+            port = (ports or {}).get(str(check["port"]))
+            if port is None:
+                failed_early[name] = ProbeResult(False, now, None, f"port {check['port']} is not published")
+                continue
+            # The replica's own host: loopback on the docker runtime, its node's address on a swarm.
+            targets.append(target_from_spec(name, host or LOOPBACK, int(port), check))
+        if app is None:  # a full sweep: forget the replicas gone since
+            with self._lock:
+                for gone in set(self._checked) - live:
+                    del self._checked[gone]
         results = dict(self.prober.check_all(targets)) if targets else {}
         results.update(failed_early)
         if not results and not promote:
             return report
         if not self.may_write():  # this node stopped leading while it probed (paused, lease lost): record nothing
             return report
-        rotation_changed = self._record(results, promote, report)
+        rotation_changed = self._record(results, promote, known, report)
+        lost = lost_hosts(report.hosts) if self.on_hosts_lost is not None else frozenset()
+        if lost and self.on_hosts_lost is not None:
+            self.on_hosts_lost(lost)
         if rotation_changed and self.router is not None:
             try:
                 self.router.sync()
             except TemporaryError as exc:
                 log.warning("routing update after health changes failed", extra={"error": str(exc)})
-        lost = lost_hosts(report.hosts) if self.on_hosts_lost is not None else frozenset()
-        if lost and self.on_hosts_lost is not None:
-            self.on_hosts_lost(lost)
         if report.unhealthy_apps:
             self.on_unhealthy(report.unhealthy_apps)
         return report
 
-    def _record(self, results: dict[str, ProbeResult], promote: list[int], report: SweepReport) -> bool:
+    def _record(
+        self,
+        results: dict[str, ProbeResult],
+        promote: list[int],
+        known: dict[str, tuple[int, tuple[int, str], str, ReplicaHealth, str | None]],
+        report: SweepReport,
+    ) -> bool:
+        """Apply each result to the replica's health; write (in one statement) only the replicas whose health
+        changed in more than the time and latency of their last check (see `_material`), or whose row has
+        not been refreshed for REFRESH. A check that changed nothing writes nothing."""
+        now = utcnow()
+        pending: dict[str, tuple[int, tuple[int, str], str]] = {}
+        for name, result in results.items():
+            if name not in known:
+                continue
+            replica_id, rev_id, app_name, health, host = known[name]
+            policy = self._checks[rev_id][1]
+            if policy is None:
+                continue
+            verdict = health_verdict(health, result, policy)
+            with self._lock:
+                seen = self._checked.get(replica_id)
+            stored = seen.stored if seen is not None else health
+            if (
+                verdict.transition is None
+                and not verdict.replace
+                and not _material(stored, verdict.health, policy, now)
+            ):
+                with self._lock:
+                    self._checked[replica_id] = _Checked(stored, verdict.health)
+                self._report(report, name, result, verdict.health, host)
+                continue
+            pending[name] = (replica_id, rev_id, app_name)
         rotation_changed = False
+        if not pending and not promote:
+            return False
         with self.sessions.begin() as session:
-            for replica_id in promote:
-                row = session.get(Replica, replica_id)
-                if row is not None:
-                    row.health = "healthy"
-                    rotation_changed = True
-            rows = with_specs(session, names=list(results))
-            for row, app_name, spec in rows:
-                policy = policy_from_spec(spec.get("healthCheck"))
+            if promote:
+                mark_healthy(session, promote)
+                rotation_changed = True
+            if not pending:
+                return rotation_changed
+            # Re-read what is written, in the write transaction: a concurrent check (a health-check job) may
+            # have recorded a newer result meanwhile; a late result then changes nothing.
+            rows = health_rows_for_update(session, [v[0] for v in pending.values()])
+            changes: list[dict[str, Any]] = []
+            written: dict[int, ReplicaHealth] = {}
+            for row in rows:
+                replica_id, name = row[0], row[1]
+                _, rev_id, app_name = pending[name]
+                policy = self._checks[rev_id][1]
                 if policy is None:
                     continue
-                result = results[row.name]
-                verdict = health_verdict(_health(row), result, policy)
+                result = results[name]
+                stored = _stored(row)
+                verdict = health_verdict(self._current(replica_id, stored), result, policy)
                 h = verdict.health
-                row.health, row.consecutive_successes, row.consecutive_failures = (
-                    h.state,
-                    h.consecutive_successes,
-                    h.consecutive_failures,
+                changes.append(
+                    {
+                        "id": replica_id,
+                        "health": h.state,
+                        "consecutive_successes": h.consecutive_successes,
+                        "consecutive_failures": h.consecutive_failures,
+                        "last_check_at": h.last_check_at,
+                        "last_error": h.last_error,
+                        "last_latency_ms": h.last_latency_ms,
+                        "updated_at": now,
+                    }
                 )
-                row.last_check_at, row.last_error, row.last_latency_ms = (
-                    h.last_check_at,
-                    h.last_error,
-                    h.last_latency_ms,
-                )
-                report.checked += 1
-                if row.host:
-                    unreachable = not result.ok and result.detail in UNREACHABLE
-                    report.hosts.append(HostHealth(row.host, h.state, unreachable))
-                report.results[row.name] = {
-                    "ok": result.ok,
-                    "detail": result.detail,
-                    "latency_ms": result.latency_ms,
-                    "state": h.state,
-                }
+                written[replica_id] = h
+                self._report(report, name, result, h, known[name][4])
                 if verdict.transition is not None:
                     before, after = verdict.transition
-                    report.transitions.append((row.name, before, after))
+                    report.transitions.append((name, before, after))
                     rotation_changed = rotation_changed or "healthy" in (before, after)
                     record(
                         session,
                         f"replica.{after}",
-                        f"replica {row.name}: {before} -> {after} ({result.detail})",
+                        f"replica {name}: {before} -> {after} ({result.detail})",
                         actor="health",
                         app_name=app_name,
-                        replica=row.name,
+                        replica=name,
                         detail=result.detail,
                     )
                 if verdict.replace:
                     report.unhealthy_apps.add(app_name)
+            if changes:
+                write_health(session, changes)  # one executemany by primary key
+        with self._lock:
+            for replica_id, h in written.items():
+                self._checked[replica_id] = _Checked(h, h)
         return rotation_changed
+
+    @staticmethod
+    def _report(report: SweepReport, name: str, result: ProbeResult, h: ReplicaHealth, host: str | None) -> None:
+        report.checked += 1
+        if host:
+            unreachable = not result.ok and result.detail in UNREACHABLE
+            report.hosts.append(HostHealth(host, h.state, unreachable))
+        report.results[name] = {
+            "ok": result.ok,
+            "detail": result.detail,
+            "latency_ms": result.latency_ms,
+            "state": h.state,
+        }
 
     def check_app(self, app: str) -> dict[str, Any]:
         """The `health-check` job: every replica of the app, due or not."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,14 +25,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.models.apps import running_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
-from orchestry.models.metrics import PURGE_BATCH, MetricSample, add_latencies, purge_before
-from orchestry.models.replicas import running_replicas
+from orchestry.models.metrics import PURGE_BATCH, add_latencies, add_samples, purge_before
+from orchestry.models.replicas import running_replica_columns
 from orchestry.runtime.stats import UsageReader, UsageSource
 from orchestry.runtime.types import RuntimeFailure
 from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
 
 log = logging.getLogger("orchestry.controller.metrics")
 
+# Every row of one INSERT names the same columns (an executemany needs one shape): the figures a row lacks
+# are NULL, as an ORM object's unset attributes were.
+SAMPLE: dict[str, Any] = {
+    "cpu_percent": None,
+    "memory_percent": None,
+    "rps": None,
+    "p95_ms": None,
+    "active_connections": None,
+    "error_rate": None,
+    "ready_replicas": None,
+}
 MAX_PURGE_BATCHES = 10  # per collection: a backlog is worked off over several runs, never in one long stall
 
 
@@ -137,7 +148,7 @@ class MetricsCollector:
                 *self._replica_rows(targets, figures, traffic, now),
                 *self._app_rows(apps, targets, figures, traffic, now),
             ]
-            session.add_all(rows)
+            add_samples(session, rows)  # one INSERT of every row (an executemany), not an ORM object per row
             for app_id, name in apps.items():
                 # Optional in a source: the interval's latency histogram (nginx.traffic.AppTraffic has it).
                 seen = traffic.get(name) if traffic is not None else None
@@ -179,17 +190,17 @@ class MetricsCollector:
         """Running apps, and their running replicas with a container, as the database knows them."""
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite
             apps: dict[int, str] = running_apps(session)
-            replicas = running_replicas(session, apps)
+            rows = running_replica_columns(session, apps)
             targets = [
                 Target(
-                    app_id=r.app_id,
-                    app=apps[r.app_id],
-                    replica=r.name,
-                    container_id=r.container_id or "",
-                    address=r.address,
-                    ready=r.health == "healthy" and r.drain_started_at is None,
+                    app_id=app_id,
+                    app=apps[app_id],
+                    replica=name,
+                    container_id=container_id or "",
+                    address=f"{host}:{port}" if host and port else None,  # as Replica.address
+                    ready=health == "healthy" and drain_started_at is None,
                 )
-                for r in replicas
+                for app_id, name, container_id, host, port, health, drain_started_at in rows
             ]
         return apps, targets
 
@@ -210,7 +221,7 @@ class MetricsCollector:
         figures: Mapping[str, tuple[float | None, float | None]],
         traffic: Mapping[str, AppTraffic] | None,
         now: datetime,
-    ) -> list[MetricSample]:
+    ) -> list[dict[str, Any]]:
         rows = []
         for t in targets:
             if t.replica not in figures:
@@ -221,7 +232,8 @@ class MetricsCollector:
             if seen is not None and t.address is not None and t.ready:  # the app was counted: absent means none
                 rps = float(seen.replicas.get(t.address, 0.0))
             rows.append(
-                MetricSample(
+                dict(
+                    SAMPLE,
                     app_id=t.app_id,
                     replica_name=t.replica,
                     taken_at=now,
@@ -239,7 +251,7 @@ class MetricsCollector:
         figures: Mapping[str, tuple[float | None, float | None]],
         traffic: Mapping[str, AppTraffic] | None,
         now: datetime,
-    ) -> list[MetricSample]:
+    ) -> list[dict[str, Any]]:
         ready_of: dict[int, list[Target]] = {app_id: [] for app_id in apps}
         for t in targets:
             if t.ready:
@@ -248,7 +260,8 @@ class MetricsCollector:
         for app_id, name in apps.items():
             ready = ready_of[app_id]
             read = [figures[t.replica] for t in ready if t.replica in figures]
-            row = MetricSample(
+            row = dict(
+                SAMPLE,
                 app_id=app_id,
                 replica_name=None,
                 taken_at=now,
@@ -260,9 +273,9 @@ class MetricsCollector:
             # an app nginx never counted): unknown, never zero. A named app's zeros are real.
             seen = traffic.get(name) if traffic is not None else None
             if seen is not None:
-                row.rps = float(seen.rps)
-                row.p95_ms = float(seen.p95_ms) if seen.p95_ms is not None else None
-                row.active_connections = float(seen.active_connections)
-                row.error_rate = float(seen.error_rate)
+                row["rps"] = float(seen.rps)
+                row["p95_ms"] = float(seen.p95_ms) if seen.p95_ms is not None else None
+                row["active_connections"] = float(seen.active_connections)
+                row["error_rate"] = float(seen.error_rate)
             rows.append(row)
         return rows

@@ -141,3 +141,24 @@ def current_specs(session: Session) -> dict[str, Any]:
         )
     ).all()
     return {name: spec for name, spec in rows}
+
+
+def running_app_inputs(session: Session) -> list[Any]:
+    """The autoscaler's survey, one row per running app by name: id, name, desired replicas, the API's
+    scaling policy, and its revision in force (id, content hash; None when it has none)."""
+    return list(
+        session.execute(
+            select(App.id, App.name, App.desired_replicas, App.scaling_policy, AppRevision.id, AppRevision.content_hash)
+            .outerjoin(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision))
+            .where(App.status == "running")
+            .order_by(App.name)
+        ).all()
+    )
+
+
+def revision_specs(session: Session, ids: list[int]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, content hash, spec) of the revisions `ids`: revisions never change, so callers may keep them."""
+    rows = session.execute(
+        select(AppRevision.id, AppRevision.content_hash, AppRevision.spec).where(AppRevision.id.in_(ids))
+    ).all()
+    return [(rev_id, content_hash, dict(spec)) for rev_id, content_hash, spec in rows]

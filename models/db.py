@@ -105,7 +105,23 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _on_end(conn: Any) -> None:
+        if conn.invalidated:  # its `info` cannot be read any more; the invalidation released the gate
+            return
         if conn.info.pop(_GATED, None):
+            gate.release()
+
+    # A transaction can also end without a commit or rollback event: the pool resets a connection checked in
+    # (or garbage collected) inside one, or invalidates it after an error (its `info`, where the flag lives,
+    # is then cleared on the next checkout). Each of those ends SQLite's write lock: the gate goes with it.
+    @event.listens_for(engine, "reset")
+    def _on_reset(_dbapi_conn: Any, record: Any, _state: Any) -> None:
+        if record.info.pop(_GATED, None):
+            gate.release()
+
+    @event.listens_for(engine, "invalidate")
+    @event.listens_for(engine, "close")
+    def _on_gone(_dbapi_conn: Any, record: Any, *_: Any) -> None:
+        if record.info.pop(_GATED, None):
             gate.release()
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, select
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, delete, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql import Subquery
 
@@ -237,13 +238,49 @@ def window_averages(
     return out
 
 
+def windows_averages(
+    session: Session, app_ids: Sequence[int], since: datetime
+) -> dict[int, dict[str | None, Averages]]:
+    """`window_averages` of many apps since the same time, in one grouped query (the autoscaler's survey)."""
+    m = MetricSample
+    stmt = (
+        select(
+            m.app_id,
+            m.replica_name,
+            func.count(m.id),
+            func.min(m.taken_at),
+            func.max(m.taken_at),
+            func.avg(m.cpu_percent),
+            func.avg(m.memory_percent),
+            func.avg(m.rps),
+            func.avg(m.p95_ms),
+            func.avg(m.active_connections),
+            func.avg(m.error_rate),
+            func.avg(m.ready_replicas),
+        )
+        .where(m.app_id.in_(list(app_ids)), m.taken_at >= since)
+        .group_by(m.app_id, m.replica_name)
+    )
+    out: dict[int, dict[str | None, Averages]] = {}
+    if not app_ids:
+        return out
+    for app_id, name, count, first, last, *means in session.execute(stmt):
+        values = [None if v is None else float(v) for v in means]
+        out.setdefault(app_id, {})[name] = Averages(name, int(count), aware(first), aware(last), *values)
+    return out
+
+
 def metric_window(
     session: Session, app_id: int, since: datetime, until: datetime | None = None, replicas: Sequence[str] | None = None
 ) -> MetricWindow:
     """The autoscaler's input: per-replica and app-level means over the window.
 
     `replicas` limits the per-replica part to those names (the replicas that exist now)."""
-    groups = window_averages(session, app_id, since, until)
+    return window_of(window_averages(session, app_id, since, until), replicas)
+
+
+def window_of(groups: dict[str | None, Averages], replicas: Sequence[str] | None = None) -> MetricWindow:
+    """`metric_window` from an app's averages already read."""
     app = groups.get(None)
     per_replica = {
         name: ReplicaSample(
@@ -263,3 +300,9 @@ def metric_window(
         p95_ms=app.p95_ms if app is not None else None,
         active_connections=app.active_connections if app is not None else None,
     )
+
+
+def add_samples(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Many samples in one INSERT (an executemany of plain rows, no ORM object per row)."""
+    if rows:
+        session.execute(insert(MetricSample), rows)

@@ -144,3 +144,70 @@ def with_specs(session: Session, *, app: str | None = None, names: list[str] | N
     if app is not None:
         stmt = stmt.where(App.name == app)
     return list(session.execute(stmt).all())
+
+
+# What the health sweep reads of a replica (columns, not entities: hundreds of rows every tick). Columns 5 to 10
+# are its health (controller/health.py `_stored`); 11 is its host (None on the docker runtime).
+HEALTH_COLUMNS = (
+    Replica.id,
+    Replica.name,
+    Replica.ports,
+    Replica.started_at,
+    Replica.created_at,
+    Replica.health,
+    Replica.consecutive_successes,
+    Replica.consecutive_failures,
+    Replica.last_check_at,
+    Replica.last_error,
+    Replica.last_latency_ms,
+    Replica.host,
+)
+
+
+def health_rows(session: Session, app: str | None = None) -> list[Any]:
+    """The replicas the health sweep checks (running, not draining, of running or failed apps; of `app` only
+    when given): HEALTH_COLUMNS, then the app's name, its revision's id and content hash."""
+    stmt = (
+        select(*HEALTH_COLUMNS, App.name, AppRevision.id, AppRevision.content_hash)
+        .join(App, App.id == Replica.app_id)
+        .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
+        .where(App.status.in_(("running", "failed")), Replica.state == "running", Replica.drain_started_at.is_(None))
+    )
+    if app is not None:
+        stmt = stmt.where(App.name == app)
+    return list(session.execute(stmt).all())
+
+
+def health_rows_for_update(session: Session, ids: list[int]) -> list[Any]:
+    """HEALTH_COLUMNS of the replicas `ids`, locked: re-read in the transaction that writes their health."""
+    return list(session.execute(select(*HEALTH_COLUMNS).where(Replica.id.in_(ids)).with_for_update()).all())
+
+
+def mark_healthy(session: Session, ids: list[int]) -> None:
+    """Replicas of apps without a check: running is healthy."""
+    session.execute(update(Replica).where(Replica.id.in_(ids)).values(health="healthy"))
+
+
+def write_health(session: Session, changes: list[dict[str, Any]]) -> None:
+    """Health columns of many replicas in one executemany by primary key (each dict holds its `id`)."""
+    session.execute(update(Replica), changes)
+
+
+def running_replica_columns(session: Session, app_ids: Iterable[int]) -> list[Any]:
+    """(app id, name, container id, host, port, health, drain started) of the running replicas with a container
+    of these apps, by app and slot: columns, not entities (every replica, every metrics collection)."""
+    return list(
+        session.execute(
+            select(
+                Replica.app_id,
+                Replica.name,
+                Replica.container_id,
+                Replica.host,
+                Replica.port,
+                Replica.health,
+                Replica.drain_started_at,
+            )
+            .where(Replica.app_id.in_(list(app_ids)), Replica.state == "running", Replica.container_id.is_not(None))
+            .order_by(Replica.app_id, Replica.slot)
+        ).all()
+    )

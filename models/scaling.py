@@ -13,7 +13,7 @@ metric samples.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,6 +120,38 @@ def history_for(session: Session, app_id: int, now: datetime, window_seconds: fl
     )
 
 
+def histories(
+    session: Session, app_ids: Sequence[int], now: datetime, window_seconds: float
+) -> dict[int, ScalingHistory]:
+    """`history_for` of many apps with the same stabilization window, in two queries."""
+    if not app_ids:
+        return {}
+    since = now - timedelta(seconds=window_seconds)
+    ids = list(app_ids)
+    recent: dict[int, list[Recommendation]] = {app_id: [] for app_id in ids}
+    for app_id, at, replicas in session.execute(
+        select(ScalingDecisionRow.app_id, ScalingDecisionRow.created_at, ScalingDecisionRow.recommended).where(
+            ScalingDecisionRow.app_id.in_(ids), ScalingDecisionRow.created_at >= since
+        )
+    ):
+        recent[app_id].append(Recommendation(aware(at), replicas))
+    last: dict[int, datetime | None] = {
+        app_id: at
+        for app_id, at in session.execute(
+            select(ScalingDecisionRow.app_id, func.max(ScalingDecisionRow.created_at))
+            .where(ScalingDecisionRow.app_id.in_(ids), ScalingDecisionRow.changed.is_(True))
+            .group_by(ScalingDecisionRow.app_id)
+        )
+    }
+    return {
+        app_id: ScalingHistory(
+            recommendations=tuple(recent[app_id]),
+            last_scaled_at=aware(scaled) if (scaled := last.get(app_id)) is not None else None,
+        )
+        for app_id in ids
+    }
+
+
 def decisions(session: Session, app_id: int, *, limit: int = 50, changes_only: bool = True) -> list[ScalingDecisionRow]:
     stmt = select(ScalingDecisionRow).where(ScalingDecisionRow.app_id == app_id)
     if changes_only:
@@ -151,6 +183,21 @@ def purge_decisions(session: Session, now: datetime, retention_seconds: float) -
     old = ScalingDecisionRow.created_at < now - timedelta(seconds=retention_seconds)
     ids = select(ScalingDecisionRow.id).where(unchanged | old).limit(PURGE_BATCH).scalar_subquery()
     return affected(session.execute(delete(ScalingDecisionRow).where(ScalingDecisionRow.id.in_(ids))))
+
+
+def replica_states_of(session: Session, probed: Mapping[int, bool]) -> dict[int, tuple[ReplicaState, ...]]:
+    """`replica_states` of many apps in one query (`probed`: app id -> whether its revision has a check)."""
+    out: dict[int, list[ReplicaState]] = {app_id: [] for app_id in probed}
+    if not probed:
+        return {}
+    rows = session.execute(
+        select(Replica.app_id, Replica.name, Replica.health)
+        .where(Replica.app_id.in_(list(probed)), Replica.drain_started_at.is_(None), Replica.state == "running")
+        .order_by(Replica.app_id, Replica.name)
+    )
+    for app_id, name, health in rows:
+        out[app_id].append(ReplicaState(name, health == "healthy" or not probed[app_id]))
+    return {app_id: tuple(states) for app_id, states in out.items()}
 
 
 def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:

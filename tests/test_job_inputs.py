@@ -102,7 +102,8 @@ def _args_read(function: Any) -> set[str]:
     tree = ast.parse(inspect.getsource(inspect.getmodule(function)))  # type: ignore[arg-type]
     keys: set[str] = set()
     for node in ast.walk(tree):
-        target = None
+        target: ast.expr | None = None
+        key: ast.expr | None = None
         if isinstance(node, ast.Subscript):
             target, key = node.value, node.slice
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":

@@ -205,7 +205,9 @@ def _scaling_line(row: ScalingDecisionRow) -> str:
 @bp.get("")
 @operation("List apps", tag="apps", responses={200: AppList})
 def list_all() -> Response:
-    return jsonify(app_list().model_dump(mode="json"))
+    # Serialised by pydantic-core in one pass (the same JSON as jsonify of model_dump, at a fraction of the
+    # cost: 1,000 apps are one answer's worth of work, not 1,000 dicts built and encoded again).
+    return Response(app_list().model_dump_json() + "\n", mimetype="application/json")
 
 
 def app_list() -> AppList:

@@ -1,0 +1,210 @@
+"""Cost that grows with change, not with size (issue 10): the leader's periodic sweeps over N running apps in
+which nothing happens issue a bounded number of statements, whatever N, and write nothing that did not change.
+Real database (SQLite or PostgreSQL); statements counted with a SQLAlchemy event listener."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestry.controller.autoscaler import Autoscaler
+from orchestry.controller.health import HealthSweep
+from orchestry.jobs.base import Fence
+from orchestry.models.apps import App, AppRevision, get_app
+from orchestry.models.base import utcnow
+from orchestry.models.metrics import MetricSample
+from orchestry.models.registry import Submission, register
+from orchestry.models.replicas import Replica
+from orchestry.spec import load_specs
+from orchestry.workflows.health import ProbeResult
+
+from conftest import DB_KIND
+
+APPS = 30
+REPLICAS = 3
+SPEC = """\
+apiVersion: v1
+kind: App
+metadata: {name: %s}
+spec:
+  image: orchestry-testapp:latest
+  ports: [{containerPort: 8080}]
+healthCheck: {path: /health}
+scaling: {mode: %s, maxReplicas: 5}
+"""
+WRITE = re.compile(r"^\s*(UPDATE|INSERT|DELETE)\b", re.IGNORECASE)
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement the engine runs meanwhile (transaction control and settings left out)."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "SET ", "COMMIT", "ROLLBACK", "SELECT 1")):
+            seen.append(statement)
+
+    event.listen(engine, "after_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "after_cursor_execute", count)
+
+
+def running_apps(sessions: sessionmaker[Session], count: int, mode: str = "manual") -> list[int]:
+    """`count` running apps of REPLICAS healthy replicas each, with 10 s of samples (app and replica rows)."""
+    ids = []
+    now = utcnow()
+    with sessions.begin() as s:
+        for i in range(count):
+            name = f"a{i:03d}"
+            loaded = load_specs(SPEC % (name, mode), "application/yaml").specs[0]
+            register(
+                s, Submission(name, loaded.normalized, loaded.content_hash, ()), raw="", raw_format="yaml", actor="t"
+            )
+            app = get_app(s, name)
+            assert app is not None
+            app.status, app.desired_replicas = "running", REPLICAS
+            s.flush()
+            ids.append(app.id)
+            for slot in range(1, REPLICAS + 1):
+                s.add(
+                    Replica(
+                        app_id=app.id,
+                        name=f"{name}-{slot}",
+                        slot=slot,
+                        revision=1,
+                        container_id=f"c{i}-{slot}",
+                        state="running",
+                        health="healthy",
+                        host="127.0.0.1",
+                        port=30000 + i * 10 + slot,
+                        ports={"8080": 30000 + i * 10 + slot},
+                        started_at=now - timedelta(minutes=5),
+                    )
+                )
+                for k in range(5):
+                    s.add(
+                        MetricSample(
+                            app_id=app.id, replica_name=f"{name}-{slot}", taken_at=now - timedelta(seconds=2 * k)
+                        )
+                    )
+            for k in range(5):
+                s.add(
+                    MetricSample(
+                        app_id=app.id,
+                        replica_name=None,
+                        taken_at=now - timedelta(seconds=2 * k),
+                        rps=1.0,
+                        ready_replicas=REPLICAS,
+                    )
+                )
+    return ids
+
+
+def fence() -> Fence:
+    return Fence("n", 1, lambda: time.monotonic() + 60)
+
+
+def test_autoscaling_n_quiet_manual_apps_costs_a_few_statements_and_writes_nothing(
+    sessions: sessionmaker[Session],
+) -> None:
+    running_apps(sessions, APPS)
+    scaler = Autoscaler(sessions, fence, max_replicas=50, retention_seconds=86400)
+    engine: Engine = sessions.kw["bind"]
+    scaler.run()  # the first round reads every revision's scaling section (then kept: revisions never change)
+    with statements(engine) as fast:
+        assert scaler.run(fast=True) == []
+    with statements(engine) as full:
+        assert scaler.run() == []
+    # The survey: apps, replicas, the window and burst averages, the history (two queries), the database's
+    # clock; the full round also purges old decisions. It once took a transaction and ~8 queries per app.
+    assert len(fast) <= 8, fast
+    assert len(full) <= 9, full
+    assert [s for s in fast if WRITE.match(s)] == []
+    assert [s for s in full if WRITE.match(s) and "scaling_decisions" not in s] == []  # the purge only
+
+
+class FakeProber:
+    """Answers every check at once: ok, except the replicas named in `failing`."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.checked = 0
+        self.paths: list[str] = []
+
+    def check_all(self, targets: Any, now_fn: Any = None) -> dict[str, ProbeResult]:
+        self.checked += len(targets)
+        self.paths = [t.path for t in targets]
+        return {
+            t.key: ProbeResult(
+                t.key not in self.failing, utcnow(), 1.5, "HTTP 500" if t.key in self.failing else "HTTP 200"
+            )
+            for t in targets
+        }
+
+
+def test_a_health_check_that_changes_nothing_writes_nothing(sessions: sessionmaker[Session]) -> None:
+    running_apps(sessions, APPS)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    engine: Engine = sessions.kw["bind"]
+    first = sweep.run()  # every replica due (never checked): recorded, in one statement
+    assert first.checked == APPS * REPLICAS and first.transitions == []
+    with statements(engine) as seen:
+        again = sweep.run(force=True)  # every replica probed again: healthy, as before
+    assert again.checked == APPS * REPLICAS and prober.checked == 2 * APPS * REPLICAS
+    assert [s for s in seen if WRITE.match(s)] == [], seen
+    assert len(seen) <= 2, seen  # the replicas and their apps (the checks of their revisions are kept)
+    # The checks were still counted: none is due again before its period (10 s) is over.
+    assert sweep.run().checked == 0 and prober.checked == 2 * APPS * REPLICAS
+
+    # A change writes the replicas it changed, in one statement.
+    prober.failing = {"a001-2"}
+    with statements(engine) as seen:
+        failed = sweep.run(force=True)
+    assert failed.results["a001-2"]["ok"] is False and failed.results["a001-1"]["ok"] is True
+    writes = [s for s in seen if WRITE.match(s)]
+    assert len(writes) == 1 and writes[0].lstrip().upper().startswith("UPDATE REPLICAS"), writes
+    with sessions() as s:
+        row = s.scalars(select(Replica).where(Replica.name == "a001-2")).one()
+        assert (row.health, row.consecutive_failures, row.last_error) == ("healthy", 1, "HTTP 500")
+
+
+def test_a_new_app_on_a_deleted_apps_revision_id_is_checked_as_its_own_spec(sessions: sessionmaker[Session]) -> None:
+    """The sweep keeps each revision's check; SQLite gives a deleted app's ids to the next one registered."""
+    (first,) = running_apps(sessions, 1)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    assert sweep.run().checked == REPLICAS
+    with sessions.begin() as s:
+        app = s.get(App, first)
+        assert app is not None
+        old_revision = s.scalars(select(AppRevision.id)).one()
+        s.delete(app)
+    # The same name, another health check: probed as its own spec says.
+    loaded = load_specs(SPEC.replace("path: /health", "path: /other") % ("a000", "manual"), "application/yaml")
+    with sessions.begin() as s:
+        spec = loaded.specs[0]
+        register(s, Submission("a000", spec.normalized, spec.content_hash, ()), raw="", raw_format="yaml", actor="t")
+        app = get_app(s, "a000")
+        assert app is not None
+        app.status = "running"
+        s.flush()
+        s.add(
+            Replica(
+                app_id=app.id, name="a000-1", slot=1, revision=1, container_id="x", state="running", ports={"8080": 1}
+            )
+        )
+    assert sweep.run().checked == 1 and prober.paths == ["/other"]
+    if DB_KIND == "sqlite":  # the premise: the new revision got the deleted one's id
+        with sessions() as s:
+            assert s.scalars(select(AppRevision.id)).one() == old_revision
