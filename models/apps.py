@@ -26,6 +26,9 @@ class App(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     desired_replicas: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(Integer, default=1, doc="number of the revision in force")
+    restarts: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="rolling restarts asked for (workflows/rollout.py desired_hash)"
+    )
     scaling_policy: Mapped[dict[str, Any] | None] = mapped_column(
         doc="the scaling section set through the API, in force instead of the spec's (models/scaling.py)"
     )
@@ -54,6 +57,7 @@ class AppRevision(Base):
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    restored_from: Mapped[int | None] = mapped_column(Integer, doc="the revision a rollback restored")
 
     app: Mapped[App] = relationship(back_populates="revisions")
 

@@ -155,6 +155,14 @@ class Termination(SpecModel):
     grace_period_seconds: Seconds = 30
 
 
+class Rollout(SpecModel):
+    """How a new revision rolls out. `onFailure`: what happens when its new replicas do not become healthy:
+    `halt` (the old revision keeps serving, the app is failed) or `rollback` (a new revision restores the
+    one the old replicas run, and rolls out)."""
+
+    on_failure: Literal["halt", "rollback"] = "halt"
+
+
 class AppSpec(SpecModel):
     """One app as registered: `healthCheck` always at the root, `env` folded into `spec.environment`."""
 
@@ -165,3 +173,4 @@ class AppSpec(SpecModel):
     health_check: HealthCheck = HealthCheck()
     scaling: Scaling = Scaling()
     termination: Termination = Termination()
+    rollout: Rollout | None = None  # None: not given (the normalised spec, so its hash, is as before)
