@@ -17,7 +17,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _step_line(step: dict[str, Any]) -> str:
-    mark = "ok " if step.get("status") == "ok" else "ERR"
+    mark = {"ok": "ok ", "running": "..."}.get(str(step.get("status")), "ERR")
     extra = ", ".join(f"{k} {v}" for k, v in step.items() if k not in ("step", "status", "at") and v)
     return f"  [{mark}] {step['step']}" + (f" ({extra})" if extra else "")
 

@@ -252,6 +252,8 @@ def _stop(ctx: JobContext, target: Target, stops: tuple[Stop, ...], stopped: lis
     grace = 0.0 if ctx.args.get("force") else target.grace_seconds
 
     def stop_one(stop: Stop) -> None:
+        if grace >= 1:  # SIGTERM now; an image whose PID 1 ignores it waits the whole grace period (`init: true`)
+            ctx.step(f"stopping {stop.name} (SIGKILL in {grace:g} s)", status="running", reason=stop.reason)
         try:
             ctx.runtime.stop_replica(ctx.settings.cluster_name, stop.name, grace)
         except (EngineUnavailable, ContainerFailed) as exc:

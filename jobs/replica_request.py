@@ -82,4 +82,5 @@ def replica_request(
         memory_bytes=resources.get("memory"),
         labels=dict(spec.get("metadata", {}).get("labels") or {}),
         extra_ports=tuple(p["containerPort"] for p in body.get("ports") or [] if p["containerPort"] != port),
+        init=body.get("init") is True,
     )

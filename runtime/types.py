@@ -72,6 +72,7 @@ class ReplicaRequest:
     memory_bytes: int | None = None
     labels: dict[str, str] = field(default_factory=dict)  # the app's own labels, added to ours
     extra_ports: tuple[int, ...] = ()  # the app's other container ports, published on 127.0.0.1 too
+    init: bool = False  # Docker's --init: an init process as PID 1 forwards signals and reaps children
 
     @property
     def name(self) -> str:

@@ -108,6 +108,10 @@ class Workload(SpecModel):
     args: list[Text] | None = Field(default=None, min_length=1)
     working_dir: AbsolutePath | None = None
     volumes: list[Volume] = Field(default_factory=list)
+    # Docker's --init: a tiny init as PID 1 that forwards SIGTERM, for images whose own PID 1 ignores it
+    # (busybox httpd, shell entrypoints), which would otherwise wait out the whole grace period at every stop.
+    # None: not given (the normalised spec, so its hash, is as before).
+    init: bool | None = None
 
 
 class Header(SpecModel):

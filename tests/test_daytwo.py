@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 
-from conftest import LiveServer, assert_error, hello, post, proxy_load, snapshot
+from conftest import LiveServer, assert_error, hello, post, proxy_load, snapshot, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -179,3 +180,52 @@ def test_a_failing_rollout_with_on_failure_rollback_restores_the_old_revision(li
     assert "app.rolled_back" in events
     out = live.cli("job", str(job["id"]), "--wait")
     assert out.returncode == 1 and "rolled back to revision 1 as revision 3" in out.stderr
+
+
+def test_a_killed_replica_is_marked_down_in_nginx_at_once(live: LiveServer) -> None:
+    """Docker's die event: the controller's first act is nginx's down mark (before the row, the table push
+    and the reconcile), so requests stop going to the dead replica within milliseconds."""
+    post(live, spec("crash", "blue"))
+    up(live, "crash", 2)
+    victim = next(b for b in live.containers("crash") if b.status == "running")
+    address = f"127.0.0.1:{victim.port}"
+    control = f"http://127.0.0.1:{live.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/down"
+    assert address not in httpx.get(control).json()
+    victim.kill()
+    took = wait_for(lambda: address in httpx.get(control).json(), timeout=5, step=0.01)
+    assert took < 2, took  # measured here: about 0.1 s after the kill
+    assert 5 < httpx.get(control).json()[address] <= 10
+
+
+HTTPD = """  command: ["/bin/httpd", "-f", "-p", "8080", "-h", "/tmp"]
+healthCheck: {protocol: TCP, periodSeconds: 1}
+termination:
+  drainSeconds: 0
+  gracePeriodSeconds: 4
+"""
+
+
+def test_init_true_stops_an_image_whose_pid_1_ignores_sigterm_at_once(live: LiveServer) -> None:
+    """busybox httpd as PID 1 ignores SIGTERM: every stop waited the whole grace period. `--wait` says so;
+    `init: true` (Docker's --init) forwards SIGTERM and the replica stops at once."""
+    post(live, hello("pid1", extra=HTTPD))
+    up(live, "pid1", 1)
+    out = live.cli("down", "pid1", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert f"[...] stopping {live.cluster}-pid1-1 (SIGKILL in 4 s" in out.stdout, out.stdout
+    took = next(s for s in live.http.get("/api/v1/jobs", params={"app": "pid1"}).json()["jobs"] if s["kind"] == "stop")
+    waited = [s["at"] for s in took["steps"] if s["step"].startswith(("stopping", "stop "))]
+    from datetime import datetime
+
+    assert (datetime.fromisoformat(waited[1]) - datetime.fromisoformat(waited[0])).total_seconds() >= 3.5
+
+    resp = post(live, hello("pid1", extra=HTTPD.replace('"/tmp"]', '"/tmp"]\n  init: true')))
+    assert resp.json()["results"][0]["action"] == "revised"
+    warnings = [w["message"] for w in resp.json()["results"][0]["warnings"]]  # a period alone: no refusal
+    assert warnings == ["healthCheck.timeoutSeconds: not given: defaults to periodSeconds (1) instead of 5"]
+    up(live, "pid1", 1)
+    (box,) = [b for b in live.containers("pid1") if b.status == "running"]
+    assert box.inspect()["HostConfig"]["Init"] is True
+    job = live.wait_job(live.http.post("/api/v1/apps/pid1/down").json()["job"]["id"])
+    steps = [s["at"] for s in job["steps"] if s["step"].startswith(("stopping", "stop "))]
+    assert (datetime.fromisoformat(steps[1]) - datetime.fromisoformat(steps[0])).total_seconds() < 2.5, job["steps"]

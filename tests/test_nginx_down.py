@@ -47,6 +47,8 @@ def test_a_replica_marked_down_gets_no_request_until_its_mark_expires(nginx: Ngi
     nginx.mark_down([a.address], 1.5)
     marked = time.monotonic()
     assert set(names(nginx, 10)) == {"b"}
+    with control(nginx) as c:
+        assert set(c.get("/_orchestry/down").json()) == {a.address}
     time.sleep(max(0.0, 1.6 - (time.monotonic() - marked)))
     assert set(names(nginx, 6)) == {"a", "b"}  # expired: back in rotation without a push
     nginx.mark_down([a.address, b.address], 5)  # every peer down: none is skipped
@@ -68,7 +70,8 @@ def test_down_marks_need_the_secret_and_valid_values(nginx: NginxManager, backen
             "not json",
         ):
             assert c.put("/_orchestry/down", content=body).status_code == 400, body
-        assert c.get("/_orchestry/down").status_code == 405
+        assert c.delete("/_orchestry/down").status_code == 405
+        assert c.get("/_orchestry/down").json() == {}
     assert set(names(nginx, 6)) == {"a", "b"}  # nothing was marked
     with pytest.raises(ValueError):
         nginx.mark_down(["not-an-address"], 5)

@@ -434,9 +434,18 @@ end
 
 -- PUT /_orchestry/down {"addresses": ["ip:port", ...], "seconds": n}: skip these replicas for n seconds
 -- (1..60), until a table without them arrives. The controller's first act when a replica's container dies.
+-- GET: the marks in force, each with the seconds it has left.
 function _M.control_down()
-  if ngx.req.get_method() ~= "PUT" then
-    ngx.header["Allow"] = "PUT"
+  local method = ngx.req.get_method()
+  if method == "GET" then -- the marks in force: address -> seconds left
+    local marks, now = {}, ngx.now()
+    for address, expiry in pairs(down_marks()) do
+      if expiry > now then marks[address] = expiry - now end
+    end
+    return respond(200, next(marks) and cjson.encode(marks) or "{}")
+  end
+  if method ~= "PUT" then
+    ngx.header["Allow"] = "GET, PUT"
     return respond(405, { error = "method_not_allowed" })
   end
   ngx.req.read_body()
