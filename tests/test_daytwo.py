@@ -96,7 +96,7 @@ def test_diff_and_dry_run_say_what_would_change_and_store_nothing(live: LiveServ
         ("spec.environment[0].value", "changed"),
         ("rollout", "added"),
     }
-    assert result["replace"] == ["orchestry-df-1", "orchestry-df-2"] or len(result["replace"]) == 2
+    assert result["replace"] == [f"{live.cluster}-df-1", f"{live.cluster}-df-2"]
     assert (
         snapshot(live) == before
         and live.http.get("/api/v1/jobs", params={"app": "df"}).json()["jobs"][0]["kind"] == "deploy"
