@@ -137,9 +137,7 @@ def _health_check(check: RuleCheck) -> None:
             )
         )
     else:
-        _ordered(
-            check, HealthCheck, (*loc, "timeoutSeconds"), (*loc, "periodSeconds"), strict=False, blame_low=True
-        )
+        _ordered(check, HealthCheck, (*loc, "timeoutSeconds"), (*loc, "periodSeconds"), strict=False, blame_low=True)
     # A health check left at its defaults is no health check (as when absent, and as the normalised form
     # of a worker stores it); one that sets anything needs a port to probe.
     defaults = _defaults(HealthCheck)

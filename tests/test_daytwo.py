@@ -18,7 +18,7 @@ FAST = """healthCheck:
   timeoutSeconds: 1
   failureThreshold: 2
 termination:
-  drainSeconds: 5
+  drainSeconds: 2
   gracePeriodSeconds: 1
 """
 ENV = "  environment: [{{name: COLOR, value: {color}}}]\n"
@@ -29,7 +29,9 @@ def spec(name: str, color: str, extra: str = "") -> str:
 
 
 def up(live: LiveServer, name: str, replicas: int) -> dict[str, Any]:
-    job = live.wait_job(live.http.post(f"/api/v1/apps/{name}/up", json={"replicas": replicas}).json()["job"]["id"])
+    job = live.wait_job(
+        live.http.post(f"/api/v1/apps/{name}/up", json={"replicas": replicas}).json()["job"]["id"], timeout=180
+    )
     assert job["status"] == "succeeded", job
     return job
 
@@ -129,14 +131,18 @@ def test_rollback_of_a_running_app_rolls_out_health_gated_without_failing_reques
     post(live, spec("live", "blue"))
     up(live, "live", 2)
     first = set(running(live, "live"))
-    job = live.wait_job(post(live, spec("live", "green")).json()["results"][0]["job"], timeout=90)
+    job = live.wait_job(post(live, spec("live", "green")).json()["results"][0]["job"], timeout=300)
     assert job["status"] == "succeeded", job
     assert set(running(live, "live").values()) == {"2"}
     with proxy_load(live, "live", posts=True) as counts:
-        out = live.cli("rollback", "live", "--wait")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "roll" in out.stdout and "[ok ] start orchestry" in out.stdout.replace(live.cluster, "orchestry")
+        asked = live.cli("rollback", "live")
+        assert asked.returncode == 0, asked.stderr
+        assert "rollback live: revision 3 restores revision 1" in asked.stdout
+        job_id = int(asked.stdout.split(": job ")[1].split()[0])
+        assert live.wait_job(job_id, timeout=300)["status"] == "succeeded"
     assert counts[1] == 0 and counts[0] > 0, counts
+    out = live.cli("job", str(job_id), "--wait")  # --wait's progress lines, here of the finished job
+    assert out.returncode == 0 and f"[ok ] start {live.cluster}-live-" in out.stdout, out.stdout
     now = running(live, "live")
     assert set(now.values()) == {"3"} and len(now) == 2 and not first & set(now)
     assert color_of(live, "live") == "blue"
@@ -147,9 +153,11 @@ def test_restart_replaces_each_replica_of_the_same_revision_one_at_a_time(live: 
     up(live, "rs", 2)
     before = running(live, "rs")
     with proxy_load(live, "rs", posts=True) as counts:
-        out = live.cli("restart", "rs", "--wait", "--json")
-    assert out.returncode == 0, out.stderr
-    steps = [s["step"].split()[0] for s in json.loads(out.stdout)["steps"]]
+        out = live.cli("restart", "rs", "--json")
+        assert out.returncode == 0, out.stderr
+        job = live.wait_job(json.loads(out.stdout)["job"]["id"], timeout=300)
+    assert job["status"] == "succeeded", job
+    steps = [s["step"].split()[0] for s in job["steps"]]
     # one at a time: a new replica starts, then an old one drains and stops, twice
     assert [s for s in steps if s in ("start", "stop")] == ["start", "stop", "start", "stop"], steps
     assert counts[1] == 0 and counts[0] > 0, counts
@@ -167,7 +175,7 @@ def test_a_failing_rollout_with_on_failure_rollback_restores_the_old_revision(li
     broken = spec("auto", "green", auto).replace(
         "failureThreshold: 2", "failureThreshold: 2\n  expectedStatusCodes: [204]"
     )
-    job = live.wait_job(post(live, broken).json()["results"][0]["job"], timeout=90)
+    job = live.wait_job(post(live, broken).json()["results"][0]["job"], timeout=300)
     assert job["status"] == "succeeded", job
     rolled = job["result"]["rolled_back"]
     assert (rolled["from"], rolled["restored"], rolled["revision"]) == (2, 1, 3)
@@ -193,7 +201,7 @@ def test_a_killed_replica_is_marked_down_in_nginx_at_once(live: LiveServer) -> N
     assert address not in httpx.get(control).json()
     victim.kill()
     took = wait_for(lambda: address in httpx.get(control).json(), timeout=5, step=0.01)
-    assert took < 2, took  # measured here: about 0.1 s after the kill
+    assert took < 3, took  # measured here: about 0.1 s after the kill (on a loaded machine)
     assert 5 < httpx.get(control).json()[address] <= 10
 
 
