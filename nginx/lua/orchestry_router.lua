@@ -166,6 +166,7 @@ end
 local function mark_down(address, seconds)
   local dict = ngx.shared[DICT]
   local key = DOWN_PREFIX .. address
+  ngx.update_time() -- a failure path, not every request: the cached time may lag on a busy worker
   local expiry = ngx.now() + seconds
   local held = dict:get(key)
   if held and held >= expiry then return end
@@ -438,6 +439,7 @@ end
 function _M.control_down()
   local method = ngx.req.get_method()
   if method == "GET" then -- the marks in force: address -> seconds left
+    ngx.update_time()
     local marks, now = {}, ngx.now()
     for address, expiry in pairs(down_marks()) do
       if expiry > now then marks[address] = expiry - now end
