@@ -187,9 +187,11 @@ def _serve_env(db_url: str, workdir: Path, port: int, cluster: str, node: str) -
 
 
 @contextlib.contextmanager
-def serve(db_url: str, workdir: Path, *, startup_timeout: float = 60) -> Iterator[Server]:
+def serve(
+    db_url: str, workdir: Path, *, startup_timeout: float = 60, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """Start `orchestry serve`, wait until it answers /health and leads, yield it; stop it and remove every
-    container of its cluster at the end."""
+    container of its cluster at the end. `extra_env`: e.g. PYTHONPATH to run another version's source."""
     port = free_port()
     cluster = "bench" + uuid.uuid4().hex[:8]
     node = f"bench-{port}"
@@ -201,7 +203,7 @@ def serve(db_url: str, workdir: Path, *, startup_timeout: float = 60) -> Iterato
             # Its own session: a Ctrl-C in the terminal reaches only us, and we stop it in order.
             proc = subprocess.Popen(
                 [sys.executable, "-m", "orchestry", "serve", "--port", str(port)],
-                env=_serve_env(db_url, workdir, port, cluster, node),
+                env={**_serve_env(db_url, workdir, port, cluster, node), **(extra_env or {})},
                 cwd=workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,

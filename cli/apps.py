@@ -41,7 +41,7 @@ def register(args: Args, settings: Settings) -> int:
                 "/api/v1/apps",
                 content=body,
                 headers={"Content-Type": ctype},
-                params={"strict": "true"} if args.strict else None,
+                params={k: "true" for k, on in (("strict", args.strict), ("dry_run", args.dry_run)) if on} or None,
             )
         except CliError as exc:
             if "cannot reach" in str(exc):
@@ -60,7 +60,43 @@ def register(args: Args, settings: Settings) -> int:
             print(r["message"])
             for w in r["warnings"]:
                 print(f"  warning: {w['message']}")
+            if r.get("dry_run"):
+                print_changes(r.get("changes") or [], r.get("replace") or [])
     return 1 if failed else 0
+
+
+def _shown(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def print_changes(changes: list[dict[str, Any]], replace: list[str]) -> None:
+    """`kubectl diff` style: `~ path: before -> after`, `+ path: value`, `- path: value`; then the replicas."""
+    for c in changes:
+        if c["kind"] == "added":
+            print(f"  + {c['path']}: {_shown(c['after'])}")
+        elif c["kind"] == "removed":
+            print(f"  - {c['path']}: {_shown(c['before'])}")
+        else:
+            print(f"  ~ {c['path']}: {_shown(c['before'])} -> {_shown(c['after'])}")
+    if replace:
+        print(f"  replicas to replace, one at a time: {', '.join(replace)}")
+
+
+def diff(args: Args, settings: Settings) -> int:
+    params = {k: str(v) for k, v in (("from", args.from_), ("to", args.to)) if v is not None}
+    data = _client(settings).get(f"/api/v1/apps/{args.name}/diff", params=params or None)
+    if args.json:
+        print_json(data)
+        return 0
+    head = f"{data['app']}: revision {data['from_revision']} -> {data['to_revision']}"
+    if data["same_spec"]:
+        print(f"{head}: the same spec")
+    else:
+        print(f"{head}: {len(data['changes'])} field(s) differ")
+    print_changes(data["changes"], data["replace"])
+    return 0
 
 
 def list_apps(args: Args, settings: Settings) -> int:
@@ -181,10 +217,11 @@ def revisions(args: Args, settings: Settings) -> int:
             r["created_by"],
             ago(r["created_at"]),
             len(r["warnings"]),
+            f"rollback to {r['restored_from']}" if r.get("restored_from") else "",
         )
         for r in data["revisions"]
     ]
-    print(table(rows, ("REV", "HASH", "BY", "CREATED", "WARNINGS")))
+    print(table(rows, ("REV", "HASH", "BY", "CREATED", "WARNINGS", "NOTE")))
     return 0
 
 

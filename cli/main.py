@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--strict", action="store_true", help="refuse fields the spec format does not know")
+    p.add_argument(
+        "--dry-run", action="store_true", help="store nothing: print what would change and the replicas to replace"
+    )
 
     cmd("list", apps.list_apps, "list apps")
     p = cmd("status", apps.status, "an app's desired state, revision and replicas; without NAME: the system")
@@ -109,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", type=int, help="a past revision")
     p = cmd("revisions", apps.revisions, "an app's revisions")
     p.add_argument("name")
+    p = cmd("diff", apps.diff, "what changes between two revisions of an app, and the replicas to replace")
+    p.add_argument("name")
+    p.add_argument("--from", dest="from_", type=int, metavar="N", help="default: the revision before --to")
+    p.add_argument("--to", type=int, metavar="M", help="default: the current revision")
 
     def waitable(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--wait", action="store_true", help="follow the job step by step until it ends")
@@ -127,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="kill the replicas at once, no grace period")
     p.add_argument("--volumes", action="store_true", help="remove the app's volumes too (kept without it)")
+    p = waitable(cmd("rollback", ops.rollback, "roll an app back to an earlier revision (a new revision restoring it)"))
+    p.add_argument("name")
+    p.add_argument("--to", type=int, metavar="N", help="the revision to restore (default: the previous one)")
+    p = waitable(cmd("restart", ops.restart, "rolling restart of an app: one replica at a time, health-gated"))
+    p.add_argument("name")
     p = cmd("jobs", ops.jobs, "jobs, newest first")
     p.add_argument("--app")
     p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))

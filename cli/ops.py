@@ -17,7 +17,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _step_line(step: dict[str, Any]) -> str:
-    mark = "ok " if step.get("status") == "ok" else "ERR"
+    mark = {"ok": "ok ", "running": "..."}.get(str(step.get("status")), "ERR")
     extra = ", ".join(f"{k} {v}" for k, v in step.items() if k not in ("step", "status", "at") and v)
     return f"  [{mark}] {step['step']}" + (f" ({extra})" if extra else "")
 
@@ -46,13 +46,20 @@ def follow(client: Client, job: dict[str, Any], *, as_json: bool, timeout: float
             )
         time.sleep(0.25)
         job = client.get(job["url"])
+    rolled_back = (job.get("result") or {}).get("rolled_back")
     if as_json:
         print_json(job)
+    elif job["status"] == "succeeded" and rolled_back:
+        print(
+            f"job {job['id']}: the rollout of revision {rolled_back['from']} halted ({rolled_back['reason']}); "
+            f"rolled back to revision {rolled_back['restored']} as revision {rolled_back['revision']}{_took(job)}",
+            file=sys.stderr,
+        )
     elif job["status"] == "succeeded":
         print(f"job {job['id']} succeeded{_took(job)}")
     else:
         print(f"job {job['id']} {job['status']}{_took(job)}: {job['error']}", file=sys.stderr)
-    return 0 if job["status"] == "succeeded" else 1
+    return 0 if job["status"] == "succeeded" and not rolled_back else 1
 
 
 def _took(job: dict[str, Any]) -> str:
@@ -103,6 +110,15 @@ def scale(args: Args, settings: Settings) -> int:
 def delete(args: Args, settings: Settings) -> int:
     params = {key: "true" for key in ("force", "volumes") if getattr(args, key, False)}
     return _submit(args, settings, "DELETE", f"/api/v1/apps/{args.name}", params=params or None)
+
+
+def rollback(args: Args, settings: Settings) -> int:
+    body = {"to": args.to} if args.to is not None else None
+    return _submit(args, settings, "POST", f"/api/v1/apps/{args.name}/rollback", body)
+
+
+def restart(args: Args, settings: Settings) -> int:
+    return _submit(args, settings, "POST", f"/api/v1/apps/{args.name}/restart")
 
 
 def jobs(args: Args, settings: Settings) -> int:

@@ -47,9 +47,9 @@ from orchestry.controller.watch import EventWatcher
 from orchestry.jobs.base import NotLeader, TemporaryError
 from orchestry.models import jobs as jobq
 from orchestry.models.cluster import traffic_reports
-from orchestry.models.db import lease_engine, make_sessionmaker
+from orchestry.models.db import lease_engine, make_sessionmaker, reads_of
 from orchestry.models.events import record
-from orchestry.models.replicas import mark_exited
+from orchestry.models.replicas import address_of_container, mark_exited
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
 from orchestry.nginx.manager import ControlledNginx, NginxError, NginxManager, worker_identity
 from orchestry.nginx.render import NginxSettings
@@ -58,6 +58,7 @@ from orchestry.operations.request import request_task
 from orchestry.probe import Prober, ProberError
 from orchestry.runtime.types import EngineEvent, Runtime
 
+DOWN_SECONDS = 10.0  # how long nginx skips a dead replica's address (the table without it lands well before)
 log = logging.getLogger("orchestry.controller")
 NGINX_CHECK_SECONDS = 5.0
 DRAIN_AGAIN_SECONDS = 60.0  # a host still lost this long after its drain was enqueued gets another
@@ -210,10 +211,28 @@ class Controller:
             log.debug("could not record the outage", extra={"component": name, "error": str(exc).splitlines()[0]})
 
     def _container_event(self, event: EngineEvent) -> None:
+        if event.action in ("die", "oom"):
+            self._mark_down(event.container_id)  # first: requests stop going there within milliseconds
         self.runtime.saw(event)
         if event.action in ("die", "oom"):
             self._unroute(event.container_id)
         self.reconcile_now()
+
+    def _mark_down(self, container_id: str) -> None:
+        """Before anything else on a replica's death: nginx skips its address now (one indexed read, one
+        loopback call), while the table without it is computed and pushed (`_unroute`, which takes the
+        database's write lock and the router's lock, and may wait behind a push or a job's write). The mark
+        expires after DOWN_SECONDS; by then the table no longer holds the address."""
+        if self.nginx is None or not self.leadership.leading:
+            return
+        try:
+            with reads_of(self.sessions)() as session:
+                address = address_of_container(session, container_id)
+            if address is not None:
+                self.nginx.mark_down([address], DOWN_SECONDS)
+                log.info("dead replica skipped by nginx", extra={"container": container_id[:12], "address": address})
+        except (NginxError, SQLAlchemyError) as exc:  # the table push that follows takes it out anyway
+            log.warning("could not mark a dead replica down", extra={"container": container_id, "error": str(exc)})
 
     def _peer_traffic(self) -> dict[str, tuple[float, dict[str, Any]]]:
         """The other nodes' nginx counters, as their route mirrors reported them (traffic enters everywhere)."""

@@ -24,6 +24,7 @@ from orchestry.runtime.types import EngineUnavailable, Runtime
 from orchestry.workflows.converge import Desired, Seen
 from orchestry.workflows.drift import AppState, drifted
 from orchestry.workflows.health import replacement_backoff
+from orchestry.workflows.rollout import desired_hash
 
 log = logging.getLogger("orchestry.reconcile")
 
@@ -31,8 +32,10 @@ log = logging.getLogger("orchestry.reconcile")
 def app_states(session: Session) -> list[AppState]:
     rows = desired_states(session)
     return [
-        AppState(name, status, Desired(replicas if status in RUNNING_STATUSES else 0, spec_hash))
-        for name, status, replicas, spec_hash in rows
+        AppState(
+            name, status, Desired(replicas if status in RUNNING_STATUSES else 0, desired_hash(spec_hash, restarts))
+        )
+        for name, status, replicas, spec_hash, restarts in rows
     ]
 
 

@@ -25,6 +25,7 @@ from orchestry.models.edge import bump_edge
 from orchestry.models.events import recent_times
 from orchestry.models.replicas import replicas_of, start_draining, sync_observed
 from orchestry.models.secrets import ciphertexts
+from orchestry.operations.registration import restore_revision
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
 from orchestry.workflows.converge import (
     NO_ROUTER,
@@ -41,6 +42,7 @@ from orchestry.workflows.converge import (
 )
 from orchestry.workflows.health import replacement_backoff
 from orchestry.workflows.revision import RevisionView, revision_view
+from orchestry.workflows.rollout import desired_hash, on_failure, restore_after_failure
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
@@ -93,7 +95,7 @@ def read_target(session: Session, name: str) -> Target:
         app.status,
         replicas,
         app.revision,
-        rev.content_hash if rev else "",
+        desired_hash(rev.content_hash, app.restarts) if rev else "",
         rev.spec if rev else {},
         rows,
         replaced,
@@ -160,6 +162,7 @@ def converge(ctx: JobContext) -> dict[str, Any]:
     assert name, "app jobs carry the app's name"
     started: list[str] = []
     stopped: list[str] = []
+    rolled_back: dict[str, Any] | None = None
     for _ in range(MAX_ROUNDS):
         with ctx.sessions.begin() as session:
             target = read_target(session, name)
@@ -173,9 +176,14 @@ def converge(ctx: JobContext) -> dict[str, Any]:
         desired = Desired(target.replicas, target.spec_hash, replace_unhealthy=backoff is None)
         plan = plan_app(desired, seen(ctx, target, observed, now))
         if plan.done:
-            return _finish(ctx, target, observed, started, stopped)
+            result = _finish(ctx, target, observed, started, stopped)
+            return {**result, "rolled_back": rolled_back} if rolled_back else result
         if plan.halt:
             _stop(ctx, target, plan.stops, stopped)
+            if rolled_back is None and on_failure(target.spec) == "rollback":
+                rolled_back = _roll_back(ctx, target, observed, plan.halt)
+                if rolled_back is not None:
+                    continue  # the next rounds converge to the restored revision, health-gated as ever
             if target.app_id is not None:  # the app fails now: leave its replica rows true to what runs
                 with ctx.sessions.begin() as session:
                     sync_observed(session, target.app_id, _rows(observe(ctx, name)))
@@ -186,6 +194,28 @@ def converge(ctx: JobContext) -> dict[str, Any]:
         _stop(ctx, target, plan.stops, stopped)
         _start(ctx, target, plan, started)
     raise TemporaryError(f"{name} did not converge in {MAX_ROUNDS} rounds")
+
+
+def _roll_back(ctx: JobContext, target: Target, observed: list[Observed], why: str) -> dict[str, Any] | None:
+    """`rollout.onFailure: rollback`: put back the revision the old replicas still run, as a new revision
+    that records it (`restored_from`). None when there is nothing to go back to (no old replica runs, or
+    the app changed meanwhile): the rollout halts as with `onFailure: halt`."""
+    old = [o.revision for o in observed if o.running and o.spec_hash != target.spec_hash]
+    restore = restore_after_failure(old, target.revision)
+    if restore is None or target.app_id is None:
+        return None
+    ctx.fence.check()
+    with ctx.sessions.begin() as session:
+        app = session.get(App, target.app_id)
+        if app is None or app.revision != target.revision or app.status not in RUNNING_STATUSES:
+            return None
+        rev = get_revision(session, app, restore)
+        if rev is None:
+            return None
+        number = restore_revision(session, app, rev, actor=f"job:{ctx.job_id}", reason=f"rollout halted: {why}")
+    ctx.step(f"rollout of revision {target.revision} halted", status="failed", reason=why)
+    ctx.step(f"roll back to revision {restore}", revision=number, reason="rollout.onFailure: rollback")
+    return {"from": target.revision, "restored": restore, "revision": number, "reason": why}
 
 
 def _drain(ctx: JobContext, target: Target, drains: tuple[Stop, ...]) -> None:
@@ -214,6 +244,8 @@ def _stop(ctx: JobContext, target: Target, stops: tuple[Stop, ...], stopped: lis
     grace = 0.0 if ctx.args.get("force") else target.grace_seconds
 
     def stop_one(stop: Stop) -> None:
+        if grace >= 1:  # SIGTERM now; an image whose PID 1 ignores it waits the whole grace period (`init: true`)
+            ctx.step(f"stopping {stop.name} (SIGKILL in {grace:g} s)", status="running", reason=stop.reason)
         try:
             ctx.runtime.stop_replica(ctx.settings.cluster_name, stop.name, grace)
         except (EngineUnavailable, ContainerFailed) as exc:

@@ -1,9 +1,9 @@
 """Job kinds and their handlers. A kind is a stable name stored in the jobs table.
 
-The five app kinds share one handler, `converge`: the API writes the desired state (replicas, status)
-before it enqueues, so deploying, scaling, stopping, deleting and repairing are all "make the containers
-match the app row". They stay distinct kinds because users read them in the job history, and because a
-request of one kind supersedes a waiting job of another.
+The seven app kinds share one handler, `converge`: the API writes the desired state (replicas, status,
+revision, restart count) before it enqueues, so deploying, scaling, stopping, deleting, repairing, rolling
+back and restarting are all "make the containers match the app row". They stay distinct kinds because
+users read them in the job history, and because a request of one kind supersedes a waiting job of another.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from orchestry.jobs.health_check import health_check
 from orchestry.jobs.host_drain import host_drain
 from orchestry.jobs.noop import noop
 
-APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile")
+APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile", "rollback", "restart")
 
 # A job's inputs, by kind: the arguments its handler reads (JobContext.args holds only these). The rest of a
 # job's arguments record what was requested, for its history: a scale's or an up's `replicas`, a rollout's
@@ -42,6 +42,8 @@ HANDLERS: dict[str, Handler] = {
     "stop": converge,  # `down`: desired 0, the app stays
     "delete": converge,  # desired 0, then the app's rows go (its events stay)
     "reconcile": converge,  # repair drift found by the reconcile sweep (a dead replica, an orphan)
+    "rollback": converge,  # the rollout of a revision that restores an earlier one's spec
+    "restart": converge,  # a rolling restart: the app's restart count changed its replicas' hash
     "health-check": health_check,  # probe one app's replicas now, on request
     "cert-issue": cert_issue,  # obtain or renew one `tls: auto` host's certificate over ACME (jobs/cert_issue.py)
     "host-drain": host_drain,  # a lost host of a swarm drained, so its replicas are replaced elsewhere

@@ -87,4 +87,5 @@ def replica_request(
         spread=placement.get("spread"),
         max_per_node=placement.get("maxReplicasPerNode"),
         stop_grace_seconds=(spec.get("termination") or {}).get("gracePeriodSeconds"),
+        init=body.get("init") is True,
     )

@@ -26,6 +26,9 @@ class App(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     desired_replicas: Mapped[int] = mapped_column(Integer, default=0)
     revision: Mapped[int] = mapped_column(Integer, default=1, doc="number of the revision in force")
+    restarts: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="rolling restarts asked for (workflows/rollout.py desired_hash)"
+    )
     scaling_policy: Mapped[dict[str, Any] | None] = mapped_column(
         doc="the scaling section set through the API, in force instead of the spec's (models/scaling.py)"
     )
@@ -54,6 +57,7 @@ class AppRevision(Base):
     warnings: Mapped[list[Any]] = mapped_column(default=list)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    restored_from: Mapped[int | None] = mapped_column(Integer, doc="the revision a rollback restored")
 
     app: Mapped[App] = relationship(back_populates="revisions")
 
@@ -123,14 +127,15 @@ def running_apps(session: Session) -> dict[int, str]:
     return {app_id: name for app_id, name in rows}
 
 
-def desired_states(session: Session) -> list[tuple[str, str, int, str]]:
-    """Every app's name, status, desired replica count and the content hash of its revision in force."""
+def desired_states(session: Session) -> list[tuple[str, str, int, str, int]]:
+    """Every app's name, status, desired replica count, the content hash of its revision in force and its
+    restart count (a restart folds into the hash its replicas carry: workflows.rollout.desired_hash)."""
     rows = session.execute(
-        select(App.name, App.status, App.desired_replicas, AppRevision.content_hash).join(
+        select(App.name, App.status, App.desired_replicas, AppRevision.content_hash, App.restarts).join(
             AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == App.revision)
         )
     ).all()
-    return [(name, status, replicas, spec_hash) for name, status, replicas, spec_hash in rows]
+    return [(name, status, replicas, spec_hash, restarts) for name, status, replicas, spec_hash, restarts in rows]
 
 
 def current_specs(session: Session) -> dict[str, Any]:

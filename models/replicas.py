@@ -96,6 +96,14 @@ def latest(known: datetime | None, observed: object) -> datetime | None:
     return max(aware(known), aware(seen))
 
 
+def address_of_container(session: Session, container_id: str) -> str | None:
+    """The `host:port` a replica's container is published at, by the container's id (None: unknown)."""
+    row = session.execute(
+        select(Replica.host, Replica.port).where(Replica.container_id == container_id).limit(1)
+    ).first()
+    return f"{row[0]}:{row[1]}" if row is not None and row[0] and row[1] else None
+
+
 def mark_exited(session: Session, container_id: str) -> bool:
     """Docker announced the container's death: its row says so at once, so routing drops it before the
     job that replaces it observes anything (that job's observation then agrees). True when a row changed."""

@@ -493,6 +493,14 @@ class ControlClient:
         result: dict[str, Any] = response.json()
         return result
 
+    def mark_down(self, addresses: list[str], seconds: float) -> None:
+        """Have nginx skip these replicas for `seconds` (1..60), at once: a dead replica's requests go to the
+        others before the routing table without it is computed and pushed. Raises NginxError."""
+        body = json.dumps({"addresses": [validate.address(a) for a in addresses], "seconds": seconds})
+        response = self._request("PUT", "/_orchestry/down", content=body)
+        if response.status_code != 200:
+            raise NginxError(f"nginx refused the down marks: {response.status_code} {response.text.strip()}")
+
     def in_flight(self, address: str) -> int | None:
         """Requests nginx has open to `address` (IPv4:port), for draining; None when nginx does not answer.
 

@@ -101,3 +101,45 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
             args={"revision": plan.revision},
         ).job.id
     return Registered(plan, job_id)
+
+
+def restore_revision(session: Session, app: App, restore: AppRevision, *, actor: str, reason: str) -> int:
+    """Add a revision carrying `restore`'s spec (recorded as `restored_from`) and put it in force; the caller
+    enqueues its rollout. History is never rewritten: revision numbers only grow."""
+    highest = session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
+    number = highest + 1
+    previous = app.revision
+    if app.scaling_policy is not None:
+        current = session.scalar(
+            select(AppRevision.spec).where(AppRevision.app_id == app.id, AppRevision.number == app.revision)
+        )
+        if (current or {}).get("scaling") != restore.spec.get("scaling"):
+            app.scaling_policy = None  # as for a registration: the restored spec's scaling section is in force
+    app.revision = number
+    session.add(
+        AppRevision(
+            app_id=app.id,
+            number=number,
+            content_hash=restore.content_hash,
+            spec=restore.spec,
+            raw=restore.raw,
+            raw_format=restore.raw_format,
+            warnings=list(restore.warnings),
+            created_by=actor,
+            restored_from=restore.number,
+        )
+    )
+    record(
+        session,
+        "app.rolled_back",
+        f"app {app.name} rolled back: revision {number} restores revision {restore.number} "
+        f"(was revision {previous}); {reason}",
+        actor=actor,
+        app_name=app.name,
+        revision=number,
+        restored_from=restore.number,
+        previous=previous,
+        content_hash=restore.content_hash,
+    )
+    session.flush()
+    return number

@@ -619,6 +619,8 @@ def _create_args(req: ReplicaRequest, installation: str | None = None) -> dict[s
         args["nano_cpus"] = req.nano_cpus
     if req.memory_bytes is not None:
         args["mem_limit"] = req.memory_bytes
+    if req.init:
+        args["init"] = True
     return args
 
 

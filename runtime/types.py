@@ -78,6 +78,7 @@ class ReplicaRequest:
     spread: str | None = None
     max_per_node: int | None = None
     stop_grace_seconds: float | None = None  # the spec's termination.gracePeriodSeconds (a Swarm service's own)
+    init: bool = False  # Docker's --init: an init process as PID 1 forwards signals and reaps children
 
     @property
     def name(self) -> str:

@@ -112,6 +112,10 @@ class Workload(SpecModel):
     args: list[Text] | None = Field(default=None, min_length=1)
     working_dir: AbsolutePath | None = None
     volumes: list[Volume] = Field(default_factory=list)
+    # Docker's --init: a tiny init as PID 1 that forwards SIGTERM, for images whose own PID 1 ignores it
+    # (busybox httpd, shell entrypoints), which would otherwise wait out the whole grace period at every stop.
+    # None: not given (the normalised spec, so its hash, is as before).
+    init: bool | None = None
 
 
 class Header(SpecModel):
@@ -181,6 +185,14 @@ class Placement(SpecModel):
     max_replicas_per_node: Count | None = None
 
 
+class Rollout(SpecModel):
+    """How a new revision rolls out. `onFailure`: what happens when its new replicas do not become healthy:
+    `halt` (the old revision keeps serving, the app is failed) or `rollback` (a new revision restores the
+    one the old replicas run, and rolls out)."""
+
+    on_failure: Literal["halt", "rollback"] = "halt"
+
+
 class AppSpec(SpecModel):
     """One app as registered: `healthCheck` always at the root, `env` folded into `spec.environment`."""
 
@@ -194,3 +206,4 @@ class AppSpec(SpecModel):
     routes: list[Route] = Field(default_factory=list, max_length=100)
     default_route: bool = True  # False: no `<app>.<domain>` and no `/<app>/` on the bare proxy
     placement: Placement | None = None  # absent stays absent: specs without it keep their content hash
+    rollout: Rollout | None = None  # None: not given (the normalised spec, so its hash, is as before)

@@ -32,6 +32,8 @@ class RuleCheck:
     bad: set[Loc]
     issues: list[tuple[Loc, str]] = field(default_factory=list)
     max_replicas_default: int | None = None
+    timeout_default: float | None = None  # periodSeconds given alone below timeoutSeconds' default: this instead
+    notes: list[tuple[Loc, str]] = field(default_factory=list)  # warnings about values filled in
 
     def ok(self, loc: Loc) -> bool:
         return not any(b[: len(loc)] == loc or loc[: len(b)] == b for b in self.bad)
@@ -124,7 +126,20 @@ def _health_check(check: RuleCheck) -> None:
     method, body = check.get((*loc, "method"), "GET"), check.get((*loc, "body"), "")
     if isinstance(body, str) and body and method not in ("POST", _ABSENT):
         check.fail((*loc, "body"), "is only sent with method: POST")
-    _ordered(check, HealthCheck, (*loc, "timeoutSeconds"), (*loc, "periodSeconds"), strict=False, blame_low=True)
+    period, timeout = check.get((*loc, "periodSeconds")), check.get((*loc, "timeoutSeconds"))
+    default_timeout = HealthCheck.model_fields["timeout_seconds"].default
+    if timeout is _ABSENT and _numbers((period,)) and period < default_timeout:
+        # Kubernetes users write `periodSeconds: 2` alone (their timeout defaults to 1 s): the timeout then
+        # defaults to the period, so that a probe ends before the next is due, instead of refusing the spec.
+        check.timeout_default = period
+        check.notes.append(
+            (
+                (*loc, "timeoutSeconds"),
+                f"not given: defaults to periodSeconds ({number(period)}) instead of {number(default_timeout)}",
+            )
+        )
+    else:
+        _ordered(check, HealthCheck, (*loc, "timeoutSeconds"), (*loc, "periodSeconds"), strict=False, blame_low=True)
     # A health check left at its defaults is no health check (as when absent, and as the normalised form
     # of a worker stores it); one that sets anything needs a port to probe.
     defaults = _defaults(HealthCheck)

@@ -77,9 +77,10 @@ def validate_document(
     unknown = [(loc, UNKNOWN_ERROR if strict else UNKNOWN_WARNING) for loc in prepared.unknown]
     errors = _issues(prepared, found + (unknown if strict else []), document)
     warnings = [] if strict else _issues(prepared, unknown, document)
+    warnings += _issues(prepared, rules.notes, document)  # values filled in: warnings even when strict
     if errors or spec is None:
         return None, errors, warnings
-    spec = _complete(spec, rules.max_replicas_default)
+    spec = _complete(spec, rules.max_replicas_default, rules.timeout_default)
     normalized = _tidy(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     # Left out at their defaults, so that specs written before routes existed keep their content hash.
     if not normalized.get("routes"):
@@ -133,9 +134,12 @@ def _issues(prepared: Prepared, found: list[tuple[Loc, str]], document: int) -> 
     return list(out.values())
 
 
-def _complete(spec: AppSpec, max_replicas_default: int | None) -> AppSpec:
-    """Fill defaults that depend on other fields: the health check port, a clamped maxReplicas."""
+def _complete(spec: AppSpec, max_replicas_default: int | None, timeout_default: float | None = None) -> AppSpec:
+    """Fill defaults that depend on other fields: the health check port, a clamped maxReplicas, a timeout
+    no longer than the period given alone."""
     health, scaling = spec.health_check, spec.scaling
+    if timeout_default is not None:
+        health = health.model_copy(update={"timeout_seconds": timeout_default})
     ports = spec.spec.ports
     if health.port is None and ports:
         http = [p for p in ports if p.protocol == "HTTP"]

@@ -21,8 +21,8 @@ from orchestry.jobs.base import Fence
 from orchestry.models.apps import App, AppRevision, get_app
 from orchestry.models.base import utcnow
 from orchestry.models.metrics import MetricSample
-from orchestry.operations.registration import Submission, register
 from orchestry.models.replicas import Replica
+from orchestry.operations.registration import Submission, register
 from orchestry.spec import load_specs
 from orchestry.workflows.health import ProbeResult
 

@@ -160,3 +160,75 @@ def test_a_void_fence_acts_on_nothing(env) -> None:  # type: ignore[no-untyped-d
     with pytest.raises(NotLeader):
         converge(ctx(env, valid=False))
     assert runtime.actions == []
+
+
+def restart_app(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as s:
+        app = get_app(s, "web")
+        assert app is not None
+        app.restarts += 1
+
+
+def test_a_restart_replaces_every_replica_of_the_same_revision_one_at_a_time(env) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 2)
+    drive(env)
+    before = {c.id for c in runtime.containers.values()}
+    runtime.actions.clear()
+    restart_app(sessions)
+    drive(env)
+    assert [a.split()[0] for a in runtime.actions] == ["start", "stop", "start", "stop"]  # a surge of one
+    assert runtime.actions[0] == "start c-web-3 r1"  # the same revision
+    assert not before & {c.id for c in runtime.containers.values()} and len(runtime.containers) == 2
+    runtime.actions.clear()
+    drive(env)
+    assert runtime.actions == []  # done: running it again restarts nothing
+
+
+def unhealthy_new(sessions, revision: int) -> None:  # type: ignore[no-untyped-def]
+    """What the health sweep records for new replicas that fail their probe."""
+    with sessions.begin() as s:
+        s.execute(update(Replica).where(Replica.revision == revision).values(health="unhealthy"))
+
+
+ROLLBACK = "rollout: {onFailure: rollback}\n"
+
+
+def submit_spec(sessions, text: str) -> None:  # type: ignore[no-untyped-def]
+    loaded = load_specs(text, "application/yaml").specs[0]
+    with sessions.begin() as s:
+        register(
+            s, Submission("web", loaded.normalized, loaded.content_hash, ()), raw=text, raw_format="yaml", actor="t"
+        )
+
+
+@pytest.mark.parametrize("policy", ["halt", "rollback"])
+def test_a_new_revision_that_fails_halts_or_rolls_back(env, policy: str) -> None:  # type: ignore[no-untyped-def]
+    sessions, runtime, _ = env
+    extra = ROLLBACK if policy == "rollback" else ""
+    submit_spec(sessions, SPEC % "blue" + extra)
+    desire(sessions, 2)
+    drive(env)
+    submit_spec(sessions, SPEC % "green" + extra)  # revision 2
+    with pytest.raises(Wait):
+        converge(ctx(env))  # the first new replica starts, and waits to be healthy
+    unhealthy_new(sessions, 2)
+    if policy == "halt":
+        with pytest.raises(PermanentError, match="did not become healthy"):
+            converge(ctx(env))
+        with sessions() as s:
+            assert get_app(s, "web").revision == 2  # type: ignore[union-attr]
+        assert {c.revision for c in runtime.containers.values()} == {1}
+        return
+    result = drive(env)
+    assert result["rolled_back"] == {"from": 2, "restored": 1, "revision": 3, "reason": result["rolled_back"]["reason"]}
+    assert "did not become healthy" in result["rolled_back"]["reason"]
+    with sessions() as s:
+        app = get_app(s, "web")
+        assert app is not None and app.revision == 3 and app.status == "running"
+        assert [(r.number, r.restored_from) for r in app.revisions] == [(1, None), (2, None), (3, 1)]
+        assert app.revisions[2].content_hash == app.revisions[0].content_hash
+    # the old replicas kept serving: the restored revision has their spec, so none was replaced
+    assert sorted(runtime.containers) == ["c-web-1", "c-web-2"]
+    assert {c.revision for c in runtime.containers.values()} == {1}

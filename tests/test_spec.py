@@ -236,10 +236,10 @@ CASES: dict[str, Case] = {
     "health timeout > period": Case(
         {"healthCheck.timeoutSeconds": 11}, "healthCheck.timeoutSeconds", "must be <= periodSeconds (10"
     ),
-    "health period below default timeout": Case(
-        {"healthCheck.periodSeconds": 2},
-        "healthCheck.periodSeconds",
-        "must be >= timeoutSeconds (5, the default)",
+    "health period below a timeout given": Case(
+        {"healthCheck.periodSeconds": 2, "healthCheck.timeoutSeconds": 3},
+        "healthCheck.timeoutSeconds",
+        "must be <= periodSeconds (2)",
     ),
     "health period zero": Case({"healthCheck.periodSeconds": 0}, "healthCheck.periodSeconds", "must be > 0"),
     "health delay negative": Case({"healthCheck.initialDelaySeconds": -1}, "healthCheck.initialDelaySeconds", ">= 0"),
@@ -415,6 +415,25 @@ def test_unknown_fields_are_warnings_by_path() -> None:
     ]
     assert loaded.warnings == tuple(warnings)
     assert "sidecars" not in json.dumps(loaded.normalized)
+
+
+@pytest.mark.parametrize(
+    ("health", "timeout", "warned"),
+    [
+        ({"healthCheck.periodSeconds": 2}, 2, True),  # was refused: "must be >= timeoutSeconds (5, the default)"
+        ({"healthCheck.periodSeconds": 0.5}, 0.5, True),
+        ({"healthCheck.periodSeconds": 5}, 5, False),
+        ({"healthCheck.periodSeconds": 7}, 5, False),
+        ({"healthCheck.periodSeconds": 2, "healthCheck.timeoutSeconds": 1}, 1, False),
+    ],
+)
+def test_a_period_given_alone_bounds_the_default_timeout(health: dict[str, Any], timeout: float, warned: bool) -> None:
+    for strict in (False, True):
+        loaded, errors, warnings = validate_document(variant(health), strict=strict)
+        assert errors == [] and loaded is not None
+        assert loaded.normalized["healthCheck"]["timeoutSeconds"] == timeout
+        expected = [f"healthCheck.timeoutSeconds: not given: defaults to periodSeconds ({timeout:g}) instead of 5"]
+        assert [w.message for w in warnings] == (expected if warned else [])
 
 
 def test_strict_mode_turns_warnings_into_errors() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from orchestry.models.apps import App, AppLine, AppRevision, app_lines, current_specs, get_revision
+from orchestry.models.apps import App, AppLine, AppRevision, app_lines, current_specs, get_app, get_revision
 from orchestry.models.edge import bump_edge, lock_edge
 from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
@@ -21,6 +21,9 @@ from orchestry.web.schemas import (
     AppDetail,
     AppList,
     AppSummary,
+    ChangeOut,
+    DiffOut,
+    DiffQuery,
     ErrorOut,
     FieldIssueOut,
     RegisterResponse,
@@ -33,7 +36,9 @@ from orchestry.web.schemas import (
     StrictQuery,
 )
 from orchestry.workflows.public_routes import find_conflicts
+from orchestry.workflows.registration import CurrentApp, plan_registration
 from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
+from orchestry.workflows.rollout import Change, ReplicaRef, change_plan, diff_specs
 
 bp = Blueprint("apps", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
@@ -64,7 +69,9 @@ def _issue(issue: Any) -> dict[str, Any]:
         422: ErrorOut,
     },
     description="201 when an app was created; 200 when every app was revised or left unchanged. "
-    "Unknown fields come back as warnings (or refuse the spec with `strict=true`).",
+    "Unknown fields come back as warnings (or refuse the spec with `strict=true`). With `dry_run=true` "
+    "nothing is stored: each result says what would happen, the fields that would change and the replicas "
+    "the rollout would replace (200).",
 )
 def register_apps() -> tuple[Response, int]:
     args = query(StrictQuery)
@@ -95,6 +102,10 @@ def register_apps() -> tuple[Response, int]:
     ]
     raws = [s.raw for s in loaded.specs]  # each app keeps its own document's text, not the whole body
     db = session()
+    if args.dry_run:
+        dry = [_dry_run(sub, spec.warnings) for sub, spec in zip(subs, loaded.specs, strict=True)]
+        db.rollback()
+        return jsonify(RegisterResponse(results=dry).model_dump(mode="json")), 200
     for attempt in (1, 2):  # a concurrent first registration of the same name loses the race once
         try:
             _refuse_route_conflicts(db, loaded.specs)
@@ -163,6 +174,52 @@ def _refuse_route_conflicts(db: Any, specs: Any) -> None:
         db.rollback()
         detail = "; ".join(str(f["message"]) for f in fields[:5])
         raise ApiError(409, "route_conflict", detail, fields)
+
+
+def _changes(changes: tuple[Change, ...]) -> list[ChangeOut]:
+    return [ChangeOut(path=c.path, kind=c.kind, before=c.before, after=c.after) for c in changes]  # type: ignore[arg-type]
+
+
+def _replicas_to_replace(app: App, new_hash: str) -> list[str]:
+    """The app's replicas a rollout to a spec of `new_hash` would replace (each replica's hash: its revision's)."""
+    hashes = {r.number: r.content_hash for r in app.revisions}
+    refs = [ReplicaRef(r.name, hashes.get(r.revision, "")) for r in replicas_of(session(), app.id)]
+    return list(change_plan(new_hash, refs, running=app.status in ("running", "failed")).replace)
+
+
+def _dry_run(sub: Submission, warnings: Any) -> RegisterResult:
+    """What registering `sub` would do, read only: the same plan as `register`, the fields that change and
+    the replicas the rollout would replace."""
+    db = session()
+    app = get_app(db, sub.name)
+    current = get_revision(db, app) if app is not None else None
+    state = CurrentApp(app.revision, current.content_hash if current else "", app.status) if app else None
+    plan = plan_registration(sub.name, state, sub.content_hash)
+    if plan.action == "refused":
+        raise ApiError(409, "conflict", plan.message)
+    revision = plan.revision
+    if app is not None and plan.action == "revised":
+        revision = max(revision, max((r.number for r in app.revisions), default=0) + 1)
+    changes = _changes(diff_specs(current.spec, sub.normalized)) if current is not None else []
+    replace = _replicas_to_replace(app, sub.content_hash) if app is not None and plan.action == "revised" else []
+    what = {
+        "created": f"app {sub.name} would be created (revision 1)",
+        "revised": f"app {sub.name} would get revision {revision}: {len(changes)} field(s) change; "
+        + (f"{len(replace)} replica(s) to replace one at a time" if replace else "no replica to replace"),
+        "unchanged": plan.message,
+    }[plan.action]
+    return RegisterResult(
+        app=sub.name,
+        action=plan.action,
+        revision=revision,
+        content_hash=sub.content_hash,
+        message=f"dry run: {what}",
+        job=None,
+        warnings=[FieldIssueOut(**_issue(w)) for w in warnings],
+        dry_run=True,
+        changes=changes,
+        replace=replace,
+    )
 
 
 def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> dict[str, Any]:
@@ -307,7 +364,47 @@ def revision_list(name: str) -> RevisionList:
             created_at=r.created_at,
             created_by=r.created_by,
             warnings=list(r.warnings),
+            restored_from=r.restored_from,
         )
         for r in app.revisions
     ]
     return RevisionList(app=app.name, revisions=revs)
+
+    return jsonify(RevisionList(app=app.name, revisions=revs).model_dump(mode="json"))
+
+
+@bp.get(f"/{NAME}/diff")
+@operation(
+    "What changes between two revisions of an app, field by field, and the replicas a rollout would replace",
+    tag="apps",
+    query=DiffQuery,
+    responses={200: DiffOut, 404: ErrorOut, 422: ErrorOut},
+)
+def diff(name: str) -> Response:
+    args = query(DiffQuery)
+    app = app_or_404(name)
+    db = session()
+    to = args.to if args.to is not None else app.revision
+    after = get_revision(db, app, to)
+    if after is None:
+        raise not_found(f"revision of app {name}", str(to))
+    start = args.from_
+    if start is None:
+        start = max((r.number for r in app.revisions if r.number < to), default=None)
+        if start is None:
+            rule = f"no revision before {to}; name one with `from`"
+            raise ApiError(
+                422, "invalid_parameter", f"from: {rule}", [{"field": "from", "rule": rule, "message": f"from: {rule}"}]
+            )
+    before = get_revision(db, app, start)
+    if before is None:
+        raise not_found(f"revision of app {name}", str(start))
+    out = DiffOut(
+        app=app.name,
+        from_revision=before.number,
+        to_revision=after.number,
+        same_spec=before.content_hash == after.content_hash,
+        changes=_changes(diff_specs(before.spec, after.spec)),
+        replace=_replicas_to_replace(app, after.content_hash),
+    )
+    return jsonify(out.model_dump(mode="json"))

@@ -1,5 +1,6 @@
-"""App operations: up, down, scale, delete. Each validates, writes the desired state and enqueues the job
-that converges to it, in one transaction, and answers 202 with the job's URL. No request touches Docker."""
+"""App operations: up, down, scale, delete, rollback, restart. Each validates, writes the desired state and
+enqueues the job that converges to it, in one transaction, and answers 202 with the job's URL. No request
+touches Docker."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App
+from orchestry.models.apps import App, get_revision
 from orchestry.models.scaling import scaling_section
+from orchestry.operations.registration import restore_revision
 from orchestry.operations.request import request_operation
 from orchestry.web import idempotency as idem
 from orchestry.web.context import actor, app_or_404, ctx, json_body, query, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
-from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, UpBody
+from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, RollbackBody, UpBody
 from orchestry.workflows.revision import replicas_limit
+from orchestry.workflows.rollout import RevisionRef, rollback_choice
 
 bp = Blueprint("operations", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
@@ -207,3 +210,65 @@ def delete(name: str) -> tuple[Response, int]:
             return accepted(live, created=False, message=f"app {name} is already being deleted")
     options = {key: True for key, on in (("force", args.force), ("volumes", args.volumes)) if on}
     return _enqueue(app, "delete", f"delete {name}", options, {"status": "deleting", "desired_replicas": 0})
+
+
+@bp.post(f"/{NAME}/rollback")
+@operation(
+    "Roll back to an earlier revision: a new revision restoring its spec, rolled out health-gated",
+    tag="operations",
+    body=Body(RollbackBody, ("application/json",), "optional: `to`, the revision to restore", required=False),
+    responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
+    description="Without `to`, the previous revision (the newest before the current one with another spec). "
+    "The rollback is a new revision that records the one it restored (`restored_from` in the revisions).",
+)
+def rollback(name: str) -> tuple[Response, int]:
+    if (replay := _replayed()) is not None:
+        return replay
+    body = json_body(RollbackBody, required=False)
+    app = _live_app(name)
+    refs = [RevisionRef(r.number, r.content_hash, r.restored_from) for r in app.revisions]
+    choice = rollback_choice(refs, app.revision, body.to)
+    if choice.problem is not None or choice.restore is None:
+        problem = choice.problem or "no revision to restore"
+        raise ApiError(
+            422 if body.to is not None else 409,
+            "invalid" if body.to is not None else "conflict",
+            f"to: {problem}",
+            [field("to", problem)],
+        )
+    restore = get_revision(session(), app, choice.restore)
+    assert restore is not None, "rollback_choice picks a stored revision"
+    number = restore_revision(session(), app, restore, actor=actor(), reason=f"asked by {actor()}")
+    desired = {"status": "running", "status_reason": None} if app.status == "failed" else {}
+    return _enqueue(
+        app,
+        "rollback",
+        f"rollback {name}: revision {number} restores revision {choice.restore}",
+        {"revision": number, "restored": choice.restore},
+        desired,
+    )
+
+
+@bp.post(f"/{NAME}/restart")
+@operation(
+    "Rolling restart of the running revision: one replica at a time, each new one healthy before an old one drains",
+    tag="operations",
+    responses=ACCEPTED_RESPONSES,
+    idempotency_key=True,
+)
+def restart(name: str) -> tuple[Response, int]:
+    if (replay := _replayed()) is not None:
+        return replay
+    app = _live_app(name)
+    if app.status not in ("running", "failed") or app.desired_replicas < 1:
+        rule = f"app {name} is not running ({app.status}); `orchestry up {name}` starts it"
+        raise ApiError(409, "conflict", rule)
+    restarts = (app.restarts or 0) + 1
+    return _enqueue(
+        app,
+        "restart",
+        f"restart {name}: {app.desired_replicas} replica(s) of revision {app.revision}, one at a time",
+        {"restart": restarts},
+        {"restarts": restarts, "status": "running", "status_reason": None},
+    )

@@ -60,6 +60,18 @@ class Query(BaseModel):
 
 class StrictQuery(Query):
     strict: QueryBool = Field(False, description="refuse fields the spec format does not know")
+    dry_run: QueryBool = Field(
+        False, description="store nothing: answer what would change (revision, fields, replicas to replace)"
+    )
+
+
+class DiffQuery(Query):
+    from_: Annotated[int, Field(ge=1), BeforeValidator(_parse_int)] | None = Field(
+        None, alias="from", description="the revision to compare from (default: the one before `to`)"
+    )
+    to: Annotated[int, Field(ge=1), BeforeValidator(_parse_int)] | None = Field(
+        None, description="the revision to compare to (default: the current one)"
+    )
 
 
 class SpecQuery(Query):
@@ -95,6 +107,13 @@ class FieldIssueOut(BaseModel):
     document: int = 0
 
 
+class ChangeOut(BaseModel):
+    path: str = Field(description="the field's path, as in errors (`spec.ports[0].containerPort`)")
+    kind: Literal["added", "removed", "changed"]
+    before: Any = None
+    after: Any = None
+
+
 class RegisterResult(BaseModel):
     app: str
     action: Literal["created", "revised", "unchanged"]
@@ -103,6 +122,18 @@ class RegisterResult(BaseModel):
     message: str
     warnings: list[FieldIssueOut]
     job: int | None = Field(None, description="the rollout job, when a running app got a new revision")
+    dry_run: bool = Field(default=False, description="nothing was stored: what registering would do")
+    changes: list[ChangeOut] | None = Field(default=None, description="dry run: the fields that would change")
+    replace: list[str] | None = Field(default=None, description="dry run: the replicas the rollout would replace")
+
+
+class DiffOut(BaseModel):
+    app: str
+    from_revision: int
+    to_revision: int
+    same_spec: bool
+    changes: list[ChangeOut]
+    replace: list[str] = Field(description="replicas a rollout from the running spec to `to` would replace")
 
 
 class RegisterResponse(BaseModel):
@@ -167,6 +198,7 @@ class RevisionOut(BaseModel):
     created_at: datetime
     created_by: str
     warnings: list[str]
+    restored_from: int | None = Field(default=None, description="the revision a rollback restored")
 
 
 class RevisionList(BaseModel):
@@ -245,6 +277,11 @@ class ReplicasBody(StrictBody):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     replicas: int = Field(ge=0, description="replica count, 0..maxReplicas (and the configured cap)")
+
+
+class RollbackBody(StrictBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    to: int | None = Field(None, ge=1, description="the revision to restore (default: the previous one)")
 
 
 class UpBody(StrictBody):

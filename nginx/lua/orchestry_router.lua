@@ -32,6 +32,15 @@ local STATS = "orchestry_stats"
 local BOUNDS = { 5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 30000 }
 -- Generations are JSON numbers, held as doubles: above 2^53 - 1 two generations can read as the same one.
 local MAX_GENERATION = 9007199254740991
+-- Replicas known to be down, skipped by `route` until their mark expires: the controller marks a replica
+-- whose container died (Docker's `die` event) before it changes anything else, and nginx marks one itself
+-- on a connection error (PASSIVE_DOWN seconds), so requests stop going to a dead replica within
+-- milliseconds instead of at the next table push. Keys "d:<address>" in the routes dict hold the mark's
+-- expiry (ngx.now() seconds); "down_version" moves on every change, so workers re-read them only then.
+-- When every peer of an app is marked, none is skipped (a mark never makes routing worse than the table).
+local DOWN_PREFIX = "d:"
+local PASSIVE_DOWN = 1
+local MAX_DOWN = 60
 local SECRET_HEADER = "X-Orchestry-Control-Secret"
 local NONCE_HEADER = "X-Orchestry-Control-Nonce"
 local PROOF_HEADER = "X-Orchestry-Control-Proof"
@@ -49,6 +58,7 @@ local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic 
 local edge_hint, edge_hosts, edge_off -- per worker: the decoded rules, by host, longest path first
 local cert_hint, cert_cache = nil, {} -- per worker: parsed certificates and keys by host
 local cached_version, cached_generation, cached_apps -- per worker, see above
+local down_version, down, down_until = nil, {}, 0 -- per worker: address -> expiry of its down mark
 local rr = {} -- per worker round-robin counters, by app
 
 local function valid_generation(g)
@@ -159,6 +169,54 @@ local function current()
     cached_version = version
   end
   return cached_generation, cached_apps
+end
+
+-- Mark `address` down for `seconds` (a later expiry is kept); every worker sees it at its next request.
+local function mark_down(address, seconds)
+  local dict = ngx.shared[DICT]
+  local key = DOWN_PREFIX .. address
+  ngx.update_time() -- a failure path, not every request: the cached time may lag on a busy worker
+  local expiry = ngx.now() + seconds
+  local held = dict:get(key)
+  if held and held >= expiry then return end
+  dict:set(key, expiry, seconds + 1)
+  dict:incr("down_version", 1, 0)
+end
+
+-- The worker's down marks, re-read only when "down_version" moved.
+local function down_marks()
+  local dict = ngx.shared[DICT]
+  local version = dict:get("down_version")
+  if version ~= down_version then
+    local marks, last = {}, 0
+    for _, key in ipairs(dict:get_keys(0)) do
+      if key:sub(1, #DOWN_PREFIX) == DOWN_PREFIX then
+        local expiry = dict:get(key)
+        if expiry then
+          marks[key:sub(#DOWN_PREFIX + 1)] = expiry
+          if expiry > last then last = expiry end
+        end
+      end
+    end
+    down, down_version, down_until = marks, version, last
+  elseif down_until > 0 and ngx.now() >= down_until then
+    down, down_until = {}, 0 -- every mark expired: requests skip the filter again
+  end
+  return down
+end
+
+-- The peers not marked down (all of them when every one is, or none is).
+local function live_peers(peers)
+  local marks = down_marks()
+  if next(marks) == nil then return peers end
+  local now = ngx.now()
+  local alive = {}
+  for _, peer in ipairs(peers) do
+    local expiry = marks[peer.address]
+    if not expiry or expiry <= now then alive[#alive + 1] = peer end
+  end
+  if #alive == 0 then return peers end
+  return alive
 end
 
 local function hex(bytes)
@@ -480,7 +538,7 @@ function _M.route()
     return ngx.redirect(prefix .. "/" .. query, (method == "GET" or method == "HEAD") and 301 or 308)
   end
   if #peers == 0 then return respond(503, { error = "no_healthy_replica", app = app }) end
-  ngx.ctx.orch_peers = peers
+  ngx.ctx.orch_peers = live_peers(peers)
   if conf.count_traffic then
     ngx.shared[STATS]:incr("a:" .. app, 1, 0) -- open until the log phase (done)
     ngx.ctx.orch_active = app
@@ -500,6 +558,9 @@ function _M.balance()
     ctx.orch_first = n
     tries = 0
     if #peers > 1 then balancer.set_more_tries(#peers - 1) end
+  end
+  if tries > 0 and ctx.orch_inflight and balancer.get_last_failure() == "failed" then
+    mark_down(ctx.orch_inflight, PASSIVE_DOWN) -- its connection failed: others skip it for a moment
   end
   ctx.orch_tries = tries + 1
   local peer = peers[(ctx.orch_first + tries - 1) % #peers + 1]
@@ -529,6 +590,12 @@ function _M.done()
   if address then
     ngx.shared[INFLIGHT]:incr(address, -1, 0)
     ctx.orch_inflight = nil
+    -- A 502 before any response header from the last peer tried (a POST is never retried): its connection
+    -- was refused or dropped, as a dead replica's is. Mark it for a moment.
+    if ngx.status == 502 then
+      local header_time = ngx.var.upstream_header_time or ""
+      if header_time:sub(-1) == "-" then mark_down(address, PASSIVE_DOWN) end
+    end
   end
   local app = ctx.orch_active
   if not app then return end
@@ -590,6 +657,39 @@ function _M.control_routes()
   if err then return respond(503, { error = "not_stored", detail = err }) end
   if not ok then return respond(409, { error = "stale_generation", generation = served }) end
   return respond(200, string.format('{"generation":%d}', generation))
+end
+
+-- PUT /_orchestry/down {"addresses": ["ip:port", ...], "seconds": n}: skip these replicas for n seconds
+-- (1..60), until a table without them arrives. The controller's first act when a replica's container dies.
+-- GET: the marks in force, each with the seconds it has left.
+function _M.control_down()
+  local method = ngx.req.get_method()
+  if method == "GET" then -- the marks in force: address -> seconds left
+    ngx.update_time()
+    local marks, now = {}, ngx.now()
+    for address, expiry in pairs(down_marks()) do
+      if expiry > now then marks[address] = expiry - now end
+    end
+    return respond(200, next(marks) and cjson.encode(marks) or "{}")
+  end
+  if method ~= "PUT" then
+    ngx.header["Allow"] = "GET, PUT"
+    return respond(405, { error = "method_not_allowed" })
+  end
+  ngx.req.read_body()
+  local decoded = cjson.decode(ngx.req.get_body_data() or "")
+  if type(decoded) ~= "table" or type(decoded.addresses) ~= "table" then
+    return respond(400, { error = "invalid_down", detail = "addresses must be a list" })
+  end
+  local seconds = decoded.seconds
+  if type(seconds) ~= "number" or seconds < 1 or seconds > MAX_DOWN then
+    return respond(400, { error = "invalid_down", detail = "seconds must be a number from 1 to " .. MAX_DOWN })
+  end
+  for _, addr in ipairs(decoded.addresses) do
+    if not parse_peer(addr) then return respond(400, { error = "invalid_address", detail = tostring(addr) }) end
+  end
+  for _, addr in ipairs(decoded.addresses) do mark_down(addr, seconds) end
+  return respond(200, { down = #decoded.addresses })
 end
 
 function _M.control_generation()
