@@ -177,6 +177,9 @@ class ControlledNginx(abc.ABC):
     def control_secret(self) -> str:
         return self.control.control_secret()
 
+    def mark_down(self, addresses: list[str], seconds: float) -> None:
+        self.control.mark_down(addresses, seconds)
+
     def push_edge(self, body: str) -> int:
         return self.control.push_edge(body)
 
