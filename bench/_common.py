@@ -408,15 +408,18 @@ def ensure_wrk() -> str:
     return found
 
 
-def proxy_ports(serve_workdir: Path) -> tuple[int, int]:
+def proxy_ports(serve_workdir: Path, source: Path | None = None) -> tuple[int, int]:
     """Free ports for the nginx of a `serve(db_url, serve_workdir)` still to start: (proxy, control).
 
     `serve` passes no ORCHESTRY_* variable through, so they go into the config file it reads (the one under
-    its own XDG_CONFIG_HOME); without this its nginx would take the default 8080 and 8081."""
+    its own XDG_CONFIG_HOME); without this its nginx would take the default 8080 and 8081. `source`: the
+    package a baseline serves from; a version older than the TLS port refuses that setting, so it gets none."""
     proxy, control = free_port(), free_port()
+    settings = (source or Path(__file__).resolve().parent.parent) / "config" / "settings.py"
+    tls = f"proxy_tls_port: {free_port()}\n" if "proxy_tls_port" in settings.read_text() else ""
     config = serve_workdir / "config" / "orchestry" / "config.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f"proxy_port: {proxy}\nnginx_control_port: {control}\nproxy_tls_port: {free_port()}\n")
+    config.write_text(f"proxy_port: {proxy}\nnginx_control_port: {control}\n{tls}")
     return proxy, control
 
 
