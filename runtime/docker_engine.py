@@ -34,14 +34,13 @@ import docker
 import docker.errors
 import requests
 
+from orchestry.runtime.common import label_int, owned, replica_from_labels, replica_labels
 from orchestry.runtime.stats import STATS_CONCURRENCY, ContainerFacts
 from orchestry.runtime.types import (
     LABEL_APP,
     LABEL_CLUSTER,
     LABEL_INSTALLATION,
     LABEL_PORT,
-    LABEL_REVISION,
-    LABEL_SLOT,
     LABEL_SPEC_HASH,
     LABEL_VOLUME,
     ContainerFailed,
@@ -153,9 +152,7 @@ class DockerEngine:
             raise ContainerFailed(f"{message} (it belongs to installation {labels.get(LABEL_INSTALLATION)})")
 
     def _ours(self, labels: dict[str, str]) -> bool:
-        """A container of our cluster is ours unless another installation stamped it."""
-        stamp = labels.get(LABEL_INSTALLATION)
-        return self.installation is None or stamp is None or stamp == self.installation
+        return owned(labels, self.installation)
 
     def list_volumes(self, cluster: str, app: str) -> list[str]:
         labels = [f"{LABEL_CLUSTER}={cluster}", f"{LABEL_APP}={app}"]
@@ -583,16 +580,7 @@ def _same_spec(attrs: dict[str, Any], req: ReplicaRequest) -> bool:
 
 
 def _create_args(req: ReplicaRequest, installation: str | None = None) -> dict[str, Any]:
-    labels = {
-        **req.labels,  # ours last: an app's labels cannot pose as Orchestry's
-        LABEL_CLUSTER: req.cluster,
-        LABEL_APP: req.app,
-        LABEL_SLOT: str(req.slot),
-        LABEL_REVISION: str(req.revision),
-        LABEL_SPEC_HASH: req.spec_hash,
-    }
-    if installation is not None:
-        labels[LABEL_INSTALLATION] = installation
+    labels = replica_labels(req, installation)
     args: dict[str, Any] = {
         "image": req.image,
         "name": req.name,
@@ -602,8 +590,6 @@ def _create_args(req: ReplicaRequest, installation: str | None = None) -> dict[s
         "stop_signal": "SIGTERM",
         "detach": True,
     }
-    if req.container_port is not None:
-        labels[LABEL_PORT] = str(req.container_port)
     published = ([req.container_port] if req.container_port is not None else []) + list(req.extra_ports)
     if published:
         args["ports"] = {f"{p}/tcp": (LOOPBACK, None) for p in dict.fromkeys(published)}
@@ -624,45 +610,10 @@ def _create_args(req: ReplicaRequest, installation: str | None = None) -> dict[s
     return args
 
 
-def _int(value: object, default: int) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return default
-
-
-def _observed(
-    labels: dict[str, str],
-    *,
-    container_id: str,
-    name: str,
-    state: str,
-    port: int | None,
-    started_at: datetime | None,
-    exit_code: int | None,
-    ports: tuple[tuple[int, int], ...] = (),
-) -> Observed:
-    """Malformed labels still give an Observed (slot -1, revision -1) so that reconcile can remove it."""
-    return Observed(
-        id=container_id,
-        name=name,
-        app=labels.get(LABEL_APP, ""),
-        slot=_int(labels.get(LABEL_SLOT), -1),
-        revision=_int(labels.get(LABEL_REVISION), -1),
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
-        state=state,
-        host=LOOPBACK if port is not None else None,
-        port=port,
-        started_at=started_at,
-        exit_code=exit_code,
-        ports=ports,
-    )
-
-
 def _from_summary(summary: dict[str, Any]) -> Observed:
     """An entry of GET /containers/json: labels, state, bindings and creation time, without an inspect."""
     labels = summary.get("Labels") or {}
-    private = _int(labels.get(LABEL_PORT), -1)
+    private = label_int(labels.get(LABEL_PORT), -1)
     port = next(
         (
             int(binding["PublicPort"])
@@ -684,9 +635,10 @@ def _from_summary(summary: dict[str, Any]) -> Observed:
     names = summary.get("Names") or [""]
     exited = _EXITED.search(summary.get("Status") or "")
     created = summary.get("Created")
-    return _observed(
+    return replica_from_labels(
         labels,
-        container_id=summary["Id"],
+        host=LOOPBACK,
+        replica_id=summary["Id"],
         name=names[0].lstrip("/"),
         state=summary.get("State") or "unknown",
         port=port,
@@ -720,9 +672,10 @@ def _from_inspect(attrs: dict[str, Any]) -> Observed:
         )
     )
     running = state.get("Status") == "running"
-    return _observed(
+    return replica_from_labels(
         labels,
-        container_id=attrs["Id"],
+        host=LOOPBACK,
+        replica_id=attrs["Id"],
         name=attrs["Name"].lstrip("/"),
         state=state.get("Status") or "unknown",
         port=port,

@@ -38,6 +38,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from orchestry.runtime.common import label_int, owned, replica_from_labels, replica_labels
 from orchestry.runtime.docker_engine import (
     _TRANSPORT_ERRORS,
     LogFollower,
@@ -52,10 +53,7 @@ from orchestry.runtime.docker_engine import (
 from orchestry.runtime.types import (
     LABEL_APP,
     LABEL_CLUSTER,
-    LABEL_INSTALLATION,
     LABEL_PORT,
-    LABEL_REVISION,
-    LABEL_SLOT,
     LABEL_SPEC_HASH,
     ContainerFailed,
     EngineEvent,
@@ -126,8 +124,7 @@ class SwarmEngine:
             return self._app_locks.setdefault(app, threading.Lock())
 
     def _ours(self, labels: dict[str, str]) -> bool:
-        stamp = labels.get(LABEL_INSTALLATION)
-        return self.installation is None or stamp is None or stamp == self.installation
+        return owned(labels, self.installation)
 
     def _services(self, cluster: str, app: str | None = None) -> list[dict[str, Any]]:
         labels = [f"{LABEL_CLUSTER}={cluster}"] + ([f"{LABEL_APP}={app}"] if app is not None else [])
@@ -431,13 +428,6 @@ def _current(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
     return (wanted or by_age)[0]
 
 
-def _int(value: object, default: int) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return default
-
-
 def _observed(service: dict[str, Any], task: dict[str, Any] | None, nodes: dict[str, dict[str, Any]]) -> Observed:
     labels = _service_labels(service)
     status = (task or {}).get("Status") or {}
@@ -453,18 +443,15 @@ def _observed(service: dict[str, Any], task: dict[str, Any] | None, nodes: dict[
             }
         )
     )
-    private = _int(labels.get(LABEL_PORT), -1)
+    private = label_int(labels.get(LABEL_PORT), -1)
     port = next((public for target, public in published if target == private), None) if state == "running" else None
     exit_code = (status.get("ContainerStatus") or {}).get("ExitCode") if state == "exited" else None
-    return Observed(
-        id=(task or {}).get("ID") or service["ID"],
+    return replica_from_labels(
+        labels,
+        replica_id=(task or {}).get("ID") or service["ID"],
         name=_name(service),
-        app=labels.get(LABEL_APP, ""),
-        slot=_int(labels.get(LABEL_SLOT), -1),
-        revision=_int(labels.get(LABEL_REVISION), -1),
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         state=state,
-        host=address if port is not None else None,
+        host=address,
         port=port,
         started_at=_timestamp(status.get("Timestamp") or "") if state == "running" else None,
         exit_code=exit_code,
@@ -501,18 +488,7 @@ def _node_info(node: dict[str, Any]) -> NodeInfo:
 
 def _service_args(req: ReplicaRequest, constraints: list[str], installation: str | None) -> dict[str, Any]:
     """The create_service arguments of one slot (the Engine API's ServiceSpec, through docker-py's low-level API)."""
-    labels = {
-        **req.labels,  # ours last: an app's labels cannot pose as Orchestry's
-        LABEL_CLUSTER: req.cluster,
-        LABEL_APP: req.app,
-        LABEL_SLOT: str(req.slot),
-        LABEL_REVISION: str(req.revision),
-        LABEL_SPEC_HASH: req.spec_hash,
-    }
-    if installation is not None:
-        labels[LABEL_INSTALLATION] = installation
-    if req.container_port is not None:
-        labels[LABEL_PORT] = str(req.container_port)
+    labels = replica_labels(req, installation)
     container: dict[str, Any] = {
         "Image": req.image,
         "Labels": labels,
