@@ -272,39 +272,12 @@ class DockerEngine:
         each replica and then new ones as they come. Either way the result has `close()`, which in follow mode stops
         the reader threads (from any thread)."""
         replicas = self.list_replicas(cluster, app)
-        tail: int | str = lines if lines >= 0 else "all"
         api = self._docker().api
-        if not follow:
-            merged: list[LogLine] = []
-            with _engine(f"read the logs of {app}"):
-                for replica in replicas:
-                    own: list[LogLine] = []
-                    for stream in ("stdout", "stderr"):  # one request per stream: the SDK drops the stream id
-                        try:
-                            data = api.logs(replica.id, **_streams(stream), timestamps=True, tail=tail)
-                        except docker.errors.NotFound:
-                            continue
-                        own.extend(_parse_lines(replica.name, stream, data.splitlines()))
-                    own.sort(key=lambda line: line.timestamp)
-                    merged.extend(own[max(0, len(own) - lines) :] if lines >= 0 else own)
-            merged.sort(key=lambda line: line.timestamp)
-            return (line for line in merged)  # a generator, so that close() works in both modes
-        sources: list[tuple[str, str, Any]] = []
-        try:
-            with _engine(f"follow the logs of {app}"):
-                for replica in replicas:
-                    for stream in ("stdout", "stderr"):
-                        with contextlib.suppress(docker.errors.NotFound):
-                            handle = api.logs(
-                                replica.id, **_streams(stream), timestamps=True, tail=tail, stream=True, follow=True
-                            )
-                            sources.append((replica.name, stream, handle))
-        except RuntimeFailure:
-            for _name, _stream, handle in sources:
-                _shut_down(handle)
-                _release(handle)
-            raise
-        return LogFollower(sources)
+
+        def read(container_id: str, stream: str, tail: int | str, follow: bool) -> Any:
+            return api.logs(container_id, **_streams(stream), timestamps=True, tail=tail, stream=follow, follow=follow)
+
+        return read_logs(app, [(r.name, r.id) for r in replicas], lines, follow, read)
 
     def events(self, cluster: str, since: datetime | None) -> EventStream:
         with _engine(f"watch the events of cluster {cluster}"):
@@ -399,6 +372,49 @@ class DockerEngine:
         detail = f"; {state['Error']}" if state.get("Error") else ""
         logs = f"; last output: {last}" if last else "; no output"
         return ContainerFailed(f"{name} exited at once with code {state.get('ExitCode')}{detail}{logs}")
+
+
+def read_logs(
+    app: str,
+    replicas: list[tuple[str, str]],
+    lines: int,
+    follow: bool,
+    read: Callable[[str, str, int | str, bool], Any],
+) -> Iterator[LogLine]:
+    """The logs of `replicas` ((name, the id `read` takes)), for both runtimes. Without follow: the last `lines`
+    lines of each replica, merged by time. With follow: `lines` lines of each replica and then new ones as they
+    come. `read(id, stream, tail, follow)` gives one stream's timestamped bytes (follow: a stream of them); one
+    request per stream, as the SDK drops the stream id. Either way the result has `close()`, which in follow
+    mode stops the reader threads (from any thread)."""
+    tail: int | str = lines if lines >= 0 else "all"
+    if not follow:
+        merged: list[LogLine] = []
+        with _engine(f"read the logs of {app}"):
+            for name, replica_id in replicas:
+                own: list[LogLine] = []
+                for stream in ("stdout", "stderr"):
+                    try:
+                        data = read(replica_id, stream, tail, False)
+                    except docker.errors.NotFound:
+                        continue
+                    own.extend(_parse_lines(name, stream, data.splitlines()))
+                own.sort(key=lambda line: line.timestamp)
+                merged.extend(own[max(0, len(own) - lines) :] if lines >= 0 else own)
+        merged.sort(key=lambda line: line.timestamp)
+        return (line for line in merged)  # a generator, so that close() works in both modes
+    sources: list[tuple[str, str, Any]] = []
+    try:
+        with _engine(f"follow the logs of {app}"):
+            for name, replica_id in replicas:
+                for stream in ("stdout", "stderr"):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        sources.append((name, stream, read(replica_id, stream, tail, True)))
+    except RuntimeFailure:
+        for _name, _stream, handle in sources:
+            _shut_down(handle)
+            _release(handle)
+        raise
+    return LogFollower(sources)
 
 
 class LogFollower:

@@ -41,14 +41,11 @@ import docker.errors
 from orchestry.runtime.common import label_int, owned, replica_from_labels, replica_labels
 from orchestry.runtime.docker_engine import (
     _TRANSPORT_ERRORS,
-    LogFollower,
     _engine,
     _one_line,
-    _parse_lines,
-    _release,
-    _shut_down,
     _streams,
     _timestamp,
+    read_logs,
 )
 from orchestry.runtime.types import (
     LABEL_APP,
@@ -282,43 +279,15 @@ class SwarmEngine:
 
     def logs(self, cluster: str, app: str, lines: int, follow: bool) -> Iterator[LogLine]:
         """The slots' service logs (Swarm gathers them from the nodes), merged by time; as DockerEngine.logs."""
-        tail: int | str = lines if lines >= 0 else "all"
         with _engine(f"list the services of {app}"):
             services = self._services(cluster, app)
         api = self._docker().api
-        if not follow:
-            merged: list[LogLine] = []
-            with _engine(f"read the logs of {app}"):
-                for service in services:
-                    own: list[LogLine] = []
-                    for stream in ("stdout", "stderr"):
-                        try:
-                            data = b"".join(
-                                api.service_logs(service["ID"], **_streams(stream), timestamps=True, tail=tail)
-                            )
-                        except docker.errors.NotFound:
-                            continue
-                        own.extend(_parse_lines(_name(service), stream, data.splitlines()))
-                    own.sort(key=lambda line: line.timestamp)
-                    merged.extend(own[max(0, len(own) - lines) :] if lines >= 0 else own)
-            merged.sort(key=lambda line: line.timestamp)
-            return (line for line in merged)
-        sources: list[tuple[str, str, Any]] = []
-        try:
-            with _engine(f"follow the logs of {app}"):
-                for service in services:
-                    for stream in ("stdout", "stderr"):
-                        with contextlib.suppress(docker.errors.NotFound):
-                            handle = api.service_logs(
-                                service["ID"], **_streams(stream), timestamps=True, tail=tail, follow=True
-                            )
-                            sources.append((_name(service), stream, handle))
-        except RuntimeFailure:
-            for _replica, _stream, handle in sources:
-                _shut_down(handle)
-                _release(handle)
-            raise
-        return LogFollower(sources)
+
+        def read(service_id: str, stream: str, tail: int | str, follow: bool) -> Any:
+            handle = api.service_logs(service_id, **_streams(stream), timestamps=True, tail=tail, follow=follow)
+            return handle if follow else b"".join(handle)
+
+        return read_logs(app, [(_name(s), s["ID"]) for s in services], lines, follow, read)
 
     def events(self, cluster: str, since: datetime | None) -> TaskEvents:
         return TaskEvents(self, cluster)
