@@ -150,7 +150,8 @@ class SwarmEngine:
 
     # -- Runtime ----------------------------------------------------------------------------------------------
 
-    def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
+    def _slots(self, cluster: str, app: str | None = None) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Each slot's service with its current task (None: none yet), in two requests whatever their number."""
         with _engine(f"list the services of cluster {cluster}"):
             for attempt in range(LIST_ATTEMPTS):
                 services = self._services(cluster, app)
@@ -160,8 +161,13 @@ class SwarmEngine:
                 except docker.errors.NotFound:  # a service removed between the two requests: list again
                     if attempt == LIST_ATTEMPTS - 1:
                         raise
-            nodes = self._nodes() if services else {}
-        observed = [_observed(s, _current(tasks.get(s["ID"], [])), nodes) for s in services]
+        return [(s, _current(tasks.get(s["ID"], []))) for s in services]
+
+    def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
+        slots = self._slots(cluster, app)
+        with _engine("list the Swarm's nodes"):
+            nodes = self._nodes() if slots else {}
+        observed = [_observed(service, task, nodes) for service, task in slots]
         return sorted(observed, key=lambda o: (o.app, o.slot, o.name))
 
     def foreign_containers(self, cluster: str) -> list[str]:
@@ -202,7 +208,11 @@ class SwarmEngine:
         if req.spread is None and req.max_per_node is None:
             return list(req.constraints)
         nodes = [_node_view(n) for n in self._nodes().values()]
-        placed = [o.node for o in self.list_replicas(req.cluster, req.app) if o.node and o.state != "exited"]
+        placed = [
+            task["NodeID"]
+            for _service, task in self._slots(req.cluster, req.app)
+            if task is not None and task.get("NodeID") and _task_state(task) != "exited"
+        ]
         try:
             return list(slot_constraints(placement, nodes, placed))
         except Unplaceable as exc:
@@ -348,8 +358,12 @@ class TaskEvents:
         raise StopIteration
 
     def _poll(self) -> None:
-        observed = self._engine.list_replicas(self._cluster)  # raises: the watcher reopens the stream
-        running = {o.id: (o.name, o.app) for o in observed if o.running}
+        """Two requests (the services, their tasks) whatever the number of slots; raises: the watcher reopens."""
+        running = {
+            task["ID"]: (_name(service), _service_labels(service).get(LABEL_APP, ""))
+            for service, task in self._engine._slots(self._cluster)
+            if task is not None and _task_state(task) == "running"
+        }
         if self._running is not None:
             now = datetime.now(UTC)
             for task_id, (name, app) in self._running.items():
