@@ -95,13 +95,7 @@ class DockerEngine:
                 with _engine("connect to the Docker engine"):
                     # A pool as large as the metrics fallback's concurrency (runtime/stats.py: one stats call
                     # per replica at once); the SDK's default of 10 would open and drop connections beyond it.
-                    self._client = (
-                        docker.DockerClient(
-                            base_url=self._base_url, timeout=int(self._timeout), max_pool_size=STATS_CONCURRENCY
-                        )
-                        if self._base_url
-                        else docker.from_env(timeout=self._timeout, max_pool_size=STATS_CONCURRENCY)
-                    )
+                    self._client = connect(self._base_url, self._timeout, max_pool_size=STATS_CONCURRENCY)
             return self._client
 
     def close(self) -> None:
@@ -528,6 +522,13 @@ class EventStream:
 
 
 # -- translation ------------------------------------------------------------------------------------------------
+
+
+def connect(base_url: str | None, timeout: float, **options: Any) -> docker.DockerClient:
+    """A client of the engine at `base_url`, else of DOCKER_HOST (else the local engine)."""
+    if base_url:
+        return docker.DockerClient(base_url=base_url, timeout=int(timeout), **options)
+    return docker.from_env(timeout=int(timeout), **options)
 
 
 @contextlib.contextmanager

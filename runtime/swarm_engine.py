@@ -45,6 +45,7 @@ from orchestry.runtime.docker_engine import (
     _one_line,
     _streams,
     _timestamp,
+    connect,
     read_logs,
 )
 from orchestry.runtime.types import (
@@ -104,10 +105,7 @@ class SwarmEngine:
         with self._lock:
             if self._client is None:
                 with _engine("connect to the Swarm manager"):
-                    if self._base_url:
-                        self._client = docker.DockerClient(base_url=self._base_url, timeout=int(self._timeout))
-                    else:
-                        self._client = docker.from_env(timeout=int(self._timeout))
+                    self._client = connect(self._base_url, self._timeout)
             return self._client
 
     def close(self) -> None:
