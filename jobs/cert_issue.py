@@ -24,7 +24,14 @@ from josepy.jwk import JWK, JWKRSA
 from orchestry.config.secretbox import SecretBox, SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError
 from orchestry.models.base import utcnow
-from orchestry.models.edge import AcmeAccount, AcmeChallenge, Certificate, bump_edge, certificate, drop_challenge
+from orchestry.models.edge import (
+    AcmeAccount,
+    AcmeChallenge,
+    bump_edge,
+    certificate,
+    drop_challenge,
+    store_certificate,
+)
 from orchestry.models.events import record
 from orchestry.nginx.pem import inspect_pem
 from orchestry.workflows.certs import cert_due
@@ -129,14 +136,7 @@ def cert_issue(ctx: JobContext) -> dict[str, Any]:
                 bump_edge(session)
     info = inspect_pem(order.fullchain_pem, key_pem.decode())
     with ctx.sessions.begin() as session:
-        row = certificate(session, host)
-        if row is None:
-            row = Certificate(name=host, source="acme")
-            session.add(row)
-        row.hosts, row.state, row.last_error = list(info.hosts), "valid", None
-        row.cert_pem, row.key_ciphertext, row.issuer = info.cert_pem, box.seal(key_pem.decode()), info.issuer
-        row.not_before, row.not_after, row.updated_at = info.not_before, info.not_after, utcnow()
-        bump_edge(session)
+        store_certificate(session, host, "acme", info, box.seal(key_pem.decode()))
         kind = "cert.renewed" if renewal else "cert.issued"
         record(
             session,
