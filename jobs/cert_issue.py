@@ -34,7 +34,7 @@ from orchestry.models.edge import (
 )
 from orchestry.models.events import record
 from orchestry.nginx.pem import inspect_pem
-from orchestry.workflows.certs import cert_due
+from orchestry.workflows.certs import cert_due, with_failure
 
 ORDER_TIMEOUT = 90.0
 
@@ -162,8 +162,7 @@ def _failed(ctx: JobContext, host: str, reason: str) -> None:
         if row is not None:
             if row.cert_pem is None:
                 row.state = "failed"
-            previous = row.last_error.split("\n") if row.last_error and row.state == "failed" else []
-            row.last_error = "\n".join([*previous[-3:], reason[:500]])
+            row.last_error = with_failure(row.last_error, reason, row.state == "failed")
             row.updated_at = utcnow()
         record(
             session,
