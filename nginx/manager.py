@@ -113,9 +113,13 @@ class ControlledNginx(abc.ABC):
     """What a node's nginx answers on its control endpoint, whoever runs it: the calls go to its control
     client (`control`), composed into Orchestry's own nginx (NginxManager) and an existing one (ExternalNginx)."""
 
-    control: ControlClient
-    _converging: threading.Lock
-    _stopped: bool
+    def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.binary = binary
+        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
+        self._converging = threading.Lock()
+        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
+        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
 
     def converge(self) -> bool:
         """The rendered configuration applied and nginx running; True when either changed (nginx then serves
@@ -191,13 +195,8 @@ class NginxManager(ControlledNginx):
     """Orchestry's own nginx: the process (start, stop, restart) and its configuration transaction."""
 
     def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
-        self.settings = settings
-        self.binary = binary
-        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
-        self._converging = threading.Lock()
-        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
+        super().__init__(settings, binary=binary, timeout=timeout)
         self._started_once = False  # by ensure_running: a later start means nginx died or was stopped
-        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
 
     def render(self) -> str:
         """The configuration this manager applies, rendered from its settings."""
