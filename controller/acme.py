@@ -20,7 +20,7 @@ from orchestry.models.base import utcnow
 from orchestry.models.edge import Certificate, certificates_named
 from orchestry.models.jobs import live_job
 from orchestry.operations.request import request_task
-from orchestry.workflows.certs import cert_due
+from orchestry.workflows.certs import cert_due, failures_in
 from orchestry.workflows.public_routes import edge_rules, tls_hosts
 
 log = logging.getLogger("orchestry.acme")
@@ -45,8 +45,7 @@ def cert_sweep(sessions: sessionmaker[Session]) -> list[int]:
         now = utcnow()
         for host in hosts:
             row = rows.get(host)
-            failures = int((row.last_error or "").count("\n") + 1) if row is not None and row.last_error else 0
-            if not due(row, now, failures):
+            if not due(row, now, failures_in(row.last_error) if row is not None else 0):
                 continue
             busy = live_job(session, f"cert:{host}")
             if busy is not None:

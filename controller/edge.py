@@ -1,11 +1,11 @@
 """Every node's nginx serves the stored edge: host and path routes, certificates, ACME answers.
 
 The edge has a version in the database (`edge_state`), bumped in the transaction of whatever changes it (a
-registration, a deletion, a certificate, a challenge). The route mirror calls `sync` on each pass (every
-0.25 s): one small read; only when the version moved, or nginx no longer reports the version pushed (it
-restarted: the shared dict is empty), is the whole edge built and pushed. Private keys are decrypted here,
-in memory, and travel only over the loopback control endpoint with the node's control secret; they are
-never written to a file.
+registration, a deletion, a certificate, a challenge). The route mirror reads it with the routing table and
+calls `sync` with it on each pass (every 0.25 s); only when the version moved, or nginx no longer reports
+the version pushed (it restarted: the shared dict is empty), is the whole edge built and pushed. Private
+keys are decrypted here, in memory, and travel only over the loopback control endpoint with the node's
+control secret; they are never written to a file.
 """
 
 from __future__ import annotations
@@ -70,11 +70,10 @@ class EdgeSync:
                 self._box_warned = True
             return None
 
-    def sync(self) -> int | None:
-        """The stored edge served by this node's nginx; returns its version (raises NginxError,
-        SQLAlchemyError: the caller's pass is skipped and tried again)."""
-        with self.sessions() as session:
-            version = edge_version(session)
+    def sync(self, version: int) -> int | None:
+        """The stored edge (`version`: the stored version, read by the caller) served by this node's nginx;
+        returns its version (raises NginxError, SQLAlchemyError: the caller's pass is skipped and tried
+        again)."""
         now = time.monotonic()
         if version == self._pushed and now - self._checked_at < CHECK_SECONDS:
             return version

@@ -29,6 +29,7 @@ from orchestry.controller.components import ComponentMonitor
 from orchestry.controller.edge import EdgeSync
 from orchestry.controller.routing import NginxWriter
 from orchestry.models.cluster import report_routes, report_traffic
+from orchestry.models.edge import edge_version
 from orchestry.models.routing import StoredRoutes, stored_generation, stored_routes
 from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
 from orchestry.nginx.routes import build_route_table
@@ -97,13 +98,14 @@ class RouteMirror:
         log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
         return self.writer.push(build_route_table(generation, routes), replace=True)
 
-    def _sync_edge(self) -> None:
-        """The edge (host routes, certificates, ACME answers) apart: a failure there never holds back the
-        routing table's confirmation and reports. Logged when its message changes, not every pass."""
-        if self.edge is None:
+    def _sync_edge(self, version: int | None) -> None:
+        """The edge (host routes, certificates, ACME answers; `version`: the stored one, read with the table)
+        apart: a failure there never holds back the routing table's confirmation and reports. Logged when its
+        message changes, not every pass."""
+        if self.edge is None or version is None:
             return
         try:
-            self.edge.sync()
+            self.edge.sync(version)
             self._edge_error = None
         except (NginxError, SQLAlchemyError, ValueError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -111,17 +113,19 @@ class RouteMirror:
                 log.warning("the edge was not pushed to nginx", extra={"error": message})
             self._edge_error = message
 
-    def _stored(self) -> StoredRoutes | None:
-        """The stored table: its generation read every pass, its routes only when the generation moved (a
-        table is never changed under the same generation; hundreds of addresses are not decoded 4 times a
-        second for nothing)."""
+    def _stored(self) -> tuple[StoredRoutes | None, int | None]:
+        """The stored table and, with an edge to serve, the stored edge's version: one session a pass. The
+        table's generation is read every pass, its routes only when the generation moved (a table is never
+        changed under the same generation; hundreds of addresses are not decoded 4 times a second for
+        nothing)."""
         with self.sessions() as session:
             generation = stored_generation(session)
             if generation == 0:
                 self._table = None
             elif self._table is None or self._table.generation != generation:
                 self._table = stored_routes(session)
-        return self._table
+            edge = edge_version(session) if self.edge is not None else None
+        return self._table, edge
 
     def run_once(self) -> int | None:
         """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
@@ -135,11 +139,11 @@ class RouteMirror:
                 return None
             self.monitor.report("nginx", True)
         try:
-            stored = self._stored()
+            stored, edge = self._stored()
             served = self.manager.served_generation()
             if stored is not None and stored.generation > 0 and served != stored.generation:
                 served = self._push(stored.generation, dict(stored.routes))
-            self._sync_edge()
+            self._sync_edge(edge)
             if served is None:
                 return None
             table = dict(stored.routes) if stored is not None and served == stored.generation else None

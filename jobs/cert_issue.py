@@ -24,10 +24,17 @@ from josepy.jwk import JWK, JWKRSA
 from orchestry.config.secretbox import SecretBox, SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError
 from orchestry.models.base import utcnow
-from orchestry.models.edge import AcmeAccount, AcmeChallenge, Certificate, bump_edge, certificate, drop_challenge
+from orchestry.models.edge import (
+    AcmeAccount,
+    AcmeChallenge,
+    bump_edge,
+    certificate,
+    drop_challenge,
+    store_certificate,
+)
 from orchestry.models.events import record
 from orchestry.nginx.pem import inspect_pem
-from orchestry.workflows.certs import cert_due
+from orchestry.workflows.certs import cert_due, with_failure
 
 ORDER_TIMEOUT = 90.0
 
@@ -129,14 +136,7 @@ def cert_issue(ctx: JobContext) -> dict[str, Any]:
                 bump_edge(session)
     info = inspect_pem(order.fullchain_pem, key_pem.decode())
     with ctx.sessions.begin() as session:
-        row = certificate(session, host)
-        if row is None:
-            row = Certificate(name=host, source="acme")
-            session.add(row)
-        row.hosts, row.state, row.last_error = list(info.hosts), "valid", None
-        row.cert_pem, row.key_ciphertext, row.issuer = info.cert_pem, box.seal(key_pem.decode()), info.issuer
-        row.not_before, row.not_after, row.updated_at = info.not_before, info.not_after, utcnow()
-        bump_edge(session)
+        store_certificate(session, host, "acme", info, box.seal(key_pem.decode()))
         kind = "cert.renewed" if renewal else "cert.issued"
         record(
             session,
@@ -162,8 +162,7 @@ def _failed(ctx: JobContext, host: str, reason: str) -> None:
         if row is not None:
             if row.cert_pem is None:
                 row.state = "failed"
-            previous = row.last_error.split("\n") if row.last_error and row.state == "failed" else []
-            row.last_error = "\n".join([*previous[-3:], reason[:500]])
+            row.last_error = with_failure(row.last_error, reason, row.state == "failed")
             row.updated_at = utcnow()
         record(
             session,

@@ -9,12 +9,15 @@ private key sealed with the installation's secret key (config/secretbox.py) and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Integer, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.base import Base, utcnow
+
+if TYPE_CHECKING:
+    from orchestry.nginx.pem import PemInfo
 
 EDGE_NAME = "default"
 
@@ -91,6 +94,23 @@ def bump_edge(session: Session) -> None:
 def certificate(session: Session, host: str) -> Certificate | None:
     """The certificate row named `host` (an ACME certificate is named for its one host)."""
     return session.scalar(select(Certificate).where(Certificate.name == host))
+
+
+def store_certificate(
+    session: Session, name: str, source: str, info: PemInfo, key_ciphertext: str
+) -> tuple[Certificate, bool]:
+    """The certificate `name` made or replaced as valid with this chain and sealed key, and every node's edge
+    bumped (in the caller's transaction). Returns the row and whether it was made."""
+    row = certificate(session, name)
+    created = row is None
+    if row is None:
+        row = Certificate(name=name, source=source)
+        session.add(row)
+    row.hosts, row.source, row.state, row.last_error = list(info.hosts), source, "valid", None
+    row.cert_pem, row.key_ciphertext, row.issuer = info.cert_pem, key_ciphertext, info.issuer
+    row.not_before, row.not_after, row.updated_at = info.not_before, info.not_after, utcnow()
+    bump_edge(session)
+    return row, created
 
 
 def certificates_named(session: Session, names: list[str]) -> dict[str, Certificate]:

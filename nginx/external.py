@@ -19,7 +19,6 @@ import contextlib
 import logging
 import shlex
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from pathlib import Path
 from orchestry.nginx import validate
 from orchestry.nginx.manager import (
     ConfigRefused,
-    ControlClient,
     ControlledNginx,
     NginxError,
     NginxUnavailable,
@@ -72,13 +70,8 @@ class ExternalNginx(ControlledNginx):
     starts, stops or signals the process (no process manager here)."""
 
     def __init__(self, settings: NginxSettings, paths: ExternalPaths, *, timeout: float = 10.0) -> None:
-        self.settings = settings
-        self.binary = paths.binary
-        self.timeout = timeout
+        super().__init__(settings, binary=paths.binary, timeout=timeout)
         self.paths = paths
-        self._converging = threading.Lock()
-        self._stopped = False  # by `stop`: no converge after it
-        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
 
     def render(self) -> str:
         return render_include(self.settings)

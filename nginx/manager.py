@@ -113,9 +113,13 @@ class ControlledNginx(abc.ABC):
     """What a node's nginx answers on its control endpoint, whoever runs it: the calls go to its control
     client (`control`), composed into Orchestry's own nginx (NginxManager) and an existing one (ExternalNginx)."""
 
-    control: ControlClient
-    _converging: threading.Lock
-    _stopped: bool
+    def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.binary = binary
+        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
+        self._converging = threading.Lock()
+        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
+        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
 
     def converge(self) -> bool:
         """The rendered configuration applied and nginx running; True when either changed (nginx then serves
@@ -191,13 +195,8 @@ class NginxManager(ControlledNginx):
     """Orchestry's own nginx: the process (start, stop, restart) and its configuration transaction."""
 
     def __init__(self, settings: NginxSettings, *, binary: str = "nginx", timeout: float = 10.0) -> None:
-        self.settings = settings
-        self.binary = binary
-        self.timeout = timeout  # for start, stop and reload confirmation; control calls are shorter
-        self._converging = threading.Lock()
-        self._stopped = False  # by `stop`: a converge still running in another thread must not start it again
+        super().__init__(settings, binary=binary, timeout=timeout)
         self._started_once = False  # by ensure_running: a later start means nginx died or was stopped
-        self.control = ControlClient(settings, self._reload_now, timeout=timeout)
 
     def render(self) -> str:
         """The configuration this manager applies, rendered from its settings."""
@@ -653,35 +652,15 @@ def ensure_fallback_certificate(cert: Path, key: Path) -> None:
     once: a fresh key, one day short of ten years, no name a client would trust."""
     if cert.exists() and key.exists():
         return
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from orchestry.nginx.pem import self_signed  # cryptography: loaded only where TLS is on
 
     cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orchestry-no-certificate")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3649))
-        .sign(private, hashes.SHA256())
-    )
-    pem_key = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    cert_pem, key_pem = self_signed("orchestry-no-certificate", 3649)
     fd = os.open(key.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem_key)
+    with os.fdopen(fd, "w") as out:
+        out.write(key_pem)
     os.replace(key.with_suffix(".tmp"), key)
-    write_atomic(cert, certificate.public_bytes(serialization.Encoding.PEM).decode())
+    write_atomic(cert, cert_pem)
 
 
 # --- small helpers on files and /proc --------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""A certificate and its key as uploaded (pure): parsed, checked against each other, and described."""
+"""A certificate and its key as uploaded (pure): parsed, checked against each other, and described; and a
+self-signed one made (nginx's fallback certificate, a test's TLS server)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from orchestry.spec.fields import normalize_host
@@ -70,9 +75,32 @@ def inspect_pem(cert_pem: str, key_pem: str) -> PemInfo:
     )
 
 
-def key_pem_of(key_pem: str) -> str:
-    """The key re-encoded as PKCS#8 PEM (what nginx's parse_pem_priv_key reads)."""
-    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+def _pkcs8(key: PrivateKeyTypes) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+
+
+def key_pem_of(key_pem: str) -> str:
+    """The key re-encoded as PKCS#8 PEM (what nginx's parse_pem_priv_key reads)."""
+    return _pkcs8(serialization.load_pem_private_key(key_pem.encode(), password=None))
+
+
+def self_signed(common_name: str, days: int, names: Sequence[x509.GeneralName] = ()) -> tuple[str, str]:
+    """(certificate PEM, PKCS#8 key PEM): a fresh P-256 key, valid from a day ago for `days` days, with
+    `names` as its subjectAltName when given."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode(), _pkcs8(key)

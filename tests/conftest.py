@@ -219,6 +219,42 @@ def backends() -> Iterator[Any]:
         backend.close()
 
 
+@contextmanager
+def running_nginx(directory: Path, *, tls: bool = False) -> Iterator[Any]:
+    """Orchestry's own nginx (an NginxManager on test_nginx_live.make_settings, TLS on a port of its own when
+    `tls`) started under `directory`, stopped and closed after; fresh ports when another process took one."""
+    from test_nginx_live import make_settings
+
+    from orchestry.nginx.manager import NginxError, NginxManager
+    from orchestry.testapp.ports import free_port
+
+    def settings(name: str) -> Any:
+        return make_settings(directory / name, **({"tls_port": free_port()} if tls else {}))
+
+    manager = NginxManager(settings("nginx"))
+    for attempt in range(3):  # another process may take a "free" port before nginx binds it
+        try:
+            manager.start()
+            break
+        except NginxError as exc:
+            if "Address already in use" not in str(exc) or attempt == 2:
+                raise
+            manager = NginxManager(settings(f"nginx{attempt}"))
+    try:
+        yield manager
+    finally:
+        manager.stop()
+        manager.close()
+        assert not manager.running()
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, nginx_required: None) -> Iterator[Any]:
+    """A started nginx of its own for the test (running_nginx)."""
+    with running_nginx(tmp_path) as manager:
+        yield manager
+
+
 def orchestry_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchestry", *args]
 

@@ -16,42 +16,23 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from test_nginx_live import Backends, load_number, make_settings, worker_pids
+from test_nginx_live import Backends, load_number, worker_pids
 from tlsutil import ThrowawayCA, served_certificate
 
 from orchestry.nginx.edge import EdgeCert, edge_body
 from orchestry.nginx.manager import NginxError, NginxManager
 from orchestry.nginx.routes import build_route_table
-from orchestry.testapp.ports import free_port
 from orchestry.workflows.public_routes import RouteRule
+
+from conftest import running_nginx
 
 pytestmark = pytest.mark.usefixtures("nginx_required")
 
 
 @pytest.fixture
 def edge_nginx(tmp_path: Path) -> Iterator[NginxManager]:
-    manager = NginxManager(make_settings(tmp_path / "nginx", tls_port=free_port()))
-    for attempt in range(3):  # another process may take a "free" port before nginx binds it
-        try:
-            manager.start()
-            break
-        except NginxError as exc:
-            if "Address already in use" not in str(exc) or attempt == 2:
-                raise
-            manager = NginxManager(make_settings(tmp_path / f"nginx{attempt}", tls_port=free_port()))
-    try:
+    with running_nginx(tmp_path, tls=True) as manager:
         yield manager
-    finally:
-        manager.stop()
-        manager.close()
-
-
-@pytest.fixture
-def backends() -> Iterator[Backends]:
-    started = Backends()
-    yield started
-    for backend in started.values():
-        backend.close()
 
 
 def plain(manager: NginxManager) -> httpx.Client:

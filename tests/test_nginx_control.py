@@ -11,7 +11,6 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -77,17 +76,6 @@ def test_the_secret_file_is_private_and_kept(tmp_path: Path) -> None:
 
 
 # --- real nginx ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[NginxManager]:
-    manager = NginxManager(make_settings(tmp_path / "nginx"))
-    manager.start()
-    try:
-        yield manager
-    finally:
-        manager.stop()
-        manager.close()
 
 
 def test_a_write_without_the_secret_changes_nothing(nginx: NginxManager, backends: Backends) -> None:

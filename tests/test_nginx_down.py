@@ -5,34 +5,13 @@ connection error, so requests stop going there before the next routing table arr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from test_nginx_live import Backends, Resetter, client, control, make_settings
+from test_nginx_live import Backends, Resetter, client, control
 
 from orchestry.nginx.manager import NginxError, NginxManager
 from orchestry.nginx.routes import build_route_table
-
-
-@pytest.fixture
-def backends() -> Iterator[Backends]:
-    started = Backends()
-    yield started
-    for backend in started.values():
-        backend.close()
-
-
-@pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[NginxManager]:
-    manager = NginxManager(make_settings(tmp_path / "nginx"))
-    manager.start()
-    try:
-        yield manager
-    finally:
-        manager.stop()
-        manager.close()
 
 
 def names(nginx: NginxManager, n: int) -> list[str]:

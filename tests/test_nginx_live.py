@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ import pytest
 from orchestry.nginx.manager import (
     SECRET_HEADER,
     ConfigRefused,
-    NginxError,
     NginxManager,
     ReloadFailed,
     StaleGeneration,
@@ -148,25 +146,6 @@ def make_settings(prefix: Path, **changes: Any) -> NginxSettings:
     }
     fields.update(changes)
     return NginxSettings(**fields)
-
-
-@pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[NginxManager]:
-    manager = NginxManager(make_settings(tmp_path / "nginx"))
-    for attempt in range(3):  # another process may take a "free" port before nginx binds it
-        try:
-            manager.start()
-            break
-        except NginxError as exc:
-            if "Address already in use" not in str(exc) or attempt == 2:
-                raise
-            manager = NginxManager(make_settings(tmp_path / f"nginx{attempt}"))
-    try:
-        yield manager
-    finally:
-        manager.stop()
-        manager.close()
-        assert not manager.running()
 
 
 def client(manager: NginxManager) -> httpx.Client:

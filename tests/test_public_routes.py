@@ -256,3 +256,24 @@ def test_when_a_certificate_is_due(
     now = datetime(2030, 6, 1, tzinfo=UTC)
     not_after = None if expires_in_days is None else now + timedelta(days=expires_in_days)
     assert cert_due(state, not_after, now - timedelta(seconds=age_seconds), now, failures) is is_due
+
+
+@pytest.mark.parametrize(
+    ("last_error", "reason", "in_a_row", "after", "failures"),
+    [
+        (None, "dns", False, "dns", 1),  # the first failure
+        ("a", "b", True, "a\nb", 2),  # failed before: counted on
+        ("a\nb\nc", "d", True, "a\nb\nc\nd", 4),
+        ("a\nb\nc\nd", "e", True, "b\nc\nd\ne", 4),  # four kept: the longest backoff needs no more
+        ("a\nb", "c", False, "c", 1),  # a renewal's failure (the old certificate still served): this one alone
+        (None, "x" * 600, False, "x" * 500, 1),  # a CA's reason cut to 500 characters
+    ],
+)
+def test_a_failure_recorded_and_counted(
+    last_error: str | None, reason: str, in_a_row: bool, after: str, failures: int
+) -> None:
+    from orchestry.workflows.certs import failures_in, with_failure
+
+    assert with_failure(last_error, reason, in_a_row) == after
+    assert failures_in(after) == failures
+    assert failures_in(None) == failures_in("") == 0

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.models.base import utcnow
-from orchestry.models.edge import Certificate, bump_edge
+from orchestry.models.edge import Certificate, bump_edge, certificate, store_certificate
 from orchestry.models.events import record
 from orchestry.nginx.pem import MAX_PEM, PemError, inspect_pem, key_pem_of
 from orchestry.spec.fields import normalize_host
@@ -83,7 +83,7 @@ def list_certs() -> Response:
 @operation("One certificate (never its key)", tag="certs", responses={200: CertOut, 404: ErrorOut})
 def show_cert(name: str) -> Response:
     _operator_only()
-    row = session().scalar(select(Certificate).where(Certificate.name == name))
+    row = certificate(session(), name)
     if row is None:
         raise not_found("certificate", name)
     return jsonify(_out(row).model_dump(mode="json"))
@@ -114,15 +114,7 @@ def add_cert() -> tuple[Response, int]:
     except SecretKeyError as exc:
         raise ApiError(503, "secret_key_unavailable", str(exc)) from None
     db = session()
-    row = db.scalar(select(Certificate).where(Certificate.name == name))
-    created = row is None
-    if row is None:
-        row = Certificate(name=name, source="custom")
-        db.add(row)
-    row.hosts, row.source, row.state, row.last_error = list(info.hosts), "custom", "valid", None
-    row.cert_pem, row.key_ciphertext, row.issuer = info.cert_pem, sealed, info.issuer
-    row.not_before, row.not_after, row.updated_at = info.not_before, info.not_after, utcnow()
-    bump_edge(db)
+    row, created = store_certificate(db, name, "custom", info, sealed)
     record(
         db,
         "cert.added",
@@ -145,7 +137,7 @@ def add_cert() -> tuple[Response, int]:
 def remove_cert(name: str) -> tuple[str, int]:
     _operator_only()
     db = session()
-    row = db.scalar(select(Certificate).where(Certificate.name == name))
+    row = certificate(db, name)
     if row is None:
         raise not_found("certificate", name)
     db.delete(row)

@@ -6,6 +6,19 @@ import datetime as dt
 
 RENEW_BEFORE = dt.timedelta(days=30)  # renew this long before expiry, as Let's Encrypt recommends
 BACKOFF_SECONDS = (60, 300, 1800, 3600)  # after 1, 2, 3, 4+ failures in a row (CAs rate-limit failures)
+MAX_REASON = 500  # characters of a CA's reason kept
+
+
+def failures_in(last_error: str | None) -> int:
+    """The failures in a row that `last_error` records (one line each, see with_failure)."""
+    return last_error.count("\n") + 1 if last_error else 0
+
+
+def with_failure(last_error: str | None, reason: str, in_a_row: bool) -> str:
+    """`last_error` with `reason` added: the last BACKOFF_SECONDS' worth of lines when the failures are
+    `in_a_row` (the certificate failed before), else this reason alone."""
+    previous = last_error.split("\n") if last_error and in_a_row else []
+    return "\n".join([*previous[-(len(BACKOFF_SECONDS) - 1) :], reason[:MAX_REASON]])
 
 
 def cert_due(

@@ -237,6 +237,27 @@ local function respond(status, body)
   return ngx.exit(status)
 end
 
+-- A control endpoint's answer to a method it does not take (`allow`: the ones it does).
+local function not_allowed(allow)
+  ngx.header["Allow"] = allow
+  return respond(405, { error = "method_not_allowed" })
+end
+
+-- A control write's body, decoded: the value, or nil and cjson's error.
+local function json_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local path = ngx.req.get_body_file() -- only if the body outgrew client_body_buffer_size
+    local file = path and io.open(path, "r")
+    if file then
+      body = file:read("*a")
+      file:close()
+    end
+  end
+  return cjson.decode(body or "")
+end
+
 -- The control secret: the whole file, surrounding white space removed; nil when unreadable or too short
 -- (every write is then refused: fail closed).
 local function read_secret(path)
@@ -470,13 +491,8 @@ function _M.control_edge()
     local version = dict:get("version")
     return respond(200, version and string.format('{"version":%d}', version) or '{"version":null}')
   end
-  if method ~= "PUT" then
-    ngx.header["Allow"] = "GET, PUT"
-    return respond(405, { error = "method_not_allowed" })
-  end
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  local decoded, json_err = cjson.decode(body or "")
+  if method ~= "PUT" then return not_allowed("GET, PUT") end
+  local decoded, json_err = json_body()
   if decoded == nil then return respond(400, { error = "invalid_json", detail = json_err }) end
   local problem = check_edge(decoded)
   if problem then return respond(400, { error = "invalid_edge", detail = problem }) end
@@ -635,21 +651,8 @@ function _M.control_routes()
     local raw = ngx.shared[DICT]:get("table")
     return respond(200, raw or '{"generation":null,"apps":{}}')
   end
-  if method ~= "PUT" then
-    ngx.header["Allow"] = "GET, PUT"
-    return respond(405, { error = "method_not_allowed" })
-  end
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if not body then
-    local path = ngx.req.get_body_file() -- only if the body outgrew client_body_buffer_size
-    local file = path and io.open(path, "r")
-    if file then
-      body = file:read("*a")
-      file:close()
-    end
-  end
-  local decoded, json_err = cjson.decode(body or "")
+  if method ~= "PUT" then return not_allowed("GET, PUT") end
+  local decoded, json_err = json_body()
   if decoded == nil then return respond(400, { error = "invalid_json", detail = json_err }) end
   local generation, apps = check_table(decoded)
   if not generation then return respond(400, { error = "invalid_routes", detail = apps }) end
@@ -672,12 +675,8 @@ function _M.control_down()
     end
     return respond(200, next(marks) and cjson.encode(marks) or "{}")
   end
-  if method ~= "PUT" then
-    ngx.header["Allow"] = "GET, PUT"
-    return respond(405, { error = "method_not_allowed" })
-  end
-  ngx.req.read_body()
-  local decoded = cjson.decode(ngx.req.get_body_data() or "")
+  if method ~= "PUT" then return not_allowed("GET, PUT") end
+  local decoded = json_body()
   if type(decoded) ~= "table" or type(decoded.addresses) ~= "table" then
     return respond(400, { error = "invalid_down", detail = "addresses must be a list" })
   end
@@ -755,12 +754,8 @@ end
 -- The controller confirms about once a second; the time is kept in the routes dict (a reload keeps it, a
 -- restart forgets it: a table loaded from the routes file is unconfirmed until the controller says so).
 function _M.control_confirmed()
-  if ngx.req.get_method() ~= "PUT" then
-    ngx.header["Allow"] = "PUT"
-    return respond(405, { error = "method_not_allowed" })
-  end
-  ngx.req.read_body()
-  local decoded = cjson.decode(ngx.req.get_body_data() or "")
+  if ngx.req.get_method() ~= "PUT" then return not_allowed("PUT") end
+  local decoded = json_body()
   local g = type(decoded) == "table" and decoded.generation
   if not valid_generation(g) then
     return respond(400, { error = "invalid_generation", detail = "generation must be an integer from 0 to 2^53 - 1" })
