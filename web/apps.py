@@ -362,8 +362,6 @@ def revision_list(name: str) -> RevisionList:
     ]
     return RevisionList(app=app.name, revisions=revs)
 
-    return jsonify(RevisionList(app=app.name, revisions=revs).model_dump(mode="json"))
-
 
 @bp.get(f"/{NAME}/diff")
 @operation(
