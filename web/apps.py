@@ -15,7 +15,7 @@ from orchestry.operations.registration import Submission, register, registration
 from orchestry.spec import AppSpec, SpecParseError, SpecTooLarge, UnsupportedMediaType, load_specs
 from orchestry.spec.redact import redact_env, redact_raw
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
-from orchestry.web.errors import ApiError, not_found
+from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import (
     AppDetail,
@@ -383,9 +383,7 @@ def diff(name: str) -> Response:
         start = max((r.number for r in app.revisions if r.number < to), default=None)
         if start is None:
             rule = f"no revision before {to}; name one with `from`"
-            raise ApiError(
-                422, "invalid_parameter", f"from: {rule}", [{"field": "from", "rule": rule, "message": f"from: {rule}"}]
-            )
+            raise ApiError(422, "invalid_parameter", f"from: {rule}", [field("from", rule)])
     before = get_revision(db, app, start)
     if before is None:
         raise not_found(f"revision of app {name}", str(start))
