@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from orchestry.models.apps import App, AppRevision, get_app, get_revision
 from orchestry.models.events import record
 from orchestry.operations.request import request_operation
+from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.registration import CurrentApp, RegistrationPlan, plan_registration
 
 
@@ -100,7 +101,7 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         warnings=list(sub.warnings),
     )
     job_id = None
-    if plan.action == "revised" and app.status in ("running", "failed"):
+    if plan.action == "revised" and app.status in RUNNING_STATUSES:
         job_id = request_operation(
             session,
             app,

@@ -35,6 +35,7 @@ from orchestry.web.schemas import (
     SpecQuery,
     StrictQuery,
 )
+from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.public_routes import find_conflicts
 from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
 from orchestry.workflows.rollout import Change, ReplicaRef, change_plan, diff_specs
@@ -183,7 +184,7 @@ def _replicas_to_replace(app: App, new_hash: str) -> list[str]:
     """The app's replicas a rollout to a spec of `new_hash` would replace (each replica's hash: its revision's)."""
     hashes = {r.number: r.content_hash for r in app.revisions}
     refs = [ReplicaRef(r.name, hashes.get(r.revision, "")) for r in replicas_of(session(), app.id)]
-    return list(change_plan(new_hash, refs, running=app.status in ("running", "failed")).replace)
+    return list(change_plan(new_hash, refs, running=app.status in RUNNING_STATUSES).replace)
 
 
 def _dry_run(sub: Submission, warnings: Any) -> RegisterResult:

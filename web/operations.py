@@ -21,6 +21,7 @@ from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, RollbackBody, UpBody
+from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.revision import replicas_limit
 from orchestry.workflows.rollout import RevisionRef, rollback_choice
 
@@ -263,7 +264,7 @@ def restart(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
     app = _live_app(name)
-    if app.status not in ("running", "failed") or app.desired_replicas < 1:
+    if app.status not in RUNNING_STATUSES or app.desired_replicas < 1:
         rule = f"app {name} is not running ({app.status}); `orchestry up {name}` starts it"
         raise ApiError(409, "conflict", rule)
     restarts = (app.restarts or 0) + 1
