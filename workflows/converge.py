@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .rollout import desired_hash
+from orchestry.workflows.rollout import desired_hash
 
 RUNNING_STATUSES = ("running", "failed")  # an app in these runs its desired replicas; in any other, none
 
