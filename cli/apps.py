@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,6 @@ def register(args: Args, settings: Settings) -> int:
 
 
 def _shown(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(", ", ": "))
 
 

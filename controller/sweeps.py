@@ -13,7 +13,7 @@ from collections import defaultdict
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence
-from orchestry.jobs.converge import REPLACED_EVENT, RUNNING_STATUSES
+from orchestry.jobs.converge import REPLACED_EVENT
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import desired_states
 from orchestry.models.base import utcnow
@@ -21,10 +21,9 @@ from orchestry.models.db import reads_of
 from orchestry.models.events import recent_times
 from orchestry.operations.request import request_operation
 from orchestry.runtime.types import EngineUnavailable, Runtime
-from orchestry.workflows.converge import Desired, Seen
+from orchestry.workflows.converge import Seen, desired_of
 from orchestry.workflows.drift import AppState, drifted
 from orchestry.workflows.health import replacement_backoff
-from orchestry.workflows.rollout import desired_hash
 
 log = logging.getLogger("orchestry.reconcile")
 
@@ -32,9 +31,7 @@ log = logging.getLogger("orchestry.reconcile")
 def app_states(session: Session) -> list[AppState]:
     rows = desired_states(session)
     return [
-        AppState(
-            name, status, Desired(replicas if status in RUNNING_STATUSES else 0, desired_hash(spec_hash, restarts))
-        )
+        AppState(name, status, desired_of(status, replicas, spec_hash, restarts))
         for name, status, replicas, spec_hash, restarts in rows
     ]
 

@@ -29,6 +29,7 @@ from orchestry.operations.registration import restore_revision
 from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
 from orchestry.workflows.converge import (
     NO_ROUTER,
+    RUNNING_STATUSES,
     Container,
     Desired,
     Known,
@@ -36,17 +37,17 @@ from orchestry.workflows.converge import (
     Routing,
     Seen,
     Stop,
+    desired_of,
     leaving,
     plan_app,
     see,
 )
 from orchestry.workflows.health import replacement_backoff
 from orchestry.workflows.revision import RevisionView, revision_view
-from orchestry.workflows.rollout import desired_hash, on_failure, restore_after_failure
+from orchestry.workflows.rollout import on_failure, restore_after_failure
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
-RUNNING_STATUSES = ("running", "failed")
 REPLACED_EVENT = "replica.replaced"
 
 
@@ -87,15 +88,15 @@ def read_target(session: Session, name: str) -> Target:
     if app is None:  # deleted, or an orphan: nothing of it should run
         return Target(None, "absent", 0, 0, "", {})
     rev = get_revision(session, app)
-    replicas = app.desired_replicas if app.status in RUNNING_STATUSES else 0
+    desired = desired_of(app.status, app.desired_replicas, rev.content_hash if rev else "", app.restarts)
     rows = {r.name: Known(r.container_id, r.health, r.drain_started_at) for r in replicas_of(session, app.id)}
     replaced = tuple(recent_times(session, name, REPLACED_EVENT))
     return Target(
         app.id,
         app.status,
-        replicas,
+        desired.replicas,
         app.revision,
-        desired_hash(rev.content_hash, app.restarts) if rev else "",
+        desired.spec_hash,
         rev.spec if rev else {},
         rows,
         replaced,

@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestry.models.apps import App, AppRevision, get_app
+from orchestry.models.apps import App, AppRevision, get_app, get_revision
 from orchestry.models.events import record
 from orchestry.operations.request import request_operation
+from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.registration import CurrentApp, RegistrationPlan, plan_registration
 
 
@@ -30,21 +31,37 @@ class Registered:
     job_id: int | None  # the rollout of a new revision on a running app
 
 
+def _highest(session: Session, app: App) -> int:
+    """The highest revision number stored for `app` (numbers are never reused, even if history was trimmed)."""
+    return session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
+
+
+def _scaling_section_back(app: App, before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """A new revision whose `scaling` section differs from the one in force puts it in force again: the
+    policy set through the API is dropped. True when one was."""
+    if app.scaling_policy is None or (before or {}).get("scaling") == after.get("scaling"):
+        return False
+    app.scaling_policy = None
+    return True
+
+
+def registration_plan(session: Session, sub: Submission) -> tuple[App | None, AppRevision | None, RegistrationPlan]:
+    """The app `sub` names, its revision in force and what registering `sub` would do to it. Read only:
+    `register` applies the plan, a dry run shows it."""
+    app = get_app(session, sub.name)
+    if app is None:
+        return None, None, plan_registration(sub.name, None, sub.content_hash)
+    current = get_revision(session, app)
+    state = CurrentApp(app.revision, current.content_hash if current else "", app.status, _highest(session, app))
+    return app, current, plan_registration(sub.name, state, sub.content_hash)
+
+
 def register(session: Session, sub: Submission, *, raw: str, raw_format: str, actor: str) -> Registered:
     """Create, revise or leave the app; the caller's transaction makes it all-or-nothing.
 
     A running app that gets a new revision is rolled out at once (a `deploy` job in the same transaction).
     """
-    app = get_app(session, sub.name)
-    current = None
-    if app is not None:
-        latest_hash = session.scalar(
-            select(AppRevision.content_hash)
-            .where(AppRevision.app_id == app.id)
-            .where(AppRevision.number == app.revision)
-        )
-        current = CurrentApp(app.revision, latest_hash or "", app.status)
-    plan = plan_registration(sub.name, current, sub.content_hash)
+    app, current, plan = registration_plan(session, sub)
     if plan.action in ("unchanged", "refused"):
         return Registered(plan, None)
     if app is None:
@@ -52,14 +69,7 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         session.add(app)
         session.flush()
     else:
-        # Never reuse a number, even if history was trimmed: take the next after the highest stored.
-        highest = session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
-        plan = RegistrationPlan(plan.action, max(plan.revision, highest + 1), plan.message)
-        previous = session.scalar(
-            select(AppRevision.spec).where(AppRevision.app_id == app.id, AppRevision.number == app.revision)
-        )
-        if app.scaling_policy is not None and (previous or {}).get("scaling") != sub.normalized.get("scaling"):
-            app.scaling_policy = None  # the spec's scaling section changed: it is in force again
+        if _scaling_section_back(app, current.spec if current else None, sub.normalized):
             record(
                 session,
                 "scaling.policy",
@@ -91,7 +101,7 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
         warnings=list(sub.warnings),
     )
     job_id = None
-    if plan.action == "revised" and app.status in ("running", "failed"):
+    if plan.action == "revised" and app.status in RUNNING_STATUSES:
         job_id = request_operation(
             session,
             app,
@@ -106,15 +116,11 @@ def register(session: Session, sub: Submission, *, raw: str, raw_format: str, ac
 def restore_revision(session: Session, app: App, restore: AppRevision, *, actor: str, reason: str) -> int:
     """Add a revision carrying `restore`'s spec (recorded as `restored_from`) and put it in force; the caller
     enqueues its rollout. History is never rewritten: revision numbers only grow."""
-    highest = session.scalar(select(func.max(AppRevision.number)).where(AppRevision.app_id == app.id)) or 0
-    number = highest + 1
+    number = _highest(session, app) + 1
     previous = app.revision
-    if app.scaling_policy is not None:
-        current = session.scalar(
-            select(AppRevision.spec).where(AppRevision.app_id == app.id, AppRevision.number == app.revision)
-        )
-        if (current or {}).get("scaling") != restore.spec.get("scaling"):
-            app.scaling_policy = None  # as for a registration: the restored spec's scaling section is in force
+    if app.scaling_policy is not None:  # as for a registration: the restored spec's scaling section is in force
+        current = get_revision(session, app)
+        _scaling_section_back(app, current.spec if current else None, restore.spec)
     app.revision = number
     session.add(
         AppRevision(

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from orchestry.workflows.converge import Desired, desired_of
 from orchestry.workflows.rollout import (
     ABSENT,
     Change,
@@ -91,6 +92,23 @@ def test_restore_after_failure(old: list[int], current: int, expected: int | Non
 def test_desired_hash_is_the_content_hash_until_a_restart() -> None:
     assert desired_hash(A, 0) == A
     assert desired_hash(A, 2) == A + "+r2" != desired_hash(A, 3)
+
+
+@pytest.mark.parametrize(
+    ("status", "replicas", "content_hash", "restarts", "expected"),
+    [
+        ("running", 3, A, 0, Desired(3, A)),
+        ("failed", 3, A, 0, Desired(3, A)),  # a failed rollout keeps its replicas running
+        ("running", 2, A, 1, Desired(2, A + "+r1")),
+        ("stopped", 3, A, 1, Desired(0, A + "+r1")),
+        ("registered", 0, A, 0, Desired(0, A)),
+        ("deleting", 2, A, 0, Desired(0, A)),
+        ("running", 2, "", 1, Desired(2, "")),  # no revision in force: no hash to carry
+    ],
+)
+def test_desired_of_an_app_row(status: str, replicas: int, content_hash: str, restarts: int, expected: Desired) -> None:
+    """One reading of the app's row for the converge job's target and the reconcile sweep's drift check."""
+    assert desired_of(status, replicas, content_hash, restarts) == expected
 
 
 @pytest.mark.parametrize(

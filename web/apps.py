@@ -7,15 +7,15 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from orchestry.models.apps import App, AppLine, AppRevision, app_lines, current_specs, get_app, get_revision
+from orchestry.models.apps import App, AppLine, AppRevision, app_lines, current_specs, get_revision
 from orchestry.models.edge import bump_edge, lock_edge
 from orchestry.models.replicas import Replica, replica_counts, replicas_of
 from orchestry.models.scaling import ScalingDecisionRow, decisions, section_in_force
-from orchestry.operations.registration import Submission, register
+from orchestry.operations.registration import Submission, register, registration_plan
 from orchestry.spec import AppSpec, SpecParseError, SpecTooLarge, UnsupportedMediaType, load_specs
 from orchestry.spec.redact import redact_env, redact_raw
 from orchestry.web.context import actor, app_or_404, ctx, query, session, wake_dispatcher
-from orchestry.web.errors import ApiError, not_found
+from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import (
     AppDetail,
@@ -35,8 +35,8 @@ from orchestry.web.schemas import (
     SpecQuery,
     StrictQuery,
 )
+from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.public_routes import find_conflicts
-from orchestry.workflows.registration import CurrentApp, plan_registration
 from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
 from orchestry.workflows.rollout import Change, ReplicaRef, change_plan, diff_specs
 
@@ -184,34 +184,27 @@ def _replicas_to_replace(app: App, new_hash: str) -> list[str]:
     """The app's replicas a rollout to a spec of `new_hash` would replace (each replica's hash: its revision's)."""
     hashes = {r.number: r.content_hash for r in app.revisions}
     refs = [ReplicaRef(r.name, hashes.get(r.revision, "")) for r in replicas_of(session(), app.id)]
-    return list(change_plan(new_hash, refs, running=app.status in ("running", "failed")).replace)
+    return list(change_plan(new_hash, refs, running=app.status in RUNNING_STATUSES).replace)
 
 
 def _dry_run(sub: Submission, warnings: Any) -> RegisterResult:
     """What registering `sub` would do, read only: the same plan as `register`, the fields that change and
     the replicas the rollout would replace."""
-    db = session()
-    app = get_app(db, sub.name)
-    current = get_revision(db, app) if app is not None else None
-    state = CurrentApp(app.revision, current.content_hash if current else "", app.status) if app else None
-    plan = plan_registration(sub.name, state, sub.content_hash)
+    app, current, plan = registration_plan(session(), sub)
     if plan.action == "refused":
         raise ApiError(409, "conflict", plan.message)
-    revision = plan.revision
-    if app is not None and plan.action == "revised":
-        revision = max(revision, max((r.number for r in app.revisions), default=0) + 1)
     changes = _changes(diff_specs(current.spec, sub.normalized)) if current is not None else []
     replace = _replicas_to_replace(app, sub.content_hash) if app is not None and plan.action == "revised" else []
     what = {
         "created": f"app {sub.name} would be created (revision 1)",
-        "revised": f"app {sub.name} would get revision {revision}: {len(changes)} field(s) change; "
+        "revised": f"app {sub.name} would get revision {plan.revision}: {len(changes)} field(s) change; "
         + (f"{len(replace)} replica(s) to replace one at a time" if replace else "no replica to replace"),
         "unchanged": plan.message,
     }[plan.action]
     return RegisterResult(
         app=sub.name,
         action=plan.action,
-        revision=revision,
+        revision=plan.revision,
         content_hash=sub.content_hash,
         message=f"dry run: {what}",
         job=None,
@@ -370,8 +363,6 @@ def revision_list(name: str) -> RevisionList:
     ]
     return RevisionList(app=app.name, revisions=revs)
 
-    return jsonify(RevisionList(app=app.name, revisions=revs).model_dump(mode="json"))
-
 
 @bp.get(f"/{NAME}/diff")
 @operation(
@@ -393,9 +384,7 @@ def diff(name: str) -> Response:
         start = max((r.number for r in app.revisions if r.number < to), default=None)
         if start is None:
             rule = f"no revision before {to}; name one with `from`"
-            raise ApiError(
-                422, "invalid_parameter", f"from: {rule}", [{"field": "from", "rule": rule, "message": f"from: {rule}"}]
-            )
+            raise ApiError(422, "invalid_parameter", f"from: {rule}", [field("from", rule)])
     before = get_revision(db, app, start)
     if before is None:
         raise not_found(f"revision of app {name}", str(start))

@@ -21,6 +21,7 @@ from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, RollbackBody, UpBody
+from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.revision import replicas_limit
 from orchestry.workflows.rollout import RevisionRef, rollback_choice
 
@@ -74,8 +75,9 @@ def _check_bound(section: dict[str, Any], replicas: int) -> None:
         )
 
 
-def _enqueue(app: App, kind: str, message: str, args: dict[str, Any], desired: dict[str, Any]) -> tuple[Response, int]:
-    queued, note = enqueue_operation(app, kind, message, args, desired)
+def _answer(requested: tuple[jobq.Enqueued, str]) -> tuple[Response, int]:
+    """The answer to a requested operation: 202 with its job, or 200 with the live job it joined."""
+    queued, note = requested
     return accepted(queued.job, created=queued.created, message=note)
 
 
@@ -123,8 +125,7 @@ def up(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
     body = json_body(UpBody, required=False)
-    queued, note = start_app(name, body.replicas)
-    return accepted(queued.job, created=queued.created, message=note)
+    return _answer(start_app(name, body.replicas))
 
 
 def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
@@ -150,8 +151,7 @@ def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
 def down(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
-    queued, note = stop_app(name)
-    return accepted(queued.job, created=queued.created, message=note)
+    return _answer(stop_app(name))
 
 
 def stop_app(name: str) -> tuple[jobq.Enqueued, str]:
@@ -173,8 +173,7 @@ def scale(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
     body = json_body(ReplicasBody, required=True)
-    queued, note = scale_app(name, body.replicas)
-    return accepted(queued.job, created=queued.created, message=note)
+    return _answer(scale_app(name, body.replicas))
 
 
 def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
@@ -209,7 +208,9 @@ def delete(name: str) -> tuple[Response, int]:
         if live is not None:
             return accepted(live, created=False, message=f"app {name} is already being deleted")
     options = {key: True for key, on in (("force", args.force), ("volumes", args.volumes)) if on}
-    return _enqueue(app, "delete", f"delete {name}", options, {"status": "deleting", "desired_replicas": 0})
+    return _answer(
+        enqueue_operation(app, "delete", f"delete {name}", options, {"status": "deleting", "desired_replicas": 0})
+    )
 
 
 @bp.post(f"/{NAME}/rollback")
@@ -241,12 +242,14 @@ def rollback(name: str) -> tuple[Response, int]:
     assert restore is not None, "rollback_choice picks a stored revision"
     number = restore_revision(session(), app, restore, actor=actor(), reason=f"asked by {actor()}")
     desired = {"status": "running", "status_reason": None} if app.status == "failed" else {}
-    return _enqueue(
-        app,
-        "rollback",
-        f"rollback {name}: revision {number} restores revision {choice.restore}",
-        {"revision": number, "restored": choice.restore},
-        desired,
+    return _answer(
+        enqueue_operation(
+            app,
+            "rollback",
+            f"rollback {name}: revision {number} restores revision {choice.restore}",
+            {"revision": number, "restored": choice.restore},
+            desired,
+        )
     )
 
 
@@ -261,14 +264,16 @@ def restart(name: str) -> tuple[Response, int]:
     if (replay := _replayed()) is not None:
         return replay
     app = _live_app(name)
-    if app.status not in ("running", "failed") or app.desired_replicas < 1:
+    if app.status not in RUNNING_STATUSES or app.desired_replicas < 1:
         rule = f"app {name} is not running ({app.status}); `orchestry up {name}` starts it"
         raise ApiError(409, "conflict", rule)
     restarts = (app.restarts or 0) + 1
-    return _enqueue(
-        app,
-        "restart",
-        f"restart {name}: {app.desired_replicas} replica(s) of revision {app.revision}, one at a time",
-        {"restart": restarts},
-        {"restarts": restarts, "status": "running", "status_reason": None},
+    return _answer(
+        enqueue_operation(
+            app,
+            "restart",
+            f"restart {name}: {app.desired_replicas} replica(s) of revision {app.revision}, one at a time",
+            {"restart": restarts},
+            {"restarts": restarts, "status": "running", "status_reason": None},
+        )
     )

@@ -20,12 +20,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from orchestry.workflows.rollout import desired_hash
+
+RUNNING_STATUSES = ("running", "failed")  # an app in these runs its desired replicas; in any other, none
+
 
 @dataclass(frozen=True)
 class Desired:
     replicas: int  # 0 when the app is stopped or being deleted
     spec_hash: str
     replace_unhealthy: bool = True  # False while the app backs off from replacing failing replicas
+
+
+def desired_of(status: str, desired_replicas: int, content_hash: str, restarts: int) -> Desired:
+    """What an app's row asks of its containers (the converge job's target and the reconcile sweep's drift
+    check read it alike): its desired count while it runs, none otherwise; each replica carrying the hash of
+    the revision in force with the restart count folded in."""
+    return Desired(desired_replicas if status in RUNNING_STATUSES else 0, desired_hash(content_hash, restarts))
 
 
 @dataclass(frozen=True)

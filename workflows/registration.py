@@ -17,6 +17,7 @@ class CurrentApp:
     revision: int
     content_hash: str
     status: str
+    highest: int = 0  # the highest revision number stored: a number is never reused, even if history was trimmed
 
 
 @dataclass(frozen=True)
@@ -37,5 +38,5 @@ def plan_registration(name: str, current: CurrentApp | None, content_hash: str) 
         return RegistrationPlan(
             "unchanged", current.revision, f"app {name} is unchanged (revision {current.revision}); nothing to do"
         )
-    nxt = current.revision + 1
+    nxt = max(current.revision, current.highest) + 1
     return RegistrationPlan("revised", nxt, f"app {name} revised: revision {current.revision} -> {nxt}")

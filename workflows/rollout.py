@@ -22,8 +22,8 @@ ABSENT: Any = None  # a field missing on one side of a diff
 
 
 def desired_hash(content_hash: str, restarts: int) -> str:
-    """The hash a replica of this revision carries after `restarts` restarts of the app."""
-    return content_hash if restarts <= 0 else f"{content_hash}+r{restarts}"
+    """The hash a replica of this revision carries after `restarts` restarts of the app ("" without a revision)."""
+    return content_hash if restarts <= 0 or not content_hash else f"{content_hash}+r{restarts}"
 
 
 def on_failure(spec: Mapping[str, Any] | None) -> OnFailure:
