@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_app, get_app_for_update, revision_specs, running_app_inputs
+from orchestry.models.apps import App, get_app_for_update, revision_specs, running_app_inputs
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import Averages, metric_window, window_of, windows_averages
@@ -148,7 +148,7 @@ class Autoscaler:
         try:
             with self._reads() as session:
                 names = self.survey(session, fast)
-            done = [e for e in (self._evaluate(name, fast, surveyed=True) for name in names) if e is not None]
+            done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
             if not fast:
                 with self.sessions.begin() as session:
                     purge_decisions(session, db_now(session), self.retention_seconds)
@@ -198,16 +198,14 @@ class Autoscaler:
             window = window_of(windows[policy.window_seconds].get(app_id, {}), names)
             burst = window_of(windows[policy.burst_window_seconds].get(app_id, {}), names)
             decision = decide_scale(window, policy, current, states, now, past.get(app_id, NO_HISTORY), burst)
-            stored = decision.direction != "none" or policy.mode != "manual"
-            if decision.direction == "out" if fast else stored:
+            # No job is read here: one in the way changes what is stored, never whether something is.
+            if outcome(decision, policy.mode, fast=fast, job=None).store:
                 chosen.append(name)
         return chosen
 
-    def _evaluate(self, name: str, fast: bool, surveyed: bool = False) -> Evaluation | None:
-        """`surveyed`: `survey` chose the app (a fast pass need not check again that it surges)."""
+    def _evaluate(self, name: str, fast: bool) -> Evaluation | None:
+        """Decide again on the app `survey` chose, under its lock, and store or act as `outcome` says."""
         fence = self.fence()
-        if fast and not surveyed and not self._surging(name):
-            return None
         with self.sessions.begin() as session:
             app = get_app_for_update(session, name)
             if app is None or app.status != "running":
@@ -231,17 +229,6 @@ class Autoscaler:
                 extra={"app": name, "from": decision.current, "to": decision.target, "reason": decision.reason},
             )
         return Evaluation(name, decision, job_id)
-
-    def _surging(self, name: str) -> bool:
-        """The fast pass (after every metrics sample, for every app) decides on a read first: only a
-        scale-out takes the write lock, the other decisions of that pass are not stored anyway."""
-        with self._reads() as session:
-            app = get_app(session, name)
-            if app is None or app.status != "running":
-                return False
-            now = db_now(session)
-            inputs = gather(session, app, now, self.max_replicas)
-            return decide(session, app, inputs, now).direction == "out"
 
     def _act(self, session: Session, app: App, decision: ScaleDecision) -> int:
         return request_operation(
