@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_app_for_update, revision_specs, running_app_inputs
+from orchestry.models.apps import App, RevisionMemo, get_app_for_update, running_app_inputs
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import Averages, metric_window, window_of, windows_averages
@@ -55,7 +55,12 @@ from orchestry.workflows.scaling import (
 )
 
 log = logging.getLogger("orchestry.autoscaler")
-REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (cleared beyond)
+REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (started over beyond)
+
+
+def _scaling_of(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A revision's scaling section, and whether it has a health check (its replicas' readiness counts)."""
+    return dict(spec.get("scaling") or {}), revision_view(spec).probed
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,8 @@ class Autoscaler:
         self.max_replicas = max_replicas
         self.retention_seconds = retention_seconds
         self.wake = wake
-        # revision id -> (its spec's scaling section, whether it has a health check): revisions never change
-        # (SQLite may give a deleted app's revision id to a new one: the content hash is part of the key)
-        self._revisions: dict[tuple[int, str], tuple[dict[str, Any], bool]] = {}
+        # each revision's scaling section and whether it has a health check
+        self._revisions = RevisionMemo(_scaling_of, REVISION_CACHE)
 
     def run(self, fast: bool = False) -> list[Evaluation]:
         """Evaluate every running app (`fast`: act on scale-outs only, store nothing else).
@@ -167,16 +171,11 @@ class Autoscaler:
         unchanged one (a job in the way still stores the decision held back)."""
         now = db_now(session)
         rows = running_app_inputs(session)
-        missing = [(r[4], r[5]) for r in rows if r[4] is not None and (r[4], r[5]) not in self._revisions]
-        if missing:
-            if len(self._revisions) > REVISION_CACHE:
-                self._revisions.clear()
-            for rev_id, content_hash, spec in revision_specs(session, [rev_id for rev_id, _ in missing]):
-                self._revisions[(rev_id, content_hash)] = (dict(spec.get("scaling") or {}), revision_view(spec).probed)
+        revisions = self._revisions.load(session, [(r[4], r[5]) for r in rows])
         policies: dict[int, ScalingPolicy] = {}
         probed: dict[int, bool] = {}
         for app_id, _name, _current, api_section, rev_id, content_hash in rows:
-            section, probed[app_id] = self._revisions.get((rev_id, content_hash), ({}, False))
+            section, probed[app_id] = revisions.get((rev_id, content_hash), ({}, False))
             policies[app_id] = policy_in_force(
                 dict(api_section) if api_section is not None else section, self.max_replicas
             )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.health import HealthSweep
 from orchestry.jobs.base import Fence
-from orchestry.models.apps import App, AppRevision, get_app
+from orchestry.models.apps import App, AppRevision, RevisionMemo, get_app
 from orchestry.models.base import utcnow
 from orchestry.models.metrics import MetricSample
 from orchestry.models.replicas import Replica
@@ -208,3 +208,18 @@ def test_a_new_app_on_a_deleted_apps_revision_id_is_checked_as_its_own_spec(sess
     if DB_KIND == "sqlite":  # the premise: the new revision got the deleted one's id
         with sessions() as s:
             assert s.scalars(select(AppRevision.id)).one() == old_revision
+
+
+def test_the_revision_memo_starting_over_reads_every_revision_asked_for(sessions: sessionmaker[Session]) -> None:
+    """Beyond its limit the memo starts over: the revisions it held before are read again, not lost (the sweep
+    then found no check for them, the survey a default policy)."""
+    running_apps(sessions, 3)
+    memo = RevisionMemo(lambda spec: spec["scaling"]["maxReplicas"], limit=2)
+    with sessions() as s:
+        keys = [
+            (rev_id, content_hash)
+            for rev_id, content_hash in s.execute(select(AppRevision.id, AppRevision.content_hash))
+        ]
+        assert memo.load(s, keys[:2]) == {key: 5 for key in keys[:2]}
+        assert memo.load(s, keys) == {key: 5 for key in keys}  # over the limit: all three, read again
+        assert memo.load(s, [(None, None), *keys[:1]]) == {keys[0]: 5}  # an app without a revision: left out
