@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +32,7 @@ from orchestry.workflows.health import (
     due,
     health_verdict,
     policy_from_spec,
+    worth_recording,
 )
 from orchestry.workflows.hosts import UNREACHABLE, HostHealth, lost_hosts
 
@@ -49,7 +49,6 @@ class SweepReport:
     hosts: list[HostHealth] = field(default_factory=list)  # each probed replica's host and health after the sweep
 
 
-REFRESH = timedelta(seconds=60)  # a steady replica's row still gets its last check time at least this often
 CACHE_LIMIT = 10_000
 
 
@@ -60,23 +59,6 @@ def _stored(row: Any) -> ReplicaHealth:
     return ReplicaHealth(
         state, successes, failures, aware(last_check_at) if last_check_at else None, last_error, latency
     )
-
-
-def _material(stored: ReplicaHealth, new: ReplicaHealth, policy: CheckPolicy, now: datetime) -> bool:
-    """Whether `new` says more than its row (`stored`) beyond the time and latency of the last check: a
-    state, a failure count, an error, or successes still counting towards successThreshold. A row not
-    refreshed for REFRESH is written anyway, so what the API shows of a steady replica stays recent."""
-    if (stored.state, stored.consecutive_failures, stored.last_error) != (
-        new.state,
-        new.consecutive_failures,
-        new.last_error,
-    ):
-        return True
-    if min(stored.consecutive_successes, policy.success_threshold) != min(
-        new.consecutive_successes, policy.success_threshold
-    ):
-        return True
-    return stored.last_check_at is None or now - stored.last_check_at >= REFRESH
 
 
 class _Known(NamedTuple):
@@ -200,8 +182,8 @@ class HealthSweep:
         report: SweepReport,
     ) -> bool:
         """Apply each result to the replica's health; write (in one statement) only the replicas whose health
-        changed in more than the time and latency of their last check (see `_material`), or whose row has
-        not been refreshed for REFRESH. A check that changed nothing writes nothing."""
+        changed in more than the time and latency of their last check, or whose row has not been refreshed
+        for a while (workflows.health.worth_recording). A check that changed nothing writes nothing."""
         now = utcnow()
         pending: dict[str, _Known] = {}
         for name, result in results.items():
@@ -212,11 +194,7 @@ class HealthSweep:
             with self._lock:
                 seen = self._checked.get(replica_id)
             stored = seen.stored if seen is not None else health
-            if (
-                verdict.transition is None
-                and not verdict.replace
-                and not _material(stored, verdict.health, policy, now)
-            ):
+            if not worth_recording(stored, verdict, policy, now):
                 with self._lock:
                     self._checked[replica_id] = _Checked(stored, verdict.health)
                 self._report(report, name, result, verdict.health, host)
