@@ -42,7 +42,12 @@ class Replica(Base):
 
     @property
     def address(self) -> str | None:
-        return f"{self.host}:{self.port}" if self.host and self.port else None
+        return address_of(self.host, self.port)
+
+
+def address_of(host: str | None, port: int | None) -> str | None:
+    """The `host:port` a replica is published at (None until it has both)."""
+    return f"{host}:{port}" if host and port else None
 
 
 def replicas_of(session: Session, app_id: int) -> list[Replica]:
@@ -101,7 +106,7 @@ def address_of_container(session: Session, container_id: str) -> str | None:
     row = session.execute(
         select(Replica.host, Replica.port).where(Replica.container_id == container_id).limit(1)
     ).first()
-    return f"{row[0]}:{row[1]}" if row is not None and row[0] and row[1] else None
+    return address_of(row[0], row[1]) if row is not None else None
 
 
 def mark_exited(session: Session, container_id: str) -> bool:
