@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import App, get_app, get_app_for_update, revision_specs, running_app_inputs
+from orchestry.models.apps import App, RevisionMemo, get_app_for_update, running_app_inputs
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import Averages, metric_window, window_of, windows_averages
@@ -55,7 +55,12 @@ from orchestry.workflows.scaling import (
 )
 
 log = logging.getLogger("orchestry.autoscaler")
-REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (cleared beyond)
+REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (started over beyond)
+
+
+def _scaling_of(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A revision's scaling section, and whether it has a health check (its replicas' readiness counts)."""
+    return dict(spec.get("scaling") or {}), revision_view(spec).probed
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,8 @@ class Autoscaler:
         self.max_replicas = max_replicas
         self.retention_seconds = retention_seconds
         self.wake = wake
-        # revision id -> (its spec's scaling section, whether it has a health check): revisions never change
-        # (SQLite may give a deleted app's revision id to a new one: the content hash is part of the key)
-        self._revisions: dict[tuple[int, str], tuple[dict[str, Any], bool]] = {}
+        # each revision's scaling section and whether it has a health check
+        self._revisions = RevisionMemo(_scaling_of, REVISION_CACHE)
 
     def run(self, fast: bool = False) -> list[Evaluation]:
         """Evaluate every running app (`fast`: act on scale-outs only, store nothing else).
@@ -148,7 +152,7 @@ class Autoscaler:
         try:
             with self._reads() as session:
                 names = self.survey(session, fast)
-            done = [e for e in (self._evaluate(name, fast, surveyed=True) for name in names) if e is not None]
+            done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
             if not fast:
                 with self.sessions.begin() as session:
                     purge_decisions(session, db_now(session), self.retention_seconds)
@@ -167,16 +171,11 @@ class Autoscaler:
         unchanged one (a job in the way still stores the decision held back)."""
         now = db_now(session)
         rows = running_app_inputs(session)
-        missing = [(r[4], r[5]) for r in rows if r[4] is not None and (r[4], r[5]) not in self._revisions]
-        if missing:
-            if len(self._revisions) > REVISION_CACHE:
-                self._revisions.clear()
-            for rev_id, content_hash, spec in revision_specs(session, [rev_id for rev_id, _ in missing]):
-                self._revisions[(rev_id, content_hash)] = (dict(spec.get("scaling") or {}), revision_view(spec).probed)
+        revisions = self._revisions.load(session, [(r[4], r[5]) for r in rows])
         policies: dict[int, ScalingPolicy] = {}
         probed: dict[int, bool] = {}
         for app_id, _name, _current, api_section, rev_id, content_hash in rows:
-            section, probed[app_id] = self._revisions.get((rev_id, content_hash), ({}, False))
+            section, probed[app_id] = revisions.get((rev_id, content_hash), ({}, False))
             policies[app_id] = policy_in_force(
                 dict(api_section) if api_section is not None else section, self.max_replicas
             )
@@ -198,16 +197,14 @@ class Autoscaler:
             window = window_of(windows[policy.window_seconds].get(app_id, {}), names)
             burst = window_of(windows[policy.burst_window_seconds].get(app_id, {}), names)
             decision = decide_scale(window, policy, current, states, now, past.get(app_id, NO_HISTORY), burst)
-            stored = decision.direction != "none" or policy.mode != "manual"
-            if decision.direction == "out" if fast else stored:
+            # No job is read here: one in the way changes what is stored, never whether something is.
+            if outcome(decision, policy.mode, fast=fast, job=None).store:
                 chosen.append(name)
         return chosen
 
-    def _evaluate(self, name: str, fast: bool, surveyed: bool = False) -> Evaluation | None:
-        """`surveyed`: `survey` chose the app (a fast pass need not check again that it surges)."""
+    def _evaluate(self, name: str, fast: bool) -> Evaluation | None:
+        """Decide again on the app `survey` chose, under its lock, and store or act as `outcome` says."""
         fence = self.fence()
-        if fast and not surveyed and not self._surging(name):
-            return None
         with self.sessions.begin() as session:
             app = get_app_for_update(session, name)
             if app is None or app.status != "running":
@@ -231,17 +228,6 @@ class Autoscaler:
                 extra={"app": name, "from": decision.current, "to": decision.target, "reason": decision.reason},
             )
         return Evaluation(name, decision, job_id)
-
-    def _surging(self, name: str) -> bool:
-        """The fast pass (after every metrics sample, for every app) decides on a read first: only a
-        scale-out takes the write lock, the other decisions of that pass are not stored anyway."""
-        with self._reads() as session:
-            app = get_app(session, name)
-            if app is None or app.status != "running":
-                return False
-            now = db_now(session)
-            inputs = gather(session, app, now, self.max_replicas)
-            return decide(session, app, inputs, now).direction == "out"
 
     def _act(self, session: Session, app: App, decision: ScaleDecision) -> int:
         return request_operation(

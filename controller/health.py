@@ -13,13 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.jobs.base import Router, TemporaryError
-from orchestry.models.apps import revision_specs
+from orchestry.models.apps import RevisionMemo
 from orchestry.models.base import aware, utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import record
@@ -33,6 +32,7 @@ from orchestry.workflows.health import (
     due,
     health_verdict,
     policy_from_spec,
+    worth_recording,
 )
 from orchestry.workflows.hosts import UNREACHABLE, HostHealth, lost_hosts
 
@@ -49,7 +49,6 @@ class SweepReport:
     hosts: list[HostHealth] = field(default_factory=list)  # each probed replica's host and health after the sweep
 
 
-REFRESH = timedelta(seconds=60)  # a steady replica's row still gets its last check time at least this often
 CACHE_LIMIT = 10_000
 
 
@@ -62,21 +61,20 @@ def _stored(row: Any) -> ReplicaHealth:
     )
 
 
-def _material(stored: ReplicaHealth, new: ReplicaHealth, policy: CheckPolicy, now: datetime) -> bool:
-    """Whether `new` says more than its row (`stored`) beyond the time and latency of the last check: a
-    state, a failure count, an error, or successes still counting towards successThreshold. A row not
-    refreshed for REFRESH is written anyway, so what the API shows of a steady replica stays recent."""
-    if (stored.state, stored.consecutive_failures, stored.last_error) != (
-        new.state,
-        new.consecutive_failures,
-        new.last_error,
-    ):
-        return True
-    if min(stored.consecutive_successes, policy.success_threshold) != min(
-        new.consecutive_successes, policy.success_threshold
-    ):
-        return True
-    return stored.last_check_at is None or now - stored.last_check_at >= REFRESH
+class _Known(NamedTuple):
+    """A replica with a check, as the sweep read it."""
+
+    replica_id: int
+    policy: CheckPolicy
+    app: str
+    health: ReplicaHealth  # its row's, or this node's newer (HealthSweep._current)
+    host: str | None  # None on the docker runtime: loopback
+
+
+def _check_of(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, CheckPolicy | None]:
+    """A revision's healthCheck and its policy (None: no check)."""
+    check = spec.get("healthCheck")
+    return check, policy_from_spec(check)
 
 
 @dataclass(frozen=True)
@@ -105,21 +103,8 @@ class HealthSweep:
         self.may_write = may_write  # the leader's fence: checked once the probes are back, before recording
         self.on_hosts_lost = on_hosts_lost  # the swarm runtime: drain them, before replacements are placed
         self._lock = threading.Lock()
-        # (revision id, content hash) -> its check: a revision never changes, but SQLite may give the id of a
-        # deleted app's revision to a new one, so the hash is part of the key
-        self._checks: dict[tuple[int, str], tuple[dict[str, Any] | None, CheckPolicy | None]] = {}
+        self._checks = RevisionMemo(_check_of, CACHE_LIMIT)  # each revision's healthCheck and its policy
         self._checked: dict[int, _Checked] = {}  # replica id -> its health, see _Checked
-
-    def _check_of(self, session: Session, revisions: set[tuple[int, str]]) -> None:
-        """Each revision's healthCheck and policy, read once (a revision never changes)."""
-        missing = [r for r in revisions if r not in self._checks]
-        if not missing:
-            return
-        if len(self._checks) > CACHE_LIMIT:
-            self._checks.clear()
-        for rev_id, content_hash, spec in revision_specs(session, [rev_id for rev_id, _ in missing]):
-            check = spec.get("healthCheck")
-            self._checks[(rev_id, content_hash)] = (check, policy_from_spec(check))
 
     def _current(self, replica_id: int, stored: ReplicaHealth) -> ReplicaHealth:
         """The replica's health: its row's, or newer from this node's memory while the row is as this node
@@ -140,17 +125,15 @@ class HealthSweep:
         targets: list[Target] = []
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
-        # name -> (id, revision id, app, health, host)
-        known: dict[str, tuple[int, tuple[int, str], str, ReplicaHealth, str | None]] = {}
+        known: dict[str, _Known] = {}  # the replicas with a check, by name
         with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
             rows = health_rows(session, app)
-            self._check_of(session, {(row[-2], row[-1]) for row in rows})
+            checks = self._checks.load(session, [(row[-2], row[-1]) for row in rows])
         live: set[int] = set()
         for row in rows:
             replica_id, name, ports, started_at, created_at = row[:5]
-            app_name, rev_id = row[-3], (row[-2], row[-1])
             live.add(replica_id)
-            check, policy = self._checks[rev_id]
+            check, policy = checks[(row[-2], row[-1])]
             stored = _stored(row)
             if policy is None:
                 if stored.state != "healthy":
@@ -158,7 +141,7 @@ class HealthSweep:
                 continue
             health = self._current(replica_id, stored)
             host = row[11]  # None on the docker runtime: loopback
-            known[name] = (replica_id, rev_id, app_name, health, host)
+            known[name] = _Known(replica_id, policy, row[-3], health, host)
             if not force and not due(policy, health, started_at or created_at, now):
                 continue
             assert check is not None  # a policy comes from a check
@@ -195,35 +178,28 @@ class HealthSweep:
         self,
         results: dict[str, ProbeResult],
         promote: list[int],
-        known: dict[str, tuple[int, tuple[int, str], str, ReplicaHealth, str | None]],
+        known: dict[str, _Known],
         report: SweepReport,
     ) -> bool:
         """Apply each result to the replica's health; write (in one statement) only the replicas whose health
-        changed in more than the time and latency of their last check (see `_material`), or whose row has
-        not been refreshed for REFRESH. A check that changed nothing writes nothing."""
+        changed in more than the time and latency of their last check, or whose row has not been refreshed
+        for a while (workflows.health.worth_recording). A check that changed nothing writes nothing."""
         now = utcnow()
-        pending: dict[str, tuple[int, tuple[int, str], str]] = {}
+        pending: dict[str, _Known] = {}
         for name, result in results.items():
             if name not in known:
                 continue
-            replica_id, rev_id, app_name, health, host = known[name]
-            policy = self._checks[rev_id][1]
-            if policy is None:
-                continue
+            replica_id, policy, _app, health, host = known[name]
             verdict = health_verdict(health, result, policy)
             with self._lock:
                 seen = self._checked.get(replica_id)
             stored = seen.stored if seen is not None else health
-            if (
-                verdict.transition is None
-                and not verdict.replace
-                and not _material(stored, verdict.health, policy, now)
-            ):
+            if not worth_recording(stored, verdict, policy, now):
                 with self._lock:
                     self._checked[replica_id] = _Checked(stored, verdict.health)
                 self._report(report, name, result, verdict.health, host)
                 continue
-            pending[name] = (replica_id, rev_id, app_name)
+            pending[name] = known[name]
         rotation_changed = False
         if not pending and not promote:
             return False
@@ -235,15 +211,12 @@ class HealthSweep:
                 return rotation_changed
             # Re-read what is written, in the write transaction: a concurrent check (a health-check job) may
             # have recorded a newer result meanwhile; a late result then changes nothing.
-            rows = health_rows_for_update(session, [v[0] for v in pending.values()])
+            rows = health_rows_for_update(session, [v.replica_id for v in pending.values()])
             changes: list[dict[str, Any]] = []
             written: dict[int, ReplicaHealth] = {}
             for row in rows:
                 replica_id, name = row[0], row[1]
-                _, rev_id, app_name = pending[name]
-                policy = self._checks[rev_id][1]
-                if policy is None:
-                    continue
+                _, policy, app_name, _health, host = pending[name]
                 result = results[name]
                 stored = _stored(row)
                 verdict = health_verdict(self._current(replica_id, stored), result, policy)
@@ -261,7 +234,7 @@ class HealthSweep:
                     }
                 )
                 written[replica_id] = h
-                self._report(report, name, result, h, known[name][4])
+                self._report(report, name, result, h, host)
                 if verdict.transition is not None:
                     before, after = verdict.transition
                     report.transitions.append((name, before, after))

@@ -26,7 +26,7 @@ from orchestry.models.apps import running_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import PURGE_BATCH, add_latencies, add_samples, purge_before
-from orchestry.models.replicas import running_replica_columns
+from orchestry.models.replicas import address_of, running_replica_columns
 from orchestry.runtime.stats import UsageReader, UsageSource
 from orchestry.runtime.types import RuntimeFailure
 from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
@@ -197,7 +197,7 @@ class MetricsCollector:
                     app=apps[app_id],
                     replica=name,
                     container_id=container_id or "",
-                    address=f"{host}:{port}" if host and port else None,  # as Replica.address
+                    address=address_of(host, port),
                     ready=health == "healthy" and drain_started_at is None,
                 )
                 for app_id, name, container_id, host, port, health, drain_started_at in rows

@@ -6,8 +6,9 @@ last one becomes a new numbered revision, kept as history with its content hash 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, and_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
@@ -167,3 +168,28 @@ def revision_specs(session: Session, ids: list[int]) -> list[tuple[int, str, dic
         select(AppRevision.id, AppRevision.content_hash, AppRevision.spec).where(AppRevision.id.in_(ids))
     ).all()
     return [(rev_id, content_hash, dict(spec)) for rev_id, content_hash, spec in rows]
+
+
+T = TypeVar("T")
+
+
+class RevisionMemo(Generic[T]):
+    """What a caller derives from revisions' specs, by (revision id, content hash), each read once: a revision
+    never changes, but SQLite may give a deleted app's revision id to a new one, so the hash is part of the key.
+    Beyond `limit` revisions it starts over (and then reads every revision asked for, not only the new ones)."""
+
+    def __init__(self, derive: Callable[[dict[str, Any]], T], limit: int = 10_000) -> None:
+        self.derive, self.limit = derive, limit
+        self._items: dict[tuple[int, str], T] = {}
+
+    def load(self, session: Session, keys: Iterable[tuple[int | None, str | None]]) -> dict[tuple[int, str], T]:
+        """The derived values of these revisions (a key without a revision is left out)."""
+        wanted = {(rev_id, content_hash) for rev_id, content_hash in keys if rev_id is not None and content_hash}
+        missing = wanted - self._items.keys()
+        if missing and len(self._items) + len(missing) > self.limit:
+            self._items.clear()
+            missing = wanted
+        if missing:
+            for rev_id, content_hash, spec in revision_specs(session, sorted({rev_id for rev_id, _ in missing})):
+                self._items[(rev_id, content_hash)] = self.derive(spec)
+        return {key: self._items[key] for key in wanted if key in self._items}

@@ -211,37 +211,16 @@ def window_averages(
     session: Session, app_id: int, since: datetime, until: datetime | None = None
 ) -> dict[str | None, Averages]:
     """Means per series (None: the app row) over [since, until]: one range scan, grouped in the database."""
-    m = MetricSample
-    stmt = (
-        select(
-            m.replica_name,
-            func.count(m.id),
-            func.min(m.taken_at),
-            func.max(m.taken_at),
-            func.avg(m.cpu_percent),
-            func.avg(m.memory_percent),
-            func.avg(m.rps),
-            func.avg(m.p95_ms),
-            func.avg(m.active_connections),
-            func.avg(m.error_rate),
-            func.avg(m.ready_replicas),
-        )
-        .where(m.app_id == app_id, m.taken_at >= since)
-        .group_by(m.replica_name)
-    )
-    if until is not None:
-        stmt = stmt.where(m.taken_at <= until)
-    out: dict[str | None, Averages] = {}
-    for name, count, first, last, *means in session.execute(stmt):
-        values = [None if v is None else float(v) for v in means]
-        out[name] = Averages(name, int(count), aware(first), aware(last), *values)
-    return out
+    return windows_averages(session, [app_id], since, until).get(app_id, {})
 
 
 def windows_averages(
-    session: Session, app_ids: Sequence[int], since: datetime
+    session: Session, app_ids: Sequence[int], since: datetime, until: datetime | None = None
 ) -> dict[int, dict[str | None, Averages]]:
-    """`window_averages` of many apps since the same time, in one grouped query (the autoscaler's survey)."""
+    """`window_averages` of many apps over the same window, in one grouped query (the autoscaler's survey)."""
+    out: dict[int, dict[str | None, Averages]] = {}
+    if not app_ids:
+        return out
     m = MetricSample
     stmt = (
         select(
@@ -261,9 +240,8 @@ def windows_averages(
         .where(m.app_id.in_(list(app_ids)), m.taken_at >= since)
         .group_by(m.app_id, m.replica_name)
     )
-    out: dict[int, dict[str | None, Averages]] = {}
-    if not app_ids:
-        return out
+    if until is not None:
+        stmt = stmt.where(m.taken_at <= until)
     for app_id, name, count, first, last, *means in session.execute(stmt):
         values = [None if v is None else float(v) for v in means]
         out.setdefault(app_id, {})[name] = Averages(name, int(count), aware(first), aware(last), *values)

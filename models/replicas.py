@@ -42,7 +42,12 @@ class Replica(Base):
 
     @property
     def address(self) -> str | None:
-        return f"{self.host}:{self.port}" if self.host and self.port else None
+        return address_of(self.host, self.port)
+
+
+def address_of(host: str | None, port: int | None) -> str | None:
+    """The `host:port` a replica is published at (None until it has both)."""
+    return f"{host}:{port}" if host and port else None
 
 
 def replicas_of(session: Session, app_id: int) -> list[Replica]:
@@ -101,7 +106,7 @@ def address_of_container(session: Session, container_id: str) -> str | None:
     row = session.execute(
         select(Replica.host, Replica.port).where(Replica.container_id == container_id).limit(1)
     ).first()
-    return f"{row[0]}:{row[1]}" if row is not None and row[0] and row[1] else None
+    return address_of(row[0], row[1]) if row is not None else None
 
 
 def mark_exited(session: Session, container_id: str) -> bool:
@@ -121,37 +126,6 @@ def start_draining(session: Session, app_id: int, names: list[str], now: datetim
         .values(drain_started_at=now)
         .execution_options(synchronize_session=False)
     )
-
-
-def running_replicas(session: Session, app_ids: Iterable[int]) -> list[Replica]:
-    """The running replicas with a container of these apps, by app and slot."""
-    return list(
-        session.scalars(
-            select(Replica)
-            .where(Replica.app_id.in_(list(app_ids)), Replica.state == "running", Replica.container_id.is_not(None))
-            .order_by(Replica.app_id, Replica.slot)
-        ).all()
-    )
-
-
-def with_specs(session: Session, *, app: str | None = None, names: list[str] | None = None) -> list[Any]:
-    """Rows of (replica, app name, the spec of the replica's revision): with `names`, those replicas; else
-    the running replicas in rotation of the running (or failed) apps, only `app`'s if given."""
-    stmt = (
-        select(Replica, App.name, AppRevision.spec)
-        .join(App, App.id == Replica.app_id)
-        .join(AppRevision, (AppRevision.app_id == App.id) & (AppRevision.number == Replica.revision))
-    )
-    if names is not None:
-        return list(session.execute(stmt.where(Replica.name.in_(names))).all())
-    stmt = stmt.where(
-        App.status.in_(("running", "failed")),
-        Replica.state == "running",
-        Replica.drain_started_at.is_(None),
-    )
-    if app is not None:
-        stmt = stmt.where(App.name == app)
-    return list(session.execute(stmt).all())
 
 
 # What the health sweep reads of a replica (columns, not entities: hundreds of rows every tick). Columns 5 to 10

@@ -103,27 +103,14 @@ def record_decision(
 
 def history_for(session: Session, app_id: int, now: datetime, window_seconds: float) -> ScalingHistory:
     """What the decision needs from the past: recent recommendations and the last scaling action."""
-    since = now - timedelta(seconds=window_seconds)
-    rows = session.execute(
-        select(ScalingDecisionRow.created_at, ScalingDecisionRow.recommended).where(
-            ScalingDecisionRow.app_id == app_id, ScalingDecisionRow.created_at >= since
-        )
-    ).all()
-    last = session.scalar(
-        select(func.max(ScalingDecisionRow.created_at)).where(
-            ScalingDecisionRow.app_id == app_id, ScalingDecisionRow.changed.is_(True)
-        )
-    )
-    return ScalingHistory(
-        recommendations=tuple(Recommendation(aware(at), replicas) for at, replicas in rows),
-        last_scaled_at=aware(last) if last is not None else None,
-    )
+    return histories(session, [app_id], now, window_seconds)[app_id]
 
 
 def histories(
     session: Session, app_ids: Sequence[int], now: datetime, window_seconds: float
 ) -> dict[int, ScalingHistory]:
-    """`history_for` of many apps with the same stabilization window, in two queries."""
+    """What the decisions of these apps (with the same stabilization window) need from the past: recent
+    recommendations and the last scaling action, in two queries."""
     if not app_ids:
         return {}
     since = now - timedelta(seconds=window_seconds)
@@ -186,7 +173,8 @@ def purge_decisions(session: Session, now: datetime, retention_seconds: float) -
 
 
 def replica_states_of(session: Session, probed: Mapping[int, bool]) -> dict[int, tuple[ReplicaState, ...]]:
-    """`replica_states` of many apps in one query (`probed`: app id -> whether its revision has a check)."""
+    """The replicas of these apps that exist and are not leaving, in one query; ready = in rotation (healthy,
+    or the app has no check: `probed` maps an app id to whether its revision has one)."""
     out: dict[int, list[ReplicaState]] = {app_id: [] for app_id in probed}
     if not probed:
         return {}
@@ -204,11 +192,4 @@ def replica_states(session: Session, app: App) -> tuple[ReplicaState, ...]:
     """Replicas that exist and are not leaving; ready = in rotation (healthy, or the app has no check)."""
     revision = get_revision(session, app)
     probed = revision_view(revision.spec if revision else None).probed
-    rows = session.scalars(
-        select(Replica).where(Replica.app_id == app.id, Replica.drain_started_at.is_(None)).order_by(Replica.name)
-    )
-    return tuple(
-        ReplicaState(r.name, r.state == "running" and (r.health == "healthy" or not probed))
-        for r in rows
-        if r.state == "running"
-    )
+    return replica_states_of(session, {app.id: probed})[app.id]

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from seed import running_app, samples
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,11 +19,7 @@ from orchestry.models import jobs as jobq
 from orchestry.models.apps import App, get_app
 from orchestry.models.base import utcnow
 from orchestry.models.events import Event
-from orchestry.models.metrics import MetricSample
-from orchestry.models.replicas import Replica
 from orchestry.models.scaling import ScalingDecisionRow, purge_decisions
-from orchestry.operations.registration import Submission, register
-from orchestry.spec import load_specs
 
 SPEC = """\
 apiVersion: v1
@@ -52,38 +49,9 @@ def scaler(sessions: sessionmaker[Session], valid: bool = True) -> Autoscaler:
 
 def setup_app(sessions: sessionmaker[Session], rps: float, replicas: int = 1, mode: str = "auto") -> None:
     """A running app with `replicas` healthy replicas and 10 s of samples at `rps` for the whole app."""
-    loaded = load_specs(SPEC % mode, "application/yaml").specs[0]
     with sessions.begin() as s:
-        register(s, Submission("web", loaded.normalized, loaded.content_hash, ()), raw="", raw_format="yaml", actor="t")
-        app = get_app(s, "web")
-        assert app is not None
-        app.status, app.desired_replicas = "running", replicas
-        s.flush()
-        for i in range(1, replicas + 1):
-            s.add(
-                Replica(
-                    app_id=app.id,
-                    name=f"web-{i}",
-                    slot=i,
-                    revision=1,
-                    container_id=f"c{i}",
-                    state="running",
-                    health="healthy",
-                    host="127.0.0.1",
-                    port=30000 + i,
-                )
-            )
-        now = utcnow()
-        for k in range(6):
-            s.add(
-                MetricSample(
-                    app_id=app.id,
-                    replica_name=None,
-                    taken_at=now - timedelta(seconds=2 * k),
-                    rps=rps,
-                    ready_replicas=replicas,
-                )
-            )
+        app = running_app(s, "web", SPEC % mode, replicas, port_base=30000)
+        s.add_all(samples(app.id, utcnow(), 6, rps=rps, ready_replicas=replicas))
 
 
 def desired(sessions: sessionmaker[Session]) -> int:

@@ -8,9 +8,9 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
+from seed import running_app, samples
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,9 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.health import HealthSweep
 from orchestry.jobs.base import Fence
-from orchestry.models.apps import App, AppRevision, get_app
+from orchestry.models.apps import App, AppRevision, RevisionMemo, get_app
 from orchestry.models.base import utcnow
-from orchestry.models.metrics import MetricSample
 from orchestry.models.replicas import Replica
 from orchestry.operations.registration import Submission, register
 from orchestry.spec import load_specs
@@ -66,47 +65,11 @@ def running_apps(sessions: sessionmaker[Session], count: int, mode: str = "manua
     with sessions.begin() as s:
         for i in range(count):
             name = f"a{i:03d}"
-            loaded = load_specs(SPEC % (name, mode), "application/yaml").specs[0]
-            register(
-                s, Submission(name, loaded.normalized, loaded.content_hash, ()), raw="", raw_format="yaml", actor="t"
-            )
-            app = get_app(s, name)
-            assert app is not None
-            app.status, app.desired_replicas = "running", REPLICAS
-            s.flush()
+            app = running_app(s, name, SPEC % (name, mode), REPLICAS, port_base=30000 + i * 10)
             ids.append(app.id)
             for slot in range(1, REPLICAS + 1):
-                s.add(
-                    Replica(
-                        app_id=app.id,
-                        name=f"{name}-{slot}",
-                        slot=slot,
-                        revision=1,
-                        container_id=f"c{i}-{slot}",
-                        state="running",
-                        health="healthy",
-                        host="127.0.0.1",
-                        port=30000 + i * 10 + slot,
-                        ports={"8080": 30000 + i * 10 + slot},
-                        started_at=now - timedelta(minutes=5),
-                    )
-                )
-                for k in range(5):
-                    s.add(
-                        MetricSample(
-                            app_id=app.id, replica_name=f"{name}-{slot}", taken_at=now - timedelta(seconds=2 * k)
-                        )
-                    )
-            for k in range(5):
-                s.add(
-                    MetricSample(
-                        app_id=app.id,
-                        replica_name=None,
-                        taken_at=now - timedelta(seconds=2 * k),
-                        rps=1.0,
-                        ready_replicas=REPLICAS,
-                    )
-                )
+                s.add_all(samples(app.id, now, 5, replica=f"{name}-{slot}"))
+            s.add_all(samples(app.id, now, 5, rps=1.0, ready_replicas=REPLICAS))
     return ids
 
 
@@ -208,3 +171,18 @@ def test_a_new_app_on_a_deleted_apps_revision_id_is_checked_as_its_own_spec(sess
     if DB_KIND == "sqlite":  # the premise: the new revision got the deleted one's id
         with sessions() as s:
             assert s.scalars(select(AppRevision.id)).one() == old_revision
+
+
+def test_the_revision_memo_starting_over_reads_every_revision_asked_for(sessions: sessionmaker[Session]) -> None:
+    """Beyond its limit the memo starts over: the revisions it held before are read again, not lost (the sweep
+    then found no check for them, the survey a default policy)."""
+    running_apps(sessions, 3)
+    memo = RevisionMemo(lambda spec: spec["scaling"]["maxReplicas"], limit=2)
+    with sessions() as s:
+        keys = [
+            (rev_id, content_hash)
+            for rev_id, content_hash in s.execute(select(AppRevision.id, AppRevision.content_hash))
+        ]
+        assert memo.load(s, keys[:2]) == {key: 5 for key in keys[:2]}
+        assert memo.load(s, keys) == {key: 5 for key in keys}  # over the limit: all three, read again
+        assert memo.load(s, [(None, None), *keys[:1]]) == {keys[0]: 5}  # an app without a revision: left out

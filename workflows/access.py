@@ -98,6 +98,18 @@ def no_token_refusal(public: bool, host: str) -> Refusal | None:
     return None
 
 
+def cross_site_refusal(
+    *, scheme: str, host: str, origin: str | None, fetch_site: str | None, rule: str
+) -> Refusal | None:
+    """A write a browser marks as another site's (`Sec-Fetch-Site`, then `Origin`), refused saying `rule`
+    (the API's writes and the dashboard's forms: workflows/dashboard.py)."""
+    if fetch_site is not None and fetch_site.strip().lower() not in SAFE_FETCH_SITES:
+        return Refusal(403, "cross_site", "Sec-Fetch-Site", f"{rule}, not {fetch_site!r}")
+    if origin is not None and not same_origin(origin, scheme, host):
+        return Refusal(403, "cross_site", "Origin", f"{rule}, not {origin!r}")
+    return None
+
+
 def write_refusal(
     method: str,
     *,
@@ -112,12 +124,15 @@ def write_refusal(
     send cross-site without asking."""
     if method.upper() not in WRITE_METHODS:
         return None
-    if fetch_site is not None and fetch_site.strip().lower() not in SAFE_FETCH_SITES:
-        return Refusal(
-            403, "cross_site", "Sec-Fetch-Site", f"writes must come from the API's own origin, not {fetch_site!r}"
-        )
-    if origin is not None and not same_origin(origin, scheme, host):
-        return Refusal(403, "cross_site", "Origin", f"writes must come from the API's own origin, not {origin!r}")
+    cross = cross_site_refusal(
+        scheme=scheme,
+        host=host,
+        origin=origin,
+        fetch_site=fetch_site,
+        rule="writes must come from the API's own origin",
+    )
+    if cross is not None:
+        return cross
     media = media_type.split(";", 1)[0].strip().lower()
     if media and media not in BODY_TYPES:
         return Refusal(415, "unsupported_media_type", "Content-Type", f"must be one of {', '.join(BODY_TYPES)}")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestry.workflows.access import SAFE_FETCH_SITES, WRITE_METHODS, Refusal, same_origin
+from orchestry.workflows.access import WRITE_METHODS, Refusal, cross_site_refusal
 
 CSRF_LABEL = b"orchestry-dashboard-csrf-v1"
 RANGES = {"15m": 900, "1h": 3600, "24h": 86400}  # chart ranges offered, seconds
@@ -43,12 +43,11 @@ def form_refusal(
     """Why a dashboard write is refused (None: it is not): another site's page, or no valid CSRF token."""
     if method.upper() not in WRITE_METHODS:
         return None
-    if fetch_site is not None and fetch_site.strip().lower() not in SAFE_FETCH_SITES:
-        return Refusal(
-            403, "cross_site", "Sec-Fetch-Site", f"must come from the dashboard's own pages, not {fetch_site!r}"
-        )
-    if origin is not None and not same_origin(origin, scheme, host):
-        return Refusal(403, "cross_site", "Origin", f"must come from the dashboard's own pages, not {origin!r}")
+    cross = cross_site_refusal(
+        scheme=scheme, host=host, origin=origin, fetch_site=fetch_site, rule="must come from the dashboard's own pages"
+    )
+    if cross is not None:
+        return cross
     if not nonce:
         return Refusal(403, "csrf", "csrf", "no CSRF cookie: reload the page and submit again")
     if not sent or not hmac.compare_digest(sent, csrf_token(nonce)):

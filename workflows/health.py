@@ -140,6 +140,30 @@ def health_verdict(previous: ReplicaHealth, result: ProbeResult, policy: CheckPo
     return Verdict(health, transition, state == "unhealthy")
 
 
+RECORD_REFRESH = timedelta(seconds=60)  # a steady replica's row still gets its last check time at least this often
+
+
+def worth_recording(stored: ReplicaHealth, verdict: Verdict, policy: CheckPolicy, now: datetime) -> bool:
+    """Whether a verdict is written to the replica's row (`stored`: what the row holds): when it says more than
+    the time and latency of the last check, i.e. a transition, a replacement asked for, a state, a failure
+    count, an error, or successes still counting towards successThreshold. A row not refreshed for
+    RECORD_REFRESH is written anyway, so what the API shows of a steady replica stays recent."""
+    if verdict.transition is not None or verdict.replace:
+        return True
+    new = verdict.health
+    if (stored.state, stored.consecutive_failures, stored.last_error) != (
+        new.state,
+        new.consecutive_failures,
+        new.last_error,
+    ):
+        return True
+    if min(stored.consecutive_successes, policy.success_threshold) != min(
+        new.consecutive_successes, policy.success_threshold
+    ):
+        return True
+    return stored.last_check_at is None or now - stored.last_check_at >= RECORD_REFRESH
+
+
 def in_rotation(health: ReplicaHealth) -> bool:
     """Only a healthy replica receives traffic; unknown (not yet proven) and unhealthy ones do not."""
     return health.state == "healthy"

@@ -403,20 +403,19 @@ def _jobs_query() -> JobsQuery:
         raise ApiError(400, "invalid_parameter", problems) from None
 
 
-def _jobs() -> list[JobOut]:
-    args = _jobs_query()
+def _jobs(args: JobsQuery) -> list[JobOut]:
     return [job_out(j) for j in jobq.query_jobs(session(), app_name=args.app, status=args.status, limit=args.limit)]
 
 
 @bp.get("/jobs")
 def jobs_page() -> str:
     args = _jobs_query()
-    return _page("jobs.html", jobs=_jobs(), args=args, statuses=JOB_STATUSES, query=request.query_string.decode())
+    return _page("jobs.html", jobs=_jobs(args), args=args, statuses=JOB_STATUSES, query=request.query_string.decode())
 
 
 @bp.get("/jobs/rows")
 def jobs_rows() -> str:
-    html: str = shared(lambda: _page("_jobs_rows.html", jobs=_jobs()))
+    html: str = shared(lambda: _page("_jobs_rows.html", jobs=_jobs(_jobs_query())))
     return html
 
 
