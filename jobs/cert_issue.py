@@ -111,6 +111,11 @@ def cert_issue(ctx: JobContext) -> dict[str, Any]:
         order = acme.new_order(acme_crypto.make_csr(key_pem, [host]))
         ctx.step("order", host=host, uri=order.uri)
         for authz in order.authorizations:
+            if authz.body.status == messages.STATUS_VALID:
+                # the CA still holds a valid authorization of this account for the host (RFC 8555 7.1.4;
+                # Let's Encrypt keeps them 30 days): nothing to answer, and answering again is refused
+                ctx.step("authorization reused", host=host)
+                continue
             for challb in authz.body.challenges:
                 if not isinstance(challb.chall, challenges.HTTP01):
                     continue
@@ -162,7 +167,8 @@ def _failed(ctx: JobContext, host: str, reason: str) -> None:
         if row is not None:
             if row.cert_pem is None:
                 row.state = "failed"
-            row.last_error = with_failure(row.last_error, reason, row.state == "failed")
+            # Failures in a row: a first issuance's, or a renewal's (a success clears last_error).
+            row.last_error = with_failure(row.last_error, reason, row.state == "failed" or row.cert_pem is not None)
             row.updated_at = utcnow()
         record(
             session,

@@ -238,6 +238,10 @@ def test_a_certificate_per_host_is_the_latest_to_expire() -> None:
         ("valid", 31, 0, 0, False),
         ("valid", 29, 0, 0, True),  # within 30 days of expiry: renew
         ("valid", -1, 0, 0, True),
+        ("valid", 29, 30, 1, False),  # a renewal failed 30 s ago: the same backoff (was retried every sweep)
+        ("valid", 29, 61, 1, True),
+        ("valid", 29, 3000, 4, False),
+        ("valid", 60, 3601, 1, False),  # failures, but not yet within the renewal window
         ("failed", None, 30, 1, False),  # backoff: 60 s after one failure
         ("failed", None, 61, 1, True),
         ("failed", None, 200, 2, False),  # 300 s after two
@@ -265,7 +269,7 @@ def test_when_a_certificate_is_due(
         ("a", "b", True, "a\nb", 2),  # failed before: counted on
         ("a\nb\nc", "d", True, "a\nb\nc\nd", 4),
         ("a\nb\nc\nd", "e", True, "b\nc\nd\ne", 4),  # four kept: the longest backoff needs no more
-        ("a\nb", "c", False, "c", 1),  # a renewal's failure (the old certificate still served): this one alone
+        ("a\nb", "c", False, "c", 1),  # not in a row (a success cleared the count): this one alone
         (None, "x" * 600, False, "x" * 500, 1),  # a CA's reason cut to 500 characters
     ],
 )

@@ -25,12 +25,15 @@ def cert_due(
     state: str | None, not_after: dt.datetime | None, updated_at: dt.datetime | None, now: dt.datetime, failures: int
 ) -> bool:
     """`state` None: no certificate row yet. `pending`: a job is on it. `failed`: retried after a backoff
-    that grows with the failures in a row. `valid`: renewed within RENEW_BEFORE of its expiry."""
+    that grows with the failures in a row. `valid`: renewed within RENEW_BEFORE of its expiry, and after the
+    same backoff when renewals failed (the old certificate is still served; the CA's limits still count)."""
     if state is None:
         return True
     if state == "pending":
         return False
-    if state == "failed":
+    if state == "valid" and not (not_after is None or not_after - now <= RENEW_BEFORE):
+        return False
+    if state == "failed" or failures > 0:
         wait = BACKOFF_SECONDS[min(max(failures, 1), len(BACKOFF_SECONDS)) - 1]
         return updated_at is None or (now - updated_at).total_seconds() >= wait
-    return not_after is None or not_after - now <= RENEW_BEFORE
+    return True
