@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.jobs.base import Fence
 from orchestry.jobs.converge import REPLACED_EVENT
 from orchestry.models import jobs as jobq
-from orchestry.models.apps import desired_states
+from orchestry.models.apps import app_status, desired_states
 from orchestry.models.base import utcnow
 from orchestry.models.db import reads_of
 from orchestry.models.events import recent_times
@@ -42,11 +42,14 @@ def reconcile_sweep(
     """Returns the ids of the jobs it enqueued; with a `fence`, enqueues nothing once it has run out (a leader
     paused in the middle of a sweep wakes up past its lease and writes nothing).
 
-    The desired state and the busy apps are read *before* observing: a job that ends between the two
-    reads cannot make its half-removed containers look like drift."""
+    The busy apps and the desired state are read *before* observing: a job that ends between the two
+    reads cannot make its half-removed containers look like drift. Busy first: a job settles its app and
+    itself in one commit, so an app not busy at the first read shows its settled status at the second.
+    Each candidate is read again in the writing transaction (still without a job, still not failed): each
+    statement of the reads may see a newer commit than the one before it."""
     with reads_of(sessions)() as session:  # a read: no write lock on SQLite
-        states = app_states(session)
         busy = jobq.live_locks(session)
+        states = app_states(session)
     try:
         containers = runtime.list_replicas(cluster)
     except EngineUnavailable as exc:
@@ -61,6 +64,8 @@ def reconcile_sweep(
         for name, why in drifted(states, dict(observed), busy):
             if jobq.live_job(session, name) is not None:
                 continue  # a job started meanwhile; it will see what we saw
+            if app_status(session, name) == "failed":
+                continue  # its job failed meanwhile: failed apps are left to the user
             kind = "delete" if why == "deletion has no job" else "reconcile"
             job = request_operation(session, name, kind, actor="reconcile", args={"why": why}).job
             log.info("drift found", extra={"app": name, "why": why, "job_id": job.id})

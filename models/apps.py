@@ -67,6 +67,11 @@ def get_app(session: Session, name: str) -> App | None:
     return session.scalars(select(App).where(App.name == name)).one_or_none()
 
 
+def app_status(session: Session, name: str) -> str | None:
+    """An app's status as this transaction sees it now (None: no such app)."""
+    return session.scalars(select(App.status).where(App.name == name)).one_or_none()
+
+
 def list_apps(session: Session) -> list[App]:
     return list(session.scalars(select(App).order_by(App.name)))
 

@@ -60,3 +60,23 @@ def test_an_engine_that_does_not_answer_concludes_nothing(env: Any) -> None:
     runtime.down = True
     assert reconcile_sweep(sessions, runtime, "c", fence(True)) == []
     assert jobs(sessions) == []
+
+
+def test_an_app_that_failed_after_the_sweep_read_it_gets_no_job(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's first read saw the app running; its deploy then failed (job and app settled in one commit)
+    before the sweep read the busy apps. The stale read must not become a reconcile job (CI saw one)."""
+    from sqlalchemy import update
+
+    from orchestry.controller import sweeps
+    from orchestry.models.apps import App
+
+    sessions, runtime, _ = env
+    submit(sessions, "blue")
+    desire(sessions, 2)
+    with sessions() as session:
+        stale = sweeps.app_states(session)
+    with sessions.begin() as session:
+        session.execute(update(App).where(App.name == "web").values(status="failed"))
+    monkeypatch.setattr(sweeps, "app_states", lambda session: stale)
+    assert reconcile_sweep(sessions, runtime, "c", fence(True)) == []
+    assert jobs(sessions) == []
