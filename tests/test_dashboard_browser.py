@@ -98,6 +98,8 @@ def log_in(driver: Any, live: LiveServer, token: str) -> None:
     field.send_keys(token)
     css(driver, "#login-submit")[0].click()
     wait(driver, lambda d: d.current_url.rstrip("/").endswith("/ui"), 20, "logged in")
+    # the address changes before the page has loaded: wait for the table the tests read next
+    wait(driver, lambda d: css(d, "#apps-table tbody"), 20, "the apps table")
 
 
 def token(live: LiveServer, name: str, role: str) -> str:
