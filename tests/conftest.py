@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.models.db import make_engine, make_sessionmaker
@@ -201,8 +201,17 @@ def empty_db_url(databases: Databases) -> str:
 
 
 @pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a fresh database at the schema's head, disposed after the test."""
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    """Sessions on a fresh database at the schema's head (the engine is disposed after the test)."""
+    """Sessions on a fresh database at the schema's head (the engine is disposed after the test). Its own
+    engine, not the `engine` fixture: two test modules name their Docker engine fixture `engine`."""
     engine = make_engine(db_url)
     yield make_sessionmaker(engine)
     engine.dispose()

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
 from orchestry.config import load_settings
 from orchestry.models import jobs as jobq
-from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.db import make_sessionmaker
 from orchestry.web.app import API_LOCK_WAIT_MS, create_app
 
 HOLD_SECONDS = API_LOCK_WAIT_MS / 1000 + 3
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def test_a_locked_database_answers_503_in_time_and_the_retry_is_applied_once(engine: Engine, db_url: str) -> None:

@@ -4,7 +4,6 @@ and fragments, and actions that enqueue the API's own jobs. The real browser run
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -18,7 +17,7 @@ from sqlalchemy.engine import Engine
 from orchestry.config import load_settings
 from orchestry.models.apps import get_app
 from orchestry.models.base import utcnow
-from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.db import make_sessionmaker
 from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
 from orchestry.models.scaling import ScalingDecisionRow
@@ -27,13 +26,6 @@ from orchestry.web.app import create_app
 
 SPEC = "apiVersion: v1\nkind: App\nmetadata: {{name: {name}}}\nspec:\n  image: busybox\n"
 SPEC += "  ports: [{{containerPort: 8080}}]\nscaling: {{mode: manual, maxReplicas: 6}}\n"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -10,29 +10,19 @@ import collections
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from orchestry.config import load_settings
 from orchestry.controller.node import Controller
-from orchestry.models.db import make_engine
 from orchestry.runtime.docker_engine import DockerEngine
 from orchestry.web.app import create_app
 
 from conftest import wait_for
 
 WRITE = re.compile(r"^\s*(UPDATE|INSERT INTO|DELETE FROM)\s+(\w+)", re.IGNORECASE)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def count_changes(engine: Engine, changed: collections.Counter[str]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,12 @@ from test_jobs_converge import FakeRuntime
 from orchestry.config import load_settings
 from orchestry.controller.leadership import Leadership
 from orchestry.controller.node import Controller
-from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.db import make_sessionmaker
 from orchestry.web.app import create_app
 
 from conftest import wait_for
 
 LEASE, RENEW = 3.0, 0.5
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 class Watched:

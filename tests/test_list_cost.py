@@ -3,24 +3,14 @@ statements for 1 app as for 50 (it once took a query per app: 2.7-4.7 s per requ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from orchestry.config import load_settings
-from orchestry.models.db import make_engine
 from orchestry.web.app import create_app
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def register(api: Flask, first: int, count: int) -> None:

@@ -6,22 +6,13 @@ the lease renewal included, for good. SQLite only (PostgreSQL has no gate: the t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.db import make_sessionmaker
 
 from conftest import DB_KIND
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def other_thread_writes(engine: Engine, within: float) -> bool:
