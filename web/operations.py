@@ -4,6 +4,8 @@ touches Docker."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request
@@ -57,6 +59,21 @@ def _replayed() -> tuple[Response, int] | None:
         rule = "was already used for a different request (method, path, query or body); use a new key"
         raise ApiError(422, "idempotency_key_reused", f"{idem.HEADER}: {rule}", [field(idem.HEADER, rule)])
     return accepted(job, created=False, message=f"the request with this {idem.HEADER} was already accepted")
+
+
+def replayable(view: Callable[..., tuple[Response, int]]) -> Callable[..., tuple[Response, int]]:
+    """An operation that honours Idempotency-Key (declared so in its `operation`): a request repeating an
+    earlier one answers with the job that one created, before the view runs, so nothing is changed again."""
+    meta = getattr(view, "__openapi__", None)
+    assert meta is not None and meta.idempotency_key, f"{view.__name__}: declare idempotency_key=True"
+
+    @functools.wraps(view)
+    def answer_or_replay(*args: Any, **kwargs: Any) -> tuple[Response, int]:
+        if (replay := _replayed()) is not None:
+            return replay
+        return view(*args, **kwargs)
+
+    return answer_or_replay
 
 
 def _live_app(name: str) -> App:
@@ -114,6 +131,7 @@ def enqueue_operation(
 
 @bp.post(f"/{NAME}/up")
 @bp.post(f"/{NAME}/start")
+@replayable
 @operation(
     "Run the app's replicas",
     tag="operations",
@@ -122,8 +140,6 @@ def enqueue_operation(
     idempotency_key=True,
 )
 def up(name: str) -> tuple[Response, int]:
-    if (replay := _replayed()) is not None:
-        return replay
     body = json_body(UpBody, required=False)
     return _answer(start_app(name, body.replicas))
 
@@ -142,6 +158,7 @@ def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
 
 @bp.post(f"/{NAME}/down")
 @bp.post(f"/{NAME}/stop")
+@replayable
 @operation(
     "Stop every replica (the app stays registered)",
     tag="operations",
@@ -149,8 +166,6 @@ def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
     idempotency_key=True,
 )
 def down(name: str) -> tuple[Response, int]:
-    if (replay := _replayed()) is not None:
-        return replay
     return _answer(stop_app(name))
 
 
@@ -162,6 +177,7 @@ def stop_app(name: str) -> tuple[jobq.Enqueued, str]:
 
 
 @bp.post(f"/{NAME}/scale")
+@replayable
 @operation(
     "Set the replica count",
     tag="operations",
@@ -170,8 +186,6 @@ def stop_app(name: str) -> tuple[jobq.Enqueued, str]:
     idempotency_key=True,
 )
 def scale(name: str) -> tuple[Response, int]:
-    if (replay := _replayed()) is not None:
-        return replay
     body = json_body(ReplicasBody, required=True)
     return _answer(scale_app(name, body.replicas))
 
@@ -191,6 +205,7 @@ def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
 
 
 @bp.delete("/<app:name>")  # not /apps/register
+@replayable
 @operation(
     "Delete the app: stop its replicas, then remove it (its events are kept)",
     tag="operations",
@@ -200,8 +215,6 @@ def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
 )
 def delete(name: str) -> tuple[Response, int]:
     args = query(DeleteQuery)
-    if (replay := _replayed()) is not None:
-        return replay
     app = app_or_404(name)
     if app.status == "deleting":
         live = jobq.live_job(session(), name)
@@ -214,6 +227,7 @@ def delete(name: str) -> tuple[Response, int]:
 
 
 @bp.post(f"/{NAME}/rollback")
+@replayable
 @operation(
     "Roll back to an earlier revision: a new revision restoring its spec, rolled out health-gated",
     tag="operations",
@@ -224,8 +238,6 @@ def delete(name: str) -> tuple[Response, int]:
     "The rollback is a new revision that records the one it restored (`restored_from` in the revisions).",
 )
 def rollback(name: str) -> tuple[Response, int]:
-    if (replay := _replayed()) is not None:
-        return replay
     body = json_body(RollbackBody, required=False)
     app = _live_app(name)
     refs = [RevisionRef(r.number, r.content_hash, r.restored_from) for r in app.revisions]
@@ -254,6 +266,7 @@ def rollback(name: str) -> tuple[Response, int]:
 
 
 @bp.post(f"/{NAME}/restart")
+@replayable
 @operation(
     "Rolling restart of the running revision: one replica at a time, each new one healthy before an old one drains",
     tag="operations",
@@ -261,8 +274,6 @@ def rollback(name: str) -> tuple[Response, int]:
     idempotency_key=True,
 )
 def restart(name: str) -> tuple[Response, int]:
-    if (replay := _replayed()) is not None:
-        return replay
     app = _live_app(name)
     if app.status not in RUNNING_STATUSES or app.desired_replicas < 1:
         rule = f"app {name} is not running ({app.status}); `orchestry up {name}` starts it"
