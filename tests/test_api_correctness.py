@@ -23,9 +23,12 @@ def _post(live: LiveServer, path: str, body: Any = None, key: str | bytes | None
     return live.http.post(f"/api/v1/apps/{path}", json=body, headers=headers)
 
 
+MANUAL_FROM_ZERO = "scaling:\n  mode: manual\n  minReplicas: 0\n"  # `scale 0` is within its bounds
+
+
 def test_an_idempotency_key_is_scoped_to_the_app_and_operation(live: LiveServer) -> None:
     for name in ("idem-a", "idem-b"):
-        assert post(live, hello(name)).status_code == 201
+        assert post(live, hello(name, extra=MANUAL_FROM_ZERO)).status_code == 201
     first = _post(live, "idem-a/down", key="k-1")
     assert first.status_code == 202 and first.json()["created"] is True
     other_app = _post(live, "idem-b/down", key="k-1")
@@ -38,7 +41,7 @@ def test_an_idempotency_key_is_scoped_to_the_app_and_operation(live: LiveServer)
 
 
 def test_the_same_key_with_another_request_is_refused(live: LiveServer) -> None:
-    assert post(live, hello("idem-c")).status_code == 201
+    assert post(live, hello("idem-c", extra=MANUAL_FROM_ZERO)).status_code == 201
     first = _post(live, "idem-c/scale", {"replicas": 0}, key="k-2")
     assert first.status_code == 202
     err = assert_error(_post(live, "idem-c/scale", {"replicas": 1}, key="k-2"), 422)

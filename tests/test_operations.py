@@ -151,6 +151,7 @@ def test_bad_operations_enqueue_nothing(live: LiveServer) -> None:
     cases = [
         ("strict", "scale", {"replicas": 4}, 422, "replicas"),
         ("strict", "scale", {"replicas": -1}, 422, "replicas"),
+        ("strict", "scale", {"replicas": 0}, 422, "replicas"),  # below minReplicas (1)
         ("strict", "scale", {"replicas": "2"}, 422, "replicas"),
         ("strict", "scale", {"replicas": True}, 422, "replicas"),
         ("strict", "scale", {"replicas": 1.5}, 422, "replicas"),

@@ -24,7 +24,7 @@ from orchestry.web.jobs import accepted
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import Accepted, DeleteQuery, ErrorOut, ReplicasBody, RollbackBody, UpBody
 from orchestry.workflows.converge import RUNNING_STATUSES
-from orchestry.workflows.revision import replicas_limit
+from orchestry.workflows.revision import replicas_problem
 from orchestry.workflows.rollout import RevisionRef, rollback_choice
 
 bp = Blueprint("operations", __name__, url_prefix="/api/v1/apps")
@@ -85,11 +85,9 @@ def _live_app(name: str) -> App:
 
 def _check_bound(section: dict[str, Any], replicas: int) -> None:
     """`replicas` within the policy in force (`section`) and the configured cap."""
-    limit, why = replicas_limit(section, ctx().settings.max_replicas)
-    if replicas > limit:
-        raise ApiError(
-            422, "invalid", f"replicas: must be <= {limit}, {why}", [field("replicas", f"must be <= {limit}, {why}")]
-        )
+    problem = replicas_problem(section, ctx().settings.max_replicas, replicas)
+    if problem is not None:
+        raise ApiError(422, "invalid", f"replicas: {problem}", [field("replicas", problem)])
 
 
 def _answer(requested: tuple[jobq.Enqueued, str]) -> tuple[Response, int]:

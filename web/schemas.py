@@ -276,7 +276,9 @@ class ReplicasBody(StrictBody):
     """Body of `scale` (required) and `up` (optional)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    replicas: int = Field(ge=0, description="replica count, 0..maxReplicas (and the configured cap)")
+    replicas: int = Field(
+        ge=0, description="replica count, minReplicas..maxReplicas of the policy in force (and the configured cap)"
+    )
 
 
 class RollbackBody(StrictBody):

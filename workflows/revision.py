@@ -68,7 +68,18 @@ def policy_in_force(section: Mapping[str, Any] | None, cap: int) -> ScalingPolic
     return policy
 
 
-def replicas_limit(section: Mapping[str, Any] | None, cap: int) -> tuple[int, str]:
-    """The most replicas an operation may ask for, and why (for the error that names the rule)."""
-    spec_max = scaling_policy(section).max_replicas
-    return (spec_max, f"its maxReplicas ({spec_max})") if spec_max <= cap else (cap, f"the configured cap ({cap})")
+def replicas_problem(section: Mapping[str, Any] | None, cap: int, replicas: int) -> str | None:
+    """Why an operation may not ask for `replicas` under the scaling policy in force (`section`) and the
+    configured cap, as the rule an error names; None: it may. Below minReplicas is refused rather than
+    accepted: the autoscaler would bring the app back inside its bounds at once, in manual mode too."""
+    policy = scaling_policy(section)
+    if replicas > min(policy.max_replicas, cap):
+        if policy.max_replicas <= cap:
+            return f"must be <= {policy.max_replicas}, its maxReplicas ({policy.max_replicas})"
+        return f"must be <= {cap}, the configured cap ({cap})"
+    if replicas < policy.min_replicas:
+        return (
+            f"must be >= {policy.min_replicas}, its minReplicas (`orchestry down` stops every replica; "
+            "`orchestry scaling --set minReplicas=N` lowers the bound)"
+        )
+    return None
