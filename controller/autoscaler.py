@@ -179,23 +179,23 @@ class Autoscaler:
             policies[app_id] = policy_in_force(
                 dict(api_section) if api_section is not None else section, self.max_replicas
             )
-        replicas = replica_states_of(session, probed)
+        # A manual app's decision depends on its bounds only: no metrics, replicas or history are read for it.
+        auto = {i: p for i, p in policies.items() if p.mode == "auto"}
+        replicas = replica_states_of(session, {i: probed[i] for i in auto})
         windows: dict[float, dict[int, dict[str | None, Averages]]] = {}
-        for seconds in {p.window_seconds for p in policies.values()} | {
-            p.burst_window_seconds for p in policies.values()
-        }:
-            ids = [i for i, p in policies.items() if seconds in (p.window_seconds, p.burst_window_seconds)]
+        for seconds in {p.window_seconds for p in auto.values()} | {p.burst_window_seconds for p in auto.values()}:
+            ids = [i for i, p in auto.items() if seconds in (p.window_seconds, p.burst_window_seconds)]
             windows[seconds] = windows_averages(session, ids, now - timedelta(seconds=seconds))
         past: dict[int, ScalingHistory] = {}
-        for seconds in {p.stabilization_window_seconds for p in policies.values()}:
-            ids = [i for i, p in policies.items() if p.stabilization_window_seconds == seconds]
+        for seconds in {p.stabilization_window_seconds for p in auto.values()}:
+            ids = [i for i, p in auto.items() if p.stabilization_window_seconds == seconds]
             past.update(histories(session, ids, now, seconds))
         chosen = []
         for app_id, name, current, *_ in rows:
             policy, states = policies[app_id], replicas.get(app_id, ())
             names = [r.name for r in states]
-            window = window_of(windows[policy.window_seconds].get(app_id, {}), names)
-            burst = window_of(windows[policy.burst_window_seconds].get(app_id, {}), names)
+            window = window_of(windows.get(policy.window_seconds, {}).get(app_id, {}), names)
+            burst = window_of(windows.get(policy.burst_window_seconds, {}).get(app_id, {}), names)
             decision = decide_scale(window, policy, current, states, now, past.get(app_id, NO_HISTORY), burst)
             # No job is read here: one in the way changes what is stored, never whether something is.
             if outcome(decision, policy.mode, fast=fast, job=None).store:
