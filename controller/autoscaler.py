@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
 from orchestry.models.metrics import Averages, metric_window, window_of, windows_averages
 from orchestry.models.scaling import (
+    PURGE_BATCH,
     histories,
     history_for,
     purge_decisions,
@@ -56,6 +58,8 @@ from orchestry.workflows.scaling import (
 
 log = logging.getLogger("orchestry.autoscaler")
 REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (started over beyond)
+
+PURGE_SECONDS = 60.0  # old decisions are purged once a minute (and every round while a backlog remains)
 
 
 def _scaling_of(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -140,6 +144,7 @@ class Autoscaler:
         self.wake = wake
         # each revision's scaling section and whether it has a health check
         self._revisions = RevisionMemo(_scaling_of, REVISION_CACHE)
+        self._purge_due = 0.0  # time.monotonic() of the next purge of old decisions
 
     def run(self, fast: bool = False) -> list[Evaluation]:
         """Evaluate every running app (`fast`: act on scale-outs only, store nothing else).
@@ -153,9 +158,11 @@ class Autoscaler:
             with self._reads() as session:
                 names = self.survey(session, fast)
             done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
-            if not fast:
+            if not fast and time.monotonic() >= self._purge_due:  # once a minute: a write transaction each time
                 with self.sessions.begin() as session:
-                    purge_decisions(session, db_now(session), self.retention_seconds)
+                    purged = purge_decisions(session, db_now(session), self.retention_seconds)
+                if purged < PURGE_BATCH:  # else a backlog: the next round goes on with it
+                    self._purge_due = time.monotonic() + PURGE_SECONDS
         except NotLeader:
             return []
         except SQLAlchemyError as exc:

@@ -45,6 +45,7 @@ SAMPLE: dict[str, Any] = {
     "ready_replicas": None,
 }
 MAX_PURGE_BATCHES = 10  # per collection: a backlog is worked off over several runs, never in one long stall
+PURGE_SECONDS = 60.0  # the retention is applied once a minute (and at every run while a backlog remains)
 
 
 class AppTraffic(Protocol):
@@ -100,6 +101,7 @@ class MetricsCollector:
     traffic: TrafficSource | None = None
     _previous: dict[str, Usage] = field(default_factory=dict, init=False)  # container id -> last reading
     _unread: int = field(default=0, init=False)
+    _purge_due: float = field(default=0.0, init=False)  # time.monotonic() of the next retention pass
 
     @classmethod
     def for_runtime(
@@ -156,7 +158,9 @@ class MetricsCollector:
                 if sum(counts):
                     bounds = tuple(getattr(seen, "bounds", ()))
                     add_latencies(session, app_id, bounds, counts, float(getattr(seen, "latency_ms", 0.0)))
-        purged = self.purge(now - timedelta(seconds=self.retention_seconds))
+        purged = 0
+        if time.monotonic() >= self._purge_due:  # not every few seconds: a write transaction each time
+            purged = self.purge(now - timedelta(seconds=self.retention_seconds))
         collection = Collection(
             taken_at=now,
             apps=len(apps),
@@ -175,12 +179,15 @@ class MetricsCollector:
         return collection
 
     def purge(self, before: datetime) -> int:
+        """Samples older than `before`, in bounded batches; due again in PURGE_SECONDS, or at the next run
+        while a backlog remains."""
         total = 0
         for _ in range(MAX_PURGE_BATCHES):
             with self.sessions.begin() as session:
                 gone = purge_before(session, before)
             total += gone
             if gone < PURGE_BATCH:
+                self._purge_due = time.monotonic() + PURGE_SECONDS
                 break
         return total
 

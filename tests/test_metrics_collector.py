@@ -14,6 +14,7 @@ import docker.errors
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from test_idle_cost import statements
 
 from orchestry.controller.metrics import MetricsCollector
 from orchestry.models.apps import App
@@ -282,10 +283,18 @@ def test_collect_applies_the_retention(sessions: sessionmaker[Session]) -> None:
         web = add_app(s, "web")
         series(s, web, datetime.now(UTC) - timedelta(hours=3), 10)
         series(s, web, datetime.now(UTC) - timedelta(minutes=10), 10)
-    done = MetricsCollector(sessions, UsageReader(None), retention_seconds=3600).collect()
+    collector = MetricsCollector(sessions, UsageReader(None), retention_seconds=3600)
+    done = collector.collect()
     assert done.purged == 30
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(MetricSample)) == 31
+    # Once a minute, not at every collection (each pass is a write transaction): a sample now too old stays.
+    with sessions.begin() as s:
+        series(s, web, datetime.now(UTC) - timedelta(hours=3), 1)
+    engine = sessions.kw["bind"]
+    with statements(engine) as seen:
+        assert collector.collect().purged == 0
+    assert not [s for s in seen if s.startswith("DELETE")], seen
 
 
 def test_window_queries(sessions: sessionmaker[Session]) -> None:
