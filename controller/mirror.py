@@ -128,7 +128,9 @@ class RouteMirror:
         return self._table, edge
 
     def run_once(self) -> int | None:
-        """One pass: nginx up, the stored table served, the report written. Returns the generation served."""
+        """One pass: nginx up, the stored table served, the report written. Returns the generation served.
+        Idle, a pass is one read of the database and one call to nginx (plus, once a second, the confirmation,
+        the traffic counters and the edge's version)."""
         now = time.monotonic()
         if now - self._converged_at >= CONVERGE_SECONDS:
             self._converged_at = now
@@ -140,9 +142,12 @@ class RouteMirror:
             self.monitor.report("nginx", True)
         try:
             stored, edge = self._stored()
-            served = self.manager.served_generation()
+            # One call: the generation served and the requests open, read at one moment, so they go together
+            # (once a table is served, no request picks a replica it left out).
+            served, open_requests = self.manager.served_state()
             if stored is not None and stored.generation > 0 and served != stored.generation:
-                served = self._push(stored.generation, dict(stored.routes))
+                self._push(stored.generation, dict(stored.routes))
+                served, open_requests = self.manager.served_state()
             self._sync_edge(edge)
             if served is None:
                 return None
@@ -150,7 +155,7 @@ class RouteMirror:
             due = table is not None and time.monotonic() - self._confirmed_at >= CONFIRM_SECONDS
             if due and self.manager.confirm_routes(served):  # the table was read from the database in this pass
                 self._confirmed_at = time.monotonic()
-            inflight = in_flight_outside(self.manager.in_flight_all(), table)
+            inflight = in_flight_outside(open_requests, table)
             counters = None
             if time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:
                 self._counted_at = time.monotonic()

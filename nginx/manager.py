@@ -160,6 +160,9 @@ class ControlledNginx(abc.ABC):
     def served_generation(self) -> int | None:
         return self.control.served_generation()
 
+    def served_state(self) -> tuple[int | None, dict[str, int]]:
+        return self.control.served_state()
+
     def confirm_routes(self, generation: int) -> bool:
         return self.control.confirm_routes(generation)
 
@@ -477,6 +480,19 @@ class ControlClient:
             return None
         generation = response.json().get("generation") if response.status_code == 200 else None
         return _generation(generation)
+
+    def served_state(self) -> tuple[int | None, dict[str, int]]:
+        """The generation nginx serves (None: no table) and every replica address it has requests open to,
+        read in one call at one moment (see `in_flight_all`). Raises NginxError when nginx does not answer."""
+        response = self._request("GET", "/_orchestry/generation", params={"inflight": "1"})
+        if response.status_code != 200:
+            raise NginxError(f"nginx generation: {response.status_code}")
+        body = response.json()
+        inflight = body.get("inflight")
+        if not isinstance(inflight, dict):  # an nginx still running an older router (not reloaded since)
+            return _generation(body.get("generation")), self.in_flight_all()
+        counts = {str(k): int(v) for k, v in inflight.items() if isinstance(v, int) and v > 0}
+        return _generation(body.get("generation")), counts
 
     def confirm_routes(self, generation: int) -> bool:
         """Tell nginx its table is the stored one, as of now (its `/_orchestry/ready` answers 200 for

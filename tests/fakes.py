@@ -76,7 +76,7 @@ class RecordingNginx:
     """A node's nginx in memory: it serves the table pushed last and records every push's generation.
 
     `hold` set: the next push waits for `release` once it has begun (`pushing`), so a test can let another
-    writer act in between; `read` is set on every `served_generation` call."""
+    writer act in between; `read` is set on every `served_generation` (and `served_state`) call."""
 
     def __init__(self) -> None:
         self.pushes: list[int] = []
@@ -99,6 +99,9 @@ class RecordingNginx:
     def served_generation(self) -> int | None:
         self.read.set()
         return self.served
+
+    def served_state(self) -> tuple[int | None, dict[str, int]]:
+        return self.served_generation(), self.in_flight_all()
 
     def confirm_routes(self, generation: int) -> bool:
         return generation == self.served

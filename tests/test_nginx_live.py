@@ -579,12 +579,15 @@ def test_in_flight_counts_requests_until_they_end(nginx: NginxManager, backends:
         nginx.push_routes(build_route_table(2, {"web": [], "api": [other.address]}))
         assert nginx.in_flight(slow.address) == 2
         assert nginx.in_flight(other.address) == 0
+        # The route mirror's one call a pass: the generation and every open count, read together.
+        assert nginx.served_state() == (2, {slow.address: 2})
         for thread in threads:
             thread.join(5)
     deadline = time.monotonic() + 2
     while nginx.in_flight(slow.address) != 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert nginx.in_flight(slow.address) == 0
+    assert nginx.served_state() == (2, {})
     with control(nginx) as c:
         assert c.get("/_orchestry/inflight").json() == {}
         assert c.get("/_orchestry/inflight", params={"address": "localhost:80"}).status_code == 400

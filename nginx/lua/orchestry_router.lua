@@ -691,27 +691,34 @@ function _M.control_down()
   return respond(200, { down = #decoded.addresses })
 end
 
+-- Every replica address with requests open through this nginx, and their counts (a JSON object).
+local function inflight_json()
+  local inflight = ngx.shared[INFLIGHT]
+  local counts = {}
+  for _, key in ipairs(inflight:get_keys(0)) do
+    local n = inflight:get(key)
+    if n and n > 0 then counts[key] = n end
+  end
+  return next(counts) and cjson.encode(counts) or "{}"
+end
+
+-- GET /_orchestry/generation -> {"generation": n|null}; with ?inflight=1 also "inflight" (as GET
+-- /_orchestry/inflight answers), read in the same request: the route mirror's one call a pass, and a pair
+-- that is consistent (no request picks a replica outside a table once that table's generation is served).
 function _M.control_generation()
   local generation = current_generation()
-  return respond(200, generation and string.format('{"generation":%d}', generation) or '{"generation":null}')
+  local body = generation and string.format('"generation":%d', generation) or '"generation":null'
+  if ngx.req.get_uri_args().inflight then body = body .. ',"inflight":' .. inflight_json() end
+  return respond(200, "{" .. body .. "}")
 end
 
 -- GET /_orchestry/inflight?address=ip:port -> {"address": n}; without an address, every non-zero count.
 function _M.control_inflight()
-  local inflight = ngx.shared[INFLIGHT]
   local address = ngx.req.get_uri_args().address
   if type(address) == "table" then return respond(400, { error = "invalid_address" }) end
-  local counts = {}
-  if address then
-    if not parse_peer(address) then return respond(400, { error = "invalid_address" }) end
-    counts[address] = math.max(0, inflight:get(address) or 0)
-  else
-    for _, key in ipairs(inflight:get_keys(0)) do
-      local n = inflight:get(key)
-      if n and n > 0 then counts[key] = n end
-    end
-  end
-  return respond(200, next(counts) and cjson.encode(counts) or "{}")
+  if not address then return respond(200, inflight_json()) end
+  if not parse_peer(address) then return respond(400, { error = "invalid_address" }) end
+  return respond(200, cjson.encode({ [address] = math.max(0, ngx.shared[INFLIGHT]:get(address) or 0) }))
 end
 
 -- GET /_orchestry/stats: every counter (see STATS), for nginx/traffic.py.
