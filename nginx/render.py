@@ -8,6 +8,7 @@ here, so Orchestry's nginx never writes to system paths.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,9 @@ def _check(s: NginxSettings) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
+    """One environment: it keeps each template compiled (the leader renders every few seconds to compare)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(PACKAGE_DIR / "templates"),
         undefined=jinja2.StrictUndefined,

@@ -41,6 +41,7 @@ SEARCH_DEPTH = 4  # how deep the last-resort search for a container's directory 
 # Engine calls at once. Docker's stats call takes about a second here even one-shot (Engine 20.10), so the
 # fallback reads every replica of a full app (max_replicas 50) in one wave instead of two.
 STATS_CONCURRENCY = 64
+LIMITS_SECONDS = 60.0  # how long a container's memory and CPU limits are kept before they are read again
 Mode = Literal["auto", "cgroup", "docker"]
 T = TypeVar("T")
 
@@ -154,8 +155,27 @@ def keyed_value(text: str, key: str) -> int | None:
         return None
 
 
-def read_dirs(dirs: CgroupDirs, now: float) -> Usage:
-    """One reading. Raises OSError or ValueError when a file is gone (the container stopped) or unreadable."""
+Limits = tuple[int | None, float | None]  # (memory limit in bytes, CPU limit in cores); None: no limit
+
+
+def read_limits(dirs: CgroupDirs) -> Limits:
+    """The container's memory and CPU limits (they change only by `docker update`: read once a minute)."""
+    if dirs.version == 2:
+        quota_dir = f"{dirs.quota}/" if dirs.quota is not None else f"{dirs.cpu}/"
+        memory_limit = parse_memory_limit(_read(f"{dirs.memory}/memory.max"))
+        return memory_limit, _optional(lambda: parse_cpu_max(_read(quota_dir + "cpu.max")))
+    memory_limit = parse_memory_limit(_read(dirs.memory / "memory.limit_in_bytes"))
+    quota = dirs.quota
+    if quota is None:
+        return memory_limit, None
+    return memory_limit, _optional(
+        lambda: parse_v1_quota(_read(quota / "cpu.cfs_quota_us"), _read(quota / "cpu.cfs_period_us"))
+    )
+
+
+def read_dirs(dirs: CgroupDirs, now: float, limits: Limits | None = None) -> Usage:
+    """One reading (`limits`: as read lately, else read now). Raises OSError or ValueError when a file is gone
+    (the container stopped) or unreadable."""
     if dirs.version == 2:
         cpu, memory = f"{dirs.cpu}/", f"{dirs.memory}/"
         cpu_usec = keyed_value(_read(cpu + "cpu.stat"), "usage_usec")
@@ -163,20 +183,11 @@ def read_dirs(dirs: CgroupDirs, now: float) -> Usage:
             raise KeyError("usage_usec")
         current = int(_read(memory + "memory.current"))
         inactive = keyed_value(_read(memory + "memory.stat"), "inactive_file") or 0
-        memory_limit = parse_memory_limit(_read(memory + "memory.max"))
-        quota_dir = f"{dirs.quota}/" if dirs.quota is not None else cpu
-        cpu_limit = _optional(lambda: parse_cpu_max(_read(quota_dir + "cpu.max")))
     else:
         cpu_usec = int(_read(dirs.cpu / "cpuacct.usage")) // 1000
         current = int(_read(dirs.memory / "memory.usage_in_bytes"))
-        inactive = parse_keyed(_read(dirs.memory / "memory.stat")).get("total_inactive_file", 0)
-        memory_limit = parse_memory_limit(_read(dirs.memory / "memory.limit_in_bytes"))
-        quota = dirs.quota
-        cpu_limit = (
-            _optional(lambda: parse_v1_quota(_read(quota / "cpu.cfs_quota_us"), _read(quota / "cpu.cfs_period_us")))
-            if quota is not None
-            else None
-        )
+        inactive = keyed_value(_read(dirs.memory / "memory.stat"), "total_inactive_file") or 0
+    memory_limit, cpu_limit = limits if limits is not None else read_limits(dirs)
     return Usage(
         at=now,
         cpu_usec=cpu_usec,
@@ -313,6 +324,7 @@ class UsageReader:
         self.workers = workers
         self.clock = clock
         self._dirs: dict[str, CgroupDirs | None] = {}  # None: looked, not found (ask the engine)
+        self._limits: dict[str, tuple[float, Limits]] = {}  # container id -> (read at, its limits)
         self._facts_cache: dict[str, ContainerFacts] = {}
         self._pool: ThreadPoolExecutor | None = None
 
@@ -341,10 +353,16 @@ class UsageReader:
                 if dirs is None:
                     continue
                 try:
-                    usage[cid] = read_dirs(dirs, self.clock())
+                    now = self.clock()
+                    read_at, limits = self._limits.get(cid, (None, None))
+                    if read_at is None or now - read_at >= LIMITS_SECONDS:
+                        limits = read_limits(dirs)
+                        self._limits[cid] = (now, limits)
+                    usage[cid] = read_dirs(dirs, now, limits)
                     from_cgroup += 1
                 except (OSError, ValueError, KeyError):
                     self._dirs.pop(cid, None)  # stopped or moved: look again next time
+                    self._limits.pop(cid, None)
         rest = [cid for cid in ids if cid not in usage]
         from_engine = 0
         if rest and self.engine is not None and self.mode != "cgroup":
@@ -357,6 +375,8 @@ class UsageReader:
     def _forget(self, alive: set[str]) -> None:
         for cid in [c for c in self._dirs if c not in alive]:
             del self._dirs[cid]
+        for cid in [c for c in self._limits if c not in alive]:
+            del self._limits[cid]
         for cid in [c for c in self._facts_cache if c not in alive]:
             del self._facts_cache[cid]
 

@@ -262,3 +262,18 @@ def test_reader_falls_back_to_the_engine_with_the_inspected_limits(tmp_path: Pat
     engine.calls.clear()
     reader.read([CID])
     assert engine.calls == [("usage", CID)]  # the facts are cached, and the files are not searched again
+
+
+def test_limits_are_read_once_a_minute_not_at_every_reading(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "cpuacct" / "docker" / CID, {"cpuacct.usage": "1000\n"})
+    memory = root / "memory" / "docker" / CID
+    write(memory, {"memory.usage_in_bytes": "10", "memory.stat": "", "memory.limit_in_bytes": str(MiB)})
+    clock = [0.0]
+    reader = UsageReader(None, locator=CgroupLocator(root=root, proc=tmp_path / "proc"), clock=lambda: clock[0])
+    assert reader.read([CID]).usage[CID].memory_limit == MiB
+    (memory / "memory.limit_in_bytes").write_text(str(2 * MiB))  # `docker update --memory`
+    clock[0] = 59.0
+    assert reader.read([CID]).usage[CID].memory_limit == MiB  # kept: not read again within the minute
+    clock[0] = 60.0
+    assert reader.read([CID]).usage[CID].memory_limit == 2 * MiB
