@@ -408,6 +408,20 @@ def ensure_wrk() -> str:
     return found
 
 
+def baseline_source(ref: str, workdir: Path) -> tuple[dict[str, str], Path]:
+    """The source of git `ref` unpacked under `workdir`, for `serve(..., extra_env=...)`: (that environment,
+    the package's directory). Measured side by side with this tree, on the same noisy machine."""
+    src = workdir / "src"
+    src.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", "--prefix=orchestry/", ref],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    return {"PYTHONPATH": str(src)}, src / "orchestry"
+
+
 def proxy_ports(serve_workdir: Path, source: Path | None = None) -> tuple[int, int]:
     """Free ports for the nginx of a `serve(db_url, serve_workdir)` still to start: (proxy, control).
 
