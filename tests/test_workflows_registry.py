@@ -111,7 +111,7 @@ IMG = "127.0.0.1:5000/team/app:1"
     [
         # The engine's words for Distribution's answers (docker 20.10 relaying registry 2.8).
         (
-            f'Head "http://127.0.0.1:5000/v2/team/app/manifests/1": no basic auth credentials',
+            'Head "http://127.0.0.1:5000/v2/team/app/manifests/1": no basic auth credentials',
             False,
             UNAUTHORIZED,
             "unauthorized: 127.0.0.1:5000 needs credentials (pulling 127.0.0.1:5000/team/app:1); "
