@@ -68,7 +68,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {address}:{port}
   secret: {secret}
 auth:
   htpasswd:
@@ -78,9 +78,10 @@ auth:
 
 
 @contextlib.contextmanager
-def local_registry(username: str = "orchestry-ci") -> Iterator[LocalRegistry]:
-    """Start the registry, wait until it answers (401 on /v2/ without credentials), yield it; stop it by pid
-    and delete its directory afterwards, whatever happened."""
+def local_registry(address: str = "127.0.0.1", username: str = "orchestry-ci") -> Iterator[LocalRegistry]:
+    """Start the registry on `address` (another address than loopback: a swarm's hosts reach it on their
+    gateway), wait until it answers (401 on /v2/ without credentials), yield it; stop it by pid and delete its
+    directory afterwards, whatever happened."""
     binary = shutil.which(BINARY)
     if binary is None:
         raise RegistryMissing(f"{BINARY} is not installed: apt-get install docker-registry")
@@ -89,12 +90,12 @@ def local_registry(username: str = "orchestry-ci") -> Iterator[LocalRegistry]:
     port = free_port()
     (directory / "htpasswd").write_text(f"{username}:{bcrypt_hash(password)}\n")
     config = directory / "config.yml"
-    config.write_text(CONFIG.format(root=directory, port=port, secret=secrets.token_hex(16)))
+    config.write_text(CONFIG.format(root=directory, address=address, port=port, secret=secrets.token_hex(16)))
     proc: subprocess.Popen[bytes] | None = None
     try:
         with open(directory / "registry.log", "wb") as log:
             proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        registry = LocalRegistry(f"127.0.0.1:{port}", username, password, directory, proc)
+        registry = LocalRegistry(f"{address}:{port}", username, password, directory, proc)
         _wait_ready(registry)
         yield registry
     finally:
