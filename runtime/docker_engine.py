@@ -617,7 +617,7 @@ class PullProgress:
 
 def pull_refused(image: str, error: str, auth: RegistryAuth | None) -> ImageUnavailable:
     """The engine's pull error as the user should read it (workflows/registry.py classifies it)."""
-    return ImageUnavailable(pull_failure(image, _one_line(error), authenticated=auth is not None).message)
+    return ImageUnavailable(pull_failure(image, error, authenticated=auth is not None).message)
 
 
 def _within(seconds: float, call: Callable[[], object]) -> None:

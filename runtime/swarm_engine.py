@@ -188,15 +188,16 @@ class SwarmEngine:
         task. A registry the manager cannot reach is left to the nodes."""
         if auth is None and registry_of(image) == DOCKER_HUB:
             return None
+        api = self._docker().api
         try:
-            with _engine(f"look up image {image} in its registry"):
-                self._docker().api.inspect_distribution(image, auth_config=auth.config() if auth else None)
-        except ContainerFailed as exc:  # a 4xx: the registry's answer, relayed
-            raise pull_refused(image, str(exc), auth) from None
-        except EngineUnavailable as exc:  # a 5xx: the registry unreachable, or its refusal relayed as 500
-            if pull_failure(image, str(exc), authenticated=auth is not None).kind != OTHER:
-                raise pull_refused(image, str(exc), auth) from None
-        return None
+            api.inspect_distribution(image, auth_config=auth.config() if auth else None)
+        except docker.errors.APIError as exc:  # the registry's answer as the engine relays it (often a 500)
+            error = str(exc.explanation or exc)
+            if pull_failure(image, error, authenticated=auth is not None).kind != OTHER:
+                raise pull_refused(image, error, auth) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineUnavailable(f"Swarm manager unreachable while looking up {image}: {_one_line(exc)}") from exc
+        return None  # found, or a registry the manager cannot reach: the nodes try
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         with _engine(f"start {req.name}"):

@@ -157,6 +157,7 @@ def test_pull_failures_say_what_to_do(error: str, authenticated: bool, kind: str
         ((3, 2, 1_234_567, 0.84), "3 layers (2 downloaded, 1.2 MB) in 0.8 s"),
         ((1, 1, 900, 0.05), "1 layer (1 downloaded, 900 B) in 0.1 s"),
         ((2, 0, 0, 0.2), "2 layers (none downloaded) in 0.2 s"),
+        ((0, 0, 0, 0.31), "nothing to download (its layers were on the host) in 0.3 s"),
     ],
 )
 def test_pull_summary(args: tuple[int, int, int, float], line: str) -> None:

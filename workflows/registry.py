@@ -19,6 +19,7 @@ from dataclasses import dataclass
 DOCKER_HUB = "docker.io"
 MAX_SERVER = 255  # a DNS name (253) and a port fit; the column holds this much
 MAX_USERNAME = 255
+MAX_DETAIL = 300  # of an unclassified engine error, in the job's message
 MAX_PASSWORD = 8192  # registry tokens (a cloud provider's) run to a few KB
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -131,11 +132,15 @@ def pull_failure(image: str, error: str, *, authenticated: bool) -> PullFailure:
                 f"image not found: {image} (or {server} needs credentials: `orchestry registry login {server}`)",
             )
         return PullFailure(NOT_FOUND, f"image not found: {image} ({server} has no such repository or tag)")
-    return PullFailure(OTHER, f"image {image} is not available locally and could not be pulled: {error}")
+    detail = " ".join(error.split())
+    detail = detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
+    return PullFailure(OTHER, f"image {image} is not available locally and could not be pulled: {detail}")
 
 
 def pull_summary(layers: int, downloaded: int, size: int, seconds: float) -> str:
     """`3 layers (2 downloaded, 1.2 MB) in 0.8 s`: a pull step's one line."""
+    if layers == 0:  # the engine had every layer (another tag of the same image): nothing was fetched
+        return f"nothing to download (its layers were on the host) in {seconds:.1f} s"
     fetched = f"{downloaded} downloaded, {_size(size)}" if downloaded else "none downloaded"
     return f"{layers} layer{'s' if layers != 1 else ''} ({fetched}) in {seconds:.1f} s"
 
