@@ -22,6 +22,8 @@ from orchestry.web.schemas import ErrorOut
 from orchestry.workflows.registry import (
     MAX_PASSWORD,
     MAX_USERNAME,
+    PASSWORD_PATTERN,
+    USERNAME_PATTERN,
     InvalidServer,
     check_password,
     check_server,
@@ -35,8 +37,17 @@ SERVER = "<registry:server>"
 class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    username: str = Field(max_length=MAX_USERNAME, description="the registry account")
-    password: str = Field(max_length=MAX_PASSWORD, description="its password or token (never returned)")
+    # The patterns document in the schema what the validators check (with messages naming the rule).
+    username: str = Field(
+        max_length=MAX_USERNAME,
+        description="the registry account",
+        json_schema_extra={"minLength": 1, "pattern": USERNAME_PATTERN},
+    )
+    password: str = Field(
+        max_length=MAX_PASSWORD,
+        description="its password or token (never returned)",
+        json_schema_extra={"minLength": 1, "pattern": PASSWORD_PATTERN},
+    )
 
     @field_validator("username")
     @classmethod

@@ -25,6 +25,14 @@ _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _PORT = re.compile(r"[0-9]{1,5}")
 
+# For the API's schema (JSON Schema, no lookarounds): what check_server accepts, less bracketed IPv6 addresses
+# (which it accepts too but a regular expression cannot tell valid from not).
+_SCHEMA_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SCHEMA_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+SERVER_PATTERN = rf"^{_SCHEMA_LABEL}(?:\.{_SCHEMA_LABEL})*(?::{_SCHEMA_PORT})?$"
+USERNAME_PATTERN = r"^[^:\x00-\x1f\x7f]+$"
+PASSWORD_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
 NOT_FOUND = "not_found"
 UNAUTHORIZED = "unauthorized"
 OTHER = "other"
