@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestry import __version__
-from orchestry.cli import admin, apps, certs, doctor, metrics, ops, scaling, secrets
+from orchestry.cli import admin, apps, certs, doctor, metrics, ops, registries, scaling, secrets
 from orchestry.cli.client import CliError
 from orchestry.config import ConfigError, load_settings
 
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("set", "list", "delete", "keygen"))
     p.add_argument("name", nargs="?")
     p.add_argument("--value", help="the value (default: read from stdin, so it stays out of shell history)")
+
+    p = cmd("registry", registries.registry, "private registries: login SERVER --username U --password-stdin, logout")
+    p.add_argument("action", choices=("login", "logout", "list"))
+    p.add_argument("server", nargs="?", help="host[:port] as in the image's name (registry.example.com:5000)")
+    p.add_argument("-u", "--username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    cmd("registries", registries.registries, "private registries logged in to: servers and usernames")
 
     p = cmd("cert", certs.cert, "TLS certificates: add --cert FILE --key FILE [--name N], delete NAME")
     p.add_argument("action", choices=("add", "delete"))

@@ -10,10 +10,20 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from orchestry.runtime.types import EngineEvent, HostLister, LogLine, NodeInfo, Observed, ReplicaRequest, Runtime
+from orchestry.runtime.types import (
+    EngineEvent,
+    HostLister,
+    LogLine,
+    NodeInfo,
+    Observed,
+    PullSummary,
+    RegistryAuth,
+    ReplicaRequest,
+    Runtime,
+)
 
 MEMORY_SECONDS = 60.0
 
@@ -37,8 +47,10 @@ class EventAwareRuntime:
             died = set(self._died)
         return [dataclasses.replace(o, state="exited") if o.running and o.id in died else o for o in observed]
 
-    def ensure_image(self, image: str) -> None:
-        self.inner.ensure_image(image)
+    def ensure_image(
+        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+    ) -> PullSummary | None:
+        return self.inner.ensure_image(image, auth, on_pull)
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         return self.inner.start_replica(req)

@@ -8,6 +8,7 @@ healthy), it raises `Wait` and the dispatcher runs it again shortly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,10 +24,18 @@ from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
 from orchestry.models.edge import bump_edge
 from orchestry.models.events import recent_times
+from orchestry.models.registries import sealed_credential
 from orchestry.models.replicas import replicas_of, start_draining, sync_observed
 from orchestry.models.secrets import ciphertexts
 from orchestry.operations.registration import restore_revision
-from orchestry.runtime.types import ContainerFailed, EngineUnavailable, ImageUnavailable, Observed, VolumeConflict
+from orchestry.runtime.types import (
+    ContainerFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    Observed,
+    RegistryAuth,
+    VolumeConflict,
+)
 from orchestry.workflows.converge import (
     NO_ROUTER,
     RUNNING_STATUSES,
@@ -43,6 +52,7 @@ from orchestry.workflows.converge import (
     see,
 )
 from orchestry.workflows.health import replacement_backoff
+from orchestry.workflows.registry import pull_summary, registry_of
 from orchestry.workflows.revision import RevisionView, revision_view
 from orchestry.workflows.rollout import on_failure, restore_after_failure
 
@@ -261,12 +271,7 @@ def _stop(ctx: JobContext, target: Target, stops: tuple[Stop, ...], stopped: lis
 def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> None:
     if not plan.starts:
         return
-    try:
-        ctx.runtime.ensure_image(target.view.image)
-    except ImageUnavailable as exc:
-        raise PermanentError(str(exc)) from None
-    except EngineUnavailable as exc:
-        raise TemporaryError(str(exc)) from None
+    auth = _pull_image(ctx, target.view.image)
     secrets = _secret_values(ctx, secret_refs(target.spec))
     ctx.fence.check()
     failures: list[Exception] = []
@@ -281,6 +286,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
             replicas=target.replicas,
             secrets=secrets,
         )
+        req = dataclasses.replace(req, registry_auth=auth)
         try:
             obs = ctx.runtime.start_replica(req)
         except (EngineUnavailable, ContainerFailed, ImageUnavailable, VolumeConflict) as exc:
@@ -306,6 +312,52 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
         raise TemporaryError(f"replica failed to start: {failures[0]}")
     if ctx.router is not None and target.routed and not target.probed:
         ctx.router.sync()  # no health check: a running replica joins the table at once
+
+
+def _pull_image(ctx: JobContext, image: str) -> RegistryAuth | None:
+    """The image present on the engine, pulled with the credentials stored for its registry when there are
+    some; those credentials, for the starts (a Swarm node pulls with them). The pull shows as a step as it
+    begins and as it ends (layers, bytes, seconds), or fails the job at once: a missing image or refused
+    credentials will not heal by retrying. An image already on the engine makes no step."""
+    auth = _registry_auth(ctx, image)
+    server = registry_of(image)
+
+    def began() -> None:
+        ctx.step(f"pulling {image}", status="running", registry=server, username=auth.username if auth else None)
+
+    try:
+        pulled = ctx.runtime.ensure_image(image, auth, began)
+    except ImageUnavailable as exc:
+        ctx.step(f"pull {image}", status="failed", registry=server, error=str(exc))
+        raise PermanentError(str(exc)) from None
+    except EngineUnavailable as exc:
+        raise TemporaryError(str(exc)) from None
+    if pulled is not None:
+        ctx.step(
+            f"pull {image}",
+            registry=server,
+            summary=pull_summary(pulled.layers, pulled.downloaded, pulled.bytes, pulled.seconds),
+            layers=pulled.layers,
+            downloaded=pulled.downloaded,
+            bytes=pulled.bytes,
+            seconds=pulled.seconds,
+            digest=pulled.digest,
+        )
+    return auth
+
+
+def _registry_auth(ctx: JobContext, image: str) -> RegistryAuth | None:
+    """The credentials `orchestry registry login` stored for the image's registry, opened; None without."""
+    server = registry_of(image)
+    with ctx.sessions.begin() as session:
+        stored = sealed_credential(session, server)
+    if stored is None:
+        return None
+    username, sealed = stored
+    try:
+        return RegistryAuth(server, username, load_box(ctx.settings).open(sealed))
+    except SecretKeyError as exc:
+        raise PermanentError(f"registry {server}: {exc}") from None
 
 
 def _secret_values(ctx: JobContext, refs: dict[str, str]) -> dict[str, str]:

@@ -24,6 +24,8 @@ from orchestry.runtime.types import (
     LogLine,
     NodeInfo,
     Observed,
+    PullSummary,
+    RegistryAuth,
     ReplicaRequest,
     Runtime,
 )
@@ -62,8 +64,10 @@ class FencedRuntime:
     def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
         return self.inner.list_replicas(cluster, app)
 
-    def ensure_image(self, image: str) -> None:
-        self.inner.ensure_image(image)  # present already, or a pull: no container changes
+    def ensure_image(
+        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+    ) -> PullSummary | None:
+        return self.inner.ensure_image(image, auth, on_pull)  # present already, or a pull: no container changes
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         return self._act("start", req.name, lambda: self.inner.start_replica(req))

@@ -9,6 +9,7 @@ from orchestry.models.health import HealthProbe
 from orchestry.models.installation import Installation
 from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
+from orchestry.models.registries import RegistryCredential
 from orchestry.models.replicas import Replica
 from orchestry.models.routing import RoutingState
 from orchestry.models.scaling import ScalingDecisionRow
@@ -31,6 +32,7 @@ __all__ = [
     "Job",
     "LeaderLease",
     "MetricSample",
+    "RegistryCredential",
     "Replica",
     "RoutingState",
     "ScalingDecisionRow",

@@ -49,11 +49,14 @@ from orchestry.runtime.types import (
     ImageUnavailable,
     LogLine,
     Observed,
+    PullSummary,
+    RegistryAuth,
     ReplicaRequest,
     RuntimeFailure,
     VolumeConflict,
 )
 from orchestry.workflows.metrics import Usage
+from orchestry.workflows.registry import pull_failure
 
 LOOPBACK = "127.0.0.1"
 POLL_SECONDS = 0.05
@@ -192,24 +195,44 @@ class DockerEngine:
             if have.get(LABEL_CLUSTER) != req.cluster or have.get(LABEL_APP) != req.app or not self._ours(have):
                 raise VolumeConflict(f"volume {name} exists and is not app {req.app}'s: refusing to mount it")
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(
+        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+    ) -> PullSummary | None:
         with _engine(f"look up image {image}"):
             try:
                 self._docker().images.get(image)
-                return
+                return None
             except docker.errors.APIError as exc:  # 404, or 400 for a malformed reference: pull decides
                 if exc.status_code is None or exc.status_code >= 500:
                     raise
+        if on_pull is not None:
+            on_pull()
         repository, tag = docker.utils.parse_repository_tag(image)
-        client = self._docker()
+        api = self._docker().api
+        progress = PullProgress(image)
+        began = time.monotonic()
+
+        def pull() -> None:
+            # The low-level pull streams the engine's progress; an error after the stream began (the registry
+            # refused a layer) arrives in it rather than as an HTTP status.
+            stream = api.pull(
+                repository, tag=tag or "latest", stream=True, decode=True, auth_config=auth.config() if auth else None
+            )
+            progress.follow(stream)
+
         try:
             # The SDK's pull has no HTTP timeout (it passes timeout=None): bound it here. The engine may finish
             # an abandoned pull later, which the next call then finds.
-            _within(self._timeout, lambda: client.images.pull(repository, tag=tag or "latest"))
-        except (docker.errors.APIError, TimeoutError) as exc:  # the engine answered: no registry, no such image
-            raise ImageUnavailable(f"image {image} is not available locally and could not be pulled") from exc
+            _within(self._timeout, pull)
+        except docker.errors.APIError as exc:  # the engine answered: no registry, no such image, refused
+            raise pull_refused(image, str(exc.explanation or exc), auth) from exc
+        except PullError as exc:
+            raise pull_refused(image, str(exc), auth) from exc
+        except TimeoutError as exc:
+            raise ImageUnavailable(f"image {image}: the pull did not finish within {self._timeout:g} s") from exc
         except _TRANSPORT_ERRORS as exc:
             raise EngineUnavailable(f"Docker engine unreachable while pulling {image}: {_one_line(exc)}") from exc
+        return progress.summary(time.monotonic() - began)
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         observed = self._start_replica(req)
@@ -221,7 +244,8 @@ class DockerEngine:
         return observed
 
     def _start_replica(self, req: ReplicaRequest) -> Observed:
-        self.ensure_image(req.image)  # so that create never pulls by itself, and a miss reads clearly
+        # So that create never pulls by itself, and a miss reads clearly.
+        self.ensure_image(req.image, req.registry_auth)
         with _engine(f"start {req.name}"):
             existing = self._inspect(req.name)
             if existing is not None:
@@ -547,6 +571,53 @@ def _engine(doing: str) -> Iterator[None]:
 def _one_line(exc: object, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class PullError(Exception):
+    """An error the engine reported inside a pull's progress stream."""
+
+
+class PullProgress:
+    """Reads a pull's progress stream (one JSON object per event) into a summary: layers, bytes, digest."""
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.layers: set[str] = set()
+        self.fetched: set[str] = set()
+        self.sizes: dict[str, int] = {}
+        self.digest: str | None = None
+
+    def follow(self, events: Any) -> None:
+        for event in events:
+            if event.get("error"):
+                raise PullError(str((event.get("errorDetail") or {}).get("message") or event["error"]))
+            status, layer = str(event.get("status") or ""), str(event.get("id") or "")
+            if status.startswith("Digest: "):
+                self.digest = status.removeprefix("Digest: ").strip()
+            elif status in ("Pulling fs layer", "Waiting", "Already exists"):
+                self.layers.add(layer)
+            elif status == "Pull complete":
+                self.layers.add(layer)
+                self.fetched.add(layer)
+            elif status == "Downloading":
+                total = (event.get("progressDetail") or {}).get("total")
+                if isinstance(total, int) and total > 0:
+                    self.sizes[layer] = total
+
+    def summary(self, seconds: float) -> PullSummary:
+        return PullSummary(
+            image=self.image,
+            layers=len(self.layers),
+            downloaded=len(self.fetched),
+            bytes=sum(size for layer, size in self.sizes.items() if layer in self.fetched),
+            seconds=round(seconds, 3),
+            digest=self.digest,
+        )
+
+
+def pull_refused(image: str, error: str, auth: RegistryAuth | None) -> ImageUnavailable:
+    """The engine's pull error as the user should read it (workflows/registry.py classifies it)."""
+    return ImageUnavailable(pull_failure(image, error, authenticated=auth is not None).message)
 
 
 def _within(seconds: float, call: Callable[[], object]) -> None:

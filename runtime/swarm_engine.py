@@ -31,11 +31,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
 
 from orchestry.runtime.common import label_int, owned, replica_from_labels, replica_labels
@@ -46,6 +47,7 @@ from orchestry.runtime.docker_engine import (
     _streams,
     _timestamp,
     connect,
+    pull_refused,
     read_logs,
 )
 from orchestry.runtime.types import (
@@ -55,14 +57,18 @@ from orchestry.runtime.types import (
     LABEL_SPEC_HASH,
     ContainerFailed,
     EngineEvent,
+    EngineUnavailable,
     ImageUnavailable,
     LogLine,
     NodeInfo,
     Observed,
+    PullSummary,
+    RegistryAuth,
     ReplicaRequest,
     RuntimeFailure,
 )
 from orchestry.workflows.placement import Node, Placement, Unplaceable, slot_constraints
+from orchestry.workflows.registry import DOCKER_HUB, OTHER, pull_failure, registry_of
 
 LABEL_DRAINED = "org.orchestry.drained"  # on a Swarm node Orchestry drained, with why
 POLL_SECONDS = 0.05
@@ -173,8 +179,25 @@ class SwarmEngine:
             services = self._docker().api.services(filters={"label": [f"{LABEL_CLUSTER}={cluster}"]})
         return sorted(_name(s) for s in services if not self._ours(_service_labels(s)))
 
-    def ensure_image(self, image: str) -> None:
-        """Each node finds the image itself when it starts a task; a miss fails that task (see start_replica)."""
+    def ensure_image(
+        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+    ) -> PullSummary | None:
+        """Each node pulls the image itself when it starts a task (a miss fails that task: see start_replica).
+        An image of a registry other than Docker Hub, or with credentials, is looked up in its registry from the
+        manager first (no pull), so a missing tag or refused credentials fail the job within seconds, not per
+        task. A registry the manager cannot reach is left to the nodes."""
+        if auth is None and registry_of(image) == DOCKER_HUB:
+            return None
+        api = self._docker().api
+        try:
+            api.inspect_distribution(image, auth_config=auth.config() if auth else None)
+        except docker.errors.APIError as exc:  # the registry's answer as the engine relays it (often a 500)
+            error = str(exc.explanation or exc)
+            if pull_failure(image, error, authenticated=auth is not None).kind != OTHER:
+                raise pull_refused(image, error, auth) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise EngineUnavailable(f"Swarm manager unreachable while looking up {image}: {_one_line(exc)}") from exc
+        return None  # found, or a registry the manager cannot reach: the nodes try
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         with _engine(f"start {req.name}"):
@@ -191,7 +214,9 @@ class SwarmEngine:
             with self._app_lock(req.app):  # the slots started at once see each other's nodes
                 constraints = self._constraints(req)
                 try:
-                    created = self._docker().api.create_service(**_service_args(req, constraints, self.installation))
+                    created = _create_service(
+                        self._docker().api, _service_args(req, constraints, self.installation), req.registry_auth
+                    )
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:
                         raise
@@ -515,3 +540,23 @@ def _service_args(req: ReplicaRequest, constraints: list[str], installation: str
             "Ports": [{"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in dict.fromkeys(published)],
         }
     return args
+
+
+def _create_service(api: Any, args: dict[str, Any], auth: RegistryAuth | None) -> dict[str, Any]:
+    """`POST /services/create`. With credentials, they go in the `X-Registry-Auth` header, which the manager
+    hands to the node that pulls the task's image. docker-py's `create_service` takes that header only from the
+    local Docker config file (`auth.get_config_header`), never per call, so the request is made here as it makes
+    it (docker/api/service.py), with the header of these credentials."""
+    if auth is None:
+        created: dict[str, Any] = api.create_service(**args)
+        return created
+    data = {
+        "Name": args["name"],
+        "Labels": args["labels"],
+        "TaskTemplate": args["task_template"],
+        "Mode": args["mode"],
+        "EndpointSpec": args.get("endpoint_spec"),
+    }
+    headers = {"X-Registry-Auth": docker.auth.encode_header(auth.config())}
+    created = api._result(api._post_json(api._url("/services/create"), data=data, headers=headers), True)
+    return created

@@ -6,7 +6,7 @@ tests of jobs may use a recording fake with the same methods.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -40,6 +40,32 @@ class ImageUnavailable(RuntimeFailure):
     """The image is not present and could not be pulled: retrying will not help."""
 
     temporary = False
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for the registry an image is pulled from (`orchestry registry login`). The password is
+    left out of repr and comparisons, so a logged request or a failed assertion never shows it."""
+
+    server: str
+    username: str
+    password: str = field(repr=False, compare=False)
+
+    def config(self) -> dict[str, str]:
+        """Docker's AuthConfig (the X-Registry-Auth header's content)."""
+        return {"username": self.username, "password": self.password, "serveraddress": self.server}
+
+
+@dataclass(frozen=True)
+class PullSummary:
+    """What a pull fetched: the job's `pull IMAGE` step shows it."""
+
+    image: str
+    layers: int  # layers the image has
+    downloaded: int  # of them, fetched now (the others were already on the host)
+    bytes: int  # compressed bytes downloaded
+    seconds: float
+    digest: str | None = None
 
 
 class VolumeConflict(RuntimeFailure):
@@ -79,6 +105,7 @@ class ReplicaRequest:
     max_per_node: int | None = None
     stop_grace_seconds: float | None = None  # the spec's termination.gracePeriodSeconds (a Swarm service's own)
     init: bool = False  # Docker's --init: an init process as PID 1 forwards signals and reaps children
+    registry_auth: RegistryAuth | None = None  # credentials for the image's registry (Swarm passes them on)
 
     @property
     def name(self) -> str:
@@ -158,8 +185,11 @@ class Runtime(Protocol):
     def list_replicas(self, cluster: str, app: str | None = None) -> list[Observed]:
         """Every container of the cluster (or of one app), running or not. Raises EngineUnavailable."""
 
-    def ensure_image(self, image: str) -> None:
-        """Present locally, or pulled once; ImageUnavailable otherwise."""
+    def ensure_image(
+        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+    ) -> PullSummary | None:
+        """Present locally (None), or pulled once with `auth` (`on_pull` called as the pull begins), its summary
+        returned; ImageUnavailable (permanent) when the registry has no such image or refuses the credentials."""
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         """Create and start the slot's container, or adopt the one already there for this spec hash."""

@@ -229,6 +229,9 @@ class SwarmHosts:
             driver,
             "--default-address-pool",
             f"base=10.215.{self.slot * 16 + host.index}.0/24,size=26",  # docker_gwbridge's subnet
+            # A test registry on a host's gateway (tests/test_swarm.py) speaks plain HTTP, as one on loopback does.
+            "--insecure-registry",
+            "10.213.0.0/16",
         ]
         host.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -127,12 +127,18 @@ def test_missing_image_fails_fast_without_retries(databases: Databases, tmp_path
         job = live.wait_job(act(live, "ghost", "up")["job"]["id"], timeout=30)
         assert time.monotonic() - started < 30
         assert job["status"] == "failed"
-        assert job["error"] == "image orchestry-no-such-image:1 is not available locally and could not be pulled"
+        # The engine's reason follows: Docker Hub unreachable here, or no such repository where it answers.
+        assert job["error"].startswith(
+            (
+                "image orchestry-no-such-image:1 is not available locally and could not be pulled: ",
+                "image not found: orchestry-no-such-image:1",
+            )
+        ), job
         # Never retried; an attempt handed back when the lease ran out (a loaded machine) is not a retry.
         outcomes = [entry["outcome"] for entry in job["history"]]
         assert "retry" not in outcomes and job["attempts"] == 1 + outcomes.count("abandoned"), job
         app = live.http.get("/api/v1/apps/ghost").json()
-        assert app["status"] == "failed" and "not available locally" in app["status_reason"]
+        assert app["status"] == "failed" and job["error"] in app["status_reason"]
         time.sleep(1.5)  # no retry storm: the reconcile sweep leaves failed apps to the user
         assert len(live.http.get("/api/v1/jobs", params={"app": "ghost"}).json()["jobs"]) == 1
         assert live.containers("ghost") == []

@@ -18,8 +18,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import docker
+import docker.api.image
 import docker.errors
-import docker.models.images
 import httpx
 import pytest
 
@@ -245,7 +245,8 @@ def test_a_missing_image_is_unavailable_quickly(engine: DockerEngine, cluster: s
     with pytest.raises(ImageUnavailable) as caught:
         engine.ensure_image(image)
     assert time.monotonic() - started < 10
-    assert str(caught.value) == f"image {image} is not available locally and could not be pulled"
+    # No registry answers here: the engine's reason follows (Docker Hub unreachable, or no such repository).
+    assert str(caught.value).startswith(f"image {image}"), caught.value
     assert caught.value.temporary is False
     with pytest.raises(ImageUnavailable):
         engine.start_replica(request(cluster, image=image))
@@ -255,13 +256,13 @@ def test_a_missing_image_is_unavailable_quickly(engine: DockerEngine, cluster: s
 def test_a_present_image_is_ensured(engine: DockerEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A local image is found without a pull (a pull would go to a registry these machines do not have)."""
     pulls: list[str] = []
-    real_pull = docker.models.images.ImageCollection.pull
+    real_pull = docker.api.image.ImageApiMixin.pull
 
-    def pull(self: docker.models.images.ImageCollection, repository: str, *args: object, **kwargs: object) -> object:
+    def pull(self: docker.api.image.ImageApiMixin, repository: str, *args: object, **kwargs: object) -> object:
         pulls.append(repository)
         return real_pull(self, repository, *args, **kwargs)
 
-    monkeypatch.setattr(docker.models.images.ImageCollection, "pull", pull)
+    monkeypatch.setattr(docker.api.image.ImageApiMixin, "pull", pull)
     engine.ensure_image(TAG)  # returns: no ImageUnavailable, no EngineUnavailable
     assert pulls == []
     # Positive control: an image that is not there is pulled (and, with no registry, unavailable).

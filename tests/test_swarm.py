@@ -300,3 +300,43 @@ def serving_elsewhere(server: LiveServer, app: str, lost: str, count: int) -> bo
     replicas = server.http.get(f"/api/v1/apps/{app}").json()["replicas"]
     serving = [r for r in replicas if r["state"] == "running" and r["health"] == "healthy"]
     return len(serving) == count and not [r for r in serving if (r["address"] or "").startswith(lost + ":")]
+
+
+def test_a_private_registry_image_runs_on_every_host_with_the_stored_credentials(
+    on_swarm: LiveServer, swarm: SwarmHosts, testapp_image: str
+) -> None:
+    """The registry listens on the manager's gateway (each host reaches it through the machine); the image is
+    pushed there from the manager and removed from it, so every host pulls it with the credentials Orchestry
+    stored, handed on by Swarm (`X-Registry-Auth` on the service). Without them the job fails at once."""
+    from orchestry.testapp.registry import local_registry
+
+    with local_registry(address=swarm.manager.gateway) as registry:
+        repository = f"{registry.server}/orchestry-ci/swarm-{os.getpid()}"
+        client = manager(swarm)
+        try:
+            client.images.get(testapp_image).tag(repository, "1")
+            auth = {"username": registry.username, "password": registry.password}
+            for event in client.api.push(repository, tag="1", auth_config=auth, stream=True, decode=True):
+                assert "error" not in event, event
+            client.images.remove(f"{repository}:1")
+        finally:
+            client.close()
+        image = f"{repository}:1"
+        assert post(on_swarm, hello("privsw", image=image, extra=HEALTH)).status_code == 201
+        began = time.monotonic()
+        resp = on_swarm.http.post("/api/v1/apps/privsw/up", json={"replicas": 3})
+        failed = on_swarm.wait_job(resp.json()["job"]["id"], timeout=JOB_SECONDS)
+        seconds = time.monotonic() - began
+        assert failed["status"] == "failed" and failed["error"].startswith(
+            f"unauthorized: {registry.server} needs credentials"
+        ), failed
+        assert seconds < 20 and running_tasks(swarm, on_swarm.cluster, "privsw") == {}, seconds
+
+        login = {"username": registry.username, "password": registry.password}
+        assert on_swarm.http.put(f"/api/v1/registries/{registry.server}", json=login).status_code == 201
+        run(on_swarm, "privsw", "up", replicas=3)
+        wait_for(lambda: healthy(on_swarm, "privsw", 3), 30, 0.2)
+        placed = running_tasks(swarm, on_swarm.cluster, "privsw")
+        assert sum(placed.values()) == 3 and len(placed) >= 2, placed  # the workers pulled it too
+        print(f"unauthorized on the swarm failed in {seconds:.2f} s; 3 replicas pulled on 3 hosts")
+        run(on_swarm, "privsw", "down")

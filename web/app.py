@@ -25,11 +25,12 @@ from orchestry.web import (
     system,
 )
 from orchestry.web import certs as certs_api
+from orchestry.web import registries as registries_api
 from orchestry.web import secrets as secrets_api
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
-from orchestry.web.openapi import AppNameConverter, SecretNameConverter
+from orchestry.web.openapi import AppNameConverter, RegistryServerConverter, SecretNameConverter
 from orchestry.web.ui import bp as dashboard
 from orchestry.web.ui.access import check_dashboard_request, is_dashboard
 from orchestry.web.ui.access import headers as dashboard_headers
@@ -74,6 +75,7 @@ def create_app(
     install_errors(app)
     app.url_map.converters["app"] = AppNameConverter
     app.url_map.converters["secret"] = SecretNameConverter
+    app.url_map.converters["registry"] = RegistryServerConverter
 
     @app.after_request
     def _node_header(response: Response) -> Response:
@@ -88,4 +90,5 @@ def create_app(
     app.register_blueprint(dashboard)
     app.register_blueprint(certs_api.bp)
     app.register_blueprint(hosts.bp)
+    app.register_blueprint(registries_api.bp)
     return app

@@ -18,6 +18,7 @@ from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_sc
 from werkzeug.routing import BaseConverter
 
 from orchestry.spec.fields import SECRET_NAME
+from orchestry.workflows.registry import SERVER_PATTERN
 
 F = TypeVar("F", bound=Callable[..., Any])
 REF = "#/components/schemas/{model}"
@@ -86,9 +87,17 @@ class SecretNameConverter(BaseConverter):
     regex = r"[^/]{1,253}"
 
 
+class RegistryServerConverter(BaseConverter):
+    """A registry's `host[:port]` in `/registries/<server>`: any path segment matches (the handler names the rule
+    of a bad one)."""
+
+    regex = r"[^/]{1,255}"
+
+
 # The path parameter's schema by converter; any other is a string.
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "secret": {"type": "string", "maxLength": 253, "pattern": f"^{SECRET_NAME}$"},
+    "registry": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": SERVER_PATTERN},
     "int": {"type": "integer", "minimum": 0},
     "app": {"type": "string", "minLength": 1, "maxLength": 253, "not": {"const": "register"}},
     "string": {"type": "string", "minLength": 1, "maxLength": 253},

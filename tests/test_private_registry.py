@@ -1,0 +1,195 @@
+"""Private registries against a real one: Debian's `docker-registry` on 127.0.0.1 with htpasswd auth
+(testapp/registry.py). The test image is pushed there under a name of its own and removed locally, so every
+deploy below has to pull it: without credentials, with the right ones, with a wrong password, and for a tag
+that does not exist. The engine's and Swarm's side of the pull are tested on the real engine too."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker.errors
+import pytest
+
+from orchestry.runtime.docker_engine import DockerEngine
+from orchestry.runtime.swarm_engine import SwarmEngine
+from orchestry.runtime.types import ImageUnavailable, RegistryAuth
+from orchestry.testapp.registry import LocalRegistry, RegistryMissing, local_registry
+
+from conftest import LiveServer, docker_client, hello, post
+
+LIVE_FIXTURES = ("registry",)
+FAST_SECONDS = 20  # a refused pull ends the job at once: seconds, on a loaded machine too (no retry backoff)
+
+
+@pytest.fixture(scope="module")
+def registry(testapp_image: str) -> Iterator[LocalRegistry]:
+    try:
+        with local_registry() as running:
+            yield running
+    except RegistryMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def image(registry: LocalRegistry, testapp_image: str) -> Iterator[str]:
+    """The test image pushed to the registry under a unique name, and absent from the engine."""
+    client = docker_client()
+    repository = f"{registry.server}/orchestry-ci/app-{uuid.uuid4().hex[:10]}"
+    name = f"{repository}:1"
+    client.images.get(testapp_image).tag(repository, "1")
+    try:
+        auth = {"username": registry.username, "password": registry.password}
+        for event in client.api.push(repository, tag="1", auth_config=auth, stream=True, decode=True):
+            assert "error" not in event, event
+        client.images.remove(name)  # the tag only: orchestry-testapp:latest keeps the layers
+        yield name
+    finally:
+        for tag in (name, f"{repository}:nope"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(tag)
+
+
+def login(live: LiveServer, registry: LocalRegistry, password: str | None = None) -> None:
+    out = live.cli(
+        "registry",
+        "login",
+        registry.server,
+        "--username",
+        registry.username,
+        "--password-stdin",
+        stdin=(password or registry.password).encode() + b"\n",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"logged in to {registry.server} as {registry.username}")
+
+
+def deploy(live: LiveServer, app: str, image: str) -> tuple[dict[str, Any], float]:
+    assert post(live, hello(app, image=image)).status_code == 201
+    began = time.monotonic()
+    resp = live.http.post(f"/api/v1/apps/{app}/up", json={"replicas": 1})
+    assert resp.status_code == 202, resp.text
+    job = live.wait_job(resp.json()["job"]["id"], timeout=120)
+    return job, time.monotonic() - began
+
+
+def assert_failed_once(live: LiveServer, app: str, job: dict[str, Any], seconds: float) -> None:
+    """Failed at its first attempt, within seconds, and not retried by anyone (job or reconcile sweep)."""
+    assert job["status"] == "failed", job
+    assert seconds < FAST_SECONDS, f"the failed pull took {seconds:.1f} s"
+    outcomes = [entry["outcome"] for entry in job["history"]]
+    assert "retry" not in outcomes and job["attempts"] == 1 + outcomes.count("abandoned"), job
+    app_row = live.http.get(f"/api/v1/apps/{app}").json()
+    assert app_row["status"] == "failed" and job["error"] in app_row["status_reason"]
+    assert len(live.http.get("/api/v1/jobs", params={"app": app}).json()["jobs"]) == 1
+    assert live.containers(app) == []
+
+
+def pull_steps(job: dict[str, Any], image: str) -> list[tuple[str, str]]:
+    return [(s["step"], s["status"]) for s in job["steps"] if image in s["step"]]
+
+
+def test_without_credentials_the_deploy_fails_fast_as_unauthorized(live: LiveServer, image: str) -> None:
+    job, seconds = deploy(live, "nocreds", image)
+    server = image.split("/")[0]
+    assert job["error"] == (
+        f"unauthorized: {server} needs credentials (pulling {image}); `orchestry registry login {server}`"
+    ), job
+    assert pull_steps(job, image) == [(f"pulling {image}", "running"), (f"pull {image}", "failed")]
+    assert_failed_once(live, "nocreds", job, seconds)
+    print(f"unauthorized pull failed the job in {seconds:.2f} s")
+
+
+def test_after_registry_login_the_image_is_pulled_and_runs(
+    live: LiveServer, registry: LocalRegistry, image: str
+) -> None:
+    login(live, registry)
+    listed = live.cli("registries")
+    assert registry.server in listed.stdout and registry.username in listed.stdout
+    assert registry.password not in listed.stdout
+    job, seconds = deploy(live, "private", image)
+    assert job["status"] == "succeeded", job
+    assert pull_steps(job, image) == [(f"pulling {image}", "running"), (f"pull {image}", "ok")]
+    pulled = next(s for s in job["steps"] if s["step"] == f"pull {image}")
+    assert pulled["registry"] == registry.server and pulled["digest"].startswith("sha256:")
+    # The test image's layers are on the engine already (orchestry-testapp:latest): nothing to fetch but the name.
+    assert pulled["summary"].startswith("nothing to download") or pulled["layers"] >= 1, pulled
+    (box,) = live.containers("private")
+    assert box.status == "running" and box.inspect()["Config"]["Image"] == image
+    # The password is nowhere the API, the events or the controller's log show.
+    for text in (
+        live.http.get("/api/v1/registries").text,
+        live.http.get(f"/api/v1/jobs/{job['id']}").text,
+        live.http.get("/api/v1/events").text,
+        live.log(),
+    ):
+        assert registry.password not in text
+    print(f"deploy with a pull: {seconds:.2f} s; {pulled['summary']}")
+
+    out = live.cli("registry", "logout", registry.server)
+    assert out.returncode == 0 and out.stdout.strip() == f"logged out of {registry.server}", out.stderr
+    assert live.cli("registries").stdout.strip() == "no registries"
+    again = live.cli("registry", "logout", registry.server)
+    assert again.returncode == 1 and "does not exist" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_a_wrong_password_fails_the_deploy_naming_the_server(
+    live: LiveServer, registry: LocalRegistry, image: str
+) -> None:
+    login(live, registry, password="not-the-password")
+    job, seconds = deploy(live, "wrongpw", image)
+    assert job["error"] == f"unauthorized: wrong credentials for {registry.server} (pulling {image})", job
+    assert_failed_once(live, "wrongpw", job, seconds)
+    assert "not-the-password" not in json.dumps(job)
+
+
+def test_a_missing_tag_fails_the_deploy_as_not_found(live: LiveServer, registry: LocalRegistry, image: str) -> None:
+    login(live, registry)
+    missing = image.rsplit(":", 1)[0] + ":nope"
+    job, seconds = deploy(live, "notag", missing)
+    assert job["error"] == f"image not found: {missing} ({registry.server} has no such repository or tag)", job
+    assert_failed_once(live, "notag", job, seconds)
+
+
+def test_the_cli_refuses_a_bad_server_in_one_line(live: LiveServer) -> None:
+    for server, rule in (("https://reg.example.com", "scheme"), ("reg.example.com/team", "path")):
+        out = live.cli("registry", "login", server, "--username", "u", "--password-stdin", stdin=b"pw")
+        assert out.returncode == 2 and rule in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = live.cli("registry", "login", "reg.example.com", "--username", "u", "--password-stdin", stdin=b"pw\n\n")
+    assert out.returncode == 1 and "password: must not contain control characters" in out.stderr, out.stderr
+
+
+def test_the_engine_pulls_with_credentials_and_says_why_it_cannot(registry: LocalRegistry, image: str) -> None:
+    engine = DockerEngine()
+    right = RegistryAuth(registry.server, registry.username, registry.password)
+    wrong = RegistryAuth(registry.server, registry.username, "wrong")
+    try:
+        with pytest.raises(ImageUnavailable, match="needs credentials"):
+            engine.ensure_image(image)
+        with pytest.raises(ImageUnavailable, match="wrong credentials"):
+            engine.ensure_image(image, wrong)
+        calls: list[str] = []
+        pulled = engine.ensure_image(image, right, on_pull=lambda: calls.append("began"))
+        assert calls == ["began"] and pulled is not None and pulled.digest and pulled.digest.startswith("sha256:")
+        assert engine.ensure_image(image, right, on_pull=lambda: calls.append("again")) is None  # present now
+        assert calls == ["began"]
+        assert "wrong" not in repr(wrong) and wrong == RegistryAuth(registry.server, registry.username, "other")
+    finally:
+        engine.close()
+
+
+def test_swarm_looks_the_image_up_in_its_registry_before_any_task(registry: LocalRegistry, image: str) -> None:
+    """The swarm runtime's check (the registry's answer through the engine, no pull) runs on any engine."""
+    engine = SwarmEngine(client=docker_client())
+    right = RegistryAuth(registry.server, registry.username, registry.password)
+    with pytest.raises(ImageUnavailable, match=f"unauthorized: {registry.server} needs credentials"):
+        engine.ensure_image(image)
+    with pytest.raises(ImageUnavailable, match="wrong credentials"):
+        engine.ensure_image(image, RegistryAuth(registry.server, registry.username, "wrong"))
+    with pytest.raises(ImageUnavailable, match="image not found"):
+        engine.ensure_image(image.rsplit(":", 1)[0] + ":nope", right)
+    assert engine.ensure_image(image, right) is None
