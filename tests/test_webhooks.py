@@ -33,6 +33,7 @@ from orchestry.models.events import Event, record
 from orchestry.models.tokens import create_token
 from orchestry.models.webhooks import Webhook, WebhookDelivery
 from orchestry.operations import webhooks as ops_webhooks
+from orchestry.operations.request import request_task
 from orchestry.web.app import create_app
 from orchestry.workflows.webhooks import verify
 
@@ -115,7 +116,7 @@ class Leader:
     def run(self, *, later: float = 0.0) -> list[str]:
         """Claim and run every job due (`later` seconds from now: a retry's backoff passed), as the leader."""
         at = utcnow() + timedelta(seconds=later) if later else None
-        statuses = []
+        statuses: list[str] = []
         while True:
             with self.sessions.begin() as s:
                 job = jobq.claim_next(s, node="a", term=self.fence.term, now=at)
@@ -187,7 +188,7 @@ def test_one_signed_delivery_per_event_to_each_matching_webhook(
 
     # A delivery job run again (a failover re-ran it) sends nothing once the delivery is settled.
     with sessions.begin() as s:
-        ops_webhooks.request_task(s, "webhook-deliver", lock="again", args={"delivery": row["id"]}, actor="t")
+        request_task(s, "webhook-deliver", lock="again", args={"delivery": row["id"]}, actor="t")
     assert leader.run() == ["succeeded"]
     assert len(receiver.seen) == 2
 

@@ -137,13 +137,16 @@ def test_a_large_event_goes_without_its_details() -> None:
     assert event["details"] == {"truncated": True} and len(event["message"]) == MAX_TEXT
 
 
+ELECTED = EventFacts(2, "leader.elected", AT, "node:b", "node b leads (term 4)")
+
+
 @pytest.mark.parametrize(
     ("event", "text"),
     [
         (EVENT, "[orchestry prod] job.failed: app ghost: deploy job 3 failed: image missing"),
-        (EventFacts(2, "leader.elected", AT, "node:b", "node b leads (term 4)"), "[orchestry prod] leader.elected: node b leads (term 4)"),
+        (ELECTED, "[orchestry prod] leader.elected: node b leads (term 4)"),
     ],
-)  # fmt: skip
+)
 def test_slack_format_is_one_text(event: EventFacts, text: str) -> None:
     assert json.loads(payload("k", "ops", "prod", event, "slack")) == {"text": text}
 
