@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ from orchestry.operations.request import request_task
 from orchestry.web.app import create_app
 from orchestry.workflows.webhooks import verify
 
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, Databases, hello, post, start_server, stop_server, wait_for
 
 
 @dataclass
@@ -405,3 +406,46 @@ def test_every_process_that_records_events_installs_the_hook(module: str) -> Non
         "assert event.contains(Session, 'before_commit', _before_commit)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_live_a_failing_job_reaches_a_webhook_added_with_the_cli(
+    databases: Databases, tmp_path: Path, receiver: Receiver, docker_required: Any
+) -> None:
+    """A real `orchestry serve`: `webhook add` through the CLI, a real event (an app whose image does not
+    exist fails its job), the signed delivery at the receiver; then `webhook test`, the lists, a bad URL."""
+    live = start_server(databases.migrated(), tmp_path)
+    try:
+        added = live.cli("webhook", "add", receiver.url + "/hook", "--events", "job.failed", "--name", "ops")
+        assert added.returncode == 0, added.stderr
+        secret = added.stdout.split("keep it for the receiver): ", 1)[1].strip()
+        post(live, hello("ghost", image="orchestry-no-such-image:1"))
+        up = live.http.post("/api/v1/apps/ghost/up", json={"replicas": 1}).json()["job"]["id"]
+        assert live.wait_job(up, timeout=60)["status"] == "failed"
+        wait_for(lambda: len(receiver.seen) == 1, 30)
+        [seen] = receiver.seen
+        assert verify(secret, seen.headers["orchestry-signature"], seen.body, time.time())
+        event = json.loads(seen.body)["event"]
+        assert (event["type"], event["app"], event["details"]["kind"], event["details"]["job_id"]) == (
+            "job.failed",
+            "ghost",
+            "deploy",
+            up,
+        )
+        assert "not available locally" in event["message"]
+
+        tested = live.cli("webhook", "test", "ops")
+        assert tested.returncode == 0 and "delivered, HTTP 200" in tested.stdout, tested.stderr
+        assert json.loads(receiver.seen[-1].body)["type"] == "webhook.test"
+        listed = live.cli("webhooks")
+        assert listed.returncode == 0 and "ops" in listed.stdout and f"{receiver.url}/" in listed.stdout
+        history = live.cli("webhook", "deliveries", "ops")
+        assert history.returncode == 0 and "webhook.test" in history.stdout and "job.failed" in history.stdout
+        bad = live.cli("webhook", "add", "ftp://x.test/", "--events", "*")
+        assert bad.returncode == 1 and "url" in bad.stderr and "Traceback" not in bad.stderr
+        unknown = live.cli("webhook", "add", receiver.url, "--events", "jobs.failed")
+        assert unknown.returncode == 1 and "unknown event type 'jobs.failed'" in unknown.stderr
+        assert live.cli("webhook", "delete", "ops").returncode == 0
+        assert live.cli("webhooks").stdout.strip() == "no webhooks"
+        assert len(receiver.seen) == 2  # the job's failure and the test: nothing twice
+    finally:
+        stop_server(live)
