@@ -36,6 +36,8 @@ from orchestry.web.jobs import job_out
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut, JobOut
 from orchestry.workflows.webhooks import (
+    EVENT_TYPES,
+    FAMILIES,
     MAX_SUBSCRIPTIONS,
     MAX_URL,
     MAX_WEBHOOKS,
@@ -48,6 +50,7 @@ from orchestry.workflows.webhooks import (
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
 PATH_NAME = "<string(maxlength=63):name>"
+SUBSCRIBABLE = ["*", *FAMILIES, *EVENT_TYPES]  # the document lists them: a client sees the catalogue
 
 
 def _url(value: str) -> str:
@@ -70,7 +73,9 @@ class WebhookBody(BaseModel):
     url: Annotated[str, Field(max_length=MAX_URL), AfterValidator(_url)] = Field(
         description="http(s) URL the events are POSTed to; stored sealed, shown as scheme://host[:port] only"
     )
-    events: list[Annotated[str, Field(max_length=48), AfterValidator(_subscription)]] = Field(
+    events: list[
+        Annotated[str, Field(max_length=48, json_schema_extra={"enum": SUBSCRIBABLE}), AfterValidator(_subscription)]
+    ] = Field(
         min_length=1,
         max_length=MAX_SUBSCRIPTIONS,
         description="event types (job.failed), families (leader) or * for all",
