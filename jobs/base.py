@@ -2,7 +2,7 @@
 
 Handlers take a `JobContext` (the job's id and arguments, sessions, the runtime, the fence) and return a
 small result dict. They signal outcomes by exception, as kopf does:
-- `TemporaryError`: retry later with capped backoff (counts an attempt);
+- `TemporaryError`: retry later with capped backoff, or after its own `seconds` (counts an attempt);
 - `PermanentError`: fail now, with a message a user understands;
 - `Wait`: nothing is wrong, the job needs something to happen first; requeue it soon (no attempt counted);
 - `NotLeader`: this node lost its lease; stop at once and write nothing more.
@@ -27,7 +27,9 @@ from orchestry.runtime.types import Runtime
 
 
 class TemporaryError(Exception):
-    pass
+    def __init__(self, reason: str = "", seconds: float | None = None) -> None:
+        super().__init__(reason)
+        self.seconds = seconds  # retry after this long instead of the default backoff (a webhook's schedule)
 
 
 class PermanentError(Exception):

@@ -16,6 +16,7 @@ from orchestry.jobs.converge import converge
 from orchestry.jobs.health_check import health_check
 from orchestry.jobs.host_drain import host_drain
 from orchestry.jobs.noop import noop
+from orchestry.jobs.webhook_deliver import webhook_deliver
 
 APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile", "rollback", "restart")
 
@@ -28,6 +29,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "delete": ("force", "volumes"),
     "cert-issue": ("host",),
     "host-drain": ("address", "why"),
+    "webhook-deliver": ("delivery",),
 }
 
 
@@ -47,5 +49,6 @@ HANDLERS: dict[str, Handler] = {
     "health-check": health_check,  # probe one app's replicas now, on request
     "cert-issue": cert_issue,  # obtain or renew one `tls: auto` host's certificate over ACME (jobs/cert_issue.py)
     "host-drain": host_drain,  # a lost host of a swarm drained, so its replicas are replaced elsewhere
+    "webhook-deliver": webhook_deliver,  # POST one event to one webhook, signed (jobs/webhook_deliver.py)
     "noop": noop,  # measures the queue itself (bench/job_latency)
 }

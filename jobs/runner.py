@@ -86,7 +86,7 @@ def classify(exc: Exception) -> Outcome:
     if isinstance(exc, PermanentError):
         return Outcome("permanent", str(exc))
     if isinstance(exc, TemporaryError):
-        return Outcome("temporary", str(exc))
+        return Outcome("temporary", str(exc), exc.seconds or 0.0)
     return Outcome("unexpected", f"{type(exc).__name__}: {exc}")  # temporary by default: engine hiccups, bugs
 
 

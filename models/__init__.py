@@ -15,6 +15,7 @@ from orchestry.models.routing import RoutingState
 from orchestry.models.scaling import ScalingDecisionRow
 from orchestry.models.secrets import Secret
 from orchestry.models.tokens import ApiToken
+from orchestry.models.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "AcmeAccount",
@@ -37,4 +38,6 @@ __all__ = [
     "RoutingState",
     "ScalingDecisionRow",
     "Secret",
+    "Webhook",
+    "WebhookDelivery",
 ]

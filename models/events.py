@@ -1,6 +1,8 @@
 """Events: the audit trail users read — who did what, to which app, when, with details.
 
-Events name their app by name (no foreign key) so they outlive the app they describe.
+Events name their app by name (no foreign key) so they outlive the app they describe. Each event recorded is
+also noted in its session (`take_recorded`), so whatever must happen with it (a webhook's delivery,
+operations/webhooks.py) is added to the same transaction when it commits.
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ def record(
     """Add an event to the session; it is written with the change it describes (same transaction)."""
     event = Event(type=type_, message=message, actor=actor, app_name=app_name, details=details)
     session.add(event)
+    session.info.setdefault(RECORDED, []).append(event)
     return event
+
+
+RECORDED = "orchestry.recorded_events"
+
+
+def take_recorded(session: Session) -> list[Event]:
+    """The events recorded in this session since the last call (some may have been rolled back since)."""
+    taken: list[Event] = session.info.pop(RECORDED, [])
+    return taken
 
 
 def query_events(

@@ -55,6 +55,8 @@ TABLES = (
     "acme_challenges",
     "acme_accounts",
     "registry_credentials",
+    "webhook_deliveries",
+    "webhooks",
 )  # not leader_lease, controller_nodes, routing_state: the live server keeps leading and routing across tests
 
 for _key in [k for k in os.environ if k.startswith("ORCHESTRY_") and not k.startswith("ORCHESTRY_TEST_")]:

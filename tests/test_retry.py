@@ -104,6 +104,18 @@ CASES: dict[str, tuple[Outcome, int, timedelta, Decision]] = {
         WAIT_LIMIT * 2,
         Decision("retry", 0.5 * S, "engine down"),
     ),
+    "a temporary error with its own delay retries after it (a webhook's schedule)": (
+        Outcome("temporary", "answered HTTP 500", 120.0),
+        2,
+        S,
+        Decision("retry", 120 * S, "answered HTTP 500"),
+    ),
+    "... and still fails after the last attempt": (
+        Outcome("temporary", "answered HTTP 500", 120.0),
+        M,
+        S,
+        Decision("fail", error=f"gave up after {M} attempts: answered HTTP 500"),
+    ),
 }
 
 
@@ -124,6 +136,7 @@ def test_backoff_is_capped() -> None:
         (Wait("default delay"), Outcome("wait", "default delay", 0.5)),
         (PermanentError("bad spec"), Outcome("permanent", "bad spec")),
         (TemporaryError("engine down"), Outcome("temporary", "engine down")),
+        (TemporaryError("HTTP 500", seconds=5.0), Outcome("temporary", "HTTP 500", 5.0)),
         (KeyError("x"), Outcome("unexpected", "KeyError: 'x'")),
         (RuntimeError("boom"), Outcome("unexpected", "RuntimeError: boom")),
     ],

@@ -27,6 +27,7 @@ from orchestry.web import (
 from orchestry.web import certs as certs_api
 from orchestry.web import registries as registries_api
 from orchestry.web import secrets as secrets_api
+from orchestry.web import webhooks as webhooks_api
 from orchestry.web.auth import check_request
 from orchestry.web.context import ApiContext, close_session
 from orchestry.web.errors import install as install_errors
@@ -91,4 +92,5 @@ def create_app(
     app.register_blueprint(certs_api.bp)
     app.register_blueprint(hosts.bp)
     app.register_blueprint(registries_api.bp)
+    app.register_blueprint(webhooks_api.bp)
     return app

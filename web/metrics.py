@@ -30,6 +30,7 @@ from orchestry.models.metrics import latency_histograms, latest_rows
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.models.scaling import action_counts
 from orchestry.models.stats import app_stats, health_counts, job_stats
+from orchestry.models.webhooks import OUTCOMES, list_webhooks
 from orchestry.web.app_metrics import fresh_since
 from orchestry.web.context import ctx, session
 from orchestry.web.openapi import operation
@@ -94,6 +95,19 @@ class StateCollector(Collector):
         yield from self._nodes(now)
         yield self._components()
         yield self._certificates()
+        yield self._webhooks()
+
+    def _webhooks(self) -> Metric:
+        # Counters kept on the webhook row (its delivery history is trimmed): a deleted webhook's series ends.
+        deliveries = CounterMetricFamily(
+            "orchestry_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered, failed (given up), retried, dropped (backlog full)",
+            labels=["webhook", "outcome"],
+        )
+        for row in list_webhooks(self.session):
+            for outcome in OUTCOMES:
+                deliveries.add_metric([row.name, outcome], getattr(row, outcome))
+        return deliveries
 
     def _certificates(self) -> Metric:
         expiry = GaugeMetricFamily(

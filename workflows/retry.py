@@ -8,7 +8,7 @@ becomes of the job, and the runner only applies it:
 | not_leader  | abandon: this node lost its lease and writes nothing more (the next leader requeues the job)   |
 | wait        | wait `seconds` without counting an attempt; fail once the job has waited longer than the limit |
 | permanent   | fail now, with the handler's message                                                          |
-| temporary   | retry after a capped exponential backoff; fail when it was the last attempt                   |
+| temporary   | retry after a capped exponential backoff (or its own `seconds`); fail after the last attempt   |
 | unexpected  | as temporary (engine hiccups, database blips, bugs), the message naming the exception's type   |
 
 Time is an argument (`waited`: how long ago the job was created); nothing here reads a clock.
@@ -30,7 +30,8 @@ BACKOFF_CAP_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a handler's run ended with: `message` as a user reads it; `seconds` is a wait's own delay."""
+    """What a handler's run ended with: `message` as a user reads it; `seconds` is a wait's own delay, or a
+    temporary error's own retry delay (0: the default backoff)."""
 
     kind: OutcomeKind
     message: str = ""
@@ -66,4 +67,5 @@ def decide(
         return Decision("fail", error=outcome.message)
     if attempt >= max_attempts:
         return Decision("fail", error=f"gave up after {attempt} attempts: {outcome.message}")
-    return Decision("retry", delay=backoff(attempt), error=outcome.message)
+    delay = timedelta(seconds=outcome.seconds) if outcome.seconds > 0 else backoff(attempt)
+    return Decision("retry", delay=delay, error=outcome.message)
