@@ -66,6 +66,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "cert.failed",
     "secret.set",
     "secret.deleted",
+    "registry.login",
+    "registry.logout",
     "leader.elected",
     "leader.lease_lost",
     "leader.stepped_down",
