@@ -91,7 +91,8 @@ def test_running_twice_changes_nothing_the_second_time(env) -> None:  # type: ig
     submit(sessions, "blue")
     desire(sessions, 3)
     first = drive(env)
-    assert runtime.actions == ["start c-web-1 r1", "start c-web-2 r1", "start c-web-3 r1"]
+    # the three starts run at once (threads): their order is not part of the contract
+    assert sorted(runtime.actions) == ["start c-web-1 r1", "start c-web-2 r1", "start c-web-3 r1"]
     assert first["replicas"] == 3
     runtime.actions.clear()
     second = drive(env)
