@@ -267,7 +267,9 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     resp = api.post("/api/v1/apps", content=revised, headers={"Content-Type": "application/yaml"})
     assert resp.status_code == 200, resp.text
     deploy = resp.json()["results"][0]["job"]
-    assert live.wait_job(deploy, timeout=180)["status"] == "succeeded"
+    settled = ("succeeded", "failed", "cancelled")
+    wait(driver, lambda d: api.get(f"/api/v1/jobs/{deploy}").json()["status"] in settled, 180, "revision 2 rolled out")
+    assert api.get(f"/api/v1/jobs/{deploy}").json()["status"] == "succeeded"
     driver.get(live.url + "/ui/apps/web")
     wait(driver, lambda d: css(d, "#rollback-form"), 10, "the rollback form")
     options = [o.get_attribute("value") for o in css(driver, "#rollback-to option")]
