@@ -3,6 +3,7 @@ and fragments, and actions that enqueue the API's own jobs. The real browser run
 
 from __future__ import annotations
 
+import gzip
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -504,6 +505,14 @@ def test_a_poll_holding_the_current_fragment_gets_a_bodiless_304(
         assert "Content-Security-Policy" in again.headers
         other = client.get(path, headers={"X-Requested-With": "fetch", "If-None-Match": '"stale"'})
         assert other.status_code == 200 and other.get_data() == first.get_data(), path
+    # A poll that accepts gzip gets the render compressed once, under its own ETag.
+    plain = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"})
+    packed = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch", "Accept-Encoding": "gzip, br"})
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(packed.get_data()) == plain.get_data() and len(packed.get_data()) < len(plain.get_data())
+    assert packed.headers["ETag"] == plain.headers["ETag"][:-1] + '-gz"'
+    held = {"X-Requested-With": "fetch", "Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]}
+    assert client.get("/ui/apps/rows", headers=held).status_code == 304
     before = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"}).headers["ETag"]
     register(api, "api")  # the data changed: a new body, a new ETag
     changed = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch", "If-None-Match": before})
