@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,3 +517,35 @@ def wrk(binary: str, url: str, seconds: float, connections: int, threads: int) -
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited with {proc.returncode}:\n{out}")
     return out
+
+
+# -- profiling the controller (py-spy) -------------------------------------------------------------------------
+
+
+def start_profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling the process at 100 Hz without pausing it, only the thread that holds the GIL: the
+    Python code using the CPU (a thread waiting for a socket, the disk or a lock is not counted)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100", "--nonblocking", "--gil"]
+    return subprocess.Popen([*cmd, "--format", "raw", "--output", out], stdout=subprocess.DEVNULL)
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """The functions with the most samples on the stack (inclusive) and at its top (self), from py-spy's
+    collapsed stacks (`frame;frame;... count` per line)."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    print(f"profile: {total} samples holding the GIL ({total / 100:.1f} s at 100 Hz)")
+    for title, counts in (("inclusive", inclusive), ("self", own)):
+        print(f"  top {top} by {title}:")
+        for frame, n in counts.most_common(top):
+            print(f"    {n / total * 100:5.1f}%  {frame}")

@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("jobs", ops.jobs, "jobs, newest first")
     p.add_argument("--app")
     p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+    p.add_argument("--kind", help="only jobs of this kind (deploy, scale, stop, delete, rollback, restart, ...)")
     p.add_argument("--limit", type=int, default=30)
     p = waitable(cmd("job", ops.job, "one job: steps, attempts, timings, error"))
     p.add_argument("id", type=int)

@@ -122,7 +122,8 @@ def restart(args: Args, settings: Settings) -> int:
 
 
 def jobs(args: Args, settings: Settings) -> int:
-    params = {k: v for k, v in (("app", args.app), ("status", args.status), ("limit", args.limit)) if v}
+    given = (("app", args.app), ("status", args.status), ("kind", args.kind), ("limit", args.limit))
+    params = {k: v for k, v in given if v}
     data = _client(settings).get("/api/v1/jobs", params=params)
     if args.json:
         print_json(data)

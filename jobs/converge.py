@@ -159,6 +159,7 @@ def _rows(observed: list[Observed]) -> list[dict[str, object]]:
             "revision": o.revision,
             "container_id": o.id,
             "host": o.host,
+            "host_name": o.node_name,
             "port": o.port,
             "state": o.state,
             "started_at": o.started_at,

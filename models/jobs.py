@@ -24,6 +24,21 @@ from orchestry.models.cluster import holds_lease
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIVE_STATUSES = ("queued", "running")
+# Every kind a job row may hold: jobs/registry.py maps each to its handler (a test keeps the two the same).
+# The API's and the dashboard's `kind` filter accept these (web/ may not import jobs/).
+JOB_KINDS = (
+    "deploy",
+    "scale",
+    "stop",
+    "delete",
+    "reconcile",
+    "rollback",
+    "restart",
+    "health-check",
+    "cert-issue",
+    "host-drain",
+    "noop",
+)
 NOTIFY_CHANNEL = "orchestry_jobs"
 
 
@@ -343,13 +358,20 @@ def live_job(session: Session, lock: str) -> Job | None:
 
 
 def query_jobs(
-    session: Session, *, app_name: str | None = None, status: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    app_name: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
 ) -> list[Job]:
     stmt = select(Job)
     if app_name:
         stmt = stmt.where(Job.app_name == app_name)
     if status:
         stmt = stmt.where(Job.status == status)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
     return list(session.scalars(stmt.order_by(Job.id.desc()).limit(limit)))
 
 

@@ -159,11 +159,17 @@ def current(session: Session, app_id: int, since: datetime) -> tuple[MetricSampl
 
 
 def _newest(since: datetime) -> Subquery:
-    """Each app's latest collection time at or after `since` (its app row's)."""
+    """Each app's latest collection time at or after `since` (its app row's).
+
+    Grouped by `app_id + 0`, not `app_id`: grouping by the column lets SQLite's planner walk the whole
+    (app_id, taken_at) index for its order instead of the few recent rows of the taken_at index, a scan of the
+    entire history on every call (40 apps x 10 min of samples: 133 ms instead of 10; a day's retention: seconds).
+    An expression cannot take its order from an index, so the range scan wins; PostgreSQL plans both alike."""
+    app_id = (MetricSample.app_id + 0).label("app_id")
     return (
-        select(MetricSample.app_id, func.max(MetricSample.taken_at).label("at"))
+        select(app_id, func.max(MetricSample.taken_at).label("at"))
         .where(MetricSample.taken_at >= since, MetricSample.replica_name.is_(None))
-        .group_by(MetricSample.app_id)
+        .group_by(app_id)
         .subquery()
     )
 

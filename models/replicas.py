@@ -26,6 +26,7 @@ class Replica(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True, doc="container name")
     container_id: Mapped[str | None] = mapped_column(String(80))
     host: Mapped[str | None] = mapped_column(String(64))
+    host_name: Mapped[str | None] = mapped_column(String(255), doc="the Swarm host it runs on (None: docker)")
     port: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     health: Mapped[str] = mapped_column(String(16), default="unknown")
@@ -67,7 +68,8 @@ def count_replicas(session: Session, app_id: int) -> int:
 def sync_observed(session: Session, app_id: int, observed: list[dict[str, object]]) -> None:
     """Make the app's replica rows mirror what the engine reports (health fields are kept).
 
-    `observed` holds dicts with name, slot, revision, container_id, host, port, state, started_at, ports.
+    `observed` holds dicts with name, slot, revision, container_id, host, port, state, started_at, ports, and
+    host_name on the swarm runtime.
     """
     rows = {r.name: r for r in session.scalars(select(Replica).where(Replica.app_id == app_id))}
     seen = set()
@@ -83,6 +85,7 @@ def sync_observed(session: Session, app_id: int, observed: list[dict[str, object
             session.add(row)
         for key in ("slot", "revision", "container_id", "host", "port", "state", "ports"):
             setattr(row, key, obs[key])
+        row.host_name = str(obs["host_name"]) if obs.get("host_name") else None
         row.started_at = latest(row.started_at, obs["started_at"])
     for name, row in rows.items():
         if name not in seen:

@@ -60,6 +60,7 @@ def replica_from_labels(
     exit_code: int | None,
     ports: tuple[tuple[int, int], ...] = (),
     node: str | None = None,
+    node_name: str | None = None,
 ) -> Observed:
     """Malformed labels still give an Observed (slot -1, revision -1) so that reconcile can remove it. `host` is
     given only with a `port`."""
@@ -77,4 +78,5 @@ def replica_from_labels(
         exit_code=exit_code,
         ports=ports,
         node=node,
+        node_name=node_name,
     )

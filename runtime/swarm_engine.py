@@ -463,6 +463,7 @@ def _observed(service: dict[str, Any], task: dict[str, Any] | None, nodes: dict[
         exit_code=exit_code,
         ports=published,
         node=(task or {}).get("NodeID") or None,
+        node_name=(node.get("Description") or {}).get("Hostname") or None,
     )
 
 

@@ -140,6 +140,7 @@ class Observed:
     exit_code: int | None = None
     ports: tuple[tuple[int, int], ...] = ()  # (container port, published port on 127.0.0.1), every published one
     node: str | None = None  # the swarm runtime: the id of the Swarm node that runs it
+    node_name: str | None = None  # and that node's host name (what users and `orchestry hosts` call it)
 
     def published(self, container_port: int) -> int | None:
         """The loopback port where `container_port` is reachable (health checks use it)."""

@@ -3,6 +3,7 @@ and fragments, and actions that enqueue the API's own jobs. The real browser run
 
 from __future__ import annotations
 
+import gzip
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -20,6 +21,7 @@ from orchestry.models.base import utcnow
 from orchestry.models.db import make_sessionmaker
 from orchestry.models.jobs import Job
 from orchestry.models.metrics import MetricSample
+from orchestry.models.replicas import Replica
 from orchestry.models.scaling import ScalingDecisionRow
 from orchestry.models.tokens import create_token
 from orchestry.web.app import create_app
@@ -311,9 +313,9 @@ def test_open_dashboards_share_one_render(api: Flask, engine: Engine, monkeypatc
     """Ten dashboards polling the apps table within the same span cost one render (and its queries)."""
     from sqlalchemy import event
 
-    from orchestry.web.ui import views
+    from orchestry.web.ui import fragments
 
-    monkeypatch.setattr(views, "SHARED_SECONDS", 60.0)  # this test is about sharing, not about a busy machine
+    monkeypatch.setattr(fragments, "SHARED_SECONDS", 60.0)  # this test is about sharing, not about a busy machine
 
     for i in range(5):
         register(api, f"app{i}")
@@ -328,7 +330,193 @@ def test_open_dashboards_share_one_render(api: Flask, engine: Engine, monkeypatc
     per_poll = (len(seen) - rendered) / 9
     assert per_poll == 1 and rendered > 3, (per_poll, seen)  # only the access check: does any token exist
     assert b"app4" in first.get_data()
-    monkeypatch.setattr(views, "SHARED_SECONDS", 0.0)  # once the span is over, the next poll renders again
+    monkeypatch.setattr(fragments, "SHARED_SECONDS", 0.0)  # once the span is over, the next poll renders again
     before = len(seen)
     client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"})
     assert len(seen) - before == rendered
+
+
+def job_of(resp: Any) -> int:
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:500]
+    return int(resp.headers["Location"].split("job=")[1].split("#")[0])
+
+
+def test_restart_and_rollback_ask_first_then_enqueue_the_apis_jobs(api: Flask, engine: Engine) -> None:
+    token = new_token(engine, "alice", "operator")
+    register(api, "web", token)
+    client = api.test_client()
+    csrf = login(client, token)
+    page = client.get("/ui/apps/web").get_data(as_text=True)
+    # Not running, one revision: no restart, nothing to roll back to.
+    assert 'id="restart-button"' not in page and 'id="rollback-form"' not in page
+    refused = client.post("/ui/apps/web/restart", data={"csrf": csrf})
+    assert refused.status_code == 409 and "is not running" in refused.get_data(as_text=True)
+    refused = client.post("/ui/apps/web/rollback", data={"csrf": csrf})  # refused before asking
+    assert refused.status_code == 409 and "no earlier revision" in refused.get_data(as_text=True)
+
+    job_of(client.post("/ui/apps/web/scale", data={"replicas": "2", "csrf": csrf}))
+    revised = SPEC.format(name="web").replace("maxReplicas: 6", "maxReplicas: 5")
+    headers = {"Authorization": f"Bearer {token}"}
+    resp = api.test_client().post("/api/v1/apps", data=revised, content_type="application/yaml", headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    page = client.get("/ui/apps/web").get_data(as_text=True)
+    assert 'id="restart-button"' in page and 'id="rollback-form"' in page
+    assert '<option value="1">revision 1</option>' in page and '<option value="2">' not in page  # 2 is current
+
+    # Restart: asked first (nothing enqueued), then the API's job (the same args, the actor).
+    before = jobs(engine)
+    asked = client.post("/ui/apps/web/restart", data={"csrf": csrf})
+    text_ = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "Are you sure?" in text_ and "Restart web?" in text_ and "2 replica(s)" in text_
+    assert jobs(engine) == before
+    job_id = job_of(client.post("/ui/apps/web/restart", data={"csrf": csrf, "confirm": "yes"}))
+    assert jobs(engine)[-1] == ("restart", "web", {"restart": 1}, "token:alice")
+    live = client.get(f"/ui/apps/web/live?job={job_id}").get_data(as_text=True)
+    assert f'data-job="{job_id}"' in live and "restart" in live
+
+    # Rollback: the default is the previous revision; the confirmation names it and carries it on.
+    asked = client.post("/ui/apps/web/rollback", data={"csrf": csrf, "to": ""})
+    text_ = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "Roll web back to revision 1?" in text_
+    assert '<input type="hidden" name="to" value="1">' in text_ and "Yes, roll web back to revision 1" in text_
+    assert jobs(engine)[-1][0] == "restart"
+    with make_sessionmaker(engine)() as db:
+        app = get_app(db, "web")
+        assert app is not None and app.revision == 2
+    job_of(client.post("/ui/apps/web/rollback", data={"csrf": csrf, "to": "1", "confirm": "yes"}))
+    assert jobs(engine)[-1] == ("rollback", "web", {"revision": 3, "restored": 1}, "token:alice")
+    with make_sessionmaker(engine)() as db:
+        app = get_app(db, "web")
+        assert app is not None and app.revision == 3
+
+    # A revision that does not fit is refused with the API's words, before any question.
+    for to, status, words in [("x", 422, "must be a revision number"), ("9", 422, "revision 9 does not exist")]:
+        resp = client.post("/ui/apps/web/rollback", data={"csrf": csrf, "to": to, "confirm": "yes"})
+        assert resp.status_code == status and words in resp.get_data(as_text=True), resp.get_data(as_text=True)
+    # Both need the CSRF token, as every form does.
+    assert client.post("/ui/apps/web/restart", data={"confirm": "yes"}).status_code == 403
+    assert client.post("/ui/apps/web/rollback", data={"to": "1", "confirm": "yes"}).status_code == 403
+    assert [j[0] for j in jobs(engine)][-2:] == ["restart", "rollback"]
+
+
+def test_a_viewer_sees_no_restart_or_rollback(api: Flask, engine: Engine) -> None:
+    register(api, "web")
+    client = api.test_client()
+    assert client.post("/api/v1/apps/web/scale", json={"replicas": 1}).status_code == 202
+    revised = SPEC.format(name="web").replace("maxReplicas: 6", "maxReplicas: 5")
+    assert client.post("/api/v1/apps", data=revised, content_type="application/yaml").status_code == 200
+    assert 'id="restart-button"' in client.get("/ui/apps/web").get_data(as_text=True)  # open mode: an operator
+    viewer = api.test_client()
+    csrf = login(viewer, new_token(engine, "val", "viewer"))
+    page = viewer.get("/ui/apps/web").get_data(as_text=True)
+    for marker in ('id="restart-button"', 'id="rollback-form"', "/restart", "/rollback"):
+        assert marker not in page
+    before = jobs(engine)
+    for action, data in [("restart", {"confirm": "yes"}), ("rollback", {"to": "1", "confirm": "yes"})]:
+        resp = viewer.post(f"/ui/apps/web/{action}", data={**data, "csrf": csrf})
+        assert resp.status_code == 403 and "viewer" in resp.get_data(as_text=True)
+    assert jobs(engine) == before
+
+
+def test_jobs_filter_by_kind_in_the_page_its_live_rows_and_the_api(api: Flask) -> None:
+    client = api.test_client()
+    register(api, "web")
+    register(api, "api")
+    assert client.post("/api/v1/apps/web/scale", json={"replicas": 1}).status_code == 202
+    assert client.post("/api/v1/apps/api/up").status_code == 202
+    assert client.post("/api/v1/apps/api/down").status_code == 202
+
+    def kinds(html: str) -> list[str]:
+        return re.findall(r"</a></td>\s*<td>([a-z-]+)</td>", html)
+
+    page = client.get("/ui/jobs?kind=scale")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and kinds(html) == ["scale"]
+    assert 'data-live="/ui/jobs/rows?kind=scale"' in html  # the live refresh keeps the filter
+    assert '<option value="scale" selected>scale</option>' in html
+    assert 'data-live="/ui/jobs/rows?app=api&amp;kind=stop"' in client.get("/ui/jobs?app=api&kind=stop").get_data(
+        as_text=True
+    )
+    assert kinds(
+        client.get("/ui/jobs/rows?kind=stop", headers={"X-Requested-With": "fetch"}).get_data(as_text=True)
+    ) == ["stop"]
+    assert sorted(kinds(client.get("/ui/jobs").get_data(as_text=True))) == ["deploy", "scale", "stop"]
+    assert kinds(client.get("/ui/jobs?kind=restart").get_data(as_text=True)) == []
+
+    # A bad filter: the page with the filters as given and what is wrong, no rows, no live refresh.
+    bad = client.get("/ui/jobs?app=web&kind=bogus")
+    html = bad.get_data(as_text=True)
+    assert bad.status_code == 400 and 'id="filter-error"' in html and 'id="jobs-filter"' in html
+    assert "kind: must be one of deploy, scale, stop" in html and "Traceback" not in html
+    assert 'value="web"' in html and "data-live=" not in html
+    both = client.get("/ui/jobs?kind=bogus&status=nope").get_data(as_text=True)
+    assert "kind: must be one of" in both and "status: " in both
+    rows = client.get("/ui/jobs/rows?kind=bogus", headers={"X-Requested-With": "fetch"})
+    assert rows.status_code == 400 and "kind: must be one of" in rows.get_data(as_text=True)
+
+    # The API filters by the same rule.
+    assert [j["kind"] for j in client.get("/api/v1/jobs?kind=deploy").get_json()["jobs"]] == ["deploy"]
+    err = client.get("/api/v1/jobs?kind=bogus")
+    assert err.status_code == 400 and err.get_json()["fields"][0]["field"] == "kind"
+
+
+def test_the_replicas_table_shows_each_replicas_host(engine: Engine, db_url: str) -> None:
+    """The swarm runtime: the Swarm host each replica runs on (— while unplaced); docker: this node's engine."""
+    from seed import running_app
+
+    with make_sessionmaker(engine)() as db:
+        running_app(db, "web", SPEC.format(name="web"), 3, 41000)
+        db.flush()
+        names = {"web-1": "worker-1", "web-2": "worker-2", "web-3": None}
+        for replica in db.query(Replica):
+            replica.host_name = names[replica.name]
+        db.commit()
+    swarm = create_app(load_settings({"database_url": db_url, "runtime": "swarm"}), engine).test_client()
+    html = swarm.get("/ui/apps/web/live").get_data(as_text=True)
+    cells = re.findall(r'<tr data-replica="(web-\d)">.*?<td class="host">(.*?)</td>', html, re.S)
+    assert [(name, re.sub(r"<[^>]+>", "", cell)) for name, cell in cells] == [
+        ("web-1", "worker-1"),
+        ("web-2", "worker-2"),
+        ("web-3", "—"),
+    ], cells
+    assert [r["host"] for r in swarm.get("/api/v1/apps/web").get_json()["replicas"]] == ["worker-1", "worker-2", None]
+    docker = create_app(load_settings({"database_url": db_url}), engine).test_client()
+    html = docker.get("/ui/apps/web/live").get_data(as_text=True)
+    assert html.count('title="this node\'s Docker engine">local</span>') == 3 and "worker-1" not in html
+
+
+def test_a_poll_holding_the_current_fragment_gets_a_bodiless_304(
+    api: Flask, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each render carries an ETag; the script sends it back, and an unchanged fragment costs no body. The ETag
+    is of the data shown: a render of the same data (relative times written as absolute ones) keeps it."""
+    from orchestry.web.ui import fragments
+
+    monkeypatch.setattr(fragments, "SHARED_SECONDS", 0.0)  # every poll renders: the ETag must hold across renders
+    register(api, "web")
+    client = api.test_client()
+    assert client.post("/api/v1/apps/web/scale", json={"replicas": 1}).status_code == 202
+    for path in ("/ui/apps/rows", "/ui/jobs/rows", "/ui/jobs/1/live", "/ui/apps/web/live"):
+        first = client.get(path, headers={"X-Requested-With": "fetch"})
+        etag = first.headers["ETag"]
+        assert first.status_code == 200 and first.get_data() and etag.startswith('"'), path
+        again = client.get(path, headers={"X-Requested-With": "fetch", "If-None-Match": etag})
+        assert again.status_code == 304 and again.get_data() == b"" and again.headers["ETag"] == etag, path
+        assert "Content-Security-Policy" in again.headers
+        other = client.get(path, headers={"X-Requested-With": "fetch", "If-None-Match": '"stale"'})
+        assert other.status_code == 200 and other.get_data() == first.get_data(), path
+    # A poll that accepts gzip gets the render compressed once, under its own ETag.
+    plain = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"})
+    packed = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch", "Accept-Encoding": "gzip, br"})
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(packed.get_data()) == plain.get_data() and len(packed.get_data()) < len(plain.get_data())
+    assert packed.headers["ETag"] == plain.headers["ETag"][:-1] + '-gz"'
+    held = {"X-Requested-With": "fetch", "Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]}
+    assert client.get("/ui/apps/rows", headers=held).status_code == 304
+    before = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch"}).headers["ETag"]
+    register(api, "api")  # the data changed: a new body, a new ETag
+    changed = client.get("/ui/apps/rows", headers={"X-Requested-With": "fetch", "If-None-Match": before})
+    assert changed.status_code == 200 and b"api" in changed.get_data() and changed.headers["ETag"] != before
+    # a fragment's times are absolute (the page's script shows them relative)
+    live = client.get("/ui/apps/web/live", headers={"X-Requested-With": "fetch"}).get_data(as_text=True)
+    assert re.search(r"<time [^>]*data-rel>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>", live), live[:3000]

@@ -29,6 +29,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 LAPTOP = (1366, 1600)
 PHONE = (390, 1700)
+# quick checks and drains: the restart from the page replaces both replicas one at a time
+FAST = "healthCheck: {path: /health, periodSeconds: 1}\ntermination: {drainSeconds: 1, gracePeriodSeconds: 1}\n"
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,7 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     assert "No app is registered yet" in css(driver, "#apps-table tbody")[0].text
     marker = driver.execute_script("document.body.dataset.marker = 'same-page'; return 1")
     assert marker == 1
-    resp = api.post("/api/v1/apps", content=hello("web"), headers={"Content-Type": "application/yaml"})
+    resp = api.post("/api/v1/apps", content=hello("web", extra=FAST), headers={"Content-Type": "application/yaml"})
     assert resp.status_code == 201, resp.text
     wait(driver, lambda d: css(d, 'tr[data-name="web"]'), 20, "the registered app in the table")
     assert driver.execute_script("return document.body.dataset.marker") == "same-page"  # no reload
@@ -235,6 +237,52 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     wait(driver, lambda d: css(d, "#scale-form"), 10, "back on the app")
     assert api.get("/api/v1/apps/web").json()["desired_replicas"] == 2
 
+    # Restart asks first, then replaces both replicas one at a time: the page follows the job to its end.
+    assert [r["host"] for r in api.get("/api/v1/apps/web").json()["replicas"]] == [None, None]  # docker: local
+    assert [c.text for c in css(driver, "#replicas td.host")] == ["local", "local"]
+    before = {r["container_id"] for r in api.get("/api/v1/apps/web").json()["replicas"]}
+    css(driver, "#restart-button")[0].click()
+    wait(driver, lambda d: css(d, "#confirm-button"), 10, "the restart's confirmation")
+    assert "Restart web?" in css(driver, "[role=alertdialog]")[0].text
+    shot(driver, "confirm-restart-phone", PHONE)
+    css(driver, "#confirm-button")[0].click()
+    wait(driver, lambda d: "job=" in d.current_url, 20, "the restart's job on the app page")
+
+    def restarted(d: Any) -> bool:
+        kind, status, ready = d.execute_script(
+            """const q = (s) => document.querySelector(s);
+            return [q('.job .jobhead strong') && q('.job .jobhead strong').textContent,
+                    q('#job-status') && q('#job-status').textContent,
+                    q('#app-replicas') && q('#app-replicas').dataset.ready];"""
+        )
+        return bool(kind and kind.endswith("restart") and status == "succeeded" and ready == "2")
+
+    wait(driver, restarted, 180, "the restart job succeeded with 2 ready replicas")
+    after = {r["container_id"] for r in api.get("/api/v1/apps/web").json()["replicas"]}
+    assert len(after) == 2 and not before & after  # every replica replaced
+    assert [s for s in css(driver, "#job-steps")[0].text.split() if s in ("start", "stop")].count("start") == 2
+
+    # A second revision: the page offers a rollback to the first, asking first (cancelled here).
+    revised = hello("web", extra=FAST).replace("  ports:", "  environment: [{name: COLOR, value: green}]\n  ports:")
+    resp = api.post("/api/v1/apps", content=revised, headers={"Content-Type": "application/yaml"})
+    assert resp.status_code == 200, resp.text
+    deploy = resp.json()["results"][0]["job"]
+    settled = ("succeeded", "failed", "cancelled")
+    wait(driver, lambda d: api.get(f"/api/v1/jobs/{deploy}").json()["status"] in settled, 180, "revision 2 rolled out")
+    assert api.get(f"/api/v1/jobs/{deploy}").json()["status"] == "succeeded"
+    driver.get(live.url + "/ui/apps/web")
+    wait(driver, lambda d: css(d, "#rollback-form"), 10, "the rollback form")
+    options = [o.get_attribute("value") for o in css(driver, "#rollback-to option")]
+    assert options == ["", "1"], options
+    shot(driver, "app-actions-laptop")
+    shot(driver, "app-actions-phone", PHONE)
+    css(driver, "#rollback-button")[0].click()
+    wait(driver, lambda d: css(d, "#confirm-button"), 10, "the rollback's confirmation")
+    assert "Roll web back to revision 1?" in css(driver, "[role=alertdialog]")[0].text
+    css(driver, "#cancel-button")[0].click()
+    wait(driver, lambda d: css(d, "#scale-form"), 10, "back on the app")
+    assert api.get("/api/v1/apps/web").json()["revision"] == 2
+
     driver.get(live.url + "/ui/")
     wait(driver, lambda d: "2 / 2" in css(d, 'tr[data-name="web"]')[0].text, 30, "2 / 2 in the table")
     shot(driver, "apps-laptop-light")
@@ -243,6 +291,25 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     wait(driver, lambda d: css(d, "#jobs-table tbody tr"), 10, "the jobs")
     assert "scale" in css(driver, "#jobs-table")[0].text
     shot(driver, "jobs-laptop")
+
+    # The kind filter: only restarts, in the page and in its live refresh (a scale enqueued meanwhile stays out).
+    from selenium.webdriver.support.ui import Select
+
+    Select(css(driver, "#f-kind")[0]).select_by_value("restart")
+    css(driver, "#jobs-filter button")[0].click()
+    wait(driver, lambda d: "kind=restart" in d.current_url, 10, "the filtered jobs")
+    kinds = lambda d: [r.text for r in css(d, "#jobs-table tbody tr td:nth-child(2)")]  # noqa: E731
+    assert kinds(driver) == ["restart"], kinds(driver)
+    assert api.post("/api/v1/apps/web/scale", json={"replicas": 2}).status_code in (200, 202)
+    stamp = css(driver, "[data-live-status]")[0].text
+    wait(driver, lambda d: css(d, "[data-live-status]")[0].text != stamp, 15, "a live refresh")
+    stamp = css(driver, "[data-live-status]")[0].text
+    wait(driver, lambda d: css(d, "[data-live-status]")[0].text != stamp, 15, "another live refresh")
+    assert kinds(driver) == ["restart"], kinds(driver)
+    shot(driver, "jobs-kind-phone", PHONE)
+    driver.get(live.url + "/ui/jobs?kind=nonsense")
+    wait(driver, lambda d: css(d, "#filter-error"), 10, "the bad filter's message")
+    assert "kind: must be one of" in css(driver, "#filter-error")[0].text
     driver.get(live.url + "/ui/cluster")
     wait(driver, lambda d: css(d, "#leader"), 10, "the cluster")
     assert css(driver, "#leader")[0].text == live.env["ORCHESTRY_NODE_ID"]
@@ -255,9 +322,11 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     driver.get(live.url + "/ui/apps/web")
     wait(driver, lambda d: css(d, "#app-replicas"), 10, "the app as a viewer")
     assert css(driver, "#actions, #scale-form, #down-button, #mode-button, form[action$='/scale']") == []
+    assert css(driver, "#restart-button, #rollback-form, form[action$='/restart'], form[action$='/rollback']") == []
     assert browser_post(driver, "/ui/apps/web/scale", "replicas=1") == 403
     shot(driver, "app-viewer-phone", PHONE)
-    refused = "status of 403"  # the two refused POSTs above
-    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and refused not in e["message"]]
+    expected = ("status of 403", "/ui/jobs?kind=nonsense")  # the two refused POSTs, the bad filter's 400
+    logged = driver.get_log("browser")
+    errors = [e for e in logged if e["level"] == "SEVERE" and not any(x in e["message"] for x in expected)]
     assert errors == [], errors  # no CSP violation, no script error
     api.close()

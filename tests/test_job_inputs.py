@@ -22,6 +22,7 @@ from orchestry.jobs.runner import run_job
 from orchestry.models import jobs as jobq
 from orchestry.models.apps import get_app
 from orchestry.models.cluster import Held, acquire_or_renew
+from orchestry.models.jobs import JOB_KINDS
 from orchestry.models.replicas import Replica
 from orchestry.operations.request import request_operation
 
@@ -128,3 +129,9 @@ def test_every_argument_a_handler_reads_is_an_input_of_its_kind(kind: str) -> No
         assert read <= set(registry.INPUTS["delete"])
     else:
         assert read <= set(registry.INPUTS.get(kind, ())), f"{kind} reads {sorted(read)}"
+
+
+def test_the_kinds_a_jobs_filter_accepts_are_the_registered_ones() -> None:
+    """web/ may not import jobs/: models.jobs.JOB_KINDS stands for the registry in the API's and the
+    dashboard's `kind` filter, and must name every kind (and no other)."""
+    assert sorted(JOB_KINDS) == sorted(registry.HANDLERS)

@@ -69,3 +69,27 @@ def test_a_later_listing_keeps_the_inspected_start_and_a_new_container_replaces_
         assert sync("bbb", later) == later  # a replacement under the same name starts afresh
     finally:
         engine.dispose()
+
+
+def test_a_replicas_swarm_host_follows_what_the_engine_reports(db_url: str) -> None:
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    submit(sessions, "blue")
+
+    def sync(host_name: str | None) -> str | None:
+        with sessions.begin() as s:
+            app = get_app(s, "web")
+            assert app is not None
+            sync_observed(s, app.id, [{**observed("aaa", PRECISE), "host_name": host_name}])
+        with sessions() as s:
+            app = get_app(s, "web")
+            assert app is not None
+            (row,) = replicas_of(s, app.id)
+            return row.host_name
+
+    try:
+        assert sync("worker-1") == "worker-1"
+        assert sync("worker-2") == "worker-2"  # Swarm moved the task
+        assert sync(None) is None  # the docker runtime names none
+    finally:
+        engine.dispose()

@@ -65,7 +65,7 @@ def task(state: str, index: int, desired: str = "running", **status: Any) -> dic
     }
 
 
-NODES = {"n2": {"ID": "n2", "Status": {"Addr": "10.0.0.6"}}}
+NODES = {"n2": {"ID": "n2", "Status": {"Addr": "10.0.0.6"}, "Description": {"Hostname": "worker-2"}}}
 LABELS = {
     "org.orchestry.app": "web",
     "org.orchestry.slot": "2",
@@ -86,6 +86,7 @@ def test_a_running_task_is_reached_at_its_hosts_address_and_published_port() -> 
         3,
     )
     assert (observed.state, observed.host, observed.port, observed.node) == ("running", "10.0.0.6", 30001, "n2")
+    assert observed.node_name == "worker-2"  # the replica's host, by the name users know it by
     assert observed.ports == ((8080, 30001),)
     assert observed.started_at is not None and observed.started_at.year == 2026
 

@@ -274,6 +274,7 @@ def _replica_out(r: Replica) -> ReplicaOut:
         revision=r.revision,
         container_id=r.container_id,
         address=r.address,
+        host=r.host_name,
         state=r.state,
         health=r.health,
         consecutive_failures=r.consecutive_failures,

@@ -49,7 +49,7 @@ def accepted(job: jobq.Job, *, created: bool, message: str) -> tuple[Response, i
 @operation("Jobs, newest first", tag="jobs", query=JobsQuery, responses={200: JobList})
 def list_jobs() -> Response:
     args = query(JobsQuery)
-    jobs = jobq.query_jobs(session(), app_name=args.app, status=args.status, limit=args.limit)
+    jobs = jobq.query_jobs(session(), app_name=args.app, status=args.status, kind=args.kind, limit=args.limit)
     return jsonify(JobList(jobs=[job_out(j) for j in jobs]).model_dump(mode="json"))
 
 

@@ -76,7 +76,8 @@ def replayable(view: Callable[..., tuple[Response, int]]) -> Callable[..., tuple
     return answer_or_replay
 
 
-def _live_app(name: str) -> App:
+def live_app(name: str) -> App:
+    """The app, 404 when unknown, 409 while it is being deleted."""
     app = app_or_404(name)
     if app.status == "deleting":
         raise ApiError(409, "conflict", f"app {name} is being deleted")
@@ -144,7 +145,7 @@ def up(name: str) -> tuple[Response, int]:
 
 def start_app(name: str, replicas: int | None) -> tuple[jobq.Enqueued, str]:
     """`up`: run `replicas` (default: the desired count, else minReplicas) of the current revision."""
-    app = _live_app(name)
+    app = live_app(name)
     section = scaling_section(session(), app)  # the policy in force: an API-set minReplicas counts too
     replicas = replicas or app.desired_replicas or max(1, int(section.get("minReplicas", 1)))
     _check_bound(section, replicas)
@@ -169,7 +170,7 @@ def down(name: str) -> tuple[Response, int]:
 
 def stop_app(name: str) -> tuple[jobq.Enqueued, str]:
     """`down`: stop every replica; the app stays registered."""
-    app = _live_app(name)
+    app = live_app(name)
     desired = {"status": "stopped", "status_reason": None, "desired_replicas": 0}
     return enqueue_operation(app, "stop", f"down {name}", {}, desired)
 
@@ -190,7 +191,7 @@ def scale(name: str) -> tuple[Response, int]:
 
 def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
     """`scale`: set the desired replica count (within the policy in force and the cap)."""
-    app = _live_app(name)
+    app = live_app(name)
     section = scaling_section(session(), app)
     _check_bound(section, replicas)
     desired: dict[str, Any] = {"desired_replicas": replicas}
@@ -237,29 +238,39 @@ def delete(name: str) -> tuple[Response, int]:
 )
 def rollback(name: str) -> tuple[Response, int]:
     body = json_body(RollbackBody, required=False)
-    app = _live_app(name)
+    return _answer(rollback_app(name, body.to))
+
+
+def rollback_target(app: App, to: int | None) -> int:
+    """The revision a rollback of `app` restores: `to`, or the previous one. 422 (a `to` that does not fit)
+    or 409 (no earlier revision) otherwise."""
     refs = [RevisionRef(r.number, r.content_hash, r.restored_from) for r in app.revisions]
-    choice = rollback_choice(refs, app.revision, body.to)
+    choice = rollback_choice(refs, app.revision, to)
     if choice.problem is not None or choice.restore is None:
         problem = choice.problem or "no revision to restore"
         raise ApiError(
-            422 if body.to is not None else 409,
-            "invalid" if body.to is not None else "conflict",
+            422 if to is not None else 409,
+            "invalid" if to is not None else "conflict",
             f"to: {problem}",
             [field("to", problem)],
         )
-    restore = get_revision(session(), app, choice.restore)
+    return choice.restore
+
+
+def rollback_app(name: str, to: int | None) -> tuple[jobq.Enqueued, str]:
+    """`rollback`: a new revision restoring revision `to` (default: the previous one), rolled out."""
+    app = live_app(name)
+    restored = rollback_target(app, to)
+    restore = get_revision(session(), app, restored)
     assert restore is not None, "rollback_choice picks a stored revision"
     number = restore_revision(session(), app, restore, actor=actor(), reason=f"asked by {actor()}")
     desired = {"status": "running", "status_reason": None} if app.status == "failed" else {}
-    return _answer(
-        enqueue_operation(
-            app,
-            "rollback",
-            f"rollback {name}: revision {number} restores revision {choice.restore}",
-            {"revision": number, "restored": choice.restore},
-            desired,
-        )
+    return enqueue_operation(
+        app,
+        "rollback",
+        f"rollback {name}: revision {number} restores revision {restored}",
+        {"revision": number, "restored": restored},
+        desired,
     )
 
 
@@ -272,17 +283,26 @@ def rollback(name: str) -> tuple[Response, int]:
     idempotency_key=True,
 )
 def restart(name: str) -> tuple[Response, int]:
-    app = _live_app(name)
+    return _answer(restart_app(name))
+
+
+def check_restartable(app: App) -> None:
+    """409 unless `app` runs replicas (a restart replaces running ones)."""
     if app.status not in RUNNING_STATUSES or app.desired_replicas < 1:
-        rule = f"app {name} is not running ({app.status}); `orchestry up {name}` starts it"
+        rule = f"app {app.name} is not running ({app.status}); `orchestry up {app.name}` starts it"
         raise ApiError(409, "conflict", rule)
+
+
+def restart_app(name: str) -> tuple[jobq.Enqueued, str]:
+    """`restart`: replace every replica of the running revision, one at a time (the restart count is part of
+    the replicas' hash)."""
+    app = live_app(name)
+    check_restartable(app)
     restarts = (app.restarts or 0) + 1
-    return _answer(
-        enqueue_operation(
-            app,
-            "restart",
-            f"restart {name}: {app.desired_replicas} replica(s) of revision {app.revision}, one at a time",
-            {"restart": restarts},
-            {"restarts": restarts, "status": "running", "status_reason": None},
-        )
+    return enqueue_operation(
+        app,
+        "restart",
+        f"restart {name}: {app.desired_replicas} replica(s) of revision {app.revision}, one at a time",
+        {"restart": restarts},
+        {"restarts": restarts, "status": "running", "status_reason": None},
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from orchestry.models.jobs import JOB_KINDS
 from orchestry.spec.whole import integral
 
 _RELATIVE = re.compile(r"^(\d{1,9})([smhd])$")
@@ -146,6 +147,10 @@ class ReplicaOut(BaseModel):
     revision: int
     container_id: str | None
     address: str | None
+    host: str | None = Field(
+        description="the Swarm host it runs on (runtime swarm, as `orchestry hosts` names it); null on the docker "
+        "runtime (this node's Docker engine) or while a task waits for a host"
+    )
     state: str
     health: str
     consecutive_failures: int
@@ -291,9 +296,18 @@ class UpBody(StrictBody):
     replicas: int | None = Field(None, ge=1, description="default: the app's minReplicas (at least 1)")
 
 
+def _job_kind(value: Any) -> Any:
+    if isinstance(value, str) and value not in JOB_KINDS:
+        raise ValueError(f"must be one of {', '.join(JOB_KINDS)}")
+    return value
+
+
 class JobsQuery(Query):
     app: str | None = Field(None, max_length=63)
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    kind: Annotated[str, BeforeValidator(_job_kind)] | None = Field(
+        None, description="only jobs of this kind", json_schema_extra={"enum": list(JOB_KINDS)}
+    )
     limit: QueryInt = Field(50, ge=1, le=1000)
 
 

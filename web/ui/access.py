@@ -75,7 +75,10 @@ def check_dashboard_request() -> None:
         g.ui_new_nonce = nonce
     g.csrf = csrf_token(nonce)
     db = session()
-    if not any_tokens(db):  # open on loopback, as the API is
+    # A valid cookie proves that tokens exist: one query per poll of a logged-in page, not two.
+    presented = request.cookies.get(TOKEN_COOKIE)
+    token = authenticate(db, presented) if presented else None
+    if token is None and not any_tokens(db):  # open on loopback, as the API is
         refused = no_token_refusal(_public_bind(), request.host)
         if refused is not None:
             raise _refused(refused)
@@ -84,7 +87,6 @@ def check_dashboard_request() -> None:
     g.ui_open = False
     if request.endpoint in OPEN:
         return
-    token = authenticate(db, request.cookies.get(TOKEN_COOKIE, "")) if request.cookies.get(TOKEN_COOKIE) else None
     if token is None:
         if request.method in READ_METHODS and not request.headers.get("X-Requested-With"):
             back = quote(request.full_path.rstrip("?"))

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import difflib
 import json
-import threading
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, g, redirect, render_template, request
 from markupsafe import Markup, escape
 from pydantic import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
@@ -26,6 +24,7 @@ from orchestry.models.apps import get_revision
 from orchestry.models.base import aware
 from orchestry.models.cluster import db_now
 from orchestry.models.events import query_events
+from orchestry.models.jobs import JOB_KINDS, JOB_STATUSES
 from orchestry.models.metrics import app_series, current
 from orchestry.models.routing import stored_generation
 from orchestry.models.tokens import authenticate
@@ -39,9 +38,18 @@ from orchestry.web.errors import ApiError
 from orchestry.web.health import app_health
 from orchestry.web.jobs import job_out
 from orchestry.web.logs import _format as format_line
-from orchestry.web.operations import scale_app, start_app, stop_app
+from orchestry.web.operations import (
+    check_restartable,
+    live_app,
+    restart_app,
+    rollback_app,
+    rollback_target,
+    scale_app,
+    start_app,
+    stop_app,
+)
 from orchestry.web.scaling import decision_history, policy_out, set_policy
-from orchestry.web.schemas import JobOut, JobsQuery
+from orchestry.web.schemas import JobOut, JobsQuery, validation_fields
 from orchestry.web.ui.access import (
     CSRF_FIELD,
     UiError,
@@ -49,6 +57,7 @@ from orchestry.web.ui.access import (
     new_nonce,
     set_token_cookie,
 )
+from orchestry.web.ui.fragments import fragment
 from orchestry.workflows.dashboard import (
     DEFAULT_RANGE,
     RANGES,
@@ -63,43 +72,10 @@ from orchestry.workflows.dashboard import (
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 NAME = "<string(maxlength=253):name>"
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOBS_FILTERS = ("app", "status", "kind", "limit")
+_JOB_CHOICES = {"statuses": JOB_STATUSES, "kinds": JOB_KINDS, "limits": (20, 50, 200, 1000)}
 LOG_LINES = 200  # per replica, and shown in all
 SERIES = ("rps", "p95_ms", "cpu_percent", "memory_percent", "ready_replicas")
-
-
-# -- one render for every open dashboard ------------------------------------------------------------------------
-
-SHARED_SECONDS = 1.5  # a fragment rendered this recently answers every dashboard polling the same one
-
-
-class SharedRenders:
-    """The fragments rendered in the last SHARED_SECONDS, by (path and query, role): ten open dashboards cost
-    one render per poll period, not ten. Who may see them is still checked on every request; the fragments
-    hold nobody's CSRF token, and their relative times are recomputed by the page's script."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[tuple[str, str], tuple[float, Any]] = {}
-
-    def get(self, render: Callable[[], Any]) -> Any:
-        key = (request.full_path, str(g.get("role")))
-        now = time.monotonic()
-        with self._lock:
-            hit = self._items.get(key)
-        if hit is not None and now - hit[0] < SHARED_SECONDS:
-            return hit[1]
-        value = render()
-        with self._lock:
-            if len(self._items) >= 512:  # bounded: old entries are worthless after SHARED_SECONDS anyway
-                self._items = {k: v for k, v in self._items.items() if now - v[0] < SHARED_SECONDS}
-            self._items[key] = (now, value)
-        return value
-
-
-def shared(render: Callable[[], Any]) -> Any:
-    renders: SharedRenders = current_app.extensions.setdefault("orchestry.dashboard_renders", SharedRenders())
-    return renders.get(render)
 
 
 # -- rendering helpers ----------------------------------------------------------------------------------------
@@ -120,7 +96,9 @@ def _ago(value: datetime | None) -> Markup:
     at = aware(value)
     iso = at.isoformat(timespec="seconds").replace("+00:00", "Z")
     title = at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return Markup('<time datetime="{}" title="{}" data-rel>{}</time>').format(iso, title, ago(at, _now()))
+    # a live fragment says the absolute time (the script makes it relative): the same data, the same ETag
+    text = title if g.get("ui_fragment") else ago(at, _now())
+    return Markup('<time datetime="{}" title="{}" data-rel>{}</time>').format(iso, title, text)
 
 
 @bp.app_template_filter("num")
@@ -244,9 +222,8 @@ def apps_page() -> str:
 
 
 @bp.get("/apps/rows")
-def apps_rows() -> str:
-    html: str = shared(lambda: render_template("_apps_rows.html", rows=_app_rows()))
-    return html
+def apps_rows() -> Response:
+    return fragment(lambda: render_template("_apps_rows.html", rows=_app_rows()))
 
 
 def _app_live(name: str) -> dict[str, Any]:
@@ -267,6 +244,7 @@ def _app_live(name: str) -> dict[str, Any]:
         "health": health,
         "current": app_row,
         "interval": ctx().settings.metrics_seconds,
+        "runtime": ctx().settings.runtime,
         "per_replica": per_replica,
         "jobs": jobs,
         "job": job,
@@ -292,15 +270,14 @@ def app_page(name: str) -> str:
 
 
 @bp.get(f"/apps/{NAME}/live")
-def app_live(name: str) -> str:
-    html: str = shared(lambda: _page("_app_live.html", **_app_live(name)))
-    return html
+def app_live(name: str) -> Response:
+    return fragment(lambda: _page("_app_live.html", **_app_live(name)))
 
 
 @bp.get(f"/apps/{NAME}/series")
 def app_chart(name: str) -> Response:
     """The charts' data: the app's samples over the range, thinned, and the autoscaler's changes in it."""
-    return jsonify(shared(lambda: _chart(name)))
+    return fragment(lambda: json.dumps(_chart(name), separators=(",", ":")), "application/json")
 
 
 def _chart(name: str) -> dict[str, Any]:
@@ -335,11 +312,13 @@ def _chart(name: str) -> dict[str, Any]:
 # -- actions --------------------------------------------------------------------------------------------------
 
 
-def _confirm(name: str, action: str, question: str, fields: dict[str, str]) -> str | None:
-    """A destructive action runs only once confirmed: the first POST answers a page that asks."""
+def _confirm(name: str, action: str, question: str, fields: dict[str, str], button: str = "") -> str | None:
+    """A destructive action runs only once confirmed: the first POST answers a page that asks (and carries
+    `fields` on, so what runs is what the question named)."""
     if request.form.get("confirm") == "yes":
         return None
-    return _page("confirm.html", name=name, action=action, question=question, fields=fields)
+    button = button or f"Yes, {action} {name}"
+    return _page("confirm.html", name=name, action=action, question=question, fields=fields, button=button)
 
 
 def _replicas_field(required: bool) -> int | None:
@@ -381,6 +360,38 @@ def down(name: str) -> BaseResponse | str:
     return _started(name, queued.job.id)
 
 
+@bp.post(f"/apps/{NAME}/restart")
+def restart(name: str) -> BaseResponse | str:
+    app = live_app(name)
+    check_restartable(app)  # refused before asking, not after
+    question = (
+        f"Restart {name}? Each of its {app.desired_replicas} replica(s) is replaced by a new one, one at a time: "
+        "the new one must be healthy before the old one drains."
+    )
+    if page := _confirm(name, "restart", question, {}):
+        return page
+    queued, _note = restart_app(name)
+    return _started(name, queued.job.id)
+
+
+@bp.post(f"/apps/{NAME}/rollback")
+def rollback(name: str) -> BaseResponse | str:
+    raw = (request.form.get("to") or "").strip()
+    if raw and not raw.isdigit():
+        raise ApiError(422, "invalid", "to: must be a revision number (or empty: the previous revision)")
+    app = live_app(name)
+    restored = rollback_target(app, int(raw) if raw else None)  # refused before asking, not after
+    question = (
+        f"Roll {name} back to revision {restored}? A new revision restores its spec and replaces the replicas "
+        f"of revision {app.revision} one at a time, each new one healthy before an old one drains."
+    )
+    button = f"Yes, roll {name} back to revision {restored}"
+    if page := _confirm(name, "rollback", question, {"to": str(restored)}, button):
+        return page
+    queued, _note = rollback_app(name, restored)
+    return _started(name, queued.job.id)
+
+
 @bp.post(f"/apps/{NAME}/mode")
 def mode(name: str) -> BaseResponse:
     wanted = request.form.get("mode", "")
@@ -395,28 +406,38 @@ def mode(name: str) -> BaseResponse:
 
 
 def _jobs_query() -> JobsQuery:
-    raw = {k: v.strip() for k, v in request.args.items() if k in ("app", "status", "limit") and v.strip()}
+    """The jobs page's filters, validated once: a bad one is a 400 naming it (the API's rules and words)."""
+    raw = {k: v.strip() for k, v in request.args.items() if k in JOBS_FILTERS and v.strip()}
     try:
         return JobsQuery.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f["message"] for f in validation_fields(exc))
         raise ApiError(400, "invalid_parameter", problems) from None
 
 
 def _jobs(args: JobsQuery) -> list[JobOut]:
-    return [job_out(j) for j in jobq.query_jobs(session(), app_name=args.app, status=args.status, limit=args.limit)]
+    found = jobq.query_jobs(session(), app_name=args.app, status=args.status, kind=args.kind, limit=args.limit)
+    return [job_out(j) for j in found]
 
 
 @bp.get("/jobs")
-def jobs_page() -> str:
-    args = _jobs_query()
-    return _page("jobs.html", jobs=_jobs(args), args=args, statuses=JOB_STATUSES, query=request.query_string.decode())
+def jobs_page() -> str | tuple[str, int]:
+    """The history with its filters. A bad filter answers the page with the filters as given and what is
+    wrong with them (the form stays usable), without rows or live refresh."""
+    filters = {k: (request.args.get(k) or "").strip() for k in JOBS_FILTERS}
+    try:
+        args = _jobs_query()
+    except ApiError as err:
+        return _page("jobs.html", jobs=[], filters=filters, error=err.detail, live=None, **_JOB_CHOICES), err.status
+    chosen = args.model_dump(exclude_defaults=True)  # the live refresh asks for exactly the filters in force
+    live = "/ui/jobs/rows" + (f"?{urlencode(chosen)}" if chosen else "")
+    filters["limit"] = str(args.limit)
+    return _page("jobs.html", jobs=_jobs(args), filters=filters, error=None, live=live, **_JOB_CHOICES)
 
 
 @bp.get("/jobs/rows")
-def jobs_rows() -> str:
-    html: str = shared(lambda: _page("_jobs_rows.html", jobs=_jobs(_jobs_query())))
-    return html
+def jobs_rows() -> Response:
+    return fragment(lambda: _page("_jobs_rows.html", jobs=_jobs(_jobs_query())))
 
 
 def _job(job_id: int) -> JobOut:
@@ -432,9 +453,8 @@ def job_page(job_id: int) -> str:
 
 
 @bp.get("/jobs/<int:job_id>/live")
-def job_live(job_id: int) -> str:
-    html: str = shared(lambda: _page("_job.html", job=_job(job_id)))
-    return html
+def job_live(job_id: int) -> Response:
+    return fragment(lambda: _page("_job.html", job=_job(job_id)))
 
 
 # -- cluster --------------------------------------------------------------------------------------------------
@@ -457,9 +477,8 @@ def cluster_page() -> str:
 
 
 @bp.get("/cluster/live")
-def cluster_live() -> str:
-    html: str = shared(lambda: _page("_cluster.html", **_cluster()))
-    return html
+def cluster_live() -> Response:
+    return fragment(lambda: _page("_cluster.html", **_cluster()))
 
 
 # -- revisions and logs ---------------------------------------------------------------------------------------
@@ -495,10 +514,9 @@ def logs_page(name: str) -> str:
 
 
 @bp.get(f"/apps/{NAME}/logs/tail")
-def logs_tail(name: str) -> str:
+def logs_tail(name: str) -> Response:
     """The replicas' last lines, merged (re-read at each poll: no stream is held open)."""
-    html: str = shared(lambda: _logs_tail(name))
-    return html
+    return fragment(lambda: _logs_tail(name))
 
 
 def _logs_tail(name: str) -> str:

@@ -68,19 +68,12 @@
     if (region.contains(document.activeElement) && document.activeElement.matches("input,select,textarea")) return;
     region.dataset.busy = "1";
     try {
-      const resp = await fetch(region.dataset.live, {
-        credentials: "same-origin", headers: { "X-Requested-With": "fetch" }, cache: "no-store",
-      });
+      const resp = await poll(region.dataset.live, region);
       if (resp.status === 401) { location.reload(); return; }
-      const text = await resp.text();
-      if (!resp.ok) throw new Error(text.slice(0, 200) || resp.statusText);
-      if (region.innerHTML !== text) {
-        const follow = region.hasAttribute("data-follow") &&
-          region.scrollTop + region.clientHeight >= region.scrollHeight - 8;
-        region.innerHTML = text;
-        if (follow) region.scrollTop = region.scrollHeight;
-        refreshTimes(region);
-        reapplyFilters();
+      if (resp.status !== 304) {  // 304: the region holds this render already, nothing to parse or swap
+        const text = await resp.text();
+        if (!resp.ok) throw new Error(text.slice(0, 200) || resp.statusText);
+        swap(region, text);
       }
       failures = 0;
       setStatus("live · updated " + new Date().toLocaleTimeString());
@@ -90,6 +83,24 @@
     } finally {
       delete region.dataset.busy;
     }
+  }
+  // One poll: the ETag of what `holder` shows goes along, so an unchanged fragment costs a bodiless 304
+  // (the HTTP cache is bypassed: "no-store" would never revalidate, so the script does it itself).
+  async function poll(url, holder) {
+    const headers = { "X-Requested-With": "fetch" };
+    if (holder.dataset.etag) headers["If-None-Match"] = holder.dataset.etag;
+    const resp = await fetch(url, { credentials: "same-origin", headers, cache: "no-store" });
+    if (resp.ok) holder.dataset.etag = resp.headers.get("ETag") || "";
+    return resp;
+  }
+  function swap(region, text) {
+    if (region.innerHTML === text) return;
+    const follow = region.hasAttribute("data-follow") &&
+      region.scrollTop + region.clientHeight >= region.scrollHeight - 8;
+    region.innerHTML = text;
+    if (follow) region.scrollTop = region.scrollHeight;
+    refreshTimes(region);
+    reapplyFilters();
   }
   function startLive() {
     const regions = [...document.querySelectorAll("[data-live]")];
@@ -199,10 +210,9 @@
     if (document.hidden) return;
     const tip = document.getElementById("chart-tip");
     try {
-      const resp = await fetch(box.dataset.charts + "?range=" + encodeURIComponent(box.dataset.range), {
-        credentials: "same-origin", headers: { "X-Requested-With": "fetch" }, cache: "no-store",
-      });
+      const resp = await poll(box.dataset.charts + "?range=" + encodeURIComponent(box.dataset.range), box);
       if (resp.status === 401) { location.reload(); return; }
+      if (resp.status === 304) return;  // the charts drawn are current
       if (!resp.ok) throw new Error(resp.statusText);
       const data = await resp.json();
       for (const fig of box.querySelectorAll("figure.chart")) {
