@@ -37,6 +37,7 @@ JOB_KINDS = (
     "health-check",
     "cert-issue",
     "host-drain",
+    "webhook-deliver",
     "noop",
 )
 NOTIFY_CHANNEL = "orchestry_jobs"
