@@ -216,8 +216,17 @@ def test_actions_enqueue_the_apis_jobs(api: Flask, engine: Engine) -> None:
     asked = client.post("/ui/apps/web/down", data={"csrf": csrf})
     assert asked.status_code == 200 and "Are you sure?" in asked.get_data(as_text=True)
     assert desired(engine, "web") == ("running", 2)
-    asked = client.post("/ui/apps/web/scale", data={"replicas": "0", "csrf": csrf})
-    assert "Are you sure?" in asked.get_data(as_text=True) and desired(engine, "web") == ("running", 2)
+    # Scaling to 0 is refused before it is asked while minReplicas is 1 (the autoscaler would undo it) ...
+    refused = client.post("/ui/apps/web/scale", data={"replicas": "0", "csrf": csrf})
+    assert refused.status_code == 422 and "minReplicas" in refused.get_data(as_text=True)
+    assert "Are you sure?" not in refused.get_data(as_text=True) and desired(engine, "web") == ("running", 2)
+    # ... and asked first where minReplicas is 0.
+    zero = SPEC.format(name="zero").replace("maxReplicas: 6", "maxReplicas: 6, minReplicas: 0")
+    headers = {"Authorization": f"Bearer {token}"}
+    made = api.test_client().post("/api/v1/apps", data=zero, content_type="application/yaml", headers=headers)
+    assert made.status_code == 201, made.get_data(as_text=True)
+    asked = client.post("/ui/apps/zero/scale", data={"replicas": "0", "csrf": csrf})
+    assert "Are you sure?" in asked.get_data(as_text=True) and desired(engine, "zero") == ("registered", 0)
     done = client.post("/ui/apps/web/down", data={"csrf": csrf, "confirm": "yes"})
     assert done.status_code == 303 and desired(engine, "web") == ("stopped", 0)
     assert jobs(engine)[-1][:2] == ("stop", "web")

@@ -189,11 +189,18 @@ def scale(name: str) -> tuple[Response, int]:
     return _answer(scale_app(name, body.replicas))
 
 
-def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
-    """`scale`: set the desired replica count (within the policy in force and the cap)."""
+def scale_target(name: str, replicas: int) -> tuple[App, dict[str, Any]]:
+    """The app a `scale` to `replicas` may change and its policy in force; raises the API's refusal (404, 409,
+    422) before anything is asked or changed (the dashboard checks before it asks for a confirmation)."""
     app = live_app(name)
     section = scaling_section(session(), app)
     _check_bound(section, replicas)
+    return app, section
+
+
+def scale_app(name: str, replicas: int) -> tuple[jobq.Enqueued, str]:
+    """`scale`: set the desired replica count (within the policy in force and the cap)."""
+    app, section = scale_target(name, replicas)
     desired: dict[str, Any] = {"desired_replicas": replicas}
     if app.status in ("registered", "stopped", "failed"):
         desired.update(status="running", status_reason=None)

@@ -45,6 +45,7 @@ from orchestry.web.operations import (
     rollback_app,
     rollback_target,
     scale_app,
+    scale_target,
     start_app,
     stop_app,
 )
@@ -338,7 +339,7 @@ def _started(name: str, job_id: int) -> BaseResponse:
 def scale(name: str) -> BaseResponse | str:
     replicas = _replicas_field(required=True) or 0
     if replicas == 0:
-        app_or_404(name)
+        scale_target(name, replicas)  # refused (below minReplicas, say) before it is asked
         if page := _confirm(name, "scale", f"Scale {name} to 0 replicas? It stops serving.", {"replicas": "0"}):
             return page
     queued, _note = scale_app(name, replicas)
