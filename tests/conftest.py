@@ -485,6 +485,16 @@ spec:
 """
 
 
+# An image no engine has and no registry serves. Its name points at a registry on loopback that refuses every
+# connection (port 9, discard): a pull fails at once without a DNS query or any packet leaving the machine,
+# where a bare name would send the engine to Docker Hub.
+MISSING_REGISTRY = "127.0.0.1:9"
+
+
+def missing_image(name: str = "orchestry-no-such-image") -> str:
+    return f"{MISSING_REGISTRY}/{name}:1"
+
+
 def hello(name: str = "hello", image: str = "orchestry-testapp:latest", extra: str = "") -> str:
     """The test app's spec. Manual scaling unless `extra` brings a scaling section: a test that sets a replica
     count keeps it (in auto mode the autoscaler would bring an idle app down to minReplicas)."""

@@ -38,7 +38,7 @@ from orchestry.operations.request import request_task
 from orchestry.web.app import create_app
 from orchestry.workflows.webhooks import verify
 
-from conftest import TEST_SECRET_KEY, Databases, hello, post, start_server, stop_server, wait_for
+from conftest import TEST_SECRET_KEY, Databases, hello, missing_image, post, start_server, stop_server, wait_for
 
 
 @dataclass
@@ -418,7 +418,7 @@ def test_live_a_failing_job_reaches_a_webhook_added_with_the_cli(
         added = live.cli("webhook", "add", receiver.url + "/hook", "--events", "job.failed", "--name", "ops")
         assert added.returncode == 0, added.stderr
         secret = added.stdout.split("keep it for the receiver): ", 1)[1].strip()
-        post(live, hello("ghost", image="orchestry-no-such-image:1"))
+        post(live, hello("ghost", image=missing_image()))
         up = live.http.post("/api/v1/apps/ghost/up", json={"replicas": 1}).json()["job"]["id"]
         assert live.wait_job(up, timeout=60)["status"] == "failed"
         wait_for(lambda: len(receiver.seen) == 1, 30)

@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
 from orchestry.models.jobs import JOB_KINDS
 from orchestry.spec.whole import integral
@@ -305,9 +305,10 @@ def _job_kind(value: Any) -> Any:
 class JobsQuery(Query):
     app: str | None = Field(None, max_length=63)
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
-    kind: Annotated[str, BeforeValidator(_job_kind)] | None = Field(
-        None, description="only jobs of this kind", json_schema_extra={"enum": list(JOB_KINDS)}
-    )
+    # the enum on the string branch: beside `null` (the default), not around both (an invalid document)
+    kind: (
+        Annotated[str, BeforeValidator(_job_kind), WithJsonSchema({"type": "string", "enum": list(JOB_KINDS)})] | None
+    ) = Field(None, description="only jobs of this kind")
     limit: QueryInt = Field(50, ge=1, le=1000)
 
 

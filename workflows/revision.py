@@ -80,6 +80,6 @@ def replicas_problem(section: Mapping[str, Any] | None, cap: int, replicas: int)
     if replicas < policy.min_replicas:
         return (
             f"must be >= {policy.min_replicas}, its minReplicas (`orchestry down` stops every replica; "
-            "`orchestry scaling --set minReplicas=N` lowers the bound)"
+            "`orchestry scaling APP --set minReplicas=N` lowers the bound)"
         )
     return None
