@@ -13,13 +13,12 @@ from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.models.base import utcnow
 from orchestry.models.edge import Certificate, bump_edge, certificate, store_certificate
 from orchestry.models.events import record
 from orchestry.nginx.pem import MAX_PEM, PemError, inspect_pem, key_pem_of
 from orchestry.spec.fields import normalize_host
-from orchestry.web.context import actor, ctx, json_body, session
+from orchestry.web.context import actor, json_body, secret_box, session, stored
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
@@ -109,10 +108,7 @@ def add_cert() -> tuple[Response, int]:
         raise ApiError(422, "invalid_certificate", f"name: {exc}", [field("name", str(exc))]) from None
     if info.not_after <= utcnow():
         raise ApiError(422, "invalid_certificate", "cert: has expired", [field("cert", "has expired")])
-    try:
-        sealed = load_box(ctx().settings).seal(key_pem_of(body.key))
-    except SecretKeyError as exc:
-        raise ApiError(503, "secret_key_unavailable", str(exc)) from None
+    sealed = secret_box().seal(key_pem_of(body.key))
     db = session()
     row, created = store_certificate(db, name, "custom", info, sealed)
     record(
@@ -124,10 +120,7 @@ def add_cert() -> tuple[Response, int]:
         cert=name,
     )
     db.commit()
-    resp = jsonify(_out(row).model_dump(mode="json"))
-    if created:
-        resp.headers["Location"] = f"/api/v1/certs/{name}"
-    return resp, 201 if created else 200
+    return stored(_out(row), f"/api/v1/certs/{name}", created)
 
 
 @bp.delete(f"/{NAME}")

@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import Settings
+from orchestry.config.secretbox import SecretBox, SecretKeyError, load_box
 from orchestry.models.apps import App, get_app
 from orchestry.runtime.types import Runtime
 from orchestry.web.errors import ApiError, field, not_found
@@ -144,3 +145,20 @@ def query(model: type[Q]) -> Q:
     except ValidationError as exc:
         fields = validation_fields(exc)
         raise ApiError(400, "invalid_parameter", "; ".join(f["message"] for f in fields), fields) from None
+
+
+def secret_box() -> SecretBox:
+    """The box that seals what the API stores (secrets, registry passwords, certificate keys, webhooks); a 503
+    naming the missing key when the node has none."""
+    try:
+        return load_box(ctx().settings)
+    except SecretKeyError as exc:
+        raise ApiError(503, "secret_key_unavailable", str(exc)) from None
+
+
+def stored(out: BaseModel, location: str, created: bool) -> tuple[Response, int]:
+    """The answer to a PUT that stores a resource: 201 with its Location when it is new, else 200."""
+    resp = jsonify(out.model_dump(mode="json"))
+    if created:
+        resp.headers["Location"] = location
+    return resp, 201 if created else 200

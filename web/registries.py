@@ -12,10 +12,9 @@ from datetime import datetime
 from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.models.events import record
 from orchestry.models.registries import RegistryCredential, delete_registry, put_registry, registries
-from orchestry.web.context import actor, ctx, json_body, session
+from orchestry.web.context import actor, json_body, secret_box, session, stored
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
@@ -123,10 +122,7 @@ def login(server: str) -> tuple[Response, int]:
     _operator_only()
     server = _checked(server)
     body = json_body(LoginBody, required=True)
-    try:
-        sealed = load_box(ctx().settings).seal(body.password)
-    except SecretKeyError as exc:
-        raise ApiError(503, "secret_key_unavailable", str(exc)) from None
+    sealed = secret_box().seal(body.password)
     db = session()
     created = put_registry(db, server, body.username, sealed, actor())
     record(
@@ -140,10 +136,7 @@ def login(server: str) -> tuple[Response, int]:
     db.commit()
     row = db.get(RegistryCredential, server)
     assert row is not None
-    resp = jsonify(_out(row).model_dump(mode="json"))
-    if created:
-        resp.headers["Location"] = f"/api/v1/registries/{server}"
-    return resp, 201 if created else 200
+    return stored(_out(row), f"/api/v1/registries/{server}", created)
 
 
 @bp.delete(f"/{SERVER}")

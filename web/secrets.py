@@ -13,11 +13,10 @@ from datetime import datetime
 from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.models.events import record
 from orchestry.models.secrets import Secret, delete_secret, put_secret, secret_names
 from orchestry.spec.fields import SECRET_NAME
-from orchestry.web.context import actor, ctx, json_body, session
+from orchestry.web.context import actor, json_body, secret_box, session, stored
 from orchestry.web.errors import ApiError, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
@@ -96,20 +95,14 @@ def set_secret(name: str) -> tuple[Response, int]:
     _operator_only()
     _checked(name)
     body = json_body(SecretBody, required=True)
-    try:
-        sealed = load_box(ctx().settings).seal(body.value)
-    except SecretKeyError as exc:
-        raise ApiError(503, "secret_key_unavailable", str(exc)) from None
+    sealed = secret_box().seal(body.value)
     db = session()
     created = put_secret(db, name, sealed, actor())
     record(db, "secret.set", f"secret {name} {'created' if created else 'replaced'}", actor=actor(), secret=name)
     db.commit()
     row = db.get(Secret, name)
     assert row is not None
-    resp = jsonify(_out(row).model_dump(mode="json"))
-    if created:
-        resp.headers["Location"] = f"/api/v1/secrets/{name}"
-    return resp, 201 if created else 200
+    return stored(_out(row), f"/api/v1/secrets/{name}", created)
 
 
 @bp.delete(f"/{NAME}")

@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 from flask import Blueprint, Response, g, jsonify
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.models import jobs as jobq
 from orchestry.models.events import record
 from orchestry.models.webhooks import (
@@ -30,7 +29,7 @@ from orchestry.models.webhooks import (
     webhook,
 )
 from orchestry.operations.webhooks import request_test_delivery
-from orchestry.web.context import actor, ctx, json_body, query, session, wake_dispatcher
+from orchestry.web.context import actor, json_body, query, secret_box, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.jobs import job_out
 from orchestry.web.openapi import Body, operation
@@ -221,11 +220,8 @@ def add() -> tuple[Response, int]:
     if count_webhooks(db) >= MAX_WEBHOOKS:
         raise ApiError(409, "conflict", f"at most {MAX_WEBHOOKS} webhooks; delete one first")
     secret = body.secret or "whsec_" + secrets.token_urlsafe(32)
-    try:
-        box = load_box(ctx().settings)
-        sealed_url, sealed_secret = box.seal(body.url), box.seal(secret)
-    except SecretKeyError as exc:
-        raise ApiError(503, "secret_key_unavailable", str(exc)) from None
+    box = secret_box()
+    sealed_url, sealed_secret = box.seal(body.url), box.seal(secret)
     row = Webhook(
         name=name,
         url_ciphertext=sealed_url,
