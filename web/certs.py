@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -18,7 +18,7 @@ from orchestry.models.edge import Certificate, bump_edge, certificate, store_cer
 from orchestry.models.events import record
 from orchestry.nginx.pem import MAX_PEM, PemError, inspect_pem, key_pem_of
 from orchestry.spec.fields import normalize_host
-from orchestry.web.context import actor, json_body, secret_box, session, stored
+from orchestry.web.context import actor, json_body, operator_only, secret_box, session, stored
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
@@ -65,15 +65,10 @@ def _out(row: Certificate) -> CertOut:
     )
 
 
-def _operator_only() -> None:
-    if g.get("role", "operator") != "operator":
-        raise ApiError(403, "forbidden", "certificates need a token with the operator role")
-
-
 @bp.get("")
 @operation("Certificates: names, issuer, expiry, state (never keys)", tag="certs", responses={200: CertList})
 def list_certs() -> Response:
-    _operator_only()
+    operator_only("certificates")
     rows = session().scalars(select(Certificate).order_by(Certificate.name))
     return jsonify(CertList(certs=[_out(r) for r in rows]).model_dump(mode="json"))
 
@@ -81,7 +76,7 @@ def list_certs() -> Response:
 @bp.get(f"/{NAME}")
 @operation("One certificate (never its key)", tag="certs", responses={200: CertOut, 404: ErrorOut})
 def show_cert(name: str) -> Response:
-    _operator_only()
+    operator_only("certificates")
     row = certificate(session(), name)
     if row is None:
         raise not_found("certificate", name)
@@ -97,7 +92,7 @@ def show_cert(name: str) -> Response:
     responses={200: CertOut, 201: CertOut, 403: ErrorOut, 415: ErrorOut, 422: ErrorOut, 503: ErrorOut},
 )
 def add_cert() -> tuple[Response, int]:
-    _operator_only()
+    operator_only("certificates")
     body = json_body(CertBody, required=True)
     try:
         info = inspect_pem(body.cert, body.key)
@@ -128,7 +123,7 @@ def add_cert() -> tuple[Response, int]:
     "Delete a certificate (nginx stops serving it within a second)", tag="certs", responses={204: "", 404: ErrorOut}
 )
 def remove_cert(name: str) -> tuple[str, int]:
-    _operator_only()
+    operator_only("certificates")
     db = session()
     row = certificate(db, name)
     if row is None:

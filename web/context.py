@@ -162,3 +162,10 @@ def stored(out: BaseModel, location: str, created: bool) -> tuple[Response, int]
     if created:
         resp.headers["Location"] = location
     return resp, 201 if created else 200
+
+
+def operator_only(what: str) -> None:
+    """A 403 unless the request's token has the operator role (no token: the open loopback mode is an operator);
+    `what` names what is guarded, e.g. "secrets"."""
+    if g.get("role", "operator") != "operator":
+        raise ApiError(403, "forbidden", f"{what} need a token with the operator role")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestry.models.events import record
 from orchestry.models.registries import RegistryCredential, delete_registry, put_registry, registries
-from orchestry.web.context import actor, json_body, secret_box, session, stored
+from orchestry.web.context import actor, json_body, operator_only, secret_box, session, stored
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
@@ -87,11 +87,6 @@ def _out(row: RegistryCredential) -> RegistryOut:
     )
 
 
-def _operator_only() -> None:
-    if g.get("role", "operator") != "operator":
-        raise ApiError(403, "forbidden", "registry credentials need a token with the operator role")
-
-
 def _checked(server: str) -> str:
     try:
         return check_server(server)
@@ -106,7 +101,7 @@ def _checked(server: str) -> str:
     responses={200: RegistryList, 403: ErrorOut},
 )
 def list_registries() -> Response:
-    _operator_only()
+    operator_only("registry credentials")
     return jsonify(RegistryList(registries=[_out(r) for r in registries(session())]).model_dump(mode="json"))
 
 
@@ -119,7 +114,7 @@ def list_registries() -> Response:
     responses={200: RegistryOut, 201: RegistryOut, 403: ErrorOut, 415: ErrorOut, 422: ErrorOut, 503: ErrorOut},
 )
 def login(server: str) -> tuple[Response, int]:
-    _operator_only()
+    operator_only("registry credentials")
     server = _checked(server)
     body = json_body(LoginBody, required=True)
     sealed = secret_box().seal(body.password)
@@ -146,7 +141,7 @@ def login(server: str) -> tuple[Response, int]:
     responses={204: "", 403: ErrorOut, 404: ErrorOut, 422: ErrorOut},
 )
 def logout(server: str) -> tuple[str, int]:
-    _operator_only()
+    operator_only("registry credentials")
     server = _checked(server)
     db = session()
     if not delete_registry(db, server):

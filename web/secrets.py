@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestry.models.events import record
 from orchestry.models.secrets import Secret, delete_secret, put_secret, secret_names
 from orchestry.spec.fields import SECRET_NAME
-from orchestry.web.context import actor, json_body, secret_box, session, stored
+from orchestry.web.context import actor, json_body, operator_only, secret_box, session, stored
 from orchestry.web.errors import ApiError, not_found
 from orchestry.web.openapi import Body, operation
 from orchestry.web.schemas import ErrorOut
@@ -47,11 +47,6 @@ def _out(row: Secret) -> SecretOut:
     return SecretOut(name=row.name, created_at=row.created_at, updated_at=row.updated_at, updated_by=row.updated_by)
 
 
-def _operator_only() -> None:
-    if g.get("role", "operator") != "operator":
-        raise ApiError(403, "forbidden", "secrets need a token with the operator role")
-
-
 def _checked(name: str) -> str:
     if not re.fullmatch(SECRET_NAME, name):
         raise ApiError(
@@ -66,7 +61,7 @@ def _checked(name: str) -> str:
 @bp.get("")
 @operation("Secret names (never values)", tag="secrets", responses={200: SecretList, 403: ErrorOut})
 def list_secrets() -> Response:
-    _operator_only()
+    operator_only("secrets")
     return jsonify(SecretList(secrets=[_out(r) for r in secret_names(session())]).model_dump(mode="json"))
 
 
@@ -77,7 +72,7 @@ def list_secrets() -> Response:
     responses={200: SecretOut, 404: ErrorOut, 422: ErrorOut},
 )
 def show_secret(name: str) -> Response:
-    _operator_only()
+    operator_only("secrets")
     row = session().get(Secret, _checked(name))
     if row is None:
         raise not_found("secret", name)
@@ -92,7 +87,7 @@ def show_secret(name: str) -> Response:
     responses={200: SecretOut, 201: SecretOut, 403: ErrorOut, 415: ErrorOut, 422: ErrorOut, 503: ErrorOut},
 )
 def set_secret(name: str) -> tuple[Response, int]:
-    _operator_only()
+    operator_only("secrets")
     _checked(name)
     body = json_body(SecretBody, required=True)
     sealed = secret_box().seal(body.value)
@@ -112,7 +107,7 @@ def set_secret(name: str) -> tuple[Response, int]:
     responses={204: "", 404: ErrorOut, 422: ErrorOut},
 )
 def remove_secret(name: str) -> tuple[str, int]:
-    _operator_only()
+    operator_only("secrets")
     db = session()
     if not delete_secret(db, _checked(name)):
         raise not_found("secret", name)

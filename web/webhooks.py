@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Literal
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from orchestry.models import jobs as jobq
@@ -29,7 +29,7 @@ from orchestry.models.webhooks import (
     webhook,
 )
 from orchestry.operations.webhooks import request_test_delivery
-from orchestry.web.context import actor, json_body, query, secret_box, session, wake_dispatcher
+from orchestry.web.context import actor, json_body, operator_only, query, secret_box, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.jobs import job_out
 from orchestry.web.openapi import Body, operation
@@ -175,11 +175,6 @@ def _delivery_out(row: WebhookDelivery) -> DeliveryOut:
     )
 
 
-def _operator_only() -> None:
-    if g.get("role", "operator") != "operator":
-        raise ApiError(403, "forbidden", "webhooks need a token with the operator role")
-
-
 def _found(name: str) -> Webhook:
     row = webhook(session(), name) if re.fullmatch(NAME, name) else None
     if row is None:
@@ -190,14 +185,14 @@ def _found(name: str) -> Webhook:
 @bp.get("")
 @operation("Webhooks: URL (host only), events, format, delivery counts", tag="webhooks", responses={200: WebhookList})
 def list_all() -> Response:
-    _operator_only()
+    operator_only("webhooks")
     return jsonify(WebhookList(webhooks=[_out(r) for r in list_webhooks(session())]).model_dump(mode="json"))
 
 
 @bp.get(f"/{PATH_NAME}")
 @operation("One webhook", tag="webhooks", responses={200: WebhookOut, 404: ErrorOut})
 def show(name: str) -> Response:
-    _operator_only()
+    operator_only("webhooks")
     return jsonify(_out(_found(name)).model_dump(mode="json"))
 
 
@@ -210,7 +205,7 @@ def show(name: str) -> Response:
     responses={201: WebhookCreated, 403: ErrorOut, 409: ErrorOut, 415: ErrorOut, 422: ErrorOut, 503: ErrorOut},
 )
 def add() -> tuple[Response, int]:
-    _operator_only()
+    operator_only("webhooks")
     body = json_body(WebhookBody, required=True)
     name = body.name or default_name(body.url)
     db = session()
@@ -260,7 +255,7 @@ def add() -> tuple[Response, int]:
     responses={204: "", 404: ErrorOut},
 )
 def remove(name: str) -> tuple[str, int]:
-    _operator_only()
+    operator_only("webhooks")
     db = session()
     delete_webhook(db, _found(name))
     record(db, "webhook.deleted", f"webhook {name} deleted", actor=actor(), webhook=name)
@@ -277,7 +272,7 @@ def remove(name: str) -> tuple[str, int]:
     responses={200: DeliveryList, 404: ErrorOut},
 )
 def history(name: str) -> Response:
-    _operator_only()
+    operator_only("webhooks")
     args = query(DeliveriesQuery)
     rows = deliveries(session(), _found(name).id, args.limit)
     return jsonify(DeliveryList(deliveries=[_delivery_out(r) for r in rows]).model_dump(mode="json"))
@@ -291,7 +286,7 @@ def history(name: str) -> Response:
     responses={202: DeliveryAccepted, 404: ErrorOut, 409: ErrorOut},
 )
 def test(name: str) -> tuple[Response, int]:
-    _operator_only()
+    operator_only("webhooks")
     db = session()
     row = request_test_delivery(db, _found(name))
     if row.status == "dropped":
