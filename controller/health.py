@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.jobs.base import Router, TemporaryError
 from orchestry.models.apps import RevisionMemo
 from orchestry.models.base import aware, utcnow
+from orchestry.models.changes import watched_writes
 from orchestry.models.db import reads_of
 from orchestry.models.events import record
 from orchestry.models.replicas import health_rows, health_rows_for_update, mark_healthy, write_health
@@ -50,6 +52,9 @@ class SweepReport:
 
 
 CACHE_LIMIT = 10_000
+# The rows a tick plans from are read again after any write to replicas or apps by this process (the leader's
+# jobs, models.changes), and at least this often (a write that count cannot see: another process's).
+SNAPSHOT_SECONDS = 5.0
 
 
 def _stored(row: Any) -> ReplicaHealth:
@@ -75,6 +80,16 @@ def _check_of(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, CheckPolicy 
     """A revision's healthCheck and its policy (None: no check)."""
     check = spec.get("healthCheck")
     return check, policy_from_spec(check)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The rows of a full sweep's read, the checks of their revisions, and when they were read."""
+
+    version: int  # models.changes.watched_writes when read (read before the query: a write after it shows)
+    read_at: float  # time.monotonic()
+    rows: list[Any]
+    checks: dict[tuple[int, str], tuple[dict[str, Any] | None, CheckPolicy | None]]
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,37 @@ class HealthSweep:
         self._lock = threading.Lock()
         self._checks = RevisionMemo(_check_of, CACHE_LIMIT)  # each revision's healthCheck and its policy
         self._checked: dict[int, _Checked] = {}  # replica id -> its health, see _Checked
+        self._snapshot: _Snapshot | None = None  # the last full read, planned from while nothing changed
+        self._written: dict[int, ReplicaHealth] = {}  # the health this sweep wrote since that read, by replica id
+
+    def forget(self) -> None:
+        """Read every row again at the next tick (a new term: another leader may have written meanwhile)."""
+        with self._lock:
+            self._snapshot = None
+            self._written.clear()
+
+    def _read(self, app: str | None) -> tuple[list[Any], dict[Any, Any], dict[int, ReplicaHealth]]:
+        """The rows to plan from, their revisions' checks, and the health written over them since they were
+        read. A full sweep (the tick) reuses its last read while no replica or app was written meanwhile and
+        the read is under SNAPSHOT_SECONDS old; one app's (a health-check job) always reads."""
+        with self._lock:
+            kept = self._snapshot
+            if (
+                app is None
+                and kept is not None
+                and kept.version == watched_writes.value
+                and time.monotonic() - kept.read_at < SNAPSHOT_SECONDS
+            ):
+                return kept.rows, kept.checks, dict(self._written)
+        version, read_at = watched_writes.value, time.monotonic()
+        with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
+            rows = health_rows(session, app)
+            checks = self._checks.load(session, [(row[-2], row[-1]) for row in rows])
+        if app is None:
+            with self._lock:
+                self._snapshot = _Snapshot(version, read_at, rows, checks)
+                self._written.clear()
+        return rows, checks, {}
 
     def _current(self, replica_id: int, stored: ReplicaHealth) -> ReplicaHealth:
         """The replica's health: its row's, or newer from this node's memory while the row is as this node
@@ -126,15 +172,13 @@ class HealthSweep:
         failed_early: dict[str, ProbeResult] = {}
         promote: list[int] = []  # replicas of apps without a check: running is healthy
         known: dict[str, _Known] = {}  # the replicas with a check, by name
-        with reads_of(self.sessions)() as session:  # a read: no write lock on SQLite (probes come after)
-            rows = health_rows(session, app)
-            checks = self._checks.load(session, [(row[-2], row[-1]) for row in rows])
+        rows, checks, written = self._read(app)
         live: set[int] = set()
         for row in rows:
             replica_id, name, ports, started_at, created_at = row[:5]
             live.add(replica_id)
             check, policy = checks[(row[-2], row[-1])]
-            stored = _stored(row)
+            stored = written.get(replica_id) or _stored(row)
             if policy is None:
                 if stored.state != "healthy":
                     promote.append(replica_id)
@@ -255,6 +299,8 @@ class HealthSweep:
         with self._lock:
             for replica_id, h in written.items():
                 self._checked[replica_id] = _Checked(h, h)
+                if self._snapshot is not None:  # planned from with the kept rows (see _read)
+                    self._written[replica_id] = h
         return rotation_changed
 
     @staticmethod

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.apps import App, AppRevision
 from orchestry.models.base import Base, affected, aware, utcnow
+from orchestry.models.changes import QUIET
 
 REPLICA_STATES = ("pending", "starting", "running", "draining", "stopping", "exited", "failed")
 HEALTH_STATES = ("unknown", "healthy", "unhealthy")
@@ -174,8 +175,9 @@ def mark_healthy(session: Session, ids: list[int]) -> None:
 
 
 def write_health(session: Session, changes: list[dict[str, Any]]) -> None:
-    """Health columns of many replicas in one executemany by primary key (each dict holds its `id`)."""
-    session.execute(update(Replica), changes)
+    """Health columns of many replicas in one executemany by primary key (each dict holds its `id`). Quiet
+    (models.changes): the health sweep, their only writer, keeps what it wrote over the rows it read."""
+    session.execute(update(Replica), changes, execution_options={QUIET: True})
 
 
 def running_replica_columns(session: Session, app_ids: Iterable[int]) -> list[Any]:

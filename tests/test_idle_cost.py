@@ -8,10 +8,11 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from seed import running_app, samples
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -189,3 +190,96 @@ def test_the_revision_memo_starting_over_reads_every_revision_asked_for(sessions
         assert memo.load(s, keys[:2]) == {key: 5 for key in keys[:2]}
         assert memo.load(s, keys) == {key: 5 for key in keys}  # over the limit: all three, read again
         assert memo.load(s, [(None, None), *keys[:1]]) == {keys[0]: 5}  # an app without a revision: left out
+
+
+# -- the health sweep's tick: rows read again only after a change ----------------------------------------------
+
+
+def later(monkeypatch: Any, seconds: float) -> None:
+    """The sweep's clock `seconds` ahead (every check is due again after its period, 10 s)."""
+    ahead = utcnow() + timedelta(seconds=seconds)
+    monkeypatch.setattr("orchestry.controller.health.utcnow", lambda: ahead)
+
+
+def test_a_tick_that_finds_nothing_changed_reads_nothing(sessions: sessionmaker[Session]) -> None:
+    """The leader's tick runs twice a second: it plans from the rows it read last while no replica or app was
+    written since (it read every replica's row and its app's, twice a second, at 200 replicas ~13 % of the
+    controller's idle CPU)."""
+    running_apps(sessions, APPS)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    engine: Engine = sessions.kw["bind"]
+    assert sweep.run().checked == APPS * REPLICAS
+    with statements(engine) as seen:
+        assert sweep.run().checked == 0
+        assert sweep.run().checked == 0
+    assert seen == []
+
+
+def test_a_replica_written_meanwhile_is_planned_at_the_next_tick(sessions: sessionmaker[Session]) -> None:
+    (app_id,) = running_apps(sessions, 1)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    assert sweep.run().checked == REPLICAS
+    with sessions.begin() as s:  # a job starts one more replica (an ORM object)
+        s.add(
+            Replica(
+                app_id=app_id,
+                name="a000-9",
+                slot=9,
+                revision=1,
+                container_id="c9",
+                state="running",
+                ports={"8080": 39999},
+                started_at=utcnow() - timedelta(minutes=1),
+            )
+        )
+    report = sweep.run()
+    assert list(report.results) == ["a000-9"]
+
+
+def test_an_app_stopped_meanwhile_is_no_longer_probed(sessions: sessionmaker[Session], monkeypatch: Any) -> None:
+    first, _second = running_apps(sessions, 2)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    assert sweep.run().checked == 2 * REPLICAS
+    with sessions.begin() as s:  # a bulk UPDATE (no ORM object): the stop job's way
+        s.execute(update(App).where(App.id == first).values(status="stopped"))
+    later(monkeypatch, 11)
+    assert sorted(sweep.run().results) == ["a001-1", "a001-2", "a001-3"]
+
+
+def test_its_own_writes_need_no_read_and_count_as_written(sessions: sessionmaker[Session], monkeypatch: Any) -> None:
+    """A check that changed a replica's health is written and kept as written: the next tick plans from it
+    without reading (a second failure counts 2, not 1 again from the row read before the write)."""
+    running_apps(sessions, 1)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    engine: Engine = sessions.kw["bind"]
+    prober.failing = {"a000-2"}
+    assert sweep.run().results["a000-2"]["ok"] is False
+    later(monkeypatch, 11)
+    with statements(engine) as seen:
+        again = sweep.run()
+    assert again.checked == REPLICAS
+    assert [s for s in seen if s.lstrip().upper().startswith("SELECT") and "FROM replicas JOIN" in s] == []
+    with sessions() as s:
+        row = s.scalars(select(Replica).where(Replica.name == "a000-2")).one()
+        assert row.consecutive_failures == 2
+
+
+def test_a_change_no_session_saw_is_read_within_the_snapshots_age(
+    sessions: sessionmaker[Session], monkeypatch: Any
+) -> None:
+    """A write outside this process's sessions (another process, a raw connection) is still seen: the rows are
+    read again once they are SNAPSHOT_SECONDS old."""
+    running_apps(sessions, 1)
+    prober = FakeProber()
+    sweep = HealthSweep(sessions, prober, None, lambda apps: None)  # type: ignore[arg-type]
+    assert sweep.run().checked == REPLICAS
+    engine: Engine = sessions.kw["bind"]
+    with engine.begin() as conn:
+        conn.execute(update(Replica).where(Replica.name == "a000-1").values(drain_started_at=utcnow()))
+    later(monkeypatch, 11)
+    monkeypatch.setattr("orchestry.controller.health.SNAPSHOT_SECONDS", 0.0)
+    assert sorted(sweep.run().results) == ["a000-2", "a000-3"]
