@@ -126,6 +126,7 @@ class Controller:
                 self.components,
                 writer,
                 edge=EdgeSync(self.sessions, self.nginx, lambda: load_box(settings)),
+                leading=lambda: self.leadership.leading,
             )
             if self.nginx is not None
             else None
@@ -265,6 +266,7 @@ class Controller:
             self.scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
 
     def _elected(self, term: int) -> None:
+        self.health.forget()  # another leader may have written replicas meanwhile: the first tick reads them
         with self.sessions.begin() as session:
             requeued = jobq.requeue_abandoned(
                 session, node=self.settings.node_id, term=term, running_here=set(self.dispatcher.in_flight)
