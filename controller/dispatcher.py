@@ -9,9 +9,10 @@ look sooner; the claim (`jobs.claim_next`) decides, so a spurious or missed wake
 2. PostgreSQL NOTIFY (controller/notify.py): `enqueue` sends it in the enqueuing transaction, delivered at
    COMMIT, so an enqueue on another node or by another process (a follower's API, the CLI) reaches the
    leader at once. bench/job_latency measures this path (p50 12 ms).
-3. The poll (`POLL_SECONDS`): the floor under everything else. It finds what no one pokes for: a retry or a
-   wait whose `run_after` comes due, an enqueue by another process on SQLite (no NOTIFY), a NOTIFY lost while
-   the listener reconnects. A job waits at most this long.
+3. The poll: the floor under everything else. A retry or a wait is woken for at its `run_after` (the idle
+   read returns the earliest one). What no one pokes for, an enqueue by another process on SQLite (no NOTIFY)
+   or a NOTIFY lost while the listener reconnects, waits at most `POLL_SECONDS`. It was a 0.25 s poll whatever
+   the queue held: 7 % of an idle leader's CPU (issue 10).
 
 There used to be a fourth, an APScheduler `dispatch` job poking every 1 s; the 0.25 s poll covers all it
 could find, sooner, so it was dropped (bench/job_latency showed no change; the README has the figures).
@@ -23,6 +24,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,12 +35,22 @@ from orchestry.controller.leadership import Leadership
 from orchestry.jobs.base import HealthChecker, Router
 from orchestry.jobs.runner import run_job
 from orchestry.models import jobs as jobq
+from orchestry.models.base import utcnow
 from orchestry.models.db import reads_of
 from orchestry.runtime.types import Runtime
 
 log = logging.getLogger("orchestry.dispatch")
-POLL_SECONDS = 0.25
+POLL_SECONDS = 1.0  # the longest an idle dispatcher sleeps
+SOONEST_SECONDS = 0.05  # the shortest: a `run_after` just past (or a clock a little ahead) is not a busy loop
 STALE_CHECK_SECONDS = 5.0  # how often the leader looks for jobs left `running` under an ended fence
+
+
+def poll_after(earliest: datetime | None, now: datetime) -> float:
+    """Seconds an idle dispatcher sleeps: until the earliest queued job's `run_after`, within
+    [SOONEST_SECONDS, POLL_SECONDS] (no queued job: POLL_SECONDS)."""
+    if earliest is None:
+        return POLL_SECONDS
+    return min(POLL_SECONDS, max(SOONEST_SECONDS, (earliest - now).total_seconds()))
 
 
 class Dispatcher:
@@ -69,6 +81,7 @@ class Dispatcher:
         self._claiming = threading.Lock()
         self._reads = reads_of(sessions)  # the idle poll reads, takes no write lock
         self._next_check = 0.0
+        self.next_poll = POLL_SECONDS  # set by each dispatch: until the earliest queued job's run_after
 
     def wake(self, *_: Any) -> None:
         self._wake.set()
@@ -94,7 +107,7 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(self.next_poll)
             self._wake.clear()
             try:
                 if time.monotonic() >= self._next_check:
@@ -107,15 +120,17 @@ class Dispatcher:
 
     def dispatch_available(self) -> int:
         claimed = 0
+        self.next_poll = POLL_SECONDS  # a job's end wakes the loop: a full pool or a busy lock needs no poll
         while not self._stop.is_set() and self.leadership.leading:
             if not self._free.acquire(blocking=False):
                 return claimed
             fence = self.leadership.fence()
             try:
                 with self._reads() as session:
-                    due = jobq.runnable(session)
+                    due, earliest = jobq.queue_state(session)
                 if not due:
                     self._free.release()
+                    self.next_poll = poll_after(earliest, utcnow())
                     return claimed
                 with self._claiming:
                     with self.sessions.begin() as session:

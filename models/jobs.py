@@ -13,7 +13,7 @@ a finished job is recorded only if it is still claimed by that node and term.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Index, Integer, String, Text, and_, exists, func, or_, select, text, update
@@ -160,10 +160,19 @@ class Claimed:
 _RUNNING = aliased(Job)
 
 
-def runnable(session: Session, now: datetime | None = None) -> bool:
-    """Is any job queued and due? A read, so an idle dispatcher polls without taking a write lock."""
+def queue_state(session: Session, now: datetime | None = None) -> tuple[bool, datetime | None]:
+    """(is a queued job due, the earliest `run_after` of the queued jobs): the idle dispatcher's one read, which
+    also tells it how long it may sleep (a retry or a wait comes due at its `run_after`, not at a poll)."""
     at: Any = now or (func.now() if session.get_bind().dialect.name == "postgresql" else utcnow())
-    return session.scalar(select(Job.id).where(Job.status == "queued", Job.run_after <= at).limit(1)) is not None
+    due = select(Job.id).where(Job.status == "queued", Job.run_after <= at).limit(1).scalar_subquery()
+    earliest = select(func.min(Job.run_after)).where(Job.status == "queued").scalar_subquery()
+    row = session.execute(select(due, earliest)).one()
+    first = row[1]
+    if isinstance(first, str):  # SQLite's MIN() comes back as text, not through the column's type
+        first = datetime.fromisoformat(first)
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    return row[0] is not None, first
 
 
 def claim_next(session: Session, *, node: str, term: int, now: datetime | None = None) -> Claimed | None:

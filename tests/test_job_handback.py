@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.config import load_settings
-from orchestry.controller.dispatcher import Dispatcher
+from orchestry.controller.dispatcher import POLL_SECONDS, SOONEST_SECONDS, Dispatcher, poll_after
 from orchestry.controller.leadership import Leadership
 from orchestry.jobs import registry
 from orchestry.jobs.base import JobContext
@@ -158,3 +159,52 @@ def test_a_repeated_delete_of_an_app_whose_delete_job_was_left_running_gets_a_jo
     assert dispatcher.requeue_stale() == [job_id]
     with sessions.begin() as s:
         assert jobq.claim_next(s, node="n2", term=new.term).id == job_id  # type: ignore[union-attr]
+
+
+def test_the_idle_read_says_what_is_due_and_when_the_next_comes(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s:
+        assert jobq.queue_state(s) == (False, None)
+    with sessions.begin() as s:
+        first = jobq.enqueue(s, "noop").job.id
+        later = jobq.enqueue(s, "noop").job.id
+    soon, far = utcnow() + timedelta(seconds=30), utcnow() + timedelta(seconds=90)
+    with sessions.begin() as s:
+        s.execute(update(jobq.Job).where(jobq.Job.id == first).values(run_after=soon))
+        s.execute(update(jobq.Job).where(jobq.Job.id == later).values(run_after=far))
+    with sessions() as s:
+        due, earliest = jobq.queue_state(s)
+    assert not due and earliest is not None
+    assert abs((earliest - soon).total_seconds()) < 0.01
+    with sessions() as s:
+        assert jobq.queue_state(s, now=soon + timedelta(seconds=1))[0] is True
+
+
+@pytest.mark.parametrize(
+    ("in_seconds", "sleep"),
+    [
+        (None, POLL_SECONDS),  # nothing queued: the poll, for what no one pokes for
+        (0.3, 0.3),  # a wait or a retry comes due: woken for it, not at the next poll
+        (30, POLL_SECONDS),  # far off: the poll still comes first
+        (-5, SOONEST_SECONDS),  # past (another clock): soon, but never a busy loop
+        (0.001, SOONEST_SECONDS),
+    ],
+)
+def test_an_idle_dispatcher_sleeps_until_the_next_job_is_due(in_seconds: float | None, sleep: float) -> None:
+    now = utcnow()
+    earliest = None if in_seconds is None else now + timedelta(seconds=in_seconds)
+    assert poll_after(earliest, now) == pytest.approx(sleep)
+
+
+def test_a_job_waiting_a_moment_is_claimed_when_due_not_a_poll_later(
+    sessions: sessionmaker[Session], db_url: str
+) -> None:
+    lead = leader(sessions)
+    dispatcher = Dispatcher(sessions, None, load_settings({"database_url": db_url}), lead)  # type: ignore[arg-type]
+    with sessions.begin() as s:
+        job = jobq.enqueue(s, "noop").job.id
+        s.execute(update(jobq.Job).where(jobq.Job.id == job).values(run_after=utcnow() + timedelta(seconds=0.3)))
+    assert dispatcher.dispatch_available() == 0
+    assert SOONEST_SECONDS <= dispatcher.next_poll <= 0.31
+    with sessions.begin() as s:
+        s.execute(delete(jobq.Job).where(jobq.Job.id == job))
+    assert dispatcher.dispatch_available() == 0 and dispatcher.next_poll == POLL_SECONDS
