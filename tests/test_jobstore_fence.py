@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text, update
 
@@ -124,3 +125,34 @@ def test_a_new_leader_removes_the_old_dispatch_poke(db_url: str, tmp_path: Path)
     finally:
         stop_server(server)
         engine.dispose()
+
+
+def test_the_next_run_time_is_read_again_only_after_a_write(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler asks its stores for due jobs and their next run time at every wake-up (the in-memory
+    health tick wakes it twice a second): the table is read again only after this store wrote it, or once
+    MEMO_SECONDS passed (a write it did not make: another node's, before this one led)."""
+    store: FencedJobStore = setup.scheduler._lookup_jobstore("default")
+    setup.scheduler.add_job(TICK, "interval", seconds=60, id="sweep", next_run_time=later(30))
+    reads: list[str] = []
+    real = SQLAlchemyJobStore._get_jobs
+
+    def counted(self: Any, *conditions: Any) -> Any:
+        reads.append("jobs")
+        return real(self, *conditions)
+
+    monkeypatch.setattr(SQLAlchemyJobStore, "_get_jobs", counted)
+    first = store.get_next_run_time()
+    assert first is not None and abs((first - later(30)).total_seconds()) < 1
+    queries = store.queries
+    for _ in range(5):
+        assert store.get_next_run_time() == first
+        assert store.get_due_jobs(datetime.now(UTC)) == []  # not due before `first`: nothing to read
+    assert store.queries == queries and reads == []
+    assert [j.id for j in store.get_due_jobs(first + timedelta(seconds=1))] == ["sweep"]  # due: read
+    setup.scheduler.modify_job("sweep", next_run_time=later(5))  # a write: the memo is gone
+    again = store.get_next_run_time()
+    assert again is not None and abs((again - later(5)).total_seconds()) < 1
+    monkeypatch.setattr("orchestry.controller.jobstore.MEMO_SECONDS", 0.0)
+    before = store.queries
+    store.get_next_run_time()
+    assert store.queries == before + 1
