@@ -42,6 +42,9 @@ from orchestry.workflows.lease import fence_deadline, follower_wait, margin_seco
 
 log = logging.getLogger("orchestry.leader")
 NOT_LEADING_POLL_SECONDS = 0.5
+# A node's heartbeat (its `controller_nodes` row: alive within 3 leases, the cluster page's ages) is written
+# at most this often: at every renewal (0.5 s) it was a second write transaction each time.
+HEARTBEAT_SECONDS = 1.0
 
 
 class Leadership:
@@ -68,6 +71,7 @@ class Leadership:
         self._epoch = 0  # grows on every step-down: fences handed out before it are void, even for the same term
         self._valid_until = 0.0
         self._retry_after = 0.0  # after a failed start, not before this (monotonic)
+        self._beat_at = -HEARTBEAT_SECONDS  # the last heartbeat written (monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orchestry-lease", daemon=True)
 
@@ -137,7 +141,8 @@ class Leadership:
                 log.warning("cannot renew the lease", extra={"error": str(exc).splitlines()[0]})
                 self._step_down("cannot reach the database to renew")
             return self.renew_seconds
-        self._heartbeat()
+        if time.monotonic() - self._beat_at >= HEARTBEAT_SECONDS:
+            self._heartbeat()
         if not isinstance(held, Held):
             if held.holder == self.node and self.term is not None:
                 log.warning(
@@ -158,6 +163,7 @@ class Leadership:
     def _heartbeat(self) -> None:
         """This node is alive, in a transaction of its own after the lease's: a heartbeat that waits for
         the node's row (a route report holds it) never makes the renewal fail."""
+        self._beat_at = time.monotonic()
         try:
             with self.sessions.begin() as session:
                 short_locks(session, self.renew_seconds)

@@ -60,6 +60,8 @@ def test_an_idle_leader_changes_nothing_but_its_lease(engine: Engine, db_url: st
         # the job store's next run times: one per sweep run (8 s: metrics 4, autoscale 2, reconcile 1), never
         # the 0.5 s health tick's 16
         assert changed["apscheduler_jobs"] <= 9, dict(changed)
+        # the heartbeat: once a second (8), not at every renewal (16 at renew_seconds 0.5)
+        assert changed["controller_nodes"] <= 10, dict(changed)
     finally:
         controller.stop()
         runtime.close()
