@@ -230,6 +230,37 @@ def test_logs_merge_replicas(live: LiveServer) -> None:
     assert first.startswith(f"{live.cluster}-talk-")
 
 
+def test_the_dashboard_follows_logs_as_server_sent_events(live: LiveServer) -> None:
+    """The logs page appends new lines as they come (issue 15): an event stream of the replicas' new lines,
+    in a follow slot shared with the API's streams."""
+    post(live, hello("tail"))
+    run(live, "tail", "up", {"replicas": 1})
+    (replica,) = running(live, "tail")
+    serving(replica)
+    page = live.http.get("/ui/apps/tail/logs").text
+    assert 'data-stream="/ui/apps/tail/logs/stream"' in page
+
+    def later() -> None:
+        time.sleep(0.5)
+        serving(replica)
+
+    writer = threading.Thread(target=later, daemon=True)
+    writer.start()
+    events: list[str] = []
+    with live.http.stream("GET", "/ui/apps/tail/logs/stream", timeout=10) as resp:
+        assert resp.status_code == 200, resp.read()
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["x-accel-buffering"] == "no"
+        for line in resp.iter_lines():
+            events.append(line)
+            if line.startswith("data: "):
+                break
+    writer.join(10)
+    assert events[0] == "retry: 5000"
+    assert events[-1].startswith(f"data: {live.cluster}-tail-1 ")
+    assert live.http.get("/ui/apps/nosuch/logs/stream").status_code == 404
+
+
 def test_cli_wait_shows_progress(live: LiveServer) -> None:
     post(live, hello("cliapp"))
     out = live.cli("up", "cliapp", "--replicas", "2", "--wait")

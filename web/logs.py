@@ -11,7 +11,7 @@ and the API keep answering whatever the number of followers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flask import Blueprint, Response, current_app
 
@@ -34,7 +34,7 @@ def follow_slots() -> threading.BoundedSemaphore:
     return found
 
 
-def _format(line: LogLine) -> str:
+def format_line(line: LogLine) -> str:
     stamp = line.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return f"{line.replica} {stamp} {line.text.rstrip()}\n"
 
@@ -50,47 +50,15 @@ def logs(name: str) -> Response:
     args = query(LogsQuery)
     app_or_404(name)
     close_session()
-    runtime = ctx().runtime
-    if runtime is None:
-        raise ApiError(503, "unavailable", "this controller has no container engine configured")
-    slots = follow_slots() if args.follow else None
-    if slots is not None and not slots.acquire(blocking=False):
-        raise ApiError(
-            503,
-            "busy",
-            f"too many log streams are open on this node (at most {max(1, ctx().settings.threads // 2)}); "
-            "retry later, or read without follow",
-            headers={"Retry-After": str(FOLLOW_RETRY_SECONDS)},
-        )
-    try:
-        lines = runtime.logs(ctx().settings.cluster_name, name, args.lines, args.follow)
-        if not args.follow:  # bounded (lines per replica): read it all now, so engine errors become a 503
-            lines = iter(list(lines))
-    except EngineUnavailable as exc:
-        if slots is not None:
-            slots.release()
-        raise ApiError(503, "unavailable", f"the container engine did not answer: {exc}") from None
-    except BaseException:
-        if slots is not None:
-            slots.release()
-        raise
-
-    done = threading.Lock()
-
-    def finish() -> None:
-        """Once, when the stream ends or the server closes the response (even one never iterated)."""
-        if not done.acquire(blocking=False):
-            return
-        close = getattr(lines, "close", None)
-        if close is not None:
-            close()
-        if slots is not None:
-            slots.release()
+    if args.follow:
+        lines, finish = followed(name, args.lines)
+    else:
+        lines, finish = iter(_read(name, args.lines, False)), lambda: None  # bounded: engine errors are a 503
 
     def body() -> Iterator[str]:
         try:
             for line in lines:
-                yield _format(line)
+                yield format_line(line)
         except EngineUnavailable:
             return
         finally:
@@ -99,3 +67,46 @@ def logs(name: str) -> Response:
     response = Response(body(), mimetype="text/plain")
     response.call_on_close(finish)
     return response
+
+
+def _read(name: str, lines: int, follow: bool) -> Iterable[LogLine]:
+    runtime = ctx().runtime
+    if runtime is None:
+        raise ApiError(503, "unavailable", "this controller has no container engine configured")
+    try:
+        found = runtime.logs(ctx().settings.cluster_name, name, lines, follow)
+        return found if follow else list(found)
+    except EngineUnavailable as exc:
+        raise ApiError(503, "unavailable", f"the container engine did not answer: {exc}") from None
+
+
+def followed(name: str, lines: int) -> tuple[Iterator[LogLine], Callable[[], None]]:
+    """The app's log lines (`lines` of each replica, then new ones as they come) in one of this node's follow
+    slots, and the function that ends the stream: once, from any thread, closing the engine's streams and
+    giving the slot back. All slots taken: a 503 with Retry-After. The API's `follow` and the dashboard's
+    stream share the slots."""
+    slots = follow_slots()
+    if not slots.acquire(blocking=False):
+        raise ApiError(
+            503,
+            "busy",
+            f"too many log streams are open on this node (at most {max(1, ctx().settings.threads // 2)}); "
+            "retry later, or read without follow",
+            headers={"Retry-After": str(FOLLOW_RETRY_SECONDS)},
+        )
+    try:
+        found = _read(name, lines, True)
+    except BaseException:
+        slots.release()
+        raise
+    done = threading.Lock()
+
+    def finish() -> None:
+        if not done.acquire(blocking=False):
+            return
+        close = getattr(found, "close", None)
+        if close is not None:
+            close()
+        slots.release()
+
+    return iter(found), finish

@@ -37,7 +37,7 @@ from orchestry.web.context import app_or_404, close_session, ctx, session
 from orchestry.web.errors import ApiError
 from orchestry.web.health import app_health
 from orchestry.web.jobs import job_out
-from orchestry.web.logs import _format as format_line
+from orchestry.web.logs import followed, format_line
 from orchestry.web.operations import (
     check_restartable,
     live_app,
@@ -51,6 +51,7 @@ from orchestry.web.operations import (
 )
 from orchestry.web.scaling import decision_history, policy_out, set_policy
 from orchestry.web.schemas import JobOut, JobsQuery, validation_fields
+from orchestry.web.sse import event_stream
 from orchestry.web.ui.access import (
     CSRF_FIELD,
     UiError,
@@ -76,6 +77,7 @@ NAME = "<string(maxlength=253):name>"
 JOBS_FILTERS = ("app", "status", "kind", "limit")
 _JOB_CHOICES = {"statuses": JOB_STATUSES, "kinds": JOB_KINDS, "limits": (20, 50, 200, 1000)}
 LOG_LINES = 200  # per replica, and shown in all
+STREAM_KEEPALIVE_SECONDS = 15.0  # a followed log stream whose viewer left ends within this, even when quiet
 SERIES = ("rps", "p95_ms", "cpu_percent", "memory_percent", "ready_replicas")
 
 
@@ -518,6 +520,21 @@ def logs_page(name: str) -> str:
 def logs_tail(name: str) -> Response:
     """The replicas' last lines, merged (re-read at each poll: no stream is held open)."""
     return fragment(lambda: _logs_tail(name))
+
+
+@bp.get(f"/apps/{NAME}/logs/stream")
+def logs_stream(name: str) -> Response:
+    """New log lines as they come, as server-sent events (the logs page follows them; it polls the tail
+    instead when this answers 503: all of this node's follow slots, shared with the API's, are taken)."""
+    app_or_404(name)
+    close_session()
+    lines, finish = followed(name, 0)
+    body = event_stream(lines, format_line, finish, STREAM_KEEPALIVE_SECONDS, ended=(EngineUnavailable,))
+    response = Response(body, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"  # a proxy in front (nginx) passes each event on at once
+    response.call_on_close(finish)
+    return response
 
 
 def _logs_tail(name: str) -> str:

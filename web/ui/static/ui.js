@@ -102,15 +102,43 @@
     refreshTimes(region);
     reapplyFilters();
   }
+  function poll_every(region) {
+    const every = Math.max(1000, parseInt(region.dataset.every || "2000", 10));
+    setInterval(() => refresh(region), every);
+  }
+  // A region with data-stream (the logs) shows its fragment once, then appends each server-sent event to it;
+  // when the stream is refused (503: the node's follow slots are taken) or breaks for good, it polls instead.
+  const MAX_STREAM_LINES = 2000;
+  function appendLine(region, line) {
+    const follow = region.scrollTop + region.clientHeight >= region.scrollHeight - 8;
+    if (region.dataset.placeholder !== "done") { region.textContent = ""; region.dataset.placeholder = "done"; }
+    region.append(document.createTextNode(line + "\n"));
+    while (region.childNodes.length > MAX_STREAM_LINES) region.removeChild(region.firstChild);
+    if (follow) region.scrollTop = region.scrollHeight;
+  }
+  async function stream(region) {
+    await refresh(region);
+    region.dataset.placeholder = /^\(no output yet\)$/.test(region.textContent.trim()) ? "" : "done";
+    const source = new EventSource(region.dataset.stream);
+    source.onopen = () => { region.dataset.streaming = "1"; setStatus("live · following"); };
+    source.onmessage = (event) => appendLine(region, event.data);
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        delete region.dataset.streaming;
+        setStatus("live · re-read every few seconds");
+        poll_every(region);
+      }
+    };
+  }
   function startLive() {
     const regions = [...document.querySelectorAll("[data-live]")];
     if (regions.length) setStatus("live");
     for (const region of regions) {
-      const every = Math.max(1000, parseInt(region.dataset.every || "2000", 10));
-      setInterval(() => refresh(region), every);
+      if (region.dataset.stream && window.EventSource) stream(region);
+      else poll_every(region);
     }
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden) for (const region of regions) refresh(region);
+      if (!document.hidden) for (const region of regions) if (!region.dataset.streaming) refresh(region);
     });
   }
 
