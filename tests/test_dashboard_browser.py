@@ -219,9 +219,15 @@ def test_operator_and_viewer_in_a_browser(live: LiveServer, browser: Any) -> Non
     shot(driver, "app-laptop-dark", dark=True)
     shot(driver, "app-phone", PHONE)
 
-    # The logs, re-read every few seconds; the revisions' diff.
+    # The logs: the tail, then each new line as it comes (a stream of server-sent events); the revisions' diff.
     css(driver, "#logs-link")[0].click()
     wait(driver, lambda d: css(d, "#logs")[0].text not in ("", "loading…"), 20, "the replicas' logs")
+    wait(driver, lambda d: "following" in css(d, "[data-live-status]")[0].text, 20, "the log stream open")
+    shown = css(driver, "#logs")[0].text.count("\n")
+    address = next(r["address"] for r in api.get("/api/v1/apps/web").json()["replicas"] if r["address"])
+    for _ in range(3):  # the test app logs each request it serves
+        assert httpx.get(f"http://{address}/", timeout=5).status_code == 200
+    wait(driver, lambda d: css(d, "#logs")[0].text.count("\n") >= shown + 3, 20, "the new lines, streamed")
     driver.back()
     wait(driver, lambda d: css(d, "#scale-form"), 10, "back on the app")
 
