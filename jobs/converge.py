@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
+from orchestry.jobs.pull_progress import ProgressSteps
 from orchestry.jobs.replica_request import replica_request, secret_refs
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
@@ -319,20 +320,20 @@ def _pull_image(ctx: JobContext, image: str) -> RegistryAuth | None:
     """The image present on the engine, pulled with the credentials stored for its registry when there are
     some; those credentials, for the starts (a Swarm node pulls with them). The pull shows as a step as it
     begins and as it ends (layers, bytes, seconds), or fails the job at once: a missing image or refused
-    credentials will not heal by retrying. An image already on the engine makes no step."""
+    credentials will not heal by retrying. While it runs, its progress is a step at most once a second
+    (jobs/pull_progress.py). An image already on the engine makes no step."""
     auth = _registry_auth(ctx, image)
     server = registry_of(image)
-
-    def began() -> None:
-        ctx.step(f"pulling {image}", status="running", registry=server, username=auth.username if auth else None)
-
+    progress = ProgressSteps(image, ctx.step, registry=server, username=auth.username if auth else None)
     try:
-        pulled = ctx.runtime.ensure_image(image, auth, began)
+        pulled = ctx.runtime.ensure_image(image, auth, progress.began, progress)
     except ImageUnavailable as exc:
         ctx.step(f"pull {image}", status="failed", registry=server, error=str(exc))
         raise PermanentError(str(exc)) from None
     except EngineUnavailable as exc:
         raise TemporaryError(str(exc)) from None
+    finally:
+        progress.close()
     if pulled is not None:
         ctx.step(
             f"pull {image}",

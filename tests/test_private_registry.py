@@ -6,10 +6,14 @@ that does not exist. The engine's and Swarm's side of the pull are tested on the
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import docker.errors
@@ -18,7 +22,7 @@ import pytest
 from orchestry.runtime.docker_engine import DockerEngine
 from orchestry.runtime.swarm_engine import SwarmEngine
 from orchestry.runtime.types import ImageUnavailable, RegistryAuth
-from orchestry.testapp.registry import LocalRegistry, RegistryMissing, local_registry
+from orchestry.testapp.registry import LocalRegistry, RegistryMissing, local_registry, slow_proxy
 
 from conftest import LiveServer, docker_client, hello, post
 
@@ -54,18 +58,48 @@ def image(registry: LocalRegistry, testapp_image: str) -> Iterator[str]:
                 client.images.remove(tag)
 
 
-def login(live: LiveServer, registry: LocalRegistry, password: str | None = None) -> None:
+BIG_LAYER = 6_000_000  # random bytes: gzip cannot shrink them
+SLOW_RATE = 1_500_000  # bytes/s through the slow proxy: the big layer takes about 4 s
+
+
+@pytest.fixture
+def big_image(registry: LocalRegistry, testapp_image: str) -> Iterator[str]:
+    """The test image with a layer of BIG_LAYER random bytes more, pushed to the registry and removed from the
+    engine whole (that layer is on no other image), so a pull has to fetch it."""
+    client = docker_client()
+    repository = f"{registry.server}/orchestry-ci/big-{uuid.uuid4().hex[:10]}"
+    name = f"{repository}:1"
+    with tempfile.TemporaryDirectory() as context:
+        with open(os.path.join(context, "blob"), "wb") as blob:
+            blob.write(os.urandom(BIG_LAYER))
+        with open(os.path.join(context, "Dockerfile"), "w") as dockerfile:
+            dockerfile.write(f"FROM {testapp_image}\nCOPY blob /blob\n")
+        client.images.build(path=context, tag=name, pull=False, rm=True)
+    try:
+        auth = {"username": registry.username, "password": registry.password}
+        for event in client.api.push(repository, tag="1", auth_config=auth, stream=True, decode=True):
+            assert "error" not in event, event
+        client.images.remove(name)
+        yield repository.removeprefix(registry.server + "/") + ":1"
+    finally:
+        for leftover in [name, *(i.tags[0] for i in client.images.list(name=repository) if i.tags)]:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(leftover)
+
+
+def login(live: LiveServer, registry: LocalRegistry, password: str | None = None, server: str | None = None) -> None:
+    server = server or registry.server
     out = live.cli(
         "registry",
         "login",
-        registry.server,
+        server,
         "--username",
         registry.username,
         "--password-stdin",
         stdin=(password or registry.password).encode() + b"\n",
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"logged in to {registry.server} as {registry.username}")
+    assert out.stdout.startswith(f"logged in to {server} as {registry.username}")
 
 
 def deploy(live: LiveServer, app: str, image: str) -> tuple[dict[str, Any], float]:
@@ -90,7 +124,9 @@ def assert_failed_once(live: LiveServer, app: str, job: dict[str, Any], seconds:
 
 
 def pull_steps(job: dict[str, Any], image: str) -> list[tuple[str, str]]:
-    return [(s["step"], s["status"]) for s in job["steps"] if image in s["step"]]
+    """The pull's steps, its progress steps (a pull longer than a second has some) counted as its opening one."""
+    steps = [(s["step"], s["status"]) for s in job["steps"] if image in s["step"]]
+    return [step for i, step in enumerate(steps) if i == 0 or step != steps[i - 1]]
 
 
 def test_without_credentials_the_deploy_fails_fast_as_unauthorized(live: LiveServer, image: str) -> None:
@@ -135,6 +171,36 @@ def test_after_registry_login_the_image_is_pulled_and_runs(
     assert live.cli("registries").stdout.strip() == "no registries"
     again = live.cli("registry", "logout", registry.server)
     assert again.returncode == 1 and "does not exist" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_a_slow_pull_records_its_progress_while_it_runs(
+    live: LiveServer, registry: LocalRegistry, big_image: str
+) -> None:
+    """Through a registry that answers at 1.5 MB/s, the 6 MB layer takes seconds: the job records progress
+    steps during the pull (layers and bytes moving), at most one a second, between `pulling` and `pull`."""
+    with slow_proxy(registry.server, SLOW_RATE) as proxy:
+        image = f"{proxy.server}/{big_image}"
+        login(live, registry, server=proxy.server)
+        job, _ = deploy(live, "bigpull", image)
+    assert job["status"] == "succeeded", job
+    steps = [s for s in job["steps"] if image in s["step"]]
+    assert steps[0]["step"] == f"pulling {image}" and "progress" not in steps[0]
+    assert steps[-1]["step"] == f"pull {image}" and steps[-1]["status"] == "ok"
+    progress = steps[1:-1]
+    assert len(progress) >= 2, steps
+    assert all(s["step"] == f"pulling {image}" and s["status"] == "running" for s in progress)
+    done = [s["bytes_done"] for s in progress]
+    assert done == sorted(done) and done[0] < done[-1], progress
+    # Intermediate: some step saw the big layer part-way, with its size announced.
+    assert any(0 < s["bytes_done"] < s["bytes_total"] and s["bytes_total"] >= BIG_LAYER for s in progress), progress
+    assert all(s["progress"].endswith("MB") and "/" in s["progress"] for s in progress), progress
+    # Throttled: a second at least between two steps of the pull (their times are the controller's).
+    times = [datetime.fromisoformat(s["at"]) for s in steps[:-1]]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.99, gaps
+    pulled = steps[-1]
+    assert pulled["downloaded"] >= 1 and pulled["bytes"] >= BIG_LAYER, pulled
+    print(f"pull of {pulled['bytes'] / 1e6:.1f} MB in {pulled['seconds']:.1f} s: {len(progress)} progress steps")
 
 
 def test_a_wrong_password_fails_the_deploy_naming_the_server(

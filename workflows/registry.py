@@ -153,6 +153,22 @@ def pull_summary(layers: int, downloaded: int, size: int, seconds: float) -> str
     return f"{layers} layer{'s' if layers != 1 else ''} ({fetched}) in {seconds:.1f} s"
 
 
+PROGRESS_SECONDS = 1.0  # at most one progress step per pull this often: each step is a write of the job's row
+
+
+def progress_due(last_at: float, now: float, changed: bool, every: float = PROGRESS_SECONDS) -> bool:
+    """Whether a pull's progress is worth a step now: it moved since the last step, written `every` s ago."""
+    return changed and now - last_at >= every
+
+
+def pull_progress(layers: int, layers_done: int, bytes_done: int, bytes_total: int) -> str:
+    """`2/5 layers, 12.3 MB of 40.1 MB`: a progress step's one line (sizes as far as the engine announced)."""
+    text = f"{layers_done}/{layers} layer{'s' if layers != 1 else ''}"
+    if bytes_total:
+        text += f", {_size(bytes_done)} of {_size(bytes_total)}"
+    return text
+
+
 def _size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
