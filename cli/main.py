@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server", nargs="?", help="host[:port] as in the image's name (registry.example.com:5000)")
     p.add_argument("-u", "--username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="store the credentials without asking the registry first (one only the Docker engine reaches)",
+    )
     cmd("registries", registries.registries, "private registries logged in to: servers and usernames")
 
     p = cmd("cert", certs.cert, "TLS certificates: add --cert FILE --key FILE [--name N], delete NAME")

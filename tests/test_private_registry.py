@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import subprocess
 import tempfile
 import time
 import uuid
@@ -22,6 +23,7 @@ import pytest
 from orchestry.runtime.docker_engine import DockerEngine
 from orchestry.runtime.swarm_engine import SwarmEngine
 from orchestry.runtime.types import ImageUnavailable, RegistryAuth
+from orchestry.testapp.ports import free_port
 from orchestry.testapp.registry import LocalRegistry, RegistryMissing, local_registry, slow_proxy
 
 from conftest import LiveServer, docker_client, hello, post
@@ -87,17 +89,26 @@ def big_image(registry: LocalRegistry, testapp_image: str) -> Iterator[str]:
                 client.images.remove(leftover)
 
 
-def login(live: LiveServer, registry: LocalRegistry, password: str | None = None, server: str | None = None) -> None:
-    server = server or registry.server
-    out = live.cli(
+def login(
+    live: LiveServer, registry: LocalRegistry, password: str | None = None, server: str | None = None, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    return live.cli(
         "registry",
         "login",
-        server,
+        server or registry.server,
         "--username",
         registry.username,
         "--password-stdin",
+        *flags,
         stdin=(password or registry.password).encode() + b"\n",
     )
+
+
+def logged_in(
+    live: LiveServer, registry: LocalRegistry, password: str | None = None, server: str | None = None, *flags: str
+) -> None:
+    server = server or registry.server
+    out = login(live, registry, password, server, *flags)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"logged in to {server} as {registry.username}")
 
@@ -143,7 +154,7 @@ def test_without_credentials_the_deploy_fails_fast_as_unauthorized(live: LiveSer
 def test_after_registry_login_the_image_is_pulled_and_runs(
     live: LiveServer, registry: LocalRegistry, image: str
 ) -> None:
-    login(live, registry)
+    logged_in(live, registry)
     listed = live.cli("registries")
     assert registry.server in listed.stdout and registry.username in listed.stdout
     assert registry.password not in listed.stdout
@@ -180,7 +191,7 @@ def test_a_slow_pull_records_its_progress_while_it_runs(
     steps during the pull (layers and bytes moving), at most one a second, between `pulling` and `pull`."""
     with slow_proxy(registry.server, SLOW_RATE) as proxy:
         image = f"{proxy.server}/{big_image}"
-        login(live, registry, server=proxy.server)
+        logged_in(live, registry, server=proxy.server)
         job, _ = deploy(live, "bigpull", image)
     assert job["status"] == "succeeded", job
     steps = [s for s in job["steps"] if image in s["step"]]
@@ -206,7 +217,8 @@ def test_a_slow_pull_records_its_progress_while_it_runs(
 def test_a_wrong_password_fails_the_deploy_naming_the_server(
     live: LiveServer, registry: LocalRegistry, image: str
 ) -> None:
-    login(live, registry, password="not-the-password")
+    # Stored unchecked: as when the registry's password changed after the login.
+    logged_in(live, registry, "not-the-password", None, "--no-check")
     job, seconds = deploy(live, "wrongpw", image)
     assert job["error"] == f"unauthorized: wrong credentials for {registry.server} (pulling {image})", job
     assert_failed_once(live, "wrongpw", job, seconds)
@@ -214,11 +226,41 @@ def test_a_wrong_password_fails_the_deploy_naming_the_server(
 
 
 def test_a_missing_tag_fails_the_deploy_as_not_found(live: LiveServer, registry: LocalRegistry, image: str) -> None:
-    login(live, registry)
+    logged_in(live, registry)
     missing = image.rsplit(":", 1)[0] + ":nope"
     job, seconds = deploy(live, "notag", missing)
     assert job["error"] == f"image not found: {missing} ({registry.server} has no such repository or tag)", job
     assert_failed_once(live, "notag", job, seconds)
+
+
+def test_login_asks_the_registry_first_and_stores_nothing_it_refuses(live: LiveServer, registry: LocalRegistry) -> None:
+    """`registry login` checks the credentials with the registry (its /v2/ challenge, as `docker login`): a wrong
+    password is refused in one line naming `password`, a registry that does not answer in one naming `server`,
+    and neither stores anything; `--no-check` stores without asking."""
+    wrong = login(live, registry, "not-the-password")
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
+    refused = f"orchestry: password: {registry.server} refused these credentials (HTTP 401"
+    assert wrong.stderr.startswith(refused), wrong.stderr
+    assert "wrong username or password" in wrong.stderr and "not-the-password" not in wrong.stderr
+    assert live.cli("registries").stdout.strip() == "no registries"
+
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
+    began = time.monotonic()
+    gone = login(live, registry, None, nobody)
+    assert gone.returncode == 1 and gone.stderr.startswith("orchestry: server: no registry answered ("), gone.stderr
+    assert "--no-check" in gone.stderr and time.monotonic() - began < 10
+    assert live.cli("registries").stdout.strip() == "no registries"
+    kinds = [e["type"] for e in live.http.get("/api/v1/events").json()["events"]]
+    assert "registry.login" not in kinds
+
+    unchecked = login(live, registry, None, nobody, "--no-check")
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert unchecked.stdout.strip() == f"logged in to {nobody} as {registry.username} (stored, not checked)"
+    right = login(live, registry)
+    assert right.returncode == 0, right.stderr
+    assert right.stdout.strip() == f"logged in to {registry.server} as {registry.username} (stored)"
+    listed = live.cli("registries").stdout
+    assert registry.server in listed and nobody in listed
 
 
 def test_the_cli_refuses_a_bad_server_in_one_line(live: LiveServer) -> None:
