@@ -223,6 +223,7 @@ EXPANDED = {
     "replica.{after}": ("replica.healthy", "replica.unhealthy", "replica.unknown"),
     "scaling.{decision.direction}": ("scaling.out", "scaling.in"),
     "{name}.failed": ("docker.failed", "nginx.failed"),
+    "webhook.{state}": ("webhook.disabled", "webhook.enabled"),
 }
 
 

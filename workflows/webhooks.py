@@ -76,6 +76,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "host.drained",
     "webhook.added",
     "webhook.deleted",
+    "webhook.disabled",
+    "webhook.enabled",
 )
 FAMILIES: tuple[str, ...] = tuple(sorted({t.split(".")[0] for t in EVENT_TYPES}))
 TEST_EVENT = "webhook.test"  # a test delivery's type: sent to one webhook on request, never subscribed to
