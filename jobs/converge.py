@@ -60,6 +60,8 @@ from orchestry.workflows.rollout import on_failure, restore_after_failure
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
 REPLACED_EVENT = "replica.replaced"
+HALTED_EVENT = "rollout.halted"  # a new revision did not become healthy (then: halt, or the rollback)
+ROLLED_BACK_EVENT = "rollout.rolled_back"  # the automatic rollback converged: the restored revision serves
 
 
 @dataclass(frozen=True)
@@ -190,9 +192,12 @@ def converge(ctx: JobContext) -> dict[str, Any]:
         plan = plan_app(desired, seen(ctx, target, observed, now))
         if plan.done:
             result = _finish(ctx, target, observed, started, stopped)
+            if rolled_back:
+                _rolled_back(ctx, rolled_back)
             return {**result, "rolled_back": rolled_back} if rolled_back else result
         if plan.halt:
             _stop(ctx, target, plan.stops, stopped)
+            _halted(ctx, target, plan.halt, rolled_back)
             if rolled_back is None and on_failure(target.spec) == "rollback":
                 rolled_back = _roll_back(ctx, target, observed, plan.halt)
                 if rolled_back is not None:
@@ -207,6 +212,37 @@ def converge(ctx: JobContext) -> dict[str, Any]:
         _stop(ctx, target, plan.stops, stopped)
         _start(ctx, target, plan, started)
     raise TemporaryError(f"{name} did not converge in {MAX_ROUNDS} rounds")
+
+
+def _halted(ctx: JobContext, target: Target, why: str, rolled_back: dict[str, Any] | None) -> None:
+    """The event `rollout.halted`: a new revision's replicas did not become healthy. `then` says what follows:
+    `rollback` (onFailure: rollback, and a revision to go back to), else `halt` (the job fails, the old
+    revision keeps serving)."""
+    then = "rollback" if rolled_back is None and on_failure(target.spec) == "rollback" else "halt"
+    ctx.fence.check()
+    with ctx.sessions.begin() as session:
+        ctx.event(
+            session,
+            HALTED_EVENT,
+            f"rollout of {ctx.app_name} revision {target.revision} halted: {why}",
+            revision=target.revision,
+            reason=why,
+            on_failure=then,
+            kind=ctx.kind,
+        )
+
+
+def _rolled_back(ctx: JobContext, rolled_back: dict[str, Any]) -> None:
+    """The event `rollout.rolled_back`: the automatic rollback converged; the restored revision serves."""
+    ctx.fence.check()
+    with ctx.sessions.begin() as session:
+        ctx.event(
+            session,
+            ROLLED_BACK_EVENT,
+            f"rollout of {ctx.app_name} revision {rolled_back['from']} rolled back: revision "
+            f"{rolled_back['revision']} (restoring revision {rolled_back['restored']}) serves",
+            **rolled_back,
+        )
 
 
 def _roll_back(ctx: JobContext, target: Target, observed: list[Observed], why: str) -> dict[str, Any] | None:
