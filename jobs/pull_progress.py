@@ -9,13 +9,18 @@ dropped: the job's next steps are about something else."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from orchestry.runtime.types import PullUpdate
 from orchestry.workflows.registry import progress_due, pull_progress
+
+log = logging.getLogger("orchestry.jobs")
 
 
 class ProgressSteps:
@@ -46,17 +51,24 @@ class ProgressSteps:
             if not self._open or not progress_due(self._last_at, now, update != self._last):
                 return
             self._last_at, self._last = now, update
-            # Written under the lock: two reports racing would otherwise both pass the check.
-            self._step(
-                f"pulling {self.image}",
-                status="running",
-                progress=pull_progress(update.layers, update.layers_done, update.bytes_done, update.bytes_total),
-                layers=update.layers,
-                layers_done=update.layers_done,
-                bytes_done=update.bytes_done,
-                bytes_total=update.bytes_total,
-            )
-            self.written += 1
+            # Written under the lock: two reports racing would otherwise both pass the check. A write the
+            # database refused (busy) skips this report: progress is worth no failed pull. NotLeader passes.
+            try:
+                self._write(update)
+            except SQLAlchemyError as exc:
+                log.debug("pull progress not recorded", extra={"image": self.image, "error": str(exc).splitlines()[0]})
+
+    def _write(self, update: PullUpdate) -> None:
+        self._step(
+            f"pulling {self.image}",
+            status="running",
+            progress=pull_progress(update.layers, update.layers_done, update.bytes_done, update.bytes_total),
+            layers=update.layers,
+            layers_done=update.layers_done,
+            bytes_done=update.bytes_done,
+            bytes_total=update.bytes_total,
+        )
+        self.written += 1
 
     def close(self) -> None:
         """The pull returned: later reports (an abandoned pull's thread) record nothing."""

@@ -104,3 +104,28 @@ def test_the_engine_stream_becomes_updates() -> None:
     assert (summary.layers, summary.downloaded, summary.bytes, summary.digest) == (2, 1, 1000, "sha256:abc")
     with pytest.raises(PullError, match="denied"):
         PullProgress("x").follow([{"error": "x", "errorDetail": {"message": "denied"}}])
+
+
+def test_a_refused_progress_write_skips_that_report_not_the_pull() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from orchestry.jobs.base import NotLeader
+
+    clock, calls = Clock(), []
+
+    def busy(name: str, status: str = "ok", **detail: Any) -> None:
+        calls.append(detail.get("bytes_done"))
+        if detail.get("bytes_done") == 10:
+            raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        if detail.get("bytes_done") == 30:
+            raise NotLeader("lost the lease")
+
+    progress = ProgressSteps("reg:5000/app:1", busy, clock)
+    clock.now = 101.0
+    progress(update(10))  # refused: skipped
+    clock.now = 102.0
+    progress(update(20))
+    clock.now = 103.0
+    with pytest.raises(NotLeader):  # the job must stop: the pull with it
+        progress(update(30))
+    assert calls == [10, 20, 30] and progress.written == 1
