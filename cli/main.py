@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server", nargs="?", help="host[:port] as in the image's name (registry.example.com:5000)")
     p.add_argument("-u", "--username")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="store the credentials without asking the registry first (one only the Docker engine reaches)",
+    )
     cmd("registries", registries.registries, "private registries logged in to: servers and usernames")
 
     p = cmd("cert", certs.cert, "TLS certificates: add --cert FILE --key FILE [--name N], delete NAME")
@@ -103,14 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="the leaf's PEM private key (stored sealed, never shown again)")
     cmd("certs", certs.certs, "TLS certificates: domain, issuer, expiry, state")
 
-    p = cmd("webhook", webhooks.webhook, "webhooks: add URL --events E,F, delete NAME, test NAME, deliveries NAME")
-    p.add_argument("action", choices=("add", "delete", "test", "deliveries"))
+    p = cmd(
+        "webhook",
+        webhooks.webhook,
+        "webhooks: add URL --events E,F, delete NAME, disable NAME, enable NAME, test NAME, deliveries NAME",
+    )
+    p.add_argument("action", choices=("add", "delete", "disable", "enable", "test", "deliveries"))
     p.add_argument("target", nargs="?", metavar="URL|NAME", help="add: the URL; else the webhook's name")
     p.add_argument("--events", help="add: event types, families or '*', comma-separated (job.failed,leader)")
     p.add_argument("--name", help="add: the webhook's name (default: the URL's host)")
     p.add_argument("--format", choices=("json", "slack"), default="json", help='add: slack sends {"text": ...}')
     p.add_argument("--limit", type=int, default=30, help="deliveries: how many, newest first")
-    cmd("webhooks", webhooks.webhooks, "webhooks: name, URL (host only), events, delivery counts")
+    cmd("webhooks", webhooks.webhooks, "webhooks: name, state, URL (host only), events, delivery counts")
 
     p = cmd("register", apps.register, "register app specs (YAML or JSON files, `-` for stdin)")
     p.add_argument("files", nargs="+", metavar="FILE")

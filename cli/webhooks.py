@@ -1,5 +1,5 @@
-"""`orchestry webhook add URL --events a,b [--name N] [--format slack]`, `webhook delete|test|deliveries NAME`,
-`orchestry webhooks` (the list)."""
+"""`orchestry webhook add URL --events a,b [--name N] [--format slack]`,
+`webhook delete|disable|enable|test|deliveries NAME`, `orchestry webhooks` (the list)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ def webhook(args: Args, settings: Settings) -> int:
     if args.action == "delete":
         client.request("DELETE", f"/api/v1/webhooks/{args.target}")
         print(f"webhook {args.target} deleted")
+        return 0
+    if args.action in ("disable", "enable"):
+        data = client.request("POST", f"/api/v1/webhooks/{args.target}/{args.action}").json()
+        if args.json:
+            print_json(data)
+            return 0
+        state = "enabled" if data["enabled"] else "disabled"
+        dropped = data.get("dropped") or 0
+        note = f" ({dropped} waiting deliveries dropped)" if dropped else ""
+        print(f"webhook {args.target} {state}{note}" if data["changed"] else f"webhook {args.target} already {state}")
         return 0
     if args.action == "test":
         return _test(client, args)
@@ -108,6 +118,7 @@ def webhooks(args: Args, settings: Settings) -> int:
     rows = [
         (
             w["name"],
+            "enabled" if w["enabled"] else "disabled",
             w["url"],
             ",".join(w["events"]),
             w["format"],
@@ -117,6 +128,6 @@ def webhooks(args: Args, settings: Settings) -> int:
         )
         for w in data["webhooks"]
     ]
-    headers = ("NAME", "URL", "EVENTS", "FORMAT", "DELIVERED", "FAILED", "DROPPED")
+    headers = ("NAME", "STATE", "URL", "EVENTS", "FORMAT", "DELIVERED", "FAILED", "DROPPED")
     print(table(rows, headers) if rows else "no webhooks")
     return 0

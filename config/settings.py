@@ -298,6 +298,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How long metric samples are kept.",
     ),
     Setting(
+        "registry_check",
+        _to_choice("ask", "off"),
+        lambda _: "ask",
+        "`ask`: `registry login` asks the registry whether it takes the credentials before storing them; `off`: "
+        "never (registries only the Docker engines reach; the API's check=false does it for one login).",
+    ),
+    Setting(
         "secret_key",
         _to_str,
         lambda _: "",

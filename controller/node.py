@@ -1,4 +1,5 @@
-"""One controller node: the lease loop, and while it leads, the scheduler, dispatcher and watchers.
+"""One controller node: the lease loop, Docker's events (every node), and while it leads, the scheduler and the
+dispatcher.
 
 Two words for two things: a *sweep* is one of the leader's periodic callables (reconcile, health-sweep,
 metrics-collect, autoscale, nginx-render; `controller/periodic.py`), run by APScheduler; a *job* is a queued
@@ -181,12 +182,17 @@ class Controller:
         self.leadership.start()
         if self.mirror is not None:
             self.mirror.start()  # every node routes, the leader included
+        # Every node watches Docker's events: each marks a dead replica down in its own nginx at once (a
+        # follower's table would drop it only after the leader's push and the mirror's next pass); the leader
+        # also repairs.
+        self.watcher.start()
 
     def stop(self) -> None:
         self.probe.stop(wait=0)  # no new probes from now on; joined below
         self.leadership.stop()  # steps down (pausing everything) and releases the lease
         if self.notify is not None:
             self.notify.stop()
+        self.watcher.stop()
         self.dispatcher.shutdown()
         self.scheduler.shutdown(wait=False)
         self.prober.close()
@@ -212,9 +218,13 @@ class Controller:
             log.debug("could not record the outage", extra={"component": name, "error": str(exc).splitlines()[0]})
 
     def _container_event(self, event: EngineEvent) -> None:
+        """A container event, on every node: the down mark in this node's nginx first; then, on the leader
+        only, the repair (the event remembered by the runtime, the replica unrouted, a reconcile)."""
         if event.action in ("die", "oom"):
             self._mark_down(event.container_id)  # first: requests stop going there within milliseconds
-        self.runtime.saw(event)
+        self.runtime.saw(event)  # a follower remembers too: if elected next, its first reconcile knows
+        if not self.leadership.leading:
+            return
         if event.action in ("die", "oom"):
             self._unroute(event.container_id)
         self.reconcile_now()
@@ -223,8 +233,10 @@ class Controller:
         """Before anything else on a replica's death: nginx skips its address now (one indexed read, one
         loopback call), while the table without it is computed and pushed (`_unroute`, which takes the
         database's write lock and the router's lock, and may wait behind a push or a job's write). The mark
-        expires after DOWN_SECONDS; by then the table no longer holds the address."""
-        if self.nginx is None or not self.leadership.leading:
+        expires after DOWN_SECONDS; by then the table no longer holds the address. Every node does this for
+        its own nginx, the followers included: theirs would otherwise drop the address only once the leader's
+        new table is stored and their mirror's next pass (every 0.25 s) pushes it."""
+        if self.nginx is None:
             return
         try:
             with reads_of(self.sessions)() as session:
@@ -291,7 +303,6 @@ class Controller:
             every(periodic.CERTS, CERT_SWEEP_SECONDS, "cert-sweep", now=True)
         self.scheduler.resume()
         self.dispatcher.start()
-        self.watcher.start()
 
     def _sweep(self, func: str, seconds: float, job_id: str, now: bool = False, store: str = "default") -> None:
         """A periodic sweep under its fixed id (replacing the one a previous term stored)."""
@@ -302,8 +313,7 @@ class Controller:
 
     def _deposed(self, term: int) -> None:
         self.scheduler.pause()
-        self.dispatcher.stop()
-        self.watcher.stop()
+        self.dispatcher.stop()  # the watcher goes on: this node's nginx still takes down marks
 
     def run_reconcile(self) -> list[int]:
         ids: list[int] = []

@@ -20,6 +20,7 @@ from orchestry.runtime.types import (
     NodeInfo,
     Observed,
     PullSummary,
+    PullUpdate,
     RegistryAuth,
     ReplicaRequest,
     Runtime,
@@ -48,9 +49,13 @@ class EventAwareRuntime:
         return [dataclasses.replace(o, state="exited") if o.running and o.id in died else o for o in observed]
 
     def ensure_image(
-        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+        self,
+        image: str,
+        auth: RegistryAuth | None = None,
+        on_pull: Callable[[], None] | None = None,
+        on_progress: Callable[[PullUpdate], None] | None = None,
     ) -> PullSummary | None:
-        return self.inner.ensure_image(image, auth, on_pull)
+        return self.inner.ensure_image(image, auth, on_pull, on_progress)
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         return self.inner.start_replica(req)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
+from orchestry.jobs.pull_progress import ProgressSteps
 from orchestry.jobs.replica_request import replica_request, secret_refs
 from orchestry.models.apps import App, get_app, get_revision
 from orchestry.models.base import utcnow
@@ -59,6 +60,8 @@ from orchestry.workflows.rollout import on_failure, restore_after_failure
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
 REPLACED_EVENT = "replica.replaced"
+HALTED_EVENT = "rollout.halted"  # a new revision did not become healthy (then: halt, or the rollback)
+ROLLED_BACK_EVENT = "rollout.rolled_back"  # the automatic rollback converged: the restored revision serves
 
 
 @dataclass(frozen=True)
@@ -189,9 +192,12 @@ def converge(ctx: JobContext) -> dict[str, Any]:
         plan = plan_app(desired, seen(ctx, target, observed, now))
         if plan.done:
             result = _finish(ctx, target, observed, started, stopped)
+            if rolled_back:
+                _rolled_back(ctx, rolled_back)
             return {**result, "rolled_back": rolled_back} if rolled_back else result
         if plan.halt:
             _stop(ctx, target, plan.stops, stopped)
+            _halted(ctx, target, plan.halt, rolled_back)
             if rolled_back is None and on_failure(target.spec) == "rollback":
                 rolled_back = _roll_back(ctx, target, observed, plan.halt)
                 if rolled_back is not None:
@@ -206,6 +212,37 @@ def converge(ctx: JobContext) -> dict[str, Any]:
         _stop(ctx, target, plan.stops, stopped)
         _start(ctx, target, plan, started)
     raise TemporaryError(f"{name} did not converge in {MAX_ROUNDS} rounds")
+
+
+def _halted(ctx: JobContext, target: Target, why: str, rolled_back: dict[str, Any] | None) -> None:
+    """The event `rollout.halted`: a new revision's replicas did not become healthy. `then` says what follows:
+    `rollback` (onFailure: rollback, and a revision to go back to), else `halt` (the job fails, the old
+    revision keeps serving)."""
+    then = "rollback" if rolled_back is None and on_failure(target.spec) == "rollback" else "halt"
+    ctx.fence.check()
+    with ctx.sessions.begin() as session:
+        ctx.event(
+            session,
+            HALTED_EVENT,
+            f"rollout of {ctx.app_name} revision {target.revision} halted: {why}",
+            revision=target.revision,
+            reason=why,
+            on_failure=then,
+            kind=ctx.kind,
+        )
+
+
+def _rolled_back(ctx: JobContext, rolled_back: dict[str, Any]) -> None:
+    """The event `rollout.rolled_back`: the automatic rollback converged; the restored revision serves."""
+    ctx.fence.check()
+    with ctx.sessions.begin() as session:
+        ctx.event(
+            session,
+            ROLLED_BACK_EVENT,
+            f"rollout of {ctx.app_name} revision {rolled_back['from']} rolled back: revision "
+            f"{rolled_back['revision']} (restoring revision {rolled_back['restored']}) serves",
+            **rolled_back,
+        )
 
 
 def _roll_back(ctx: JobContext, target: Target, observed: list[Observed], why: str) -> dict[str, Any] | None:
@@ -319,20 +356,20 @@ def _pull_image(ctx: JobContext, image: str) -> RegistryAuth | None:
     """The image present on the engine, pulled with the credentials stored for its registry when there are
     some; those credentials, for the starts (a Swarm node pulls with them). The pull shows as a step as it
     begins and as it ends (layers, bytes, seconds), or fails the job at once: a missing image or refused
-    credentials will not heal by retrying. An image already on the engine makes no step."""
+    credentials will not heal by retrying. While it runs, its progress is a step at most once a second
+    (jobs/pull_progress.py). An image already on the engine makes no step."""
     auth = _registry_auth(ctx, image)
     server = registry_of(image)
-
-    def began() -> None:
-        ctx.step(f"pulling {image}", status="running", registry=server, username=auth.username if auth else None)
-
+    progress = ProgressSteps(image, ctx.step, registry=server, username=auth.username if auth else None)
     try:
-        pulled = ctx.runtime.ensure_image(image, auth, began)
+        pulled = ctx.runtime.ensure_image(image, auth, progress.began, progress)
     except ImageUnavailable as exc:
         ctx.step(f"pull {image}", status="failed", registry=server, error=str(exc))
         raise PermanentError(str(exc)) from None
     except EngineUnavailable as exc:
         raise TemporaryError(str(exc)) from None
+    finally:
+        progress.close()
     if pulled is not None:
         ctx.step(
             f"pull {image}",

@@ -25,6 +25,7 @@ from orchestry.runtime.types import (
     NodeInfo,
     Observed,
     PullSummary,
+    PullUpdate,
     RegistryAuth,
     ReplicaRequest,
     Runtime,
@@ -65,9 +66,15 @@ class FencedRuntime:
         return self.inner.list_replicas(cluster, app)
 
     def ensure_image(
-        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+        self,
+        image: str,
+        auth: RegistryAuth | None = None,
+        on_pull: Callable[[], None] | None = None,
+        on_progress: Callable[[PullUpdate], None] | None = None,
     ) -> PullSummary | None:
-        return self.inner.ensure_image(image, auth, on_pull)  # present already, or a pull: no container changes
+        return self.inner.ensure_image(
+            image, auth, on_pull, on_progress
+        )  # present already, or a pull: no container changes
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         return self._act("start", req.name, lambda: self.inner.start_replica(req))

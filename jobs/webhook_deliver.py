@@ -19,7 +19,7 @@ from orchestry import __version__
 from orchestry.config.secretbox import SecretKeyError, load_box
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError
 from orchestry.models.base import utcnow
-from orchestry.models.webhooks import ToSend, record_attempt, to_send
+from orchestry.models.webhooks import DISABLED, ToSend, drop, record_attempt, to_send
 from orchestry.workflows.webhooks import EventFacts, payload, settle, signature
 
 TIMEOUT = httpx.Timeout(5.0, connect=3.0, pool=None)
@@ -35,6 +35,11 @@ def webhook_deliver(ctx: JobContext) -> dict[str, Any]:
         return {"delivery": delivery_id, "skipped": "its webhook was deleted"}
     if found.status != "pending":
         return {"delivery": delivery_id, "status": found.status}
+    if not found.enabled and found.event is not None:
+        # Disabled after this delivery was enqueued (disabling drops those waiting; this one raced it).
+        with ctx.sessions.begin() as session:
+            drop(session, delivery_id, now=utcnow())
+        return {"delivery": delivery_id, "status": "dropped", "why": DISABLED}
     try:
         box = load_box(ctx.settings)
         url, secret = box.open(found.url_ciphertext), box.open(found.secret_ciphertext)

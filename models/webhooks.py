@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from orchestry.models.base import Base, utcnow
+from orchestry.models.base import Base, affected, utcnow
 from orchestry.models.events import Event
 
 KEEP_DELIVERIES = 200  # finished deliveries kept per webhook (the history); older ones are deleted
@@ -158,6 +158,7 @@ class ToSend:
     event_type: str
     created_at: datetime
     event: Event | None
+    enabled: bool = True
 
 
 def to_send(session: Session, delivery_id: int) -> ToSend | None:
@@ -184,6 +185,7 @@ def to_send(session: Session, delivery_id: int) -> ToSend | None:
         d.event_type,
         d.created_at,
         event,
+        w.enabled,
     )
 
 
@@ -230,6 +232,50 @@ def _trim(session: Session, webhook_id: int) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+DISABLED = "webhook disabled"  # the error of a delivery dropped because its webhook was disabled
+
+
+def set_enabled(session: Session, row: Webhook, enabled: bool, now: datetime) -> int | None:
+    """Enable or disable the webhook; None when it already was, else the deliveries dropped. Disabling drops
+    the event deliveries still waiting (retries of a broken receiver included): they would otherwise go out
+    when it is enabled again, late. A test delivery asked for meanwhile is still sent."""
+    if row.enabled == enabled:
+        return None
+    row.enabled = enabled
+    if enabled:
+        return 0
+    dropped = affected(
+        session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.webhook_id == row.id,
+                WebhookDelivery.status == "pending",
+                WebhookDelivery.event_id.is_not(None),
+            )
+            .values(status="dropped", error=DISABLED, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if dropped:
+        session.execute(
+            update(Webhook)
+            .where(Webhook.id == row.id)
+            .values(dropped=Webhook.dropped + dropped)
+            .execution_options(synchronize_session=False)
+        )
+    return dropped
+
+
+def drop(session: Session, delivery_id: int, now: datetime) -> bool:
+    """A pending delivery of a disabled webhook, not sent; False if it was not pending any more."""
+    row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    if row is None or row.status != "pending":
+        return False
+    row.status, row.error, row.finished_at = "dropped", DISABLED, now
+    count(session, row.webhook_id, "dropped")
+    return True
 
 
 def delete_webhook(session: Session, row: Webhook) -> None:

@@ -50,6 +50,7 @@ from orchestry.runtime.types import (
     LogLine,
     Observed,
     PullSummary,
+    PullUpdate,
     RegistryAuth,
     ReplicaRequest,
     RuntimeFailure,
@@ -196,7 +197,11 @@ class DockerEngine:
                 raise VolumeConflict(f"volume {name} exists and is not app {req.app}'s: refusing to mount it")
 
     def ensure_image(
-        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+        self,
+        image: str,
+        auth: RegistryAuth | None = None,
+        on_pull: Callable[[], None] | None = None,
+        on_progress: Callable[[PullUpdate], None] | None = None,
     ) -> PullSummary | None:
         with _engine(f"look up image {image}"):
             try:
@@ -209,7 +214,7 @@ class DockerEngine:
             on_pull()
         repository, tag = docker.utils.parse_repository_tag(image)
         api = self._docker().api
-        progress = PullProgress(image)
+        progress = PullProgress(image, on_progress)
         began = time.monotonic()
 
         def pull() -> None:
@@ -578,13 +583,17 @@ class PullError(Exception):
 
 
 class PullProgress:
-    """Reads a pull's progress stream (one JSON object per event) into a summary: layers, bytes, digest."""
+    """Reads a pull's progress stream (one JSON object per event) into a summary: layers, bytes, digest; and,
+    with `report`, into a PullUpdate after every event that moved (the job throttles what it records)."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, report: Callable[[PullUpdate], None] | None = None) -> None:
         self.image = image
+        self.report = report
         self.layers: set[str] = set()
         self.fetched: set[str] = set()
+        self.present: set[str] = set()  # downloaded now, or already on the host
         self.sizes: dict[str, int] = {}
+        self.current: dict[str, int] = {}  # bytes downloaded so far, by layer
         self.digest: str | None = None
 
     def follow(self, events: Any) -> None:
@@ -594,15 +603,42 @@ class PullProgress:
             status, layer = str(event.get("status") or ""), str(event.get("id") or "")
             if status.startswith("Digest: "):
                 self.digest = status.removeprefix("Digest: ").strip()
-            elif status in ("Pulling fs layer", "Waiting", "Already exists"):
+                continue
+            if status in ("Pulling fs layer", "Waiting"):
                 self.layers.add(layer)
+            elif status == "Already exists":
+                self.layers.add(layer)
+                self.present.add(layer)
+            elif status in ("Download complete", "Verifying Checksum"):
+                self.layers.add(layer)
+                if layer in self.sizes:
+                    self.current[layer] = self.sizes[layer]
             elif status == "Pull complete":
                 self.layers.add(layer)
                 self.fetched.add(layer)
+                self.present.add(layer)
+                if layer in self.sizes:
+                    self.current[layer] = self.sizes[layer]
             elif status == "Downloading":
-                total = (event.get("progressDetail") or {}).get("total")
+                detail = event.get("progressDetail") or {}
+                total, current = detail.get("total"), detail.get("current")
                 if isinstance(total, int) and total > 0:
                     self.sizes[layer] = total
+                if isinstance(current, int) and current >= 0:
+                    self.current[layer] = current
+            else:
+                continue
+            if self.report is not None:
+                self.report(self.update())
+
+    def update(self) -> PullUpdate:
+        return PullUpdate(
+            image=self.image,
+            layers=len(self.layers),
+            layers_done=len(self.present),
+            bytes_done=sum(self.current.values()),
+            bytes_total=sum(self.sizes.values()),
+        )
 
     def summary(self, seconds: float) -> PullSummary:
         return PullSummary(

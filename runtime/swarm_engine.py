@@ -63,6 +63,7 @@ from orchestry.runtime.types import (
     NodeInfo,
     Observed,
     PullSummary,
+    PullUpdate,
     RegistryAuth,
     ReplicaRequest,
     RuntimeFailure,
@@ -180,7 +181,11 @@ class SwarmEngine:
         return sorted(_name(s) for s in services if not self._ours(_service_labels(s)))
 
     def ensure_image(
-        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+        self,
+        image: str,
+        auth: RegistryAuth | None = None,
+        on_pull: Callable[[], None] | None = None,
+        on_progress: Callable[[PullUpdate], None] | None = None,
     ) -> PullSummary | None:
         """Each node pulls the image itself when it starts a task (a miss fails that task: see start_replica).
         An image of a registry other than Docker Hub, or with credentials, is looked up in its registry from the

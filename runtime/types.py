@@ -68,6 +68,17 @@ class PullSummary:
     digest: str | None = None
 
 
+@dataclass(frozen=True)
+class PullUpdate:
+    """A pull under way, as the engine reported it so far: the job's progress steps show it."""
+
+    image: str
+    layers: int  # layers announced so far (the engine names them all once the manifest is read)
+    layers_done: int  # of them, downloaded now or already on the host
+    bytes_done: int  # compressed bytes downloaded so far
+    bytes_total: int  # compressed size of the layers being downloaded (as far as the engine announced it)
+
+
 class VolumeConflict(RuntimeFailure):
     """The volume's name is taken by a volume of another app, cluster or installation: never mounted."""
 
@@ -187,10 +198,15 @@ class Runtime(Protocol):
         """Every container of the cluster (or of one app), running or not. Raises EngineUnavailable."""
 
     def ensure_image(
-        self, image: str, auth: RegistryAuth | None = None, on_pull: Callable[[], None] | None = None
+        self,
+        image: str,
+        auth: RegistryAuth | None = None,
+        on_pull: Callable[[], None] | None = None,
+        on_progress: Callable[[PullUpdate], None] | None = None,
     ) -> PullSummary | None:
-        """Present locally (None), or pulled once with `auth` (`on_pull` called as the pull begins), its summary
-        returned; ImageUnavailable (permanent) when the registry has no such image or refuses the credentials."""
+        """Present locally (None), or pulled once with `auth` (`on_pull` called as the pull begins, `on_progress`
+        at every progress report of the engine, from another thread), its summary returned; ImageUnavailable
+        (permanent) when the registry has no such image or refuses the credentials."""
 
     def start_replica(self, req: ReplicaRequest) -> Observed:
         """Create and start the slot's container, or adopt the one already there for this spec hash."""

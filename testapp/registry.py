@@ -3,7 +3,8 @@ authentication, run as a process of our own on 127.0.0.1:<free port>.
 
 Docker treats registries on 127.0.0.0/8 as insecure by itself, so the engine pulls from it over plain HTTP
 without any daemon configuration. The htpasswd file needs bcrypt hashes (the only kind Distribution accepts):
-Python 3.11's `crypt` module makes them through the system's libxcrypt (`$2b$`), so no package is added.
+PyPI's `bcrypt` (a dev dependency) makes them; the standard library's `crypt` leaves Python in 3.13, and
+apache2-utils' `htpasswd` would be a system package more.
 Everything lives in one temporary directory (config, htpasswd, blobs), removed with the process, by its pid.
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +48,9 @@ class LocalRegistry:
 
 def bcrypt_hash(password: str) -> str:
     """A bcrypt hash for htpasswd (cost 4: the tests' logins stay fast)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # `crypt` leaves the standard library in 3.13
-        import crypt
+    import bcrypt  # a dev dependency: only the tests run a registry
 
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    if not hashed or not hashed.startswith("$2"):
-        raise RuntimeError("this system's crypt() cannot make bcrypt hashes")
-    return hashed
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
 CONFIG = """\
@@ -123,3 +120,66 @@ def _wait_ready(registry: LocalRegistry) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{BINARY} did not answer within {START_SECONDS:g} s:\n{registry.log()}")
+
+
+@dataclass
+class SlowProxy:
+    """A TCP proxy in front of a registry that sends its answers at `rate` bytes/s per connection: a pull
+    through it takes seconds, like one from a registry across a network, so progress can be seen."""
+
+    server: str  # 127.0.0.1:<port>: images named with it are pulled through the proxy
+    rate: float
+
+
+@contextlib.contextmanager
+def slow_proxy(target: str, rate: float) -> Iterator[SlowProxy]:
+    """Listen on a free loopback port, forward every connection to `target` (host:port), pace the answers;
+    close the listener and every connection on exit."""
+    host, port = target.rsplit(":", 1)
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+    sockets: list[socket.socket] = [listener]
+    lock = threading.Lock()
+
+    def pump(src: socket.socket, dst: socket.socket, paced: bool) -> None:
+        chunk = 16 * 1024
+        with contextlib.suppress(OSError):
+            while not stopping.is_set():
+                data = src.recv(chunk)
+                if not data:
+                    break
+                dst.sendall(data)
+                if paced:
+                    time.sleep(len(data) / rate)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection((host, int(port)), timeout=10)
+            upstream.settimeout(None)
+            client.settimeout(None)
+            with lock:
+                sockets.extend((client, upstream))
+            threading.Thread(target=pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, True), daemon=True).start()
+
+    thread = threading.Thread(target=accept, name="slow-proxy", daemon=True)
+    thread.start()
+    try:
+        yield SlowProxy(f"127.0.0.1:{listener.getsockname()[1]}", rate)
+    finally:
+        stopping.set()
+        thread.join(2)
+        with lock:
+            for s in sockets:
+                with contextlib.suppress(OSError):
+                    s.close()

@@ -31,7 +31,7 @@ class FakeRuntime:
             raise EngineUnavailable("engine down")
         return [c for c in self.containers.values() if app is None or c.app == app]
 
-    def ensure_image(self, image: str, auth: Any = None, on_pull: Any = None) -> None:
+    def ensure_image(self, image: str, auth: Any = None, on_pull: Any = None, on_progress: Any = None) -> None:
         if image not in self.images:
             raise ImageUnavailable(f"image {image} is not available locally and could not be pulled")
 

@@ -138,3 +138,43 @@ def test_the_follower_routes_drains_wait_for_it_and_it_survives_the_leader(db_ur
             first.http.close()
             end_nginx(first)
             first.remove_containers()
+
+
+def down_marks(node: LiveServer) -> dict[str, float]:
+    url = f"http://127.0.0.1:{node.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/down"
+    marks: dict[str, float] = httpx.get(url, timeout=2).json()
+    return marks
+
+
+def test_a_dead_replica_is_marked_down_in_every_nodes_nginx(db_url: str, tmp_path: Path) -> None:
+    """A replica's `die`: the follower's nginx skips it at once too (its own Docker event watcher marks it),
+    not only once the leader's new table reaches it through the mirror. No traffic goes anywhere, so no mark
+    comes from nginx's own connection errors."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = start_server(db_url, tmp_path / "a", extra_env=LEASE)
+    try:
+        wait_for(lambda: leader(first) == first.env["ORCHESTRY_NODE_ID"], timeout=20)
+        second = start_server(db_url, tmp_path / "b", extra_env={**LEASE, "ORCHESTRY_CLUSTER_NAME": first.cluster})
+        try:
+            post(first, hello("crash") + FAST)
+            job = first.wait_job(first.http.post("/api/v1/apps/crash/up", json={"replicas": 2}).json()["job"]["id"])
+            assert job["status"] == "succeeded", job
+            wait_for(lambda: len(routes(second).get("crash", [])) == 2, timeout=10)
+            assert leader(second) == first.env["ORCHESTRY_NODE_ID"]  # the second node follows
+            victim = next(b for b in first.containers("crash") if b.status == "running")
+            address = f"127.0.0.1:{victim.port}"
+            assert address not in down_marks(second) and address not in down_marks(first)
+            victim.kill()
+            began = time.monotonic()
+            took = wait_for(lambda: address in down_marks(second), timeout=5, step=0.01)
+            routed_out = took + wait_for(lambda: address not in routes(second).get("crash", []), timeout=10, step=0.01)
+            assert address in down_marks(first)
+            assert took < 3, took  # measured here: about 0.1 s after the kill
+            assert 0 < down_marks(second).get(address, 10) <= 10
+            print(f"follower's down mark {took:.3f} s after the kill; its table without the replica {routed_out:.3f} s")
+            assert time.monotonic() - began < 15
+        finally:
+            stop_server(second, remove_containers=False)
+    finally:
+        stop_server(first)

@@ -186,6 +186,7 @@ def test_a_failing_rollout_with_on_failure_rollback_restores_the_old_revision(li
     assert set(running(live, "auto")) == old  # the old replicas kept serving, the failed new one is gone
     events = [e["type"] for e in live.http.get("/api/v1/apps/auto/events").json()["events"]]
     assert "app.rolled_back" in events
+    assert events.index("rollout.rolled_back") < events.index("rollout.halted")  # newest first
     out = live.cli("job", str(job["id"]), "--wait")
     assert out.returncode == 1 and "rolled back to revision 1 as revision 3" in out.stderr
 

@@ -6,13 +6,14 @@ import time
 
 import pytest
 from fakes import FakeRuntime
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from orchestry.config import load_settings
 from orchestry.jobs.base import Fence, JobContext, NotLeader, PermanentError, TemporaryError, Wait
 from orchestry.jobs.converge import converge
 from orchestry.models.apps import get_app
 from orchestry.models.db import make_engine, make_sessionmaker
+from orchestry.models.events import Event
 from orchestry.models.replicas import Replica, replicas_of
 from orchestry.operations.registration import Submission, register
 from orchestry.spec import load_specs
@@ -196,6 +197,12 @@ def unhealthy_new(sessions, revision: int) -> None:  # type: ignore[no-untyped-d
 ROLLBACK = "rollout: {onFailure: rollback}\n"
 
 
+def rollout_events(sessions) -> list[tuple[str, int, str | None]]:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        rows = s.scalars(select(Event).where(Event.type.like("rollout.%")).order_by(Event.id)).all()
+        return [(e.type, e.details["revision"], e.details.get("on_failure")) for e in rows]
+
+
 def submit_spec(sessions, text: str) -> None:  # type: ignore[no-untyped-def]
     loaded = load_specs(text, "application/yaml").specs[0]
     with sessions.begin() as s:
@@ -221,6 +228,7 @@ def test_a_new_revision_that_fails_halts_or_rolls_back(env, policy: str) -> None
         with sessions() as s:
             assert get_app(s, "web").revision == 2  # type: ignore[union-attr]
         assert {c.revision for c in runtime.containers.values()} == {1}
+        assert rollout_events(sessions) == [("rollout.halted", 2, "halt")]
         return
     result = drive(env)
     assert result["rolled_back"] == {"from": 2, "restored": 1, "revision": 3, "reason": result["rolled_back"]["reason"]}
@@ -233,3 +241,5 @@ def test_a_new_revision_that_fails_halts_or_rolls_back(env, policy: str) -> None
     # the old replicas kept serving: the restored revision has their spec, so none was replaced
     assert sorted(runtime.containers) == ["c-web-1", "c-web-2"]
     assert {c.revision for c in runtime.containers.values()} == {1}
+    # halted (then rolled back), and the rollback's completion: events a webhook can subscribe to
+    assert rollout_events(sessions) == [("rollout.halted", 2, "rollback"), ("rollout.rolled_back", 3, None)]

@@ -15,6 +15,7 @@ from orchestry.config.secretbox import SecretBox
 from orchestry.models.db import make_engine
 from orchestry.models.registries import RegistryCredential
 from orchestry.models.tokens import create_token
+from orchestry.testapp.ports import free_port
 from orchestry.web.app import create_app
 
 from conftest import TEST_SECRET_KEY
@@ -39,11 +40,11 @@ def _error(resp: Any, status: int) -> dict[str, Any]:
 
 
 def test_login_list_logout_never_return_the_password(api: Any, db_url: str) -> None:
-    created = api.put(f"/api/v1/registries/{SERVER}", json={"username": "ci", "password": PASSWORD})
+    created = api.put(f"/api/v1/registries/{SERVER}?check=false", json={"username": "ci", "password": PASSWORD})
     assert created.status_code == 201, created.get_data(as_text=True)
     assert created.headers["Location"] == f"/api/v1/registries/{SERVER}"
     assert created.get_json()["server"] == SERVER and created.get_json()["username"] == "ci"
-    replaced = api.put(f"/api/v1/registries/{SERVER}", json={"username": "ci2", "password": PASSWORD + "x"})
+    replaced = api.put(f"/api/v1/registries/{SERVER}?check=false", json={"username": "ci2", "password": PASSWORD + "x"})
     assert replaced.status_code == 200 and "Location" not in replaced.headers
     listed = api.get("/api/v1/registries").get_json()
     assert [(r["server"], r["username"]) for r in listed["registries"]] == [(SERVER, "ci2")]
@@ -67,7 +68,12 @@ def test_login_list_logout_never_return_the_password(api: Any, db_url: str) -> N
 
 
 def test_servers_are_normalised(api: Any) -> None:
-    assert api.put("/api/v1/registries/Reg.Example.COM:443", json={"username": "u", "password": "p"}).status_code == 201
+    assert (
+        api.put(
+            "/api/v1/registries/Reg.Example.COM:443?check=false", json={"username": "u", "password": "p"}
+        ).status_code
+        == 201
+    )
     assert [r["server"] for r in api.get("/api/v1/registries").get_json()["registries"]] == ["reg.example.com:443"]
     assert api.delete("/api/v1/registries/REG.example.com:443").status_code == 204
 
@@ -90,7 +96,7 @@ def test_servers_are_normalised(api: Any) -> None:
     ],
 )
 def test_bad_input_names_the_field(api: Any, server: str, body: Any, status: int, field: str, rule: str) -> None:
-    err = _error(api.put(f"/api/v1/registries/{server}", json=body), status)
+    err = _error(api.put(f"/api/v1/registries/{server}?check=false", json=body), status)
     assert err["fields"] and err["fields"][0]["field"] == field, err
     assert rule in err["fields"][0]["rule"], err
     assert api.get("/api/v1/registries").get_json() == {"registries": []}
@@ -112,10 +118,21 @@ def test_viewers_see_no_registries_and_cannot_log_in(api: Any, db_url: str) -> N
     as_viewer = {"Authorization": f"Bearer {viewer}"}
     as_operator = {"Authorization": f"Bearer {operator}"}
     body = {"username": "u", "password": PASSWORD}
-    _error(api.put(f"/api/v1/registries/{SERVER}", json=body), 401)
-    _error(api.put(f"/api/v1/registries/{SERVER}", json=body, headers=as_viewer), 403)
-    assert api.put(f"/api/v1/registries/{SERVER}", json=body, headers=as_operator).status_code == 201
+    _error(api.put(f"/api/v1/registries/{SERVER}?check=false", json=body), 401)
+    _error(api.put(f"/api/v1/registries/{SERVER}?check=false", json=body, headers=as_viewer), 403)
+    assert api.put(f"/api/v1/registries/{SERVER}?check=false", json=body, headers=as_operator).status_code == 201
     _error(api.get("/api/v1/registries", headers=as_viewer), 403)
     _error(api.delete(f"/api/v1/registries/{SERVER}", headers=as_viewer), 403)
     listed = api.get("/api/v1/registries", headers=as_operator).get_json()
     assert listed["registries"][0]["updated_by"] == "token:deployer"
+
+
+def test_a_registry_that_does_not_answer_stores_nothing(api: Any) -> None:
+    """The login is checked with the registry first (tests/test_private_registry.py has the real one)."""
+    nobody = f"127.0.0.1:{free_port()}"
+    err = _error(api.put(f"/api/v1/registries/{nobody}", json={"username": "u", "password": PASSWORD}), 422)
+    assert err["error"] == "registry_unreachable" and err["fields"][0]["field"] == "server", err
+    assert err["detail"].startswith("server: no registry answered (") and "check=false" in err["detail"]
+    assert api.get("/api/v1/registries").get_json() == {"registries": []}
+    unchecked = api.put(f"/api/v1/registries/{nobody}?check=false", json={"username": "u", "password": PASSWORD})
+    assert unchecked.status_code == 201

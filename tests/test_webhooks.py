@@ -312,6 +312,59 @@ def test_a_backlog_is_bounded_and_deleting_a_webhook_cancels_its_deliveries(
     assert api.get("/api/v1/webhooks/busy").status_code == 404
 
 
+def test_a_disabled_webhook_gets_no_deliveries_until_enabled(
+    api: FlaskClient, sessions: sessionmaker[Session], leader: Leader, receiver: Receiver
+) -> None:
+    add(api, receiver.url + "/ops", ["job.failed"], name="ops")
+    add(api, receiver.url + "/other", ["job.failed"], name="other")
+    receiver.script = [500]  # the first attempt fails: a retry waits
+    emit(sessions, "job.failed", "before", kind="deploy")
+    assert sorted(leader.run()) == ["queued", "succeeded"]
+    assert [s.path for s in receiver.seen] == ["/ops", "/other"]
+
+    off = api.post("/api/v1/webhooks/ops/disable")
+    assert off.status_code == 200, off.get_json()
+    assert (off.get_json()["enabled"], off.get_json()["changed"], off.get_json()["dropped"]) == (False, True, 1)
+    again = api.post("/api/v1/webhooks/ops/disable").get_json()
+    assert (again["changed"], again["dropped"]) == (False, 0)
+    listed = {w["name"]: w["enabled"] for w in api.get("/api/v1/webhooks").get_json()["webhooks"]}
+    assert listed == {"ops": False, "other": True}
+    [retry] = history(api, "ops")
+    assert (retry["status"], retry["error"]) == ("dropped", "webhook disabled")  # the retry is not sent
+
+    emit(sessions, "job.failed", "while disabled", kind="deploy")
+    assert leader.run(later=2) == ["succeeded", "succeeded"]  # the dropped retry's job, and other's delivery
+    assert [s.path for s in receiver.seen] == ["/ops", "/other", "/other"]
+    assert len(history(api, "ops")) == 1  # no delivery for it while disabled
+    assert api.post("/api/v1/webhooks/ops/test").status_code == 202  # a test is still sent, on request
+    assert leader.run() == ["succeeded"] and receiver.seen[-1].path == "/ops"
+
+    on = api.post("/api/v1/webhooks/ops/enable").get_json()
+    assert (on["enabled"], on["changed"]) == (True, True)
+    emit(sessions, "job.failed", "after", kind="deploy")
+    assert leader.run() == ["succeeded", "succeeded"]
+    assert [json.loads(s.body)["event"]["message"] for s in receiver.at("/ops")[-1:]] == ["after"]
+    with sessions() as s:
+        kinds = [e.type for e in s.scalars(select(Event).where(Event.type.like("webhook.%")).order_by(Event.id))]
+    assert kinds == ["webhook.added", "webhook.added", "webhook.disabled", "webhook.enabled"]
+    assert api.post("/api/v1/webhooks/nope/disable").status_code == 404
+
+
+def test_a_delivery_enqueued_before_a_disable_is_dropped_by_its_job(
+    api: FlaskClient, sessions: sessionmaker[Session], leader: Leader, receiver: Receiver
+) -> None:
+    """The race: an event's delivery committed as the webhook was disabled (its job reads the state)."""
+    add(api, receiver.url + "/h", ["job.failed"], name="h")
+    emit(sessions, "job.failed", "x", kind="deploy")
+    with sessions.begin() as s:  # disabled behind the API's back: the pending delivery stays
+        s.execute(text("UPDATE webhooks SET enabled = false WHERE name = 'h'"))
+    assert leader.run() == ["succeeded"]
+    assert receiver.seen == []
+    [row] = history(api, "h")
+    assert (row["status"], row["error"]) == ("dropped", "webhook disabled")
+    assert api.get("/api/v1/webhooks/h").get_json()["counts"]["dropped"] == 1
+
+
 def test_bad_input_is_refused_naming_the_field(api: FlaskClient) -> None:
     url = "http://127.0.0.1:9/h"
     cases: list[tuple[Any, int, str | None]] = [
@@ -444,6 +497,13 @@ def test_live_a_failing_job_reaches_a_webhook_added_with_the_cli(
         assert bad.returncode == 1 and "url" in bad.stderr and "Traceback" not in bad.stderr
         unknown = live.cli("webhook", "add", receiver.url, "--events", "jobs.failed")
         assert unknown.returncode == 1 and "unknown event type 'jobs.failed'" in unknown.stderr
+        off = live.cli("webhook", "disable", "ops")
+        assert off.returncode == 0 and off.stdout.strip() == "webhook ops disabled", off.stderr
+        assert live.cli("webhook", "disable", "ops").stdout.strip() == "webhook ops already disabled"
+        row = next(line for line in live.cli("webhooks").stdout.splitlines() if line.startswith("ops"))
+        assert row.split()[1] == "disabled", row
+        assert live.cli("webhook", "enable", "ops").stdout.strip() == "webhook ops enabled"
+        assert live.cli("webhook", "enable", "nope").returncode == 1
         assert live.cli("webhook", "delete", "ops").returncode == 0
         assert live.cli("webhooks").stdout.strip() == "no webhooks"
         assert len(receiver.seen) == 2  # the job's failure and the test: nothing twice

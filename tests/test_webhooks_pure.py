@@ -223,6 +223,7 @@ EXPANDED = {
     "replica.{after}": ("replica.healthy", "replica.unhealthy", "replica.unknown"),
     "scaling.{decision.direction}": ("scaling.out", "scaling.in"),
     "{name}.failed": ("docker.failed", "nginx.failed"),
+    "webhook.{state}": ("webhook.disabled", "webhook.enabled"),
 }
 
 
@@ -258,6 +259,7 @@ def _recorded_types() -> tuple[set[str], set[str]]:
 def test_the_catalogue_holds_every_event_type_recorded() -> None:
     literals, formatted = _recorded_types()
     assert {"job.failed", "cert.failed", "leader.elected", "replica.replaced", "app.rolled_back"} <= literals
+    assert {"rollout.halted", "rollout.rolled_back"} <= literals  # jobs/converge.py's *_EVENT constants
     assert literals - set(EVENT_TYPES) == {TEST_EVENT}, "add the new event types to workflows/webhooks.py EVENT_TYPES"
     shapes = {f.strip("f\"'") for f in formatted}
     assert shapes <= set(EXPANDED), f"expand these event types in EXPANDED and the catalogue: {shapes - set(EXPANDED)}"

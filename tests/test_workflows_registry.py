@@ -8,13 +8,17 @@ from orchestry.workflows.registry import (
     NOT_FOUND,
     OTHER,
     UNAUTHORIZED,
+    Challenge,
     InvalidServer,
     check_password,
     check_server,
     check_username,
+    parse_challenge,
     pull_failure,
     pull_summary,
     registry_of,
+    registry_urls,
+    token_request,
 )
 
 
@@ -162,3 +166,50 @@ def test_pull_failures_say_what_to_do(error: str, authenticated: bool, kind: str
 )
 def test_pull_summary(args: tuple[int, int, int, float], line: str) -> None:
     assert pull_summary(*args) == line
+
+
+@pytest.mark.parametrize(
+    ("server", "urls"),
+    [
+        ("registry.example.com:5000", ("https://registry.example.com:5000/v2/",)),
+        ("docker.io", ("https://registry-1.docker.io/v2/",)),  # Docker Hub's API lives there
+        ("127.0.0.1:5000", ("https://127.0.0.1:5000/v2/", "http://127.0.0.1:5000/v2/")),  # loopback: insecure too
+        ("localhost:5000", ("https://localhost:5000/v2/", "http://localhost:5000/v2/")),
+        ("[::1]:5000", ("https://[::1]:5000/v2/", "http://[::1]:5000/v2/")),
+        ("10.0.0.5:5000", ("https://10.0.0.5:5000/v2/",)),  # only the engine knows it is insecure: --no-check
+    ],
+)
+def test_registry_urls(server: str, urls: tuple[str, ...]) -> None:
+    assert registry_urls(server) == urls
+
+
+@pytest.mark.parametrize(
+    ("header", "challenge"),
+    [
+        ('Basic realm="orchestry-test"', Challenge("basic", {"realm": "orchestry-test"})),
+        (
+            'Bearer realm="https://auth.docker.io/token",service="registry.docker.io"',
+            Challenge("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io"}),
+        ),
+        (
+            'bearer Realm="https://a/t", service=reg, scope="x"',
+            Challenge("bearer", {"realm": "https://a/t", "service": "reg", "scope": "x"}),
+        ),
+        ('Bearer realm="a \\"quoted\\" realm"', Challenge("bearer", {"realm": 'a "quoted" realm'})),
+        ("Negotiate abc", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_challenge(header: str | None, challenge: Challenge | None) -> None:
+    assert parse_challenge(header) == challenge
+
+
+def test_token_request() -> None:
+    bearer = Challenge("bearer", {"realm": "https://auth.example.com/token", "service": "reg"})
+    assert token_request(bearer, "ci") == (
+        "https://auth.example.com/token",
+        {"account": "ci", "client_id": "orchestry", "service": "reg"},
+    )
+    assert token_request(Challenge("bearer", {"realm": "ftp://x/token"}), "ci") is None
+    assert token_request(Challenge("bearer", {}), "ci") is None

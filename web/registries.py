@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestry.models.events import record
 from orchestry.models.registries import RegistryCredential, delete_registry, put_registry, registries
-from orchestry.web.context import actor, json_body, operator_only, secret_box, session, stored
+from orchestry.probe.registry import LoginCheck, check_login
+from orchestry.web.context import actor, ctx, json_body, operator_only, query, secret_box, session, stored
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.openapi import Body, operation
-from orchestry.web.schemas import ErrorOut
+from orchestry.web.schemas import ErrorOut, Query, QueryBool
 from orchestry.workflows.registry import (
     MAX_PASSWORD,
     MAX_USERNAME,
@@ -65,6 +66,14 @@ class LoginBody(BaseModel):
         return value
 
 
+class LoginQuery(Query):
+    check: QueryBool = Field(
+        True,
+        description="ask the registry first whether it takes the credentials (as `docker login` does); false: "
+        "store them unchecked (a registry only the Docker engine can reach)",
+    )
+
+
 class RegistryOut(BaseModel):
     server: str
     username: str
@@ -87,6 +96,22 @@ def _out(row: RegistryCredential) -> RegistryOut:
     )
 
 
+def _refusal(server: str, check: LoginCheck) -> ApiError | None:
+    """The 422 for credentials the registry refused, or a registry that could not say; None when it took them
+    (or asks for none)."""
+    unchecked = "or store them unchecked with check=false (the CLI's --no-check)"
+    if check.outcome == "refused":
+        message = f"{server} refused these credentials ({check.detail} at {check.url}): wrong username or password"
+        return ApiError(422, "login_refused", f"password: {message}", [field("password", message)])
+    if check.outcome == "unreachable":
+        message = f"no registry answered ({check.detail}); check the name, {unchecked}"
+        return ApiError(422, "registry_unreachable", f"server: {message}", [field("server", message)])
+    if check.outcome == "unexpected":
+        message = f"{check.url} answered {check.detail}: not a Docker registry's API; {unchecked}"
+        return ApiError(422, "registry_unexpected", f"server: {message}", [field("server", message)])
+    return None
+
+
 def _checked(server: str) -> str:
     try:
         return check_server(server)
@@ -107,17 +132,28 @@ def list_registries() -> Response:
 
 @bp.put(f"/{SERVER}")
 @operation(
-    "Log in to a registry: store its credentials (new: 201 with Location; replaced: 200). Pulls of its images "
-    "use them from the next start on.",
+    "Log in to a registry: check its credentials with it, then store them (new: 201 with Location; replaced: "
+    "200). Pulls of its images use them from the next start on.",
     tag="registries",
+    query=LoginQuery,
+    description="Unless `check=false`, the registry is asked first (GET /v2/ and its challenge, as `docker "
+    "login` does): refused credentials are a 422 naming `password`, a registry that does not answer or is not "
+    "one a 422 naming `server`; nothing is stored then.",
     body=Body(LoginBody),
     responses={200: RegistryOut, 201: RegistryOut, 403: ErrorOut, 415: ErrorOut, 422: ErrorOut, 503: ErrorOut},
 )
 def login(server: str) -> tuple[Response, int]:
     operator_only("registry credentials")
     server = _checked(server)
+    args = query(LoginQuery)
     body = json_body(LoginBody, required=True)
-    sealed = secret_box().seal(body.password)
+    box = secret_box()  # a missing key is a 503 before anything is asked of the registry
+    if args.check and ctx().settings.registry_check == "ask":
+        # Before any write: the database is not held while the registry answers.
+        refusal = _refusal(server, check_login(server, body.username, body.password))
+        if refusal is not None:
+            raise refusal
+    sealed = box.seal(body.password)
     db = session()
     created = put_registry(db, server, body.username, sealed, actor())
     record(

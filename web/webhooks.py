@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from orchestry.models import jobs as jobq
+from orchestry.models.base import utcnow
 from orchestry.models.events import record
 from orchestry.models.webhooks import (
     KEEP_DELIVERIES,
@@ -26,6 +27,7 @@ from orchestry.models.webhooks import (
     delete_webhook,
     deliveries,
     list_webhooks,
+    set_enabled,
     webhook,
 )
 from orchestry.operations.webhooks import request_test_delivery
@@ -136,6 +138,11 @@ class DeliveriesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(50, ge=1, le=KEEP_DELIVERIES)
+
+
+class StateChanged(WebhookOut):
+    changed: bool = Field(description="false: it was in that state already (nothing done, no event)")
+    dropped: int = Field(description="disable: the event deliveries that were waiting, dropped (not sent)")
 
 
 class DeliveryAccepted(BaseModel):
@@ -262,6 +269,42 @@ def remove(name: str) -> tuple[str, int]:
     db.commit()
     wake_dispatcher()
     return "", 204
+
+
+def _switch(name: str, enabled: bool) -> Response:
+    operator_only("webhooks")
+    db = session()
+    row = _found(name)
+    dropped = set_enabled(db, row, enabled, utcnow())
+    if dropped is not None:
+        state = "enabled" if enabled else "disabled"
+        note = f"; {dropped} waiting deliveries dropped" if dropped else ""
+        record(db, f"webhook.{state}", f"webhook {name} {state}{note}", actor=actor(), webhook=name, dropped=dropped)
+    db.commit()
+    db.refresh(row)
+    out = StateChanged(**_out(row).model_dump(), changed=dropped is not None, dropped=dropped or 0)
+    return jsonify(out.model_dump(mode="json"))
+
+
+@bp.post(f"/{PATH_NAME}/disable")
+@operation(
+    "Disable a webhook without deleting it: no new deliveries, and those waiting (retries included) are dropped; "
+    "a test delivery is still sent. Its history and secret stay.",
+    tag="webhooks",
+    responses={200: StateChanged, 403: ErrorOut, 404: ErrorOut},
+)
+def disable(name: str) -> Response:
+    return _switch(name, enabled=False)
+
+
+@bp.post(f"/{PATH_NAME}/enable")
+@operation(
+    "Enable a disabled webhook: events recorded from now on are delivered (none of those in between)",
+    tag="webhooks",
+    responses={200: StateChanged, 403: ErrorOut, 404: ErrorOut},
+)
+def enable(name: str) -> Response:
+    return _switch(name, enabled=True)
 
 
 @bp.get(f"/{PATH_NAME}/deliveries")

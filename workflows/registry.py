@@ -153,8 +153,85 @@ def pull_summary(layers: int, downloaded: int, size: int, seconds: float) -> str
     return f"{layers} layer{'s' if layers != 1 else ''} ({fetched}) in {seconds:.1f} s"
 
 
+PROGRESS_SECONDS = 1.0  # at most one progress step per pull this often: each step is a write of the job's row
+
+
+def progress_due(last_at: float, now: float, changed: bool, every: float = PROGRESS_SECONDS) -> bool:
+    """Whether a pull's progress is worth a step now: it moved since the last step, written `every` s ago."""
+    return changed and now - last_at >= every
+
+
+def pull_progress(layers: int, layers_done: int, bytes_done: int, bytes_total: int) -> str:
+    """`2/5 layers, 12.3 MB of 40.1 MB`: a progress step's one line (sizes as far as the engine announced)."""
+    text = f"{layers_done}/{layers} layer{'s' if layers != 1 else ''}"
+    if bytes_total:
+        text += f", {_size(bytes_done)} of {_size(bytes_total)}"
+    return text
+
+
 def _size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"
+
+
+# Checking credentials at login (probe/registry.py asks; these decide what to ask and what the answer means).
+# Docker's registry API: GET /v2/ answers 401 with a `WWW-Authenticate` challenge; `Basic` takes the
+# credentials on /v2/ itself, `Bearer realm=...,service=...` at a token server (Docker Hub, cloud registries),
+# which answers 200 with a token for good credentials and 401/403 for bad ones.
+HUB_REGISTRY = "registry-1.docker.io"  # where docker.io's API is served
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # "basic" or "bearer", lowercased
+    params: dict[str, str]
+
+
+def registry_urls(server: str) -> tuple[str, ...]:
+    """The /v2/ URLs to try, in order, as the engine does: HTTPS; a loopback registry also over plain HTTP
+    (Docker treats 127.0.0.0/8 and ::1 as insecure registries by itself)."""
+    host = HUB_REGISTRY if server == DOCKER_HUB else server
+    urls = [f"https://{host}/v2/"]
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+    if name == "localhost" or _loopback(name):
+        urls.append(f"http://{host}/v2/")
+    return tuple(urls)
+
+
+def _loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_challenge(header: str | None) -> Challenge | None:
+    """`Bearer realm="https://auth.example.com/token",service="registry.example.com"` as a Challenge; None
+    for a missing header or a scheme other than Basic or Bearer."""
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() not in ("basic", "bearer"):
+        return None
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
+    return Challenge(scheme.lower(), {k: v.replace('\\"', '"') for k, v in params.items()})
+
+
+def token_request(challenge: Challenge, username: str) -> tuple[str, dict[str, str]] | None:
+    """The token server's URL and query for a Bearer challenge (as `docker login` asks: no scope, the account
+    named); None when the challenge names no usable realm (http or https only)."""
+    realm = challenge.params.get("realm", "")
+    if not realm.startswith(("https://", "http://")):
+        return None
+    query = {"account": username, "client_id": "orchestry"}
+    if challenge.params.get("service"):
+        query["service"] = challenge.params["service"]
+    return realm, query

@@ -14,8 +14,9 @@ The issue's notifications, as the event types Orchestry records (subscribe to a 
 | job failed           | job.failed (details.kind: the job's kind)                                    |
 | replica replaced     | replica.replaced (also replica.unhealthy / replica.healthy, health changes)  |
 | app scaled           | scaling.out, scaling.in (the autoscaler), app.scale (a user's `scale`)       |
-| rollout halted       | job.failed of a deploy/rollback/restart job (the rollout halts, the job fails)|
-| rollout rolled back  | app.rolled_back (`rollout.onFailure: rollback`, or `orchestry rollback`)     |
+| rollout halted       | rollout.halted (details.on_failure: halt, the job fails; or rollback)        |
+| rollout rolled back  | rollout.rolled_back (the automatic rollback converged); app.rolled_back (a   |
+|                      | revision restored: `rollout.onFailure: rollback`, or `orchestry rollback`)   |
 | leader changed       | leader.elected, leader.lease_lost, leader.stepped_down                       |
 | node down            | leader.lease_lost (the leading node went silent), host.drained (a Swarm host |
 |                      | lost), docker.failed / nginx.failed (a node's component down)                |
@@ -51,6 +52,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "app.stopped",
     "app.deleted",
     "app.rolled_back",
+    "rollout.halted",
+    "rollout.rolled_back",
     "replica.replaced",
     "replica.healthy",
     "replica.unhealthy",
@@ -76,6 +79,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "host.drained",
     "webhook.added",
     "webhook.deleted",
+    "webhook.disabled",
+    "webhook.enabled",
 )
 FAMILIES: tuple[str, ...] = tuple(sorted({t.split(".")[0] for t in EVENT_TYPES}))
 TEST_EVENT = "webhook.test"  # a test delivery's type: sent to one webhook on request, never subscribed to
