@@ -1,6 +1,7 @@
 """Long-lived connections through a real server's nginx: a websocket is a request in flight, so a scale-in
 drains its replica for up to `drainSeconds` and then closes it (never before, and a normal request is not
-cut), a delete likewise, and server-sent events arrive as the app sends them, not when nginx's buffers fill.
+cut), a rollout and a delete likewise; server-sent events arrive as the app sends them, not when nginx's
+buffers fill.
 
 The app is the test image of this checkout (`pinned_image`): its /ws echoes websocket text frames and its
 /events streams text/event-stream."""
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.usefixtures("testapp_image")
 
 DRAIN = 4.0
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+FAST = (
+    "healthCheck:\n  path: /health\n  periodSeconds: 0.5\n  timeoutSeconds: 0.5\n  failureThreshold: 2\n"
+    f"termination:\n  drainSeconds: {DRAIN:g}\n  gracePeriodSeconds: 1\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +39,12 @@ def image(testapp_image: str) -> str:
     return pinned_image()
 
 
+def spec(name: str, image: str, version: str = "1") -> str:
+    return hello(name, image, extra=f"  environment: [{{name: VERSION, value: '{version}'}}]\n" + FAST)
+
+
 def register(live: LiveServer, name: str, image: str, replicas: int) -> None:
-    body = hello(
-        name,
-        image,
-        extra="healthCheck:\n  path: /health\n  periodSeconds: 0.5\n  timeoutSeconds: 0.5\n  failureThreshold: 2\n"
-        f"termination:\n  drainSeconds: {DRAIN:g}\n  gracePeriodSeconds: 1\n",
-    )
+    body = spec(name, image)
     resp = post(live, body)
     assert resp.status_code in (200, 201, 202), resp.text
     job = live.http.post(f"/api/v1/apps/{name}/up", json={"replicas": replicas}).json()["job"]["id"]
@@ -166,6 +170,26 @@ def test_a_websocket_keeps_its_replica_draining_until_drain_seconds_then_is_clos
     wait_for(lambda: all(sockets[i].echo(b"open?") is None for i in kept), timeout=DRAIN + 15, step=0.2)
     assert DRAIN - 0.3 <= time.monotonic() - began <= DRAIN + 6.2
     assert live.wait_job(job, timeout=60)["status"] == "succeeded"
+
+
+def test_a_rollout_drains_the_old_replicas_websocket_up_to_drain_seconds(
+    live: LiveServer, image: str, sockets: list[Websocket]
+) -> None:
+    register(live, "wsr", image, 1)
+    sockets.append(Websocket(live, "wsr"))
+    old = sockets[0].replica
+    began = time.monotonic()
+    resp = post(live, spec("wsr", image, version="2"))
+    assert resp.status_code == 200, resp.text
+    job = resp.json()["results"][0]["job"]
+    wait_for(lambda: sockets[0].echo(b"open?") is None, timeout=DRAIN + 30, step=0.2)
+    closed_at = time.monotonic() - began
+    assert live.wait_job(job, timeout=60)["status"] == "succeeded"
+    # The new replica starts and becomes healthy first, then the old one drains for DRAIN seconds.
+    assert DRAIN - 0.3 <= closed_at <= DRAIN + 20, closed_at
+    fresh = Websocket(live, "wsr")
+    sockets.append(fresh)
+    assert fresh.replica != old and fresh.echo(b"new") == b"new"
 
 
 def test_server_sent_events_arrive_as_they_are_sent(live: LiveServer, image: str) -> None:
