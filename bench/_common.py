@@ -505,8 +505,11 @@ def parse_wrk(target: str, out: str) -> WrkRun:
     )
 
 
-def wrk(binary: str, url: str, seconds: float, connections: int, threads: int) -> str:
+def wrk(binary: str, url: str, seconds: float, connections: int, threads: int, headers: Sequence[str] = ()) -> str:
+    """wrk's output; `headers`: "Name: value" lines sent with every request (e.g. "Connection: close")."""
     cmd = [binary, "--latency", "-c", str(connections), "-t", str(threads), "-d", f"{seconds:g}s", "--timeout", "10s"]
+    for header in headers:
+        cmd += ["-H", header]
     proc = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=seconds + 60)

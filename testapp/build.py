@@ -122,7 +122,8 @@ def _existing(client: docker.DockerClient, tag: str) -> docker.models.images.Ima
 
 
 def ensure_image(tag: str = TAG, *, verbose: bool = False) -> str:
-    """Build the test image under `tag` unless an image with the same context hash is there; return its id."""
+    """Build the test image under `tag` unless an image with the same context hash is there; return its id.
+    The image is also tagged `<repository>:<first 12 hex digits of its hash>` (see `pinned_image`)."""
     busybox = find_busybox()
     client = docker.from_env()
     try:
@@ -133,6 +134,7 @@ def ensure_image(tag: str = TAG, *, verbose: bool = False) -> str:
             with build_lock():
                 old = _existing(client, tag)
                 if old is not None and (old.labels or {}).get(HASH_LABEL) == wanted:
+                    old.tag(tag.rsplit(":", 1)[0], wanted[:12])
                     if verbose:
                         print(f"{tag}: reused {old.id} (hash {wanted[:12]})")
                     return str(old.id)
@@ -150,12 +152,26 @@ def ensure_image(tag: str = TAG, *, verbose: bool = False) -> str:
                 except docker.errors.BuildError as exc:
                     log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
                     raise ImageBuildError(f"building {tag} failed: {exc.msg}\n{log[-3000:]}") from exc
+                image.tag(tag.rsplit(":", 1)[0], wanted[:12])
                 if old is not None and old.id != image.id:
                     with contextlib.suppress(docker.errors.APIError):
                         client.images.remove(old.id)  # the superseded build, unless a container still uses it
                 if verbose:
                     print(f"{tag}: built {image.id} in {time.monotonic() - started:.1f}s (hash {wanted[:12]})")
                 return str(image.id)
+    finally:
+        client.close()
+
+
+def pinned_image() -> str:
+    """The test image of this checkout by its content tag (`orchestry-testapp:<hash>`), built if needed: a test
+    that needs this checkout's handler (e.g. /ws, /events) names it so, because `latest` is shared by every
+    checkout on the machine and a parallel build of another one may retag it between two of its steps."""
+    image_id = ensure_image()
+    client = docker.from_env()
+    try:
+        image = client.images.get(image_id)
+        return f"{TAG.rsplit(':', 1)[0]}:{(image.labels or {})[HASH_LABEL][:12]}"
     finally:
         client.close()
 

@@ -9,6 +9,10 @@
 #   GET  /burn?ms=N          burn CPU for about N ms (busy loop), then 200
 #   GET  /slow?ms=N          answer after about N ms
 #   GET  /env                the environment, one VAR=value per line
+#   GET  /events?n=N&ms=M    server-sent events (text/event-stream): N events (default 5), one every M ms
+#                            (default 200), each "id: i" + "data: event i from <hostname>", then the end
+#   GET  /ws                 a websocket (RFC 6455) echoing each text frame of up to 125 bytes, until the
+#                            client closes it or the replica stops
 #   anything else            200, key=value lines naming the replica, the method and the path
 #
 # Every response carries X-Served-By: <hostname>. Request bodies need a Content-Length (no chunked uploads).
@@ -58,6 +62,10 @@ while IFS= read -r -t 10 h; do
             clen=${clen//[ 	]/}
             ;;
         [Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd][Ii][Nn][Gg]:*) chunked=1 ;;
+        [Ss][Ee][Cc]-[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]-[Kk][Ee][Yy]:*)
+            wskey=${h#*:}
+            wskey=${wskey//[ 	]/}
+            ;;
     esac
 done
 case $clen in '' | *[!0-9]*) respond '400 Bad Request' "bad Content-Length$LF" ;; esac
@@ -81,6 +89,59 @@ fi
 
 # Read and drop any request body, so that closing the socket does not reset the connection.
 [ "$clen" -gt 0 ] && head -c "$clen" >/dev/null
+
+# bytes N: the next N bytes of the request as decimal numbers, read one at a time (nothing read ahead)
+bytes() {
+    dd bs=1 count="$1" 2>/dev/null | od -An -tu1 -v
+}
+
+if [ "$path" = /ws ]; then
+    [ -n "${wskey-}" ] || respond '400 Bad Request' "a websocket needs Sec-WebSocket-Key$LF"
+    sum=$(printf '%s' "${wskey}258EAFA5-E914-47DA-95CA-C5AB0DC85B11" | sha1sum)
+    sum=${sum%% *}
+    accept=$(printf "$(echo "$sum" | sed 's/../\\x&/g')" | base64)
+    printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Served-By: %s\r\n\r\n' \
+        "$accept" "$host"
+    printf '%s %s %s\n' "$method" "$target" 101 >&2
+    while :; do
+        set -- $(bytes 2)
+        [ $# -eq 2 ] || exit 0
+        op=$(($1 & 15)) len=$(($2 & 127)) masked=$(($2 & 128))
+        [ "$op" -eq 8 ] && printf '\210\000' && exit 0 # close: answer it, then end
+        [ "$len" -lt 126 ] || exit 0                     # longer frames are not for this test app
+        need=$len
+        [ "$masked" -eq 0 ] || need=$((len + 4))
+        set --
+        [ "$need" -eq 0 ] || set -- $(bytes "$need")
+        m1=0 m2=0 m3=0 m4=0
+        [ "$masked" -eq 0 ] || { m1=$1 m2=$2 m3=$3 m4=$4; shift 4; }
+        out= i=0
+        for b in "$@"; do
+            case $((i % 4)) in 0) k=$m1 ;; 1) k=$m2 ;; 2) k=$m3 ;; *) k=$m4 ;; esac
+            out=$out\\$(printf %o $((b ^ k)))
+            i=$((i + 1))
+        done
+        [ "$op" -eq 1 ] && printf "\\201\\$(printf %o "$len")$out" # a text frame back, unmasked
+    done
+fi
+
+if [ "$path" = /events ]; then
+    n=5
+    case "&$query&" in *'&n='*) n=${query##*n=}; n=${n%%&*} ;; esac
+    case $n in '' | *[!0-9]*) n=5 ;; esac
+    [ ${#n} -gt 5 ] && n=10000
+    query_ms
+    case "&$query&" in *'&ms='*) ;; *) ms=200 ;; esac
+    printf 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Served-By: %s\r\n\r\n' "$host"
+    i=1
+    while [ "$i" -le "$n" ]; do
+        printf 'id: %s\ndata: event %s from %s\n\n' "$i" "$i" "$host"
+        [ "$i" -eq "$n" ] || usleep $((ms * 1000))
+        i=$((i + 1))
+    done
+    printf '%s %s %s\n' "$method" "$target" 200 >&2
+    exit 0
+fi
 
 if [ "$path" = /env ]; then
     body=$(env)$LF

@@ -71,6 +71,20 @@ def test_a_route_another_app_holds_is_refused_with_its_name(live: LiveServer) ->
     assert post(live, hello("beta", extra=free)).status_code == 201
 
 
+def test_a_dry_run_reports_a_route_conflict_as_registering_would(live: LiveServer) -> None:
+    assert post(live, hello("alpha", extra=ROUTES)).status_code == 201
+    clash = hello("beta", extra="routes:\n  - {host: www.example.test}\n")
+    body = assert_error(post(live, clash, dry_run="true"), 409, "route_conflict")
+    assert body["fields"][0]["field"] == "routes[0].host" and body["fields"][0]["app"] == "alpha"
+    assert "alpha" in body["detail"]
+    assert live.http.get("/api/v1/apps/beta").status_code == 404
+    cli = live.cli("register", "--dry-run", "-", stdin=clash.encode())
+    assert cli.returncode != 0 and "alpha" in cli.stderr and "routes[0].host" in cli.stderr, cli
+    free = post(live, hello("beta", extra="routes:\n  - {host: www.example.test, path: /b}\n"), dry_run="true")
+    assert free.status_code == 200 and free.json()["results"][0]["action"] == "created"
+    assert live.http.get("/api/v1/apps/beta").status_code == 404  # a dry run stores nothing
+
+
 def test_cert_add_is_served_by_sni_within_a_second_and_its_key_never_returned(live: LiveServer, tmp_path: Path) -> None:
     port = int(live.env["ORCHESTRY_PROXY_TLS_PORT"])
     ca = ThrowawayCA()

@@ -5,22 +5,30 @@ the main configuration, starts that nginx and restarts it, Orchestry only render
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from test_nginx_live import Backends, free_port
+from tlsutil import ThrowawayCA, served_certificate
 
+from orchestry.nginx.edge import EdgeCert, edge_body
 from orchestry.nginx.external import ExternalNginx, ExternalPaths
 from orchestry.nginx.manager import ConfigRefused, NginxUnavailable, ReloadFailed, process_user
 from orchestry.nginx.render import DEFAULT_MODULES, NginxSettings
 from orchestry.nginx.routes import build_route_table
+from orchestry.workflows.public_routes import RouteRule
 
 from conftest import hello, post, start_server, stop_server, wait_for
 
@@ -156,6 +164,57 @@ def test_routes_through_an_existing_nginx_without_owning_it(
         assert admin.loads() == loads
         manager.stop()  # not ours: it keeps serving
         assert admin.pid() == pid and get(manager, "/api/").status_code == 200
+    finally:
+        manager.close()
+
+
+def https_get(port: int, host: str, ca_pem: str) -> dict[str, Any]:
+    """GET / over HTTPS on 127.0.0.1:port with SNI and Host `host`, verified against `ca_pem`."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return dict(json.loads(body))
+
+
+def test_https_with_certificates_by_sni_through_an_existing_nginx(
+    admin: AdminNginx, tmp_path: Path, backends: Backends
+) -> None:
+    settings = NginxSettings(
+        prefix=tmp_path / "orchestry-nginx",
+        listen_port=free_port(),
+        control_port=free_port(),
+        tls_port=free_port(),
+        domain="apps.test",
+    )
+    manager = ExternalNginx(settings, ExternalPaths(conf=admin.conf, include=admin.include))
+    port = settings.tls_port or 0
+    host = "secure.example.test"
+    ca = ThrowawayCA()
+    try:
+        manager.start()  # the include carries the TLS server; the administrator's nginx loads it
+        pid, loads = admin.pid(), admin.loads()
+        manager.push_routes(build_route_table(1, {"web": [backends["web-1"].address]}))
+        rules = [RouteRule("web", host, "/")]
+        pem, key = ca.leaf(host, days=20)
+        first = EdgeCert(1, (host,), pem, key, datetime.now(UTC) + timedelta(days=20))
+        manager.push_edge(edge_body(1, rules, [], [first], {}))
+        assert served_certificate(port, host, ca.pem) == x509.load_pem_x509_certificate(first.cert_pem.encode())
+        assert https_get(port, host, ca.pem)["name"] == "web-1"
+        pem, key = ca.leaf(host, days=25)
+        renewed = EdgeCert(2, (host,), pem, key, datetime.now(UTC) + timedelta(days=25))
+        manager.push_edge(edge_body(2, rules, [], [first, renewed], {}))
+        leaf = x509.load_pem_x509_certificate(renewed.cert_pem.encode())
+        wait_for(lambda: served_certificate(port, host, ca.pem) == leaf, 5)
+        assert admin.pid() == pid and admin.loads() == loads  # routes and certificates: no reload
+        assert admin.site_ok()
     finally:
         manager.close()
 

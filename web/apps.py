@@ -103,6 +103,7 @@ def register_apps() -> tuple[Response, int]:
     raws = [s.raw for s in loaded.specs]  # each app keeps its own document's text, not the whole body
     db = session()
     if args.dry_run:
+        _refuse_route_conflicts(db, loaded.specs, lock=False)  # the same 409 as registering, nothing held
         dry = [_dry_run(sub, spec.warnings) for sub, spec in zip(subs, loaded.specs, strict=True)]
         db.rollback()
         return jsonify(RegisterResponse(results=dry).model_dump(mode="json")), 200
@@ -150,10 +151,12 @@ def register_apps() -> tuple[Response, int]:
     return resp, 201 if created else 200
 
 
-def _refuse_route_conflicts(db: Any, specs: Any) -> None:
+def _refuse_route_conflicts(db: Any, specs: Any, *, lock: bool = True) -> None:
     """Two apps never claim the same host and path: 409 naming the other app and the field. The edge row
-    is locked first, so two registrations cannot both pass (on PostgreSQL; SQLite has one writer)."""
-    lock_edge(db)
+    is locked first, so two registrations cannot both pass (on PostgreSQL; SQLite has one writer); a dry run
+    (`lock=False`) reads without locking: it stores nothing, and a registration checks again."""
+    if lock:
+        lock_edge(db)
     current: dict[str, Any] = current_specs(db)
     domain = ctx().settings.domain
     fields: list[dict[str, Any]] = []
