@@ -101,9 +101,9 @@ class FencedRuntime:
             raise ContainerFailed("this runtime has one host: there is no host to drain or activate")
         return self._act(f"host {availability}", name, lambda: inner.set_availability(name, availability, drained_for))
 
-    def stale_tasks(self, node_id: str) -> list[str]:
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
         inner = self.inner
-        return inner.stale_tasks(node_id) if isinstance(inner, HostLister) else []
+        return inner.stale_tasks(cluster, node_id) if isinstance(inner, HostLister) else []
 
     def remove_volumes(self, cluster: str, app: str) -> list[str]:
         return self._act("remove volumes", app, lambda: self.inner.remove_volumes(cluster, app))

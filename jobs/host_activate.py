@@ -31,7 +31,7 @@ def host_activate(ctx: JobContext) -> dict[str, Any]:
         node = next((n for n in runtime.nodes() if name in (n.name, n.id)), None)
         if node is None:
             raise PermanentError(f"no Swarm host is named {name}")
-        stale = runtime.stale_tasks(node.id)
+        stale = runtime.stale_tasks(ctx.settings.cluster_name, node.id)
     except EngineUnavailable as exc:
         raise TemporaryError(f"cannot observe host {name}: {exc}") from None
     step = activate_step(node.view(), len(stale))

@@ -378,7 +378,7 @@ class SwarmEngine:
                 node = api.inspect_node(node["ID"])
             return _node_info(node)
 
-    def stale_tasks(self, node_id: str) -> list[str]:
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
         """This installation's tasks on the node that the manager wants stopped (shutdown, or removed with their
         service) while the node still reports them running: what a host cut off from the manager kept running."""
         with _engine(f"list the tasks of host {node_id}"):
@@ -386,7 +386,7 @@ class SwarmEngine:
         stale = []
         for task in tasks:
             labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
-            if LABEL_CLUSTER not in labels or not self._ours(labels):
+            if labels.get(LABEL_CLUSTER) != cluster or not self._ours(labels):
                 continue
             if task.get("DesiredState") not in ("running", "ready", "accepted", "assigned") and _task_state(task) in (
                 "running",

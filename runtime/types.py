@@ -232,6 +232,6 @@ class HostLister(Protocol):
         """Set the host's availability (active, pause, drain) and Orchestry's drain label (None: removed).
         ContainerFailed when no host has that name; EngineUnavailable."""
 
-    def stale_tasks(self, node_id: str) -> list[str]:
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
         """Tasks of this installation the host still runs though the manager wants them stopped (a host back
         from a partition, before it has caught up). EngineUnavailable."""
