@@ -112,16 +112,26 @@ def _set(runtime: FencedRuntime, name: str, availability: str) -> NodeInfo:
 
 def _request_moves(ctx: JobContext, there: list[Observed]) -> None:
     """A `reconcile` for each app with replicas on the host and no live job (a live one sees them itself: its
-    converge reads the hosts every round)."""
+    converge reads the hosts every round). A failed app is left to its user, as the reconcile sweep does: when
+    only failed apps keep replicas there, the drain fails, naming them (else it would wait forever)."""
     apps = sorted({o.app for o in there})
+    failed = []
     ctx.fence.check()
     with ctx.sessions.begin() as session:
         for app in apps:
-            if app_status(session, app) is None or live_job(session, app) is not None:
+            status = app_status(session, app)
+            if status == "failed":
+                failed.append(app)
+            if status in (None, "failed") or live_job(session, app) is not None:
                 continue
             request_operation(
                 session, app, "reconcile", actor=f"job:{ctx.job_id}", args={"why": f"host {ctx.args['host']} drained"}
             )
+    if failed and len(failed) == len(apps):
+        raise PermanentError(
+            f"host {ctx.args['host']} still runs replicas of failed apps ({', '.join(failed)}): their replacements "
+            "could not start elsewhere; fix or stop them (`orchestry down`), then drain the host again"
+        )
 
 
 def _progress(ctx: JobContext, name: str, there: list[Observed]) -> None:

@@ -116,7 +116,8 @@ def test_reachable_runs_keep_their_start_and_forget_a_failure() -> None:
         (host("pause", REQUESTED), 0, "drain"),
         (host("drain", REQUESTED), 0, "done"),
         (host("drain", LOST), 1, "move"),  # a lost host's stragglers: the converge jobs replace them
-        (host("drain"), 0, "done"),
+        (host("drain", LOST), 0, "drain"),  # relabelled: the operator's now, not activated when it returns
+        (host("drain"), 0, "drain"),  # drained by someone else: labelled as requested
     ],
 )
 def test_drain_steps(view: HostView, there: int, step: str) -> None:

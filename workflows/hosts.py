@@ -102,12 +102,15 @@ DrainStep = str  # "pause" | "move" | "drain" | "done"
 
 def drain_step(host: HostView, replicas_there: int) -> DrainStep:
     """The next step of an operator's drain of `host`, level-triggered (a re-run picks up where it stopped):
-    pause it (nothing new placed there), wait while its replicas move, then Swarm's drain."""
-    if host.availability == "drain":
-        return "done" if replicas_there == 0 else "move"  # Swarm moves what is left; the converge jobs follow
-    if host.availability == "active" or host.drained_for is None:
+    pause it (nothing new placed there), wait while its replicas move, then Swarm's drain, labelled as
+    requested (a host drained because it was lost becomes the operator's: it is not activated when back)."""
+    if host.drained_for != REQUESTED and host.availability != "drain":
         return "pause"
-    return "move" if replicas_there else "drain"
+    if replicas_there:
+        return "move"  # on a host Swarm drains already, Swarm moves them too; the converge jobs follow
+    if host.availability != "drain" or host.drained_for != REQUESTED:
+        return "drain"
+    return "done"
 
 
 def activate_step(host: HostView, stale_tasks: int) -> str:
