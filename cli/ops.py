@@ -238,6 +238,12 @@ def cluster(args: Args, settings: Settings) -> int:
     return 0
 
 
+def host(args: Args, settings: Settings) -> int:
+    """`host drain NAME`: its replicas moved to other hosts with no failed request, then Swarm's drain;
+    `host activate NAME`: Swarm may place replicas there again. Both are jobs (`--wait` follows them)."""
+    return _submit(args, settings, "POST", f"/api/v1/hosts/{args.name}/{args.action}")
+
+
 def hosts(args: Args, settings: Settings) -> int:
     """The Swarm's hosts (runtime: swarm); `orchestry cluster nodes` lists the controllers instead."""
     data = _client(settings).get("/api/v1/hosts")

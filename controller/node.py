@@ -37,6 +37,7 @@ from orchestry.controller.components import ComponentMonitor, ComponentProbe
 from orchestry.controller.dispatcher import Dispatcher
 from orchestry.controller.edge import EdgeSync
 from orchestry.controller.health import HealthSweep
+from orchestry.controller.hosts import HOST_SWEEP_SECONDS, HostSweep
 from orchestry.controller.jobstore import FencedJobStore
 from orchestry.controller.leadership import FencedScheduler, Leadership
 from orchestry.controller.metrics import MetricsCollector
@@ -57,7 +58,7 @@ from orchestry.nginx.render import NginxSettings
 from orchestry.nginx.traffic import TrafficMeter
 from orchestry.operations.request import request_task
 from orchestry.probe import Prober, ProberError
-from orchestry.runtime.types import EngineEvent, Runtime
+from orchestry.runtime.types import EngineEvent, HostLister, Runtime
 
 DOWN_SECONDS = 10.0  # how long nginx skips a dead replica's address (the table without it lands well before)
 log = logging.getLogger("orchestry.controller")
@@ -142,6 +143,11 @@ class Controller:
             on_hosts_lost=self._hosts_lost if settings.runtime == "swarm" else None,
         )
         self._drains: dict[str, float] = {}  # host address -> when its drain was last enqueued
+        self.hosts = (
+            HostSweep(self.sessions, runtime, self.prober)
+            if settings.runtime == "swarm" and isinstance(runtime, HostLister)
+            else None
+        )
         self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
         if self.nginx is not None:
             self.metrics.traffic = TrafficMeter(self.nginx, peers=self._peer_traffic)
@@ -301,6 +307,8 @@ class Controller:
         if self.nginx is not None:
             every(periodic.NGINX, NGINX_CHECK_SECONDS, "nginx-render", now=True)
             every(periodic.CERTS, CERT_SWEEP_SECONDS, "cert-sweep", now=True)
+        if self.hosts is not None:  # kept in memory like the health tick: every leader adds it when elected
+            every(periodic.HOSTS, HOST_SWEEP_SECONDS, "host-sweep", store=TICKS)
         self.scheduler.resume()
         self.dispatcher.start()
 
@@ -362,6 +370,11 @@ class Controller:
     def run_cert_sweep(self) -> None:
         """cert-sweep: a `cert-issue` job for each `tls: auto` host without a valid certificate or due renewal."""
         if self.leadership.leading and cert_sweep(self.sessions):
+            self.dispatcher.wake()
+
+    def run_host_sweep(self) -> None:
+        """host-sweep: lost hosts that are back get a `host-activate` job (controller/hosts.py)."""
+        if self.hosts is not None and self.leadership.leading and self.hosts.run(self.leadership.fence()):
             self.dispatcher.wake()
 
     def _hosts_lost(self, addresses: frozenset[str]) -> None:

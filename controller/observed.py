@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from orchestry.runtime.types import (
+    ContainerFailed,
     EngineEvent,
     HostLister,
     LogLine,
@@ -84,3 +85,11 @@ class EventAwareRuntime:
         if not isinstance(self.inner, HostLister):
             return None
         return self.inner.drain_host(address)
+
+    def set_availability(self, name: str, availability: str, drained_for: str | None) -> NodeInfo:
+        if not isinstance(self.inner, HostLister):
+            raise ContainerFailed("this runtime has one host: there is no host to drain or activate")
+        return self.inner.set_availability(name, availability, drained_for)
+
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
+        return self.inner.stale_tasks(cluster, node_id) if isinstance(self.inner, HostLister) else []

@@ -29,6 +29,7 @@ NGINX = "orchestry.controller.periodic:nginx_render"
 METRICS = "orchestry.controller.periodic:metrics_collect"
 AUTOSCALE = "orchestry.controller.periodic:autoscale"
 CERTS = "orchestry.controller.periodic:cert_sweep"
+HOSTS = "orchestry.controller.periodic:host_sweep"
 
 
 def dispatch() -> None:
@@ -66,6 +67,11 @@ def autoscale() -> None:
 def cert_sweep() -> None:
     if current is not None:
         _quietly("cert_sweep", current.run_cert_sweep)
+
+
+def host_sweep() -> None:
+    if current is not None:
+        _quietly("host_sweep", current.run_host_sweep)
 
 
 def _quietly(name: str, run: Callable[[], object]) -> None:

@@ -32,6 +32,7 @@ from orchestry.operations.registration import restore_revision
 from orchestry.runtime.types import (
     ContainerFailed,
     EngineUnavailable,
+    HostLister,
     ImageUnavailable,
     Observed,
     RegistryAuth,
@@ -53,6 +54,7 @@ from orchestry.workflows.converge import (
     see,
 )
 from orchestry.workflows.health import replacement_backoff
+from orchestry.workflows.hosts import leaving as host_leaving
 from orchestry.workflows.registry import pull_summary, registry_of
 from orchestry.workflows.revision import RevisionView, revision_view
 from orchestry.workflows.rollout import on_failure, restore_after_failure
@@ -124,11 +126,32 @@ def observe(ctx: JobContext, name: str) -> list[Observed]:
         raise TemporaryError(f"cannot observe the containers of {name}: {exc}") from None
 
 
-def containers(observed: list[Observed]) -> list[Container]:
+def containers(observed: list[Observed], away: frozenset[str] = frozenset()) -> list[Container]:
+    """The decision's view of each container; `away`: the hosts (node ids) being drained."""
     return [
-        Container(o.name, o.id, o.slot, o.spec_hash, o.running, f"{o.host}:{o.port}" if o.port else None)
+        Container(
+            o.name,
+            o.id,
+            o.slot,
+            o.spec_hash,
+            o.running,
+            f"{o.host}:{o.port}" if o.port else None,
+            evicted=o.node is not None and o.node in away,
+        )
         for o in observed
     ]
+
+
+def hosts_leaving(ctx: JobContext, observed: list[Observed]) -> frozenset[str]:
+    """The hosts (node ids) replicas must move off (workflows/hosts.py leaving): read only when a replica runs
+    on a host of a swarm, one request to its manager a round."""
+    runtime = ctx.runtime
+    if not any(o.node for o in observed) or not isinstance(runtime, HostLister):
+        return frozenset()
+    try:
+        return frozenset(n.id for n in runtime.nodes() if host_leaving(n.view()))
+    except EngineUnavailable as exc:
+        raise TemporaryError(f"cannot list the hosts: {exc}") from None
 
 
 def routing_now(ctx: JobContext, target: Target, found: list[Container]) -> Routing:
@@ -141,7 +164,7 @@ def routing_now(ctx: JobContext, target: Target, found: list[Container]) -> Rout
 
 def seen(ctx: JobContext, target: Target, observed: list[Observed], now: datetime) -> list[Seen]:
     """Observe what nginx says, then decide what the planner sees (`workflows.converge.see`, pure)."""
-    found = containers(observed)
+    found = containers(observed, hosts_leaving(ctx, observed))
     return see(
         found,
         target.rows,

@@ -97,5 +97,20 @@ class FencedRuntime:
             raise ContainerFailed("this runtime has one host: there is no host to drain")
         return self._act("drain host", address, lambda: inner.drain_host(address))
 
+    def nodes(self) -> list[NodeInfo]:
+        """The hosts (a read: not fenced); [] on a runtime with one host."""
+        inner = self.inner
+        return inner.nodes() if isinstance(inner, HostLister) else []
+
+    def set_availability(self, name: str, availability: str, drained_for: str | None) -> NodeInfo:
+        inner = self.inner
+        if not isinstance(inner, HostLister):
+            raise ContainerFailed("this runtime has one host: there is no host to drain or activate")
+        return self._act(f"host {availability}", name, lambda: inner.set_availability(name, availability, drained_for))
+
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
+        inner = self.inner
+        return inner.stale_tasks(cluster, node_id) if isinstance(inner, HostLister) else []
+
     def remove_volumes(self, cluster: str, app: str) -> list[str]:
         return self._act("remove volumes", app, lambda: self.inner.remove_volumes(cluster, app))

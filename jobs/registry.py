@@ -14,6 +14,7 @@ from orchestry.jobs.base import Handler
 from orchestry.jobs.cert_issue import cert_issue
 from orchestry.jobs.converge import converge
 from orchestry.jobs.health_check import health_check
+from orchestry.jobs.host_activate import host_activate
 from orchestry.jobs.host_drain import host_drain
 from orchestry.jobs.noop import noop
 from orchestry.jobs.webhook_deliver import webhook_deliver
@@ -28,7 +29,8 @@ APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile", "rollback", "rest
 INPUTS: dict[str, tuple[str, ...]] = {
     "delete": ("force", "volumes"),
     "cert-issue": ("host",),
-    "host-drain": ("address", "why"),
+    "host-drain": ("address", "host", "why"),
+    "host-activate": ("host", "began"),
     "webhook-deliver": ("delivery",),
 }
 
@@ -48,7 +50,8 @@ HANDLERS: dict[str, Handler] = {
     "restart": converge,  # a rolling restart: the app's restart count changed its replicas' hash
     "health-check": health_check,  # probe one app's replicas now, on request
     "cert-issue": cert_issue,  # obtain or renew one `tls: auto` host's certificate over ACME (jobs/cert_issue.py)
-    "host-drain": host_drain,  # a lost host of a swarm drained, so its replicas are replaced elsewhere
+    "host-drain": host_drain,  # a host's replicas moved elsewhere: at once when it is lost, health-gated on request
+    "host-activate": host_activate,  # a drained host takes replicas again (back from a loss, or on request)
     "webhook-deliver": webhook_deliver,  # POST one event to one webhook, signed (jobs/webhook_deliver.py)
     "noop": noop,  # measures the queue itself (bench/job_latency)
 }

@@ -37,6 +37,7 @@ JOB_KINDS = (
     "health-check",
     "cert-issue",
     "host-drain",
+    "host-activate",
     "webhook-deliver",
     "noop",
 )
@@ -361,6 +362,11 @@ def requeue_abandoned(
         if affected(res) == 1 and row.lock not in waiting:
             requeued.append(row.id)
     return requeued
+
+
+def job_steps(session: Session, job_id: int) -> list[dict[str, Any]]:
+    """The steps a job recorded so far (across its runs)."""
+    return list(session.scalars(select(Job.steps).where(Job.id == job_id)).one_or_none() or [])
 
 
 def live_job(session: Session, lock: str) -> Job | None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, func, select, update
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, case, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from orchestry.models.apps import App, AppRevision
@@ -60,6 +60,17 @@ def replica_counts(session: Session) -> dict[int, int]:
     """app id -> how many replica rows it has, every app in one query (apps without any are absent)."""
     rows = session.execute(select(Replica.app_id, func.count()).group_by(Replica.app_id))
     return {app_id: int(n) for app_id, n in rows}
+
+
+def replicas_by_host(session: Session) -> dict[str, tuple[int, int]]:
+    """Swarm host name -> (replicas running there, those healthy), in one query (docker runtime: empty)."""
+    healthy = func.sum(case((Replica.health == "healthy", 1), else_=0))
+    rows = session.execute(
+        select(Replica.host_name, func.count(), healthy)
+        .where(Replica.host_name.is_not(None), Replica.state == "running")
+        .group_by(Replica.host_name)
+    )
+    return {str(name): (int(n), int(ok or 0)) for name, n, ok in rows}
 
 
 def count_replicas(session: Session, app_id: int) -> int:

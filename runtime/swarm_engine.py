@@ -68,10 +68,11 @@ from orchestry.runtime.types import (
     ReplicaRequest,
     RuntimeFailure,
 )
+from orchestry.workflows.hosts import DRAINED_LABEL, LOST
 from orchestry.workflows.placement import Node, Placement, Unplaceable, slot_constraints
 from orchestry.workflows.registry import DOCKER_HUB, OTHER, pull_failure, registry_of
 
-LABEL_DRAINED = "org.orchestry.drained"  # on a Swarm node Orchestry drained, with why
+LABEL_DRAINED = DRAINED_LABEL  # on a Swarm node Orchestry drained, with why
 POLL_SECONDS = 0.05
 START_SECONDS = 60.0  # a slot's task running (scheduled, image found, started)
 PENDING_SECONDS = 5.0  # a task Swarm cannot place for this long fails the start (no node fits)
@@ -355,11 +356,49 @@ class SwarmEngine:
                 spec = dict(node.get("Spec") or {})
                 if spec.get("Availability") != "drain":
                     spec["Availability"] = "drain"
-                    spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_DRAINED: "lost"}
+                    spec["Labels"] = {**(spec.get("Labels") or {}), LABEL_DRAINED: LOST}
                     api.update_node(node["ID"], node["Version"]["Index"], spec)
                     node = api.inspect_node(node["ID"])
                 return _node_info(node)
         return None
+
+    def set_availability(self, name: str, availability: str, drained_for: str | None) -> NodeInfo:
+        """The host named `name` (its hostname, or its node id) set to `availability`, with Orchestry's drain
+        label set to `drained_for` (None: removed). Unchanged: no update is sent."""
+        with _engine(f"set host {name} to {availability}"):
+            api = self._docker().api
+            node = next(
+                (n for n in api.nodes() if n["ID"] == name or (n.get("Description") or {}).get("Hostname") == name),
+                None,
+            )
+            if node is None:
+                raise ContainerFailed(f"no Swarm host is named {name}")
+            spec = dict(node.get("Spec") or {})
+            labels = {k: v for k, v in (spec.get("Labels") or {}).items() if k != LABEL_DRAINED}
+            if drained_for is not None:
+                labels[LABEL_DRAINED] = drained_for
+            if spec.get("Availability") != availability or (spec.get("Labels") or {}) != labels:
+                spec["Availability"], spec["Labels"] = availability, labels
+                api.update_node(node["ID"], node["Version"]["Index"], spec)
+                node = api.inspect_node(node["ID"])
+            return _node_info(node)
+
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
+        """This installation's tasks on the node that the manager wants stopped (shutdown, or removed with their
+        service) while the node still reports them running: what a host cut off from the manager kept running."""
+        with _engine(f"list the tasks of host {node_id}"):
+            tasks = self._docker().api.tasks(filters={"node": node_id})
+        stale = []
+        for task in tasks:
+            labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+            if labels.get(LABEL_CLUSTER) != cluster or not self._ours(labels):
+                continue
+            if task.get("DesiredState") not in ("running", "ready", "accepted", "assigned") and _task_state(task) in (
+                "running",
+                "created",
+            ):
+                stale.append(str(task["ID"]))
+        return sorted(stale)
 
 
 class TaskEvents:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from orchestry.workflows.hosts import DRAINED_LABEL, HostView
+
 # Labels on every container Orchestry creates. A container without LABEL_CLUSTER == our cluster name is
 # never touched.
 LABEL_CLUSTER = "org.orchestry.cluster"
@@ -175,6 +177,10 @@ class NodeInfo:
     labels: dict[str, str] = field(default_factory=dict)
     leader: bool = False
 
+    def view(self) -> HostView:
+        """What the pure host decisions (workflows/hosts.py) read of it."""
+        return HostView(self.name, self.address, self.state, self.availability, self.labels.get(DRAINED_LABEL))
+
 
 @dataclass(frozen=True)
 class LogLine:
@@ -237,3 +243,11 @@ class HostLister(Protocol):
     def drain_host(self, address: str) -> NodeInfo | None:
         """Move every task off the host at `address` (Swarm: availability drain); None when no host has that
         address. Raises EngineUnavailable."""
+
+    def set_availability(self, name: str, availability: str, drained_for: str | None) -> NodeInfo:
+        """Set the host's availability (active, pause, drain) and Orchestry's drain label (None: removed).
+        ContainerFailed when no host has that name; EngineUnavailable."""
+
+    def stale_tasks(self, cluster: str, node_id: str) -> list[str]:
+        """Tasks of this installation the host still runs though the manager wants them stopped (a host back
+        from a partition, before it has caught up). EngineUnavailable."""

@@ -9,6 +9,7 @@ missing, an engine that does not start): the tests fail, saying why; they never 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -284,12 +285,55 @@ def test_a_partitioned_host_loses_its_replicas_to_the_others(on_swarm: LiveServe
         assert took <= 30 and drained <= 30
         events = on_swarm.http.get("/api/v1/events", params={"type": "host.drained"}).json()["events"]
         assert [e["details"]["address"] for e in events] == [lost.address], events
-        # Back on the network: its stale tasks are gone from the routing, only the other hosts serve.
-        time.sleep(2)
+        # Back on the network: Orchestry activates the host again (a job, once Swarm and its own probe reach it),
+        # and until then nothing is routed to the tasks it kept: only the other hosts serve.
+        routed_there: list[str] = []
+
+        def activated() -> bool:
+            routed_there.extend(a for a in in_rotation(on_swarm, "survivor") if a.startswith(lost.address + ":"))
+            return availability(on_swarm, lost.name) == "active"
+
+        back = wait_for(activated, 30, 0.2)
+        print(f"the returned host activated again {back:.1f} s after it came back")
+        assert routed_there == [], routed_there
+        jobs = on_swarm.http.get("/api/v1/jobs", params={"kind": "host-activate"}).json()["jobs"]
+        assert [j["status"] for j in jobs] == ["succeeded"] and jobs[0]["args"]["host"] == lost.name, jobs
+        events = on_swarm.http.get("/api/v1/events", params={"type": "host.active"}).json()["events"]
+        assert [e["details"]["host"] for e in events] == [lost.name], events
+        # Its stale tasks are gone from the host itself (the manager stopped them), never routed meanwhile.
+        wait_for(lambda: not app_containers(swarm, lost, "survivor"), 15, 0.2)
         replicas = on_swarm.http.get("/api/v1/apps/survivor").json()["replicas"]
         assert len(replicas) == 6 and not [r for r in replicas if r["address"].startswith(lost.address + ":")]
+        # It takes replicas again: a scale-out places new ones there, routed once they pass their checks.
+        run(on_swarm, "survivor", "scale", replicas=8)
+        wait_for(lambda: healthy(on_swarm, "survivor", 8), 30, 0.2)
+        assert running_tasks(swarm, on_swarm.cluster, "survivor").get(lost.name, 0) >= 1
+        assert [a for a in in_rotation(on_swarm, "survivor") if a.startswith(lost.address + ":")]
+        gauges = on_swarm.http.get("/metrics").text
+        assert f'orchestry_host_up{{host="{lost.name}"}} 1.0' in gauges
+        assert f'orchestry_host_available{{host="{lost.name}"}} 1.0' in gauges
     finally:
-        swarm.manager.docker("node", "update", "--availability", "active", lost.node_id)
+        swarm.partition(2, up=True)
+        restore_host(swarm, lost)
+
+
+def in_rotation(server: LiveServer, app: str) -> list[str]:
+    """The addresses nginx routes the app to: its routing table, read from its control port."""
+    url = f"http://127.0.0.1:{server.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
+    table: list[str] = httpx.get(url, timeout=5).json()["apps"].get(app, [])
+    return table
+
+
+def app_containers(swarm: SwarmHosts, host: Any, app: str) -> list[str]:
+    """The app's containers still running on one host, as its own engine lists them."""
+    return host.docker("ps", "-q", "--filter", f"label=org.orchestry.app={app}").split()
+
+
+def restore_host(swarm: SwarmHosts, host: Any) -> None:
+    """The host active and without Orchestry's drain label, whatever the test left."""
+    swarm.manager.docker("node", "update", "--availability", "active", host.node_id)
+    with contextlib.suppress(SwarmHostsError):  # no such label: nothing to remove
+        swarm.manager.docker("node", "update", "--label-rm", "org.orchestry.drained", host.node_id)
 
 
 def availability(server: LiveServer, host: str) -> str:
@@ -342,3 +386,182 @@ def test_a_private_registry_image_runs_on_every_host_with_the_stored_credentials
         assert sum(placed.values()) == 3 and len(placed) >= 2, placed  # the workers pulled it too
         print(f"unauthorized on the swarm failed in {seconds:.2f} s; 3 replicas pulled on 3 hosts")
         run(on_swarm, "privsw", "down")
+
+
+def test_an_operator_drains_a_host_with_no_failed_request_and_activates_it(
+    on_swarm: LiveServer, swarm: SwarmHosts
+) -> None:
+    """`orchestry host drain NAME --wait`: the host is paused, each replica on it replaced on another host (ready
+    and routed before the one there drains), then drained in Swarm; under GET and POST load nothing fails.
+    `orchestry host activate NAME --wait` lets Swarm place replicas there again. Bad requests: JSON errors."""
+    register(on_swarm, "mover")
+    run(on_swarm, "mover", "up", replicas=3)
+    wait_for(lambda: healthy(on_swarm, "mover", 3), 30, 0.2)
+    target = swarm.hosts[1]
+    assert running_tasks(swarm, on_swarm.cluster, "mover").get(target.name) == 1  # an empty swarm: 1/1/1
+    try:
+        with proxy_load(on_swarm, "mover", rps=40, posts=True) as counts:
+            began = time.monotonic()
+            drained = on_swarm.cli("host", "drain", target.name, "--wait", "--timeout", "90")
+            took = time.monotonic() - began
+            wait_for(lambda: healthy(on_swarm, "mover", 3), 30, 0.2)
+            time.sleep(1)
+        print(f"host drained in {took:.1f} s; requests ok {counts[0]}, failed {counts[1]}")
+        assert drained.returncode == 0, drained.stdout + drained.stderr
+        assert f"pause host {target.name}" in drained.stdout and f"drain host {target.name}" in drained.stdout
+        assert "moving replicas off host" in drained.stdout, drained.stdout  # progress while it waits
+        assert counts[1] == 0 and counts[0] > 20, counts
+        placed = running_tasks(swarm, on_swarm.cluster, "mover")
+        assert target.name not in placed and sum(placed.values()) == 3, placed
+        assert availability(on_swarm, target.name) == "drain"
+        assert not [a for a in in_rotation(on_swarm, "mover") if a.startswith(target.address + ":")]
+        events = on_swarm.http.get("/api/v1/events", params={"type": "host.drained"}).json()["events"]
+        assert [(e["details"]["host"], e["details"]["why"]) for e in events] == [(target.name, "requested")]
+        gauges = on_swarm.http.get("/metrics").text
+        assert f'orchestry_host_available{{host="{target.name}"}} 0.0' in gauges
+        assert f'orchestry_host_replicas{{host="{target.name}"}} 0.0' in gauges
+        # The same again changes nothing; activating brings the host back.
+        again = on_swarm.http.post(f"/api/v1/hosts/{target.name}/drain")
+        assert again.status_code == 202 and on_swarm.wait_job(again.json()["job"]["id"])["status"] == "succeeded"
+        activated = on_swarm.cli("host", "activate", target.name, "--wait")
+        assert activated.returncode == 0 and f"activate host {target.name}" in activated.stdout, activated.stdout
+        assert availability(on_swarm, target.name) == "active"
+        hosts = {h["name"]: h for h in on_swarm.http.get("/api/v1/hosts").json()["hosts"]}
+        assert "org.orchestry.drained" not in hosts[target.name]["labels"]
+        # Bad requests: JSON errors naming the field, a CLI line and exit != 0.
+        missing = on_swarm.http.post("/api/v1/hosts/no-such-host/drain")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found", missing.text
+        assert missing.json()["fields"][0]["field"] == "name"
+        bad = on_swarm.http.post("/api/v1/hosts/-x/activate")
+        assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "name", bad.text
+        cli = on_swarm.cli("host", "drain", "no-such-host")
+        assert cli.returncode != 0 and "host 'no-such-host' does not exist" in cli.stderr.splitlines()[0], cli.stderr
+    finally:
+        restore_host(swarm, target)
+
+
+def test_a_rollout_under_load_fails_no_request(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    """A new revision rolls out over the hosts one extra replica at a time, each healthy and routed before an old
+    one drains: GET and POST load sees no failure."""
+    register(on_swarm, "rolling")
+    run(on_swarm, "rolling", "up", replicas=3)
+    wait_for(lambda: healthy(on_swarm, "rolling", 3), 30, 0.2)
+    with proxy_load(on_swarm, "rolling", rps=40, posts=True) as counts:
+        began = time.monotonic()
+        resp = post(on_swarm, hello("rolling", extra="  environment: [{name: COLOR, value: green}]\n" + HEALTH))
+        assert resp.status_code in (200, 201), resp.text
+        body = resp.json()
+        job_id = body["results"][0]["job"] if "results" in body else body["job"]["id"]
+        job = on_swarm.wait_job(job_id, timeout=JOB_SECONDS)
+        took = time.monotonic() - began
+        time.sleep(1)
+    print(f"rollout of 3 replicas in {took:.1f} s; requests ok {counts[0]}, failed {counts[1]}")
+    assert job["status"] == "succeeded", job
+    assert counts[1] == 0 and counts[0] > 20, counts
+    replicas = on_swarm.http.get("/api/v1/apps/rolling").json()["replicas"]
+    assert len(replicas) == 3 and {r["revision"] for r in replicas} == {2}, replicas
+    assert sum(running_tasks(swarm, on_swarm.cluster, "rolling").values()) == 3
+
+
+def test_the_autoscaler_scales_a_swarm_app_out_on_load(on_swarm: LiveServer, swarm: SwarmHosts) -> None:
+    """Traffic through nginx above the per-replica target: the autoscaler scales out, and the new replicas, on
+    other hosts, join the routing table."""
+    policy = (
+        "scaling:\n  mode: auto\n  minReplicas: 1\n  maxReplicas: 3\n  targetRPSPerReplica: 10\n"
+        "  windowSeconds: 10\n  cooldownSeconds: 5\n  maxScaleOutStep: 2\n"
+    )
+    health = HEALTH.split("scaling:")[0]
+    assert post(on_swarm, hello("surging", extra=health + policy)).status_code == 201
+    run(on_swarm, "surging", "up", replicas=1)
+    wait_for(lambda: healthy(on_swarm, "surging", 1), 30, 0.2)
+    with proxy_load(on_swarm, "surging", rps=40) as counts:
+        began = time.monotonic()
+        wait_for(lambda: len(in_rotation(on_swarm, "surging")) == 3, 45, 0.2)
+        took = time.monotonic() - began
+    print(f"autoscaled 1 -> 3 serving in {took:.1f} s; requests ok {counts[0]}, failed {counts[1]}")
+    assert counts[1] == 0, counts
+    decisions = on_swarm.http.get("/api/v1/apps/surging/scaling/history").json()["decisions"]
+    assert decisions and decisions[-1]["direction"] == "out" and "rps" in decisions[-1]["reason"], decisions
+    assert len(running_tasks(swarm, on_swarm.cluster, "surging")) >= 2  # on more than one host
+
+
+def test_a_deposed_leaders_swarm_calls_are_refused(swarm: SwarmHosts, db_url: str) -> None:
+    """A job whose fence ran out (its node lost the lease) acts on nothing of the swarm: no service is created,
+    no host's availability changes; the same jobs with a valid fence do act."""
+    from orchestry.config import load_settings
+    from orchestry.jobs.base import Fence, JobContext, NotLeader, Wait
+    from orchestry.jobs.converge import converge
+    from orchestry.jobs.fenced import FencedRuntime
+    from orchestry.jobs.host_activate import host_activate
+    from orchestry.jobs.host_drain import host_drain
+    from orchestry.models.apps import get_app
+    from orchestry.models.db import make_engine, make_sessionmaker
+    from orchestry.operations.registration import Submission, register
+    from orchestry.runtime.swarm_engine import SwarmEngine
+    from orchestry.spec import load_specs
+
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    cluster = f"fence{os.getpid()}"
+    settings = load_settings({"database_url": db_url, "cluster_name": cluster, "runtime": "swarm"})
+    loaded = load_specs(hello("fenced"), "application/yaml").specs[0]
+    with sessions.begin() as s:
+        register(
+            s, Submission("fenced", loaded.normalized, loaded.content_hash, ()), raw="", raw_format="yaml", actor="t"
+        )
+    with sessions.begin() as s:
+        app = get_app(s, "fenced")
+        assert app is not None
+        app.desired_replicas, app.status = 2, "running"
+    swarm_engine = SwarmEngine(base_url=swarm.manager_url)
+    target = swarm.hosts[2]
+
+    def context(kind: str, args: dict[str, Any], valid: bool) -> JobContext:
+        """The job as its handler sees it. Deposed: the job's own checks pass (it was claimed in its term), but
+        the lease ran out since, so the runtime's check right before each Swarm call refuses it."""
+        fence = Fence("leader", 1, lambda: time.monotonic() + 60)
+        runtime_fence = fence if valid else Fence("leader", 1, lambda: 0.0)
+        job = JobContext(
+            job_id=0,
+            kind=kind,
+            app_name="fenced" if kind == "scale" else None,
+            args=args,
+            attempt=1,
+            sessions=sessions,
+            runtime=FencedRuntime(swarm_engine, runtime_fence, 0),
+            settings=settings,
+            fence=fence,
+        )
+        job.step = lambda name, status="ok", **kw: None  # type: ignore[method-assign]  # no job row here
+        return job
+
+    def availability_of(host: str) -> str:
+        return next(n.availability for n in swarm_engine.nodes() if n.name == host)
+
+    try:
+        for kind, handler, args in (
+            ("scale", converge, {}),
+            ("host-drain", host_drain, {"host": target.name}),
+            ("host-drain", host_drain, {"address": target.address}),
+        ):
+            with pytest.raises(NotLeader):
+                handler(context(kind, args, valid=False))
+        assert swarm_engine.list_replicas(cluster) == []
+        assert availability_of(target.name) == "active"
+        # A valid fence: the same calls act (positive control); then a deposed activate changes nothing.
+        host_drain(context("host-drain", {"address": target.address}, valid=True))
+        assert availability_of(target.name) == "drain"
+        with pytest.raises(NotLeader):
+            host_activate(context("host-activate", {"host": target.name}, valid=False))
+        assert availability_of(target.name) == "drain"
+        host_activate(context("host-activate", {"host": target.name}, valid=True))
+        assert availability_of(target.name) == "active"
+        with pytest.raises(Wait):  # started, then waits for them to serve (no prober here): the call went through
+            converge(context("scale", {}, valid=True))
+        assert len(swarm_engine.list_replicas(cluster)) == 2
+    finally:
+        restore_host(swarm, target)
+        for service in swarm_engine._services(cluster):
+            swarm_engine._remove(service["ID"])
+        swarm_engine.close()
+        engine.dispose()

@@ -104,3 +104,22 @@ def test_the_task_that_counts_is_the_newest_wanted_running() -> None:
     newest = _current([task("failed", 2, desired="shutdown"), task("shutdown", 9, desired="shutdown")])
     assert newest is not None and newest["ID"] == "t9"
     assert _current([]) is None
+
+
+def test_every_wrapper_of_the_swarm_runtime_still_lists_and_changes_hosts() -> None:
+    """The controller wraps the runtime (EventAwareRuntime) and jobs wrap it again (FencedRuntime): each must
+    pass on every host method, or a job sees "one host" (a lost host's drain failed so once)."""
+    import time
+
+    from orchestry.controller.observed import EventAwareRuntime
+    from orchestry.jobs.base import Fence
+    from orchestry.jobs.fenced import FencedRuntime
+    from orchestry.runtime.swarm_engine import SwarmEngine
+    from orchestry.runtime.types import HostLister
+
+    engine = SwarmEngine(base_url="unix:///nonexistent.sock")
+    wrapped = EventAwareRuntime(engine)
+    fenced = FencedRuntime(wrapped, Fence("n", 1, lambda: time.monotonic() + 60), 1)
+    for runtime in (engine, wrapped, fenced):
+        assert isinstance(runtime, HostLister), type(runtime).__name__
+    assert isinstance(fenced.inner, HostLister)

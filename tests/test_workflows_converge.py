@@ -171,6 +171,27 @@ CASES = [
 ]
 
 
+def moved(slot: int, ready: bool = True) -> Seen:
+    """A replica of the revision in force on a host being drained."""
+    return Seen(f"a-{slot}", slot, "new", running=True, ready=ready, evicted=True)
+
+
+CASES += [
+    # A host's drain moves its replicas like a rollout: one extra elsewhere, ready before the one there drains.
+    ("a drained host's replica gets a replacement first", 2, [run(1), moved(2)], (3,), (), (), False, False),
+    ("its replacement not ready yet: wait", 2, [run(1), moved(2), run(3, ready=False)], (), (), (), True, False),
+    ("its replacement ready: the evicted one drains", 2, [run(1), moved(2), run(3)], (), ("a-2",), (), False, False),
+    ("two on the drained host: one at a time", 3, [run(1), moved(2), moved(3)], (4,), (), (), False, False),
+    ("an evicted replica draining is awaited", 2, [run(1), run(3), leaving(2, False, "new")], (), (), (), True, False),
+    ("scale-in takes the evicted first", 1, [run(1), moved(2)], (), ("a-2",), (), False, False),
+    ("every replica on the drained host", 1, [moved(1)], (2,), (), (), False, False),
+    # a rollout's last old replica serves until the last new one does (it was drained at once before)
+    ("last old waits for the last new", 2, [run(1, ready=False), run(2, "old"), run(3)], (), (), (), True, False),
+    # an unhealthy new replica while moving is replaced, not a halted rollout
+    ("a sick replacement is replaced", 2, [run(1), moved(2), sick(3)], (4,), ("a-3",), (), False, False),
+]
+
+
 @pytest.mark.parametrize(
     ("want", "seen", "start", "drain", "stop", "waits", "halts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
@@ -218,6 +239,28 @@ def test_rollout_converges_and_never_drops_below_desired() -> None:
     assert plan.done
     assert len(seen) == 4 and all(s.spec_hash == "new" for s in seen)
     assert len({s.slot for s in seen}) == 4
+
+
+def test_moving_off_a_drained_host_never_drops_below_desired() -> None:
+    """Three replicas, two on a host being drained: apply each plan until done; capacity never drops."""
+    seen = [run(1), moved(2), moved(3)]
+    for _ in range(60):
+        plan = plan_app(Desired(3, "new"), seen)
+        if plan.done:
+            break
+        assert sum(s.ready for s in seen) >= 3
+        stopped = {s.name for s in plan.stops}
+        drained = {s.name for s in plan.drains}
+        seen = [
+            leaving(s.slot, drained=False, h=s.spec_hash)
+            if s.name in drained
+            else (leaving(s.slot, drained=True, h=s.spec_hash) if s.draining else s)
+            for s in seen
+            if s.name not in stopped
+        ] + [run(s.slot) for s in plan.starts]
+    assert plan.done
+    assert len(seen) == 3 and not [s for s in seen if s.evicted]
+    assert all(p.reason != "roll out the new revision" for p in plan.starts)
 
 
 def test_done_plan() -> None:

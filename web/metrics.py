@@ -27,10 +27,12 @@ from orchestry.models.base import aware
 from orchestry.models.cluster import ControllerNode, current_lease, db_now
 from orchestry.models.edge import Certificate
 from orchestry.models.metrics import latency_histograms, latest_rows
+from orchestry.models.replicas import replicas_by_host
 from orchestry.models.routing import ROUTING_NAME, RoutingState
 from orchestry.models.scaling import action_counts
 from orchestry.models.stats import app_stats, health_counts, job_stats
 from orchestry.models.webhooks import OUTCOMES, list_webhooks
+from orchestry.runtime.types import EngineUnavailable, HostLister, NodeInfo
 from orchestry.web.app_metrics import fresh_since
 from orchestry.web.context import ctx, session
 from orchestry.web.openapi import operation
@@ -39,10 +41,11 @@ bp = Blueprint("metrics", __name__)
 
 
 class StateCollector(Collector):
-    def __init__(self, session: Session, node: str, fresh: datetime) -> None:
+    def __init__(self, session: Session, node: str, fresh: datetime, hosts: list[NodeInfo] | None = None) -> None:
         self.session = session  # the request's own: a second connection would queue behind it on SQLite
         self.node = node
         self.fresh = fresh  # samples older than this are not current any more (no leader collects)
+        self.hosts = hosts  # the Swarm's hosts (runtime: swarm, and its manager answered); None: no host gauges
 
     def collect(self) -> Iterator[Metric]:
         apps = app_stats(self.session)
@@ -96,6 +99,29 @@ class StateCollector(Collector):
         yield self._components()
         yield self._certificates()
         yield self._webhooks()
+        if self.hosts is not None:
+            yield from self._hosts(self.hosts)
+
+    def _hosts(self, hosts: list[NodeInfo]) -> Iterator[Metric]:
+        """Per Swarm host: up (Swarm's state ready), available (active), and this installation's replicas there."""
+        up = GaugeMetricFamily("orchestry_host_up", "1 when Swarm reports the host ready", labels=["host"])
+        available = GaugeMetricFamily(
+            "orchestry_host_available",
+            "1 when the host takes new replicas (availability active); 0 paused or drained",
+            labels=["host"],
+        )
+        replicas = GaugeMetricFamily("orchestry_host_replicas", "Replicas running on the host", labels=["host"])
+        healthy = GaugeMetricFamily(
+            "orchestry_host_healthy_replicas", "Replicas on the host passing their checks", labels=["host"]
+        )
+        counts = replicas_by_host(self.session)
+        for h in hosts:
+            running, ok = counts.get(h.name, (0, 0))
+            up.add_metric([h.name], 1.0 if h.state == "ready" else 0.0)
+            available.add_metric([h.name], 1.0 if h.availability == "active" else 0.0)
+            replicas.add_metric([h.name], running)
+            healthy.add_metric([h.name], ok)
+        yield from (up, available, replicas, healthy)
 
     def _webhooks(self) -> Metric:
         # Counters kept on the webhook row (its delivery history is trimmed): a deleted webhook's series ends.
@@ -229,5 +255,17 @@ APP_GAUGES = {
 def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     _now, fresh = fresh_since(session())
-    registry.register(StateCollector(session(), ctx().settings.node_id, fresh))
+    registry.register(StateCollector(session(), ctx().settings.node_id, fresh, _hosts()))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _hosts() -> list[NodeInfo] | None:
+    """The Swarm's hosts for the host gauges, read from its manager (like `GET /api/v1/hosts`); None on the
+    docker runtime or when the manager does not answer (the scrape still answers, without them)."""
+    runtime = ctx().runtime
+    if ctx().settings.runtime != "swarm" or not isinstance(runtime, HostLister):
+        return None
+    try:
+        return runtime.nodes()
+    except EngineUnavailable:
+        return None

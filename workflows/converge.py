@@ -49,6 +49,7 @@ class Seen:
     draining: bool = False  # left the routing table, waiting to be stopped
     drained: bool = False  # draining, and safe to stop now
     unhealthy: bool = False  # crossed its failure threshold: to be replaced
+    evicted: bool = False  # its host is being drained: replaced elsewhere like an old revision's replica
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Container:
     spec_hash: str
     running: bool
     address: str | None  # host:port where it is published, if it is
+    evicted: bool = False  # on a host being drained (workflows/hosts.py leaving)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,9 @@ def see(
             open_requests = routing.in_flight.get(c.address) if c.address and left else None
             drained = not router or (left and (waited >= drain_seconds or open_requests == 0))
         unhealthy = c.running and health == "unhealthy"
-        out.append(Seen(c.name, c.slot, c.spec_hash, c.running, healthy and in_table, draining, drained, unhealthy))
+        out.append(
+            Seen(c.name, c.slot, c.spec_hash, c.running, healthy and in_table, draining, drained, unhealthy, c.evicted)
+        )
     return out
 
 
@@ -178,13 +182,15 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
     active = [s for s in running if not s.draining]
     doomed = [s for s in active if s.unhealthy and desired.replace_unhealthy]
     keep = [s for s in active if s not in doomed]
-    current = sorted((s for s in keep if s.spec_hash == desired.spec_hash), key=lambda s: s.slot)
-    old = sorted((s for s in keep if s.spec_hash != desired.spec_hash), key=lambda s: s.slot)
+    # A replica on a host being drained is moved like an old revision's: one extra replica elsewhere, ready
+    # before it drains (Swarm places nothing new on that host), so a host's drain fails no request.
+    current = sorted((s for s in keep if s.spec_hash == desired.spec_hash and not s.evicted), key=lambda s: s.slot)
+    old = sorted((s for s in keep if s.spec_hash != desired.spec_hash or s.evicted), key=lambda s: s.slot)
     want = max(0, desired.replicas)
     drains = [Stop(s.name, "unhealthy: replaced") for s in doomed]
     starts: list[Start] = []
 
-    failed_new = [s for s in active if s.unhealthy and s.spec_hash == desired.spec_hash]
+    failed_new = [s for s in active if s.unhealthy and s.spec_hash == desired.spec_hash and not s.evicted]
     if failed_new and any(s.spec_hash != desired.spec_hash for s in active):
         bad = ", ".join(s.name for s in failed_new)
         return Plan(
@@ -196,7 +202,12 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
         # Scale-in takes the unhealthy first, then those not serving, then the newest (highest slot).
         extra = sorted(current, key=lambda s: (s.unhealthy, not s.ready, s.slot), reverse=True)[: len(current) - want]
         drains += [Stop(s.name, f"scale to {want}") for s in extra]
-        drains += [Stop(s.name, "replaced by the new revision" if want else f"scale to {want}") for s in old]
+        # The old (or evicted) replicas serve until the new ones do: the app never has fewer ready than desired.
+        pending = [s.name for s in current if s not in extra and not s.ready and not s.unhealthy]
+        if old and want and pending:
+            waits += pending
+        else:
+            drains += [Stop(s.name, _replaced(s) if want else f"scale to {want}") for s in old]
     elif not old:
         starts = [Start(slot, f"scale to {want}") for slot in free_slots(used, want - len(current))]
     else:  # rolling update, one extra replica at a time (those still draining count as extra)
@@ -204,11 +215,12 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
         not_ready = [s.name for s in current if not s.ready and not s.unhealthy]
         if total < want + 1:
             room = min(want - len(current), want + 1 - total)
-            starts = [Start(slot, "roll out the new revision") for slot in free_slots(used, room)]
+            why = "move off a drained host" if all(s.evicted for s in old) else "roll out the new revision"
+            starts = [Start(slot, why) for slot in free_slots(used, room)]
         elif not_ready or any(not s.drained for s in leaving):
             waits += not_ready  # the draining ones are in `waits` already
         else:
-            drains.append(Stop(old[0].name, "replaced by the new revision"))
+            drains.append(Stop(old[0].name, _replaced(old[0])))
     if not (starts or drains or stops):
         # up and scale end when the new replicas serve; one that failed (kept while backing off) is not awaited
         waits += [s.name for s in current if not s.ready and not s.unhealthy and s.name not in waits]
@@ -216,3 +228,7 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
     if waits and not (starts or drains or stops):
         wait = f"waiting for {', '.join(waits)}"
     return Plan(starts=tuple(starts), drains=tuple(drains), stops=tuple(stops), wait=wait)
+
+
+def _replaced(s: Seen) -> str:
+    return "its host is drained: replaced elsewhere" if s.evicted else "replaced by the new revision"

@@ -19,7 +19,8 @@ The issue's notifications, as the event types Orchestry records (subscribe to a 
 |                      | revision restored: `rollout.onFailure: rollback`, or `orchestry rollback`)   |
 | leader changed       | leader.elected, leader.lease_lost, leader.stepped_down                       |
 | node down            | leader.lease_lost (the leading node went silent), host.drained (a Swarm host |
-|                      | lost), docker.failed / nginx.failed (a node's component down)                |
+|                      | lost, details.why "lost"; or drained on request, "requested"), host.active   |
+|                      | (a host back, or activated), docker.failed / nginx.failed (a component down) |
 | certificate failing  | cert.failed                                                                  |
 
 Signature (as Stripe's): `Orchestry-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`;
@@ -77,6 +78,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "docker.failed",
     "nginx.failed",
     "host.drained",
+    "host.active",
     "webhook.added",
     "webhook.deleted",
     "webhook.disabled",
