@@ -14,6 +14,7 @@ The issue's notifications, as the event types Orchestry records (subscribe to a 
 | job failed           | job.failed (details.kind: the job's kind)                                    |
 | replica replaced     | replica.replaced (also replica.unhealthy / replica.healthy, health changes)  |
 | app scaled           | scaling.out, scaling.in (the autoscaler), app.scale (a user's `scale`)       |
+| scaled to zero, woke | app.idle (idle for idleSeconds: to 0), app.woke (serving again after a wake) |
 | rollout halted       | job.failed of a deploy/rollback/restart job (the rollout halts, the job fails)|
 | rollout rolled back  | app.rolled_back (`rollout.onFailure: rollback`, or `orchestry rollback`)     |
 | leader changed       | leader.elected, leader.lease_lost, leader.stepped_down                       |
@@ -51,6 +52,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "app.stopped",
     "app.deleted",
     "app.rolled_back",
+    "app.idle",
+    "app.woke",
     "replica.replaced",
     "replica.healthy",
     "replica.unhealthy",
