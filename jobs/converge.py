@@ -55,6 +55,7 @@ from orchestry.workflows.health import replacement_backoff
 from orchestry.workflows.registry import pull_summary, registry_of
 from orchestry.workflows.revision import RevisionView, revision_view
 from orchestry.workflows.rollout import on_failure, restore_after_failure
+from orchestry.workflows.wake import WOKE_EVENT
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
@@ -394,6 +395,25 @@ def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], lis
         raise TemporaryError(f"volumes of {name}: {exc}") from None
 
 
+def _woke(ctx: JobContext, session: Session, name: str, wake: dict[str, Any], replicas: int) -> None:
+    """A wake from zero converged (its replica is healthy and routed next): `app.woke`, with the latency
+    from the first held request (the wake-latency histogram reads it)."""
+    try:
+        since = datetime.fromisoformat(str(wake.get("since")))
+    except ValueError:
+        return
+    latency = max(0.0, (utcnow() - since).total_seconds())
+    ctx.event(
+        session,
+        WOKE_EVENT,
+        f"app {name} woke: {replicas} replica(s) serving, {latency:.2f} s after its first held request "
+        f"(on {wake.get('node')})",
+        latency_seconds=round(latency, 3),
+        node=wake.get("node"),
+        held=wake.get("held"),
+    )
+
+
 def _finish(
     ctx: JobContext, target: Target, observed: list[Observed], started: list[str], stopped: list[str]
 ) -> dict[str, Any]:
@@ -430,6 +450,9 @@ def _finish(
                     started=started,
                     stopped=stopped,
                 )
+            wake = ctx.args.get("wake")
+            if isinstance(wake, dict) and observed and app.desired_replicas > 0:  # `started` may be an earlier run's
+                _woke(ctx, session, app.name, wake, len(observed))
         elif app.status in ("stopped", "registered") and stopped:
             ctx.event(session, "app.stopped", f"app {app.name} stopped", stopped=stopped)
     if ctx.router is not None and target.routed and (started or stopped):

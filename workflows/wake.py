@@ -27,7 +27,7 @@ upgrade waits like a GET, before anything went upstream).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,27 @@ def wake_entry(scaling: Mapping[str, Any], wake: Mapping[str, Any] | None) -> Wa
         int(w.get("maxQueuedRequests", DEFAULT_MAX_QUEUED)),
         float(w.get("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS)),
     )
+
+
+IDLE_STATUS = "idle"
+WOKE_EVENT = "app.woke"  # a wake from zero served: recorded by the scale job, with its latency
+
+# Upper bounds (s) of the wake-latency histogram's buckets: from the first held request to a replica serving.
+WAKE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+def wake_histogram(latencies: Sequence[float]) -> tuple[list[tuple[str, int]], float]:
+    """Prometheus' cumulative buckets ("le" -> count, "+Inf" last) and the sum of these latencies."""
+    buckets = [(repr(bound), sum(1 for x in latencies if x <= bound)) for bound in WAKE_BUCKETS]
+    return [*buckets, ("+Inf", len(latencies))], float(sum(latencies))
+
+
+def shown_status(status: str, desired: int, scaling: Mapping[str, Any]) -> str:
+    """The status the API and CLI show: `idle` for a running app scaled to zero that wakes on a request
+    (minReplicas 0, auto mode); the stored status otherwise (it stays `running`: the app is still served)."""
+    if status == "running" and desired == 0 and wake_entry(scaling, None) is not None:
+        return IDLE_STATUS
+    return status
 
 
 @dataclass(frozen=True)
