@@ -4,13 +4,15 @@ is announced at once on the control long-poll."""
 
 from __future__ import annotations
 
+import base64
 import json
-import threading
+import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
+from test_edge_live import WebsocketEcho, read_frame
 from test_nginx_live import Backends, client, control
 
 from orchestry.nginx.manager import NginxManager
@@ -19,12 +21,6 @@ from orchestry.nginx.routes import build_route_table
 pytestmark = pytest.mark.usefixtures("nginx_required")
 
 WAKE = {"web": {"max": 5, "timeout": 3}}
-
-
-def later(seconds: float, action: Any) -> threading.Timer:
-    timer = threading.Timer(seconds, action)
-    timer.start()
-    return timer
 
 
 def test_a_held_get_and_post_reach_the_first_replica_once(nginx: NginxManager, backends: Backends) -> None:
@@ -114,3 +110,31 @@ def test_the_table_with_wake_round_trips_and_bad_bounds_are_refused(nginx: Nginx
         assert c.get("/_orchestry/wakes", params={"wait": "31"}).status_code == 400
     with pytest.raises(ValueError, match="wake of nope"):
         build_route_table(1, {"web": []}, {"nope": WAKE["web"]})
+
+
+def test_a_held_websocket_upgrade_is_sent_once_and_its_connection_counts(nginx: NginxManager) -> None:
+    """The upgrade waits like any request, then the exchange runs; while it is open the app has an open
+    connection in nginx's counters (what keeps it from idling)."""
+    echo = WebsocketEcho()
+    try:
+        nginx.push_routes(build_route_table(1, {"chat": []}, {"chat": {"max": 5, "timeout": 5}}))
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection(("127.0.0.1", nginx.settings.listen_port), timeout=5) as conn:
+            conn.sendall(
+                f"GET /chat/room HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            time.sleep(0.4)
+            assert nginx.wanted_wakes(-1, 0).apps["chat"][0] == 1  # held
+            nginx.push_routes(build_route_table(2, {"chat": [echo.address]}, {"chat": {"max": 5, "timeout": 5}}))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(1)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            mask = os.urandom(4)
+            conn.sendall(bytes([0x81, 0x85]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello")))
+            assert read_frame(conn) == b"HELLO"
+            assert nginx.traffic_counters()["apps"]["chat"]["active"] == 1
+        assert echo.headers["upgrade"] == "websocket"
+    finally:
+        echo.close()
