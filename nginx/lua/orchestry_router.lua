@@ -694,7 +694,10 @@ function _M.done()
   local ctx = ngx.ctx
   if ctx.orch_held then
     local wake = ngx.shared[WAKE]
-    if wake:incr("h:" .. ctx.orch_held, -1, 0) <= 0 then wake:delete("s:" .. ctx.orch_held) end
+    if wake:incr("h:" .. ctx.orch_held, -1, 0) <= 0 then -- none held any more: no wake is wanted
+      wake:delete("s:" .. ctx.orch_held)
+      wake:delete("w:" .. ctx.orch_held)
+    end
     if ctx.orch_held_ms then ngx.shared[STATS]:incr("wh:" .. ctx.orch_held .. ":" .. bucket(ctx.orch_held_ms), 1, 0) end
     ctx.orch_held = nil
   end
@@ -836,10 +839,10 @@ function _M.control_wakes()
   ngx.update_time()
   local now, apps = ngx.now(), {}
   for _, key in ipairs(wake:get_keys(0)) do
-    if key:sub(1, 2) == "w:" then
-      local app = key:sub(3)
-      local since = wake:get("s:" .. app)
-      apps[app] = { held = math.max(0, wake:get("h:" .. app) or 0), age = since and math.max(0, now - since) or 0 }
+    local held = key:sub(1, 2) == "w:" and (wake:get("h:" .. key:sub(3)) or 0) or 0
+    if held > 0 then -- a request is held now (a wake wanted for requests already answered is stale)
+      local since = wake:get("s:" .. key:sub(3))
+      apps[key:sub(3)] = { held = held, age = since and math.max(0, now - since) or 0 }
     end
   end
   local body = string.format('{"seq":%d,"apps":%s}', wake:get("seq") or 0, next(apps) and cjson.encode(apps) or "{}")
