@@ -529,23 +529,15 @@ CASES = [
     ),
     # -- zero replicas
     Case("zero replicas with minReplicas 1: raised at once", app(), 0, 1, "0 below minReplicas 1 → 1"),
-    Case("zero replicas and no requests: stays at zero", app(rps=0), 0, 0, "no replicas and no requests", policy=MIN0),
+    Case("zero replicas and no requests: stays at zero", app(rps=0), 0, 0, "the next request wakes", policy=MIN0),
     Case(
-        "zero replicas and requests: out from zero, one step",
+        "zero replicas and a window that still holds traffic: stays at zero (no flap after going idle)",
         app(rps=200),
         0,
-        2,
-        "rps 200 with no replicas → 0 → 5, capped at maxScaleOutStep 2 → 2",
-        policy=MIN0,
-    ),
-    Case(
-        "out from zero skips the cooldown",
-        app(rps=0.5),
         0,
-        1,
-        "rps 0.5 with no replicas → 0 → 1",
+        "no replicas: the next request wakes the app (nginx holds it): no change",
         policy=MIN0,
-        history=scaled(10),
+        burst=app(6, rps=50),
     ),
 ]
 

@@ -38,8 +38,9 @@ half of `windowSeconds`, and no recent higher recommendation. Once due, it is si
 the load now: the main window's mean still carries a load that ended inside it, and sized from that mean a
 fall of the load would come down in two steps.
 
-From zero replicas (minReplicas 0): any request or connection nginx saw is demand; the app scales out to
-what it needs without waiting for the cooldown.
+At zero replicas (minReplicas 0): no change. nginx holds the app's next request and wakes it at once
+(workflows/wake.py), before any sample could count that request; the traffic a window still holds from
+before the app went to zero is no demand (scaling out on it undid every scale to zero for a window's length).
 
 To zero (minReplicas 0, auto mode): only by idleness, never by the proportional rule (which, with no
 traffic, would otherwise take a quiet app down to 0 a step at a time). `quiet` is the app's window over
@@ -92,6 +93,8 @@ BURST_THRESHOLD = 2.0
 # A scale-in needs samples that cover at least this fraction of windowSeconds (a collector that was down,
 # or a window that just began, says too little about a quiet app).
 MIN_SCALE_IN_COVERAGE = 0.5
+
+AT_ZERO = "no replicas: the next request wakes the app (nginx holds it): no change"
 
 # Ratios are quotients of floats: 40/50 must count as exactly 80%.
 _EPSILON = 1e-9
@@ -423,8 +426,8 @@ def decide_scale(
         return decided(bounded, f"{current} {bound} → {bounded}", bounded)
     if policy.mode == "manual":
         return decided(current, f"manual mode: stays at {current} (within {low}..{high})", current)
-    if max(current, len(replicas)) == 0:
-        return _from_zero(window, policy, ratios)
+    if max(current, len(replicas)) == 0:  # minReplicas 0 and auto mode, or it would be raised above
+        return decided(0, AT_ZERO, 0)
     if low == 0 and current > 0:
         idle = _idle(quiet, policy, history, now)
         if idle is not None:
@@ -483,31 +486,6 @@ def decide_scale(
     if target == current:
         text += ": no change"
     return replace(decided(target, text, recommended, proposal.governing), burst=surge is not None)
-
-
-def _from_zero(window: MetricWindow, policy: ScalingPolicy, ratios: Mapping[str, float | None]) -> ScaleDecision:
-    """No replica: any request or connection is demand, met without waiting for the cooldown."""
-    aim = _out_fraction(policy)
-    demand = [
-        (metric, value, _ceil(value / (target * aim)))
-        for metric, value, target in (
-            ("rps", window.rps, policy.target_rps_per_replica),
-            ("connections", window.active_connections, policy.max_conn_per_replica),
-        )
-        if value is not None and value > 0
-    ]
-    if not demand:
-        return ScaleDecision(0, 0, "none", ratios, None, "no replicas and no requests: no change", 0)
-    metric, value, wanted = max(demand, key=lambda d: d[2])
-    desired = max(1, wanted)
-    recommended = min(max(desired, policy.min_replicas), policy.max_replicas)
-    text = f"{metric} {_num(value)} with no replicas → 0 → {desired}"
-    if recommended != desired:
-        text += f", capped at maxReplicas {policy.max_replicas} → {recommended}"
-    target = min(recommended, policy.max_scale_out_step)
-    if target < recommended:
-        text += f", capped at maxScaleOutStep {policy.max_scale_out_step} → {target}"
-    return ScaleDecision(0, target, "out", ratios, metric, text, recommended)
 
 
 def _idle(quiet: MetricWindow | None, policy: ScalingPolicy, history: ScalingHistory, now: datetime) -> str | None:
