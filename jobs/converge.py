@@ -3,13 +3,15 @@
 Every app operation (deploy, scale, stop, delete, reconcile) is this loop; they differ only in the desired
 state the API wrote before enqueueing them. Running it twice is harmless: the second run observes that
 nothing is left to do. The job never sleeps: when the plan says wait (a replica draining, a new one not yet
-healthy), it raises `Wait` and the dispatcher runs it again shortly.
+healthy), it raises `Wait` and the dispatcher runs it again shortly. One exception: a wake from zero probes
+its new replica for a few seconds (requests are held until it passes), rather than wait for the health sweep.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +61,8 @@ from orchestry.workflows.wake import WOKE_EVENT
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
+WAKE_PROBE_SECONDS = 5.0  # a wake's job probes its new replica this long before waiting like any job
+WAKE_PROBE_STEP = 0.05
 REPLACED_EVENT = "replica.replaced"
 
 
@@ -202,6 +206,8 @@ def converge(ctx: JobContext) -> dict[str, Any]:
                     sync_observed(session, target.app_id, _rows(observe(ctx, name)))
             raise PermanentError(plan.halt)
         if plan.wait and not (plan.starts or plan.drains or plan.stops):
+            if _probe_for_wake(ctx, name):
+                continue  # in rotation now: the next round finds the plan done
             raise Wait(plan.wait + (f"; replacing unhealthy replicas backs off for {backoff}" if backoff else ""))
         _drain(ctx, target, plan.drains)
         _stop(ctx, target, plan.stops, stopped)
@@ -393,6 +399,22 @@ def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], lis
         return [], ctx.runtime.list_volumes(cluster, name)
     except (EngineUnavailable, VolumeConflict) as exc:
         raise TemporaryError(f"volumes of {name}: {exc}") from None
+
+
+def _probe_for_wake(ctx: JobContext, name: str) -> bool:
+    """A wake from zero: requests are held until a replica passes its health check, so probe the app now and
+    again every WAKE_PROBE_STEP (up to WAKE_PROBE_SECONDS) instead of waiting for the health sweep's next
+    tick. True once a replica turned healthy (the sweep's recording put it in the routing table)."""
+    if not isinstance(ctx.args.get("wake"), dict) or ctx.health is None:
+        return False
+    deadline = time.monotonic() + WAKE_PROBE_SECONDS
+    while time.monotonic() < deadline:
+        ctx.fence.check()
+        report = ctx.health.check_app(name)
+        if any(after == "healthy" for _, _, after in report.get("transitions", [])):
+            return True
+        time.sleep(WAKE_PROBE_STEP)
+    return False
 
 
 def _woke(ctx: JobContext, session: Session, name: str, wake: dict[str, Any], replicas: int) -> None:
