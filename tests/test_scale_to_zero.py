@@ -66,6 +66,10 @@ def test_an_idle_app_goes_to_zero_and_its_first_requests_wake_it(live: LiveServe
 
     wait_for(lambda: app(live, "sleepy")["desired_replicas"] == 0, timeout=45, step=0.5)
     assert app(live, "sleepy")["status"] == "idle" and listed(live, "sleepy") == "idle"
+    shown = live.cli("list")
+    assert shown.returncode == 0 and any(line.split()[:2] == ["sleepy", "idle"] for line in shown.stdout.splitlines())
+    policy = live.cli("scaling", "sleepy")
+    assert "scales to zero after 4s without a request; woken by the next one" in policy.stdout, policy.stdout
     wait_for(lambda: app(live, "sleepy")["replica_count"] == 0, timeout=30, step=0.5)  # its container is gone
     idle = [e for e in events(live, "sleepy") if e["type"] == "app.idle"]
     assert len(idle) == 1 and "no request and no open connection for 4s (idleSeconds)" in idle[0]["message"]

@@ -572,11 +572,7 @@ hold = function(app, bounds)
     local _, apps, wakes = current()
     local peers = apps and apps[app]
     if not peers then return respond(404, { error = "unknown_app", app = app }) end
-    if #peers > 0 then
-      ngx.update_time()
-      ngx.ctx.orch_held_ms = (ngx.now() - started) * 1000
-      return peers
-    end
+    if #peers > 0 then return peers end
     if not wakes[app] then return respond(503, { error = "no_healthy_replica", app = app }) end
     if ngx.now() >= deadline then
       return give_up(503, { error = "wake_timeout", app = app,
@@ -698,7 +694,6 @@ function _M.done()
       wake:delete("s:" .. ctx.orch_held)
       wake:delete("w:" .. ctx.orch_held)
     end
-    if ctx.orch_held_ms then ngx.shared[STATS]:incr("wh:" .. ctx.orch_held .. ":" .. bucket(ctx.orch_held_ms), 1, 0) end
     ctx.orch_held = nil
   end
   local address = ctx.orch_inflight
