@@ -295,6 +295,8 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
             secrets=secrets,
         )
         req = dataclasses.replace(req, registry_auth=auth)
+        if isinstance(ctx.args.get("wake"), dict):  # requests are held: no settle, the wake probes it at once
+            req = dataclasses.replace(req, settle=0.0)
         try:
             obs = ctx.runtime.start_replica(req)
         except (EngineUnavailable, ContainerFailed, ImageUnavailable, VolumeConflict) as exc:

@@ -531,6 +531,15 @@ CASES = [
     Case("zero replicas with minReplicas 1: raised at once", app(), 0, 1, "0 below minReplicas 1 → 1"),
     Case("zero replicas and no requests: stays at zero", app(rps=0), 0, 0, "the next request wakes", policy=MIN0),
     Case(
+        "scaled to zero, its replica not yet draining, slow requests in the window: stays at zero",
+        app(rps=2, p95_ms=1400),
+        0,
+        0,
+        "no replicas: the next request wakes the app",
+        replicas=ready(1),
+        policy=MIN0,
+    ),
+    Case(
         "zero replicas and a window that still holds traffic: stays at zero (no flap after going idle)",
         app(rps=200),
         0,

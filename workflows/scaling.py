@@ -426,7 +426,7 @@ def decide_scale(
         return decided(bounded, f"{current} {bound} → {bounded}", bounded)
     if policy.mode == "manual":
         return decided(current, f"manual mode: stays at {current} (within {low}..{high})", current)
-    if max(current, len(replicas)) == 0:  # minReplicas 0 and auto mode, or it would be raised above
+    if current == 0:  # minReplicas 0 and auto mode (else raised above); replicas left are on their way out
         return decided(0, AT_ZERO, 0)
     if low == 0 and current > 0:
         idle = _idle(quiet, policy, history, now)

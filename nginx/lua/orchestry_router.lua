@@ -572,7 +572,11 @@ hold = function(app, bounds)
     local _, apps, wakes = current()
     local peers = apps and apps[app]
     if not peers then return respond(404, { error = "unknown_app", app = app }) end
-    if #peers > 0 then return peers end
+    if #peers > 0 then
+      ngx.update_time()
+      ngx.ctx.orch_held_for = ngx.now() - started -- not the app's latency: left out of its histogram
+      return peers
+    end
     if not wakes[app] then return respond(503, { error = "no_healthy_replica", app = app }) end
     if ngx.now() >= deadline then
       return give_up(503, { error = "wake_timeout", app = app,
@@ -714,7 +718,7 @@ function _M.done()
   stats:incr("a:" .. app, -1, 0)
   stats:incr("r:" .. app, 1, 0)
   if ngx.status >= 500 then stats:incr("e:" .. app, 1, 0) end
-  local ms = (tonumber(ngx.var.request_time) or 0) * 1000
+  local ms = math.max(0, (tonumber(ngx.var.request_time) or 0) - (ctx.orch_held_for or 0)) * 1000
   stats:incr("h:" .. app .. ":" .. bucket(ms), 1, 0)
   stats:incr("t:" .. app, ms, 0) -- summed latency: a Prometheus histogram's _sum
   if address then stats:incr("u:" .. app .. "|" .. address, 1, 0) end
