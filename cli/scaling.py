@@ -66,6 +66,8 @@ def scaling(args: argparse.Namespace, settings: Settings) -> int:
         f"window {p.get('windowSeconds')}s, cooldown {p.get('cooldownSeconds')}s, "
         f"stabilization {p.get('stabilizationWindowSeconds')}s"
     )
+    if p.get("minReplicas") == 0 and p.get("mode", "auto") == "auto":
+        print(f"scales to zero after {p.get('idleSeconds', 300)}s without a request; woken by the next one")
     rows = [
         (ago(d["at"]), f"{d['current']} → {d['target']}", d["direction"], "burst" if d["burst"] else "", d["reason"])
         for d in history["decisions"]

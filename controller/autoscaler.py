@@ -59,6 +59,7 @@ from orchestry.workflows.scaling import (
 log = logging.getLogger("orchestry.autoscaler")
 REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (started over beyond)
 
+IDLE_EVENT = "app.idle"  # scaled to zero: no request and no open connection for idleSeconds
 PURGE_SECONDS = 60.0  # old decisions are purged once a minute (and every round while a backlog remains)
 
 
@@ -76,6 +77,11 @@ class Inputs:
     replicas: tuple[ReplicaState, ...]
     window: MetricWindow
     burst: MetricWindow
+    quiet: MetricWindow | None = None  # over idleSeconds, for an app that may idle (minReplicas 0, auto)
+
+
+def may_idle(policy: ScalingPolicy) -> bool:
+    return policy.mode == "auto" and policy.min_replicas == 0
 
 
 def gather(session: Session, app: App, now: datetime, cap: int) -> Inputs:
@@ -84,13 +90,18 @@ def gather(session: Session, app: App, now: datetime, cap: int) -> Inputs:
     names = [r.name for r in replicas]
     window = metric_window(session, app.id, now - timedelta(seconds=policy.window_seconds), replicas=names)
     burst = metric_window(session, app.id, now - timedelta(seconds=policy.burst_window_seconds), replicas=names)
-    return Inputs(policy, app.desired_replicas, replicas, window, burst)
+    quiet = None
+    if may_idle(policy) and app.desired_replicas > 0:
+        quiet = metric_window(session, app.id, now - timedelta(seconds=policy.idle_seconds), replicas=())
+    return Inputs(policy, app.desired_replicas, replicas, window, burst, quiet)
 
 
 def decide(session: Session, app: App, inputs: Inputs, now: datetime) -> ScaleDecision:
     """The decision for these inputs, with the app's stored history (stabilization, cooldown)."""
     history = history_for(session, app.id, now, inputs.policy.stabilization_window_seconds)
-    return decide_scale(inputs.window, inputs.policy, inputs.current, inputs.replicas, now, history, inputs.burst)
+    return decide_scale(
+        inputs.window, inputs.policy, inputs.current, inputs.replicas, now, history, inputs.burst, inputs.quiet
+    )
 
 
 def snapshot(inputs: Inputs) -> dict[str, Any]:
@@ -98,6 +109,7 @@ def snapshot(inputs: Inputs) -> dict[str, Any]:
     return {
         "window": _window_json(inputs.window),
         "burst": _window_json(inputs.burst),
+        **({"quiet": _window_json(inputs.quiet)} if inputs.quiet is not None else {}),
         "replicas": len(inputs.replicas),
         "ready": sum(1 for r in inputs.replicas if r.ready),
     }
@@ -181,6 +193,7 @@ class Autoscaler:
         revisions = self._revisions.load(session, [(r[4], r[5]) for r in rows])
         policies: dict[int, ScalingPolicy] = {}
         probed: dict[int, bool] = {}
+        currents = {row[0]: row[2] for row in rows}
         for app_id, _name, _current, api_section, rev_id, content_hash in rows:
             section, probed[app_id] = revisions.get((rev_id, content_hash), ({}, False))
             policies[app_id] = policy_in_force(
@@ -189,9 +202,15 @@ class Autoscaler:
         # A manual app's decision depends on its bounds only: no metrics, replicas or history are read for it.
         auto = {i: p for i, p in policies.items() if p.mode == "auto"}
         replicas = replica_states_of(session, {i: probed[i] for i in auto})
+        idling = {i for i, p in auto.items() if may_idle(p) and currents[i] > 0}
         windows: dict[float, dict[int, dict[str | None, Averages]]] = {}
-        for seconds in {p.window_seconds for p in auto.values()} | {p.burst_window_seconds for p in auto.values()}:
-            ids = [i for i, p in auto.items() if seconds in (p.window_seconds, p.burst_window_seconds)]
+        spans = {p.window_seconds for p in auto.values()} | {p.burst_window_seconds for p in auto.values()}
+        for seconds in spans | {auto[i].idle_seconds for i in idling}:
+            ids = [
+                i
+                for i, p in auto.items()
+                if seconds in (p.window_seconds, p.burst_window_seconds) or (i in idling and seconds == p.idle_seconds)
+            ]
             windows[seconds] = windows_averages(session, ids, now - timedelta(seconds=seconds))
         past: dict[int, ScalingHistory] = {}
         for seconds in {p.stabilization_window_seconds for p in auto.values()}:
@@ -203,7 +222,9 @@ class Autoscaler:
             names = [r.name for r in states]
             window = window_of(windows.get(policy.window_seconds, {}).get(app_id, {}), names)
             burst = window_of(windows.get(policy.burst_window_seconds, {}).get(app_id, {}), names)
-            decision = decide_scale(window, policy, current, states, now, past.get(app_id, NO_HISTORY), burst)
+            quiet = window_of(windows[policy.idle_seconds].get(app_id, {}), ()) if app_id in idling else None
+            history = past.get(app_id, NO_HISTORY)
+            decision = decide_scale(window, policy, current, states, now, history, burst, quiet)
             # No job is read here: one in the way changes what is stored, never whether something is.
             if outcome(decision, policy.mode, fast=fast, job=None).store:
                 chosen.append(name)
@@ -244,7 +265,7 @@ class Autoscaler:
             actor="autoscaler",
             desired={"desired_replicas": decision.target},
             args={"replicas": decision.target},
-            event=f"scaling.{decision.direction}",
+            event=IDLE_EVENT if decision.idle else f"scaling.{decision.direction}",
             message=f"{app.name}: {decision.current} → {decision.target}: {decision.reason}",
             details={"current": decision.current, "target": decision.target, "burst": decision.burst},
         ).job.id

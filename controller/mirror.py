@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,19 +96,19 @@ class RouteMirror:
         """Seconds to the next pass: a follower polls the stored table; the leader wrote it and pushed it."""
         return LEADER_PERIOD_SECONDS if self.leading() else PERIOD_SECONDS
 
-    def _push(self, generation: int, routes: dict[str, list[str]]) -> int | None:
+    def _push(self, generation: int, routes: dict[str, list[str]], wake: dict[str, Any] | None = None) -> int | None:
         """Push the stored table; when nginx holds a higher generation, keep it only if this database wrote
         it (the leader pushed a newer table to this nginx meanwhile), else replace it: a generation is never
         adopted from nginx (workflows/generations.py)."""
         try:
-            return self.writer.push(build_route_table(generation, routes))
+            return self.writer.push(build_route_table(generation, routes, wake))
         except StaleGeneration as exc:
             with self.sessions() as session:
                 now_stored = stored_generation(session)
             if stale_push(exc.served, now_stored) == "newer":
                 return exc.served
         log.warning("nginx holds a table this database did not write; replacing it", extra={"generation": generation})
-        return self.writer.push(build_route_table(generation, routes), replace=True)
+        return self.writer.push(build_route_table(generation, routes, wake), replace=True)
 
     def _sync_edge(self, version: int | None) -> None:
         """The edge (host routes, certificates, ACME answers; `version`: the stored one, read with the table)
@@ -157,7 +158,7 @@ class RouteMirror:
             # (once a table is served, no request picks a replica it left out).
             served, open_requests = self.manager.served_state()
             if stored is not None and stored.generation > 0 and served != stored.generation:
-                self._push(stored.generation, dict(stored.routes))
+                self._push(stored.generation, dict(stored.routes), dict(stored.wake))
                 served, open_requests = self.manager.served_state()
             self._sync_edge(edge)
             if served is None:

@@ -45,6 +45,7 @@ from orchestry.controller.mirror import RouteMirror
 from orchestry.controller.observed import EventAwareRuntime
 from orchestry.controller.routing import NginxWriter, RouteSync
 from orchestry.controller.sweeps import enqueue_repairs, reconcile_sweep
+from orchestry.controller.wake import WakeWatcher
 from orchestry.controller.watch import EventWatcher
 from orchestry.jobs.base import NotLeader, TemporaryError
 from orchestry.models import jobs as jobq
@@ -159,6 +160,12 @@ class Controller:
             retention_seconds=settings.metrics_retention_seconds,
             wake=self.dispatcher.wake,
         )
+        # Requests held for an app at zero on this node's nginx wake it at once, whichever node leads.
+        self.waker = (
+            WakeWatcher(self.sessions, self.nginx, settings.node_id, self.dispatcher.wake)
+            if self.nginx is not None
+            else None
+        )
         self._dirty = threading.Event()
         self._sweeping = threading.Event()
         self.watcher = EventWatcher(runtime, settings.cluster_name, self._container_event)
@@ -192,6 +199,8 @@ class Controller:
         # follower's table would drop it only after the leader's push and the mirror's next pass); the leader
         # also repairs.
         self.watcher.start()
+        if self.waker is not None:
+            self.waker.start()
 
     def stop(self) -> None:
         self.probe.stop(wait=0)  # no new probes from now on; joined below
@@ -205,9 +214,13 @@ class Controller:
         self.metrics.close()
         if self.mirror is not None:
             self.mirror.stop()
+        if self.waker is not None:
+            self.waker.stop(join=0)  # its long-poll ends with nginx, just below
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx.close()
+        if self.waker is not None:
+            self.waker.stop(join=1.0)
         self.probe.stop()
         if self.lease_engine is not self.engine:
             self.lease_engine.dispose()

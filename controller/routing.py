@@ -24,7 +24,7 @@ from orchestry.models.routing import routed_apps, routing_state, stored_generati
 from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
 from orchestry.nginx.routes import RouteTable, build_route_table
 from orchestry.workflows.generations import next_generation, stale_push
-from orchestry.workflows.routing import routing_table, still_served
+from orchestry.workflows.routing import routing_table, still_served, wake_table
 
 log = logging.getLogger("orchestry.routing")
 KEEP_TABLES = 64
@@ -74,8 +74,10 @@ class RouteSync:
             for _ in range(3):
                 with self.sessions.begin() as session:
                     state = routing_state(session)  # locked: one table per generation, whoever computes it
-                    table = routing_table(routed_apps(session))
-                    generation, restarted = next_generation(state.generation, table != state.routes)
+                    apps = routed_apps(session)
+                    table, wake = routing_table(apps), wake_table(apps)
+                    changed = table != state.routes or wake != (state.wake or {})
+                    generation, restarted = next_generation(state.generation, changed)
                     if restarted:
                         log.warning(
                             "the stored routing generation was out of bounds; starting again from 1",
@@ -88,12 +90,12 @@ class RouteSync:
                     else:
                         table_changed = generation != state.generation
                     if table_changed:
-                        state.generation, state.routes = generation, table
-                    generation, routes = state.generation, dict(state.routes)
+                        state.generation, state.routes, state.wake = generation, table, wake
+                    generation, routes, wake = state.generation, dict(state.routes), dict(state.wake or {})
                 if generation == self._served_generation:
                     return
                 try:
-                    served = self.writer.push(build_route_table(generation, routes), replace=replace)
+                    served = self.writer.push(build_route_table(generation, routes, wake), replace=replace)
                 except StaleGeneration as exc:
                     # Newer than this push: either the route mirror pushed a newer table of this database
                     # meanwhile, or a table this database never wrote (an older database beside this data

@@ -3,13 +3,15 @@
 Every app operation (deploy, scale, stop, delete, reconcile) is this loop; they differ only in the desired
 state the API wrote before enqueueing them. Running it twice is harmless: the second run observes that
 nothing is left to do. The job never sleeps: when the plan says wait (a replica draining, a new one not yet
-healthy), it raises `Wait` and the dispatcher runs it again shortly.
+healthy), it raises `Wait` and the dispatcher runs it again shortly. One exception: a wake from zero probes
+its new replica for a few seconds (requests are held until it passes), rather than wait for the health sweep.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,9 +60,12 @@ from orchestry.workflows.hosts import leaving as host_leaving
 from orchestry.workflows.registry import pull_summary, registry_of
 from orchestry.workflows.revision import RevisionView, revision_view
 from orchestry.workflows.rollout import on_failure, restore_after_failure
+from orchestry.workflows.wake import WOKE_EVENT
 
 log = logging.getLogger("orchestry.jobs")
 MAX_ROUNDS = 100
+WAKE_PROBE_SECONDS = 5.0  # a wake's job probes its new replica this long before waiting like any job
+WAKE_PROBE_STEP = 0.05
 REPLACED_EVENT = "replica.replaced"
 HALTED_EVENT = "rollout.halted"  # a new revision did not become healthy (then: halt, or the rollback)
 ROLLED_BACK_EVENT = "rollout.rolled_back"  # the automatic rollback converged: the restored revision serves
@@ -230,6 +235,8 @@ def converge(ctx: JobContext) -> dict[str, Any]:
                     sync_observed(session, target.app_id, _rows(observe(ctx, name)))
             raise PermanentError(plan.halt)
         if plan.wait and not (plan.starts or plan.drains or plan.stops):
+            if _probe_for_wake(ctx, name):
+                continue  # in rotation now: the next round finds the plan done
             raise Wait(plan.wait + (f"; replacing unhealthy replicas backs off for {backoff}" if backoff else ""))
         _drain(ctx, target, plan.drains)
         _stop(ctx, target, plan.stops, stopped)
@@ -348,6 +355,8 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
             secrets=secrets,
         )
         req = dataclasses.replace(req, registry_auth=auth)
+        if isinstance(ctx.args.get("wake"), dict):  # requests are held: no settle, the wake probes it at once
+            req = dataclasses.replace(req, settle=0.0)
         try:
             obs = ctx.runtime.start_replica(req)
         except (EngineUnavailable, ContainerFailed, ImageUnavailable, VolumeConflict) as exc:
@@ -454,6 +463,41 @@ def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], lis
         raise TemporaryError(f"volumes of {name}: {exc}") from None
 
 
+def _probe_for_wake(ctx: JobContext, name: str) -> bool:
+    """A wake from zero: requests are held until a replica passes its health check, so probe the app now and
+    again every WAKE_PROBE_STEP (up to WAKE_PROBE_SECONDS) instead of waiting for the health sweep's next
+    tick. True once a replica turned healthy (the sweep's recording put it in the routing table)."""
+    if not isinstance(ctx.args.get("wake"), dict) or ctx.health is None:
+        return False
+    deadline = time.monotonic() + WAKE_PROBE_SECONDS
+    while time.monotonic() < deadline:
+        ctx.fence.check()
+        report = ctx.health.check_app(name)
+        if any(after == "healthy" for _, _, after in report.get("transitions", [])):
+            return True
+        time.sleep(WAKE_PROBE_STEP)
+    return False
+
+
+def _woke(ctx: JobContext, session: Session, name: str, wake: dict[str, Any], replicas: int) -> None:
+    """A wake from zero converged (its replica is healthy and routed next): `app.woke`, with the latency
+    from the first held request (the wake-latency histogram reads it)."""
+    try:
+        since = datetime.fromisoformat(str(wake.get("since")))
+    except ValueError:
+        return
+    latency = max(0.0, (utcnow() - since).total_seconds())
+    ctx.event(
+        session,
+        WOKE_EVENT,
+        f"app {name} woke: {replicas} replica(s) serving, {latency:.2f} s after its first held request "
+        f"(on {wake.get('node')})",
+        latency_seconds=round(latency, 3),
+        node=wake.get("node"),
+        held=wake.get("held"),
+    )
+
+
 def _finish(
     ctx: JobContext, target: Target, observed: list[Observed], started: list[str], stopped: list[str]
 ) -> dict[str, Any]:
@@ -490,6 +534,9 @@ def _finish(
                     started=started,
                     stopped=stopped,
                 )
+            wake = ctx.args.get("wake")
+            if isinstance(wake, dict) and observed and app.desired_replicas > 0:  # `started` may be an earlier run's
+                _woke(ctx, session, app.name, wake, len(observed))
         elif app.status in ("stopped", "registered") and stopped:
             ctx.event(session, "app.stopped", f"app {app.name} stopped", stopped=stopped)
     if ctx.router is not None and target.routed and (started or stopped):

@@ -28,6 +28,7 @@ APP_KINDS = ("deploy", "scale", "stop", "delete", "reconcile", "rollback", "rest
 # decision overtook, still converges to the count in force, not to the number it carries.
 INPUTS: dict[str, tuple[str, ...]] = {
     "delete": ("force", "volumes"),
+    "scale": ("wake",),  # a wake from zero (operations/wake.py): when the first held request arrived
     "cert-issue": ("host",),
     "host-drain": ("address", "host", "why"),
     "host-activate": ("host", "began"),

@@ -89,6 +89,7 @@ class AppLine(NamedTuple):
     type: str | None
     image: str | None
     spec_mode: str | None  # the spec's scaling mode (the API's policy, when set, is in force instead)
+    spec_min_replicas: int | None  # the spec's minReplicas (likewise)
 
 
 def app_lines(session: Session) -> list[AppLine]:
@@ -108,6 +109,7 @@ def app_lines(session: Session) -> list[AppLine]:
             spec[("spec", "type")].as_string(),
             spec[("spec", "image")].as_string(),
             spec[("scaling", "mode")].as_string(),
+            spec[("scaling", "minReplicas")].as_integer(),
         )
         .outerjoin(AppRevision, current)
         .order_by(App.name)

@@ -86,3 +86,16 @@ def recent_times(session: Session, app_name: str, event_type: str, limit: int = 
             .limit(limit)
         )
     )
+
+
+def detail_values(session: Session, event_type: str, key: str) -> dict[str, list[float]]:
+    """Per app, the numeric `details[key]` of every event of `event_type` (the wake latencies of app.woke,
+    for Prometheus): a handful of rows per app and day, each read as a whole row's details."""
+    values: dict[str, list[float]] = {}
+    for app_name, details in session.execute(
+        select(Event.app_name, Event.details).where(Event.type == event_type, Event.app_name.is_not(None))
+    ):
+        value = (details or {}).get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values.setdefault(str(app_name), []).append(float(value))
+    return values

@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -107,6 +107,14 @@ def process_user() -> str | None:
     directory: a request body or response that outgrows its memory buffer then fails with a 500.
     """
     return pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+
+
+class WakeWanted(NamedTuple):
+    """nginx's answer to the wake long-poll: its sequence number and, per app with requests held, how many
+    and how long the oldest has waited (seconds)."""
+
+    seq: int
+    apps: dict[str, tuple[int, float]]
 
 
 class ControlledNginx(abc.ABC):
@@ -177,6 +185,9 @@ class ControlledNginx(abc.ABC):
 
     def in_flight_all(self) -> dict[str, int]:
         return self.control.in_flight_all()
+
+    def wanted_wakes(self, after: int, wait: float) -> WakeWanted:
+        return self.control.wanted_wakes(after, wait)
 
     def routes_file_generation(self) -> int | None:
         return self.control.routes_file_generation()
@@ -549,6 +560,26 @@ class ControlClient:
         body = response.json()
         return {str(k): int(v) for k, v in body.items() if isinstance(v, int) and v > 0}
 
+    def wanted_wakes(self, after: int, wait: float) -> WakeWanted:
+        """The wakes nginx wants now (apps with requests held: workflows/wake.py), answered as soon as one is
+        recorded after sequence number `after`, or after `wait` seconds (a long-poll)."""
+        params = {"after": str(after), "wait": f"{wait:g}"}
+        response = self._request("GET", "/_orchestry/wakes", params=params, timeout=httpx.Timeout(5.0, read=wait + 5.0))
+        if response.status_code != 200:
+            raise NginxError(f"nginx wakes: {response.status_code}")
+        body = response.json()
+        apps = body.get("apps") if isinstance(body.get("apps"), dict) else {}
+        wanted = {}
+        for name, entry in apps.items():
+            if isinstance(entry, dict) and _valid_app(name):
+                held, age = entry.get("held"), entry.get("age")
+                wanted[str(name)] = (
+                    int(held) if isinstance(held, int | float) and held > 0 else 0,
+                    float(age) if isinstance(age, int | float) and age > 0 else 0.0,
+                )
+        seq = body.get("seq")
+        return WakeWanted(int(seq) if isinstance(seq, int) else after, wanted)
+
     def routes_file_generation(self) -> int | None:
         try:
             generation = json.loads(self.settings.routes_path.read_text()).get("generation")
@@ -579,10 +610,11 @@ class ControlClient:
         params: dict[str, str] | None = None,
         *,
         verify: bool = True,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """One control call. `verify`: the answer must prove that nginx knows this node's secret (else
         NginxUnavailable); only the load number that confirms a reload is read without that proof."""
-        response, proven = self._send(method, path, content, params)
+        response, proven = self._send(method, path, content, params, timeout)
         if not verify or proven:
             return response
         if time.monotonic() - self._secret_reloaded_at >= SECRET_RELOAD_SECONDS:
@@ -606,7 +638,12 @@ class ControlClient:
         return response
 
     def _send(
-        self, method: str, path: str, content: str | None, params: dict[str, str] | None
+        self,
+        method: str,
+        path: str,
+        content: str | None,
+        params: dict[str, str] | None,
+        timeout: httpx.Timeout | None = None,
     ) -> tuple[httpx.Response, bool]:
         """The answer, and whether it proves that nginx knows the secret (HMAC of a fresh nonce)."""
         secret = self.control_secret()
@@ -617,11 +654,26 @@ class ControlClient:
         if method != "GET":
             headers[SECRET_HEADER] = secret
         try:
-            response = self._http.request(method, path, content=content, headers=headers, params=params)
+            response = self._http.request(
+                method,
+                path,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
         except httpx.TransportError as exc:
             raise NginxUnavailable(f"nginx control endpoint: {exc!r}") from exc
         expected = hmac.new(secret.encode(), nonce.encode(), hashlib.sha1).hexdigest()
         return response, hmac.compare_digest(response.headers.get(PROOF_HEADER, ""), expected)
+
+
+def _valid_app(value: object) -> bool:
+    try:
+        validate.app_name(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _generation(value: object) -> int | None:

@@ -264,7 +264,7 @@ class DockerEngine:
                 if existing is not None and _same_spec(existing, req) and _status(existing) == "created":
                     # Still only created: its creator (an earlier term, fenced between create and start)
                     # is gone. Start that one: one container per slot, never a second.
-                    return self._start_and_settle(existing["Id"], req.name)
+                    return self._start_and_settle(existing["Id"], req.name, req.settle)
                 if existing is not None:
                     self._remove(existing["Id"])
             self._ensure_volumes(req)
@@ -274,7 +274,7 @@ class DockerEngine:
                 if exc.status_code != 409:
                     raise
                 return self._adopt_racing(req)
-            return self._start_and_settle(container.id, req.name)
+            return self._start_and_settle(container.id, req.name, req.settle)
 
     def stop_replica(self, cluster: str, name: str, grace_seconds: float) -> None:
         with _engine(f"stop {name}"):
@@ -365,7 +365,7 @@ class DockerEngine:
                 return _from_inspect(attrs)
         raise ContainerFailed(f"{req.name} is being created or replaced by another call at the same time")
 
-    def _start_and_settle(self, container_id: str, name: str) -> Observed:
+    def _start_and_settle(self, container_id: str, name: str, settle: float | None = None) -> Observed:
         api = self._docker().api
         try:
             api.start(container_id)
@@ -373,7 +373,7 @@ class DockerEngine:
             with contextlib.suppress(*_TRANSPORT_ERRORS):
                 self._remove(container_id)
             raise ContainerFailed(f"{name} could not start: {_one_line(exc.explanation or exc)}") from exc
-        deadline = time.monotonic() + self._settle
+        deadline = time.monotonic() + (self._settle if settle is None else settle)
         while True:
             attrs = self._inspect(container_id)  # run/start return the pre-start state: read it again
             if attrs is None:

@@ -119,6 +119,9 @@ class ReplicaRequest:
     stop_grace_seconds: float | None = None  # the spec's termination.gracePeriodSeconds (a Swarm service's own)
     init: bool = False  # Docker's --init: an init process as PID 1 forwards signals and reaps children
     registry_auth: RegistryAuth | None = None  # credentials for the image's registry (Swarm passes them on)
+    # Seconds a fresh container is watched for an exit at once; None: the runtime's own. A wake from zero
+    # passes 0 on the docker runtime (requests are held meanwhile; one that exits fails its health check).
+    settle: float | None = None
 
     @property
     def name(self) -> str:

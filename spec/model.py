@@ -156,6 +156,18 @@ class Scaling(SpecModel):
     max_scale_out_step: Count = 2
     max_scale_in_step: Count = 1
     stabilization_window_seconds: Seconds = 300
+    # With minReplicas 0: no request and no open connection for this long scales the app to zero (its
+    # requests then wake it). None: not given, 300 s (the normalised spec, so its hash, is as before).
+    idle_seconds: PositiveSeconds | None = None
+
+
+class Wake(SpecModel):
+    """How an app at zero replicas (minReplicas 0) holds its first requests while it wakes: at most
+    `maxQueuedRequests` held on each node (503 with Retry-After beyond), each for at most `timeoutSeconds`
+    (then 503)."""
+
+    max_queued_requests: Count = 100
+    timeout_seconds: PositiveSeconds = 30
 
 
 class Termination(SpecModel):
@@ -207,3 +219,4 @@ class AppSpec(SpecModel):
     default_route: bool = True  # False: no `<app>.<domain>` and no `/<app>/` on the bare proxy
     placement: Placement | None = None  # absent stays absent: specs without it keep their content hash
     rollout: Rollout | None = None  # None: not given (the normalised spec, so its hash, is as before)
+    wake: Wake | None = None  # None: not given, the defaults (as `rollout`)

@@ -125,8 +125,9 @@ def test_every_argument_a_handler_reads_is_an_input_of_its_kind(kind: str) -> No
     certificate and swarm jobs met exactly that): each key read must be an input of every kind it serves."""
     handler = registry.HANDLERS[kind]
     read = _args_read(handler)
-    if handler is converge:  # serves several kinds; delete's inputs are the ones it reads
-        assert read <= set(registry.INPUTS["delete"])
+    if handler is converge:  # serves several kinds: delete's inputs and a scale's wake are the ones it reads
+        assert read <= set(registry.INPUTS["delete"]) | set(registry.INPUTS["scale"])
+        assert set(registry.INPUTS["scale"]) == {"wake"}  # read by the scale from zero only (app.woke)
     else:
         assert read <= set(registry.INPUTS.get(kind, ())), f"{kind} reads {sorted(read)}"
 

@@ -72,6 +72,7 @@ class Case:
     history: ScalingHistory = NO_HISTORY
     burst: MetricWindow | None = None
     governing: str | None = None  # checked when given
+    quiet: MetricWindow | None = None
 
 
 CASES = [
@@ -229,15 +230,105 @@ CASES = [
         policy=replace(DEFAULT, min_replicas=2),
     ),
     Case("idle at minReplicas: no change", app(rps=0), 1, 1, "raised to minReplicas 1 → 1: no change"),
-    Case("scale in to zero when minReplicas is 0", app(rps=0), 1, 0, "→ 1 → 0", policy=MIN0),
+    # -- to zero (minReplicas 0): only by idleness (`quiet`: the window over idleSeconds, 300 s by default)
     Case(
-        "a quiet burst window sizes a scale-in to zero too",
+        "minReplicas 0: a quiet window alone stops at one replica",
+        app(rps=0),
+        1,
+        1,
+        "raised to 1 (to 0 only after idleSeconds 300) → 1: no change",
+        policy=MIN0,
+    ),
+    Case(
+        "minReplicas 0: a quiet burst window sizes a scale-in down to one",
         app(rps=5),
         2,
-        0,
-        "→ 2 → 1; sized by the last 6s (rps 0/replica, 0% of 50) → 0",
+        1,
+        "sized by the last 6s (rps 0/replica, 0% of 50) → 0, raised to 1 (to 0 only after idleSeconds 300)",
         policy=replace(MIN0, max_scale_in_step=2),
         burst=app(10, rps=0),
+    ),
+    Case(
+        "idle for idleSeconds: straight to zero, no step",
+        app(rps=0),
+        3,
+        0,
+        "no request and no open connection for 300s (idleSeconds) → 3 → 0",
+        policy=MIN0,
+        quiet=app(298, rps=0, active_connections=0),
+    ),
+    Case(
+        "idle: the cooldown and the stabilization window do not hold it",
+        app(rps=0),
+        2,
+        0,
+        "no request and no open connection for 30s (idleSeconds) → 2 → 0",
+        policy=replace(MIN0, idle_seconds=30),
+        history=ScalingHistory((Recommendation(NOW - timedelta(seconds=10), 4),), NOW - timedelta(seconds=40)),
+        quiet=app(28, rps=0, active_connections=0),
+    ),
+    Case(
+        "one request in idleSeconds: not idle",
+        app(rps=0),
+        1,
+        1,
+        "raised to 1 (to 0 only after idleSeconds 300)",
+        policy=MIN0,
+        quiet=app(298, rps=0.003, active_connections=0),
+    ),
+    Case(
+        "an open connection (a websocket) in idleSeconds: not idle",
+        app(rps=0),
+        1,
+        1,
+        "raised to 1",
+        policy=MIN0,
+        quiet=app(298, rps=0, active_connections=0.01),
+    ),
+    Case(
+        "samples that do not cover idleSeconds: not idle yet",
+        app(rps=0),
+        1,
+        1,
+        "raised to 1",
+        policy=MIN0,
+        quiet=app(200, rps=0, active_connections=0),
+    ),
+    Case(
+        "unknown traffic (no figures from nginx) is not idleness",
+        app(),
+        1,
+        1,
+        "no metrics in the window",
+        policy=MIN0,
+        quiet=app(298),
+    ),
+    Case(
+        "woken less than idleSeconds ago: not idle",
+        app(rps=0),
+        1,
+        1,
+        "raised to 1",
+        policy=MIN0,
+        history=scaled(100),
+        quiet=app(298, rps=0, active_connections=0),
+    ),
+    Case(
+        "minReplicas 1: a quiet window never idles",
+        app(rps=0),
+        1,
+        1,
+        "raised to minReplicas 1 → 1: no change",
+        quiet=app(298, rps=0, active_connections=0),
+    ),
+    Case(
+        "manual mode never idles",
+        app(rps=0),
+        1,
+        1,
+        "manual mode: stays at 1",
+        policy=replace(MIN0, mode="manual"),
+        quiet=app(298, rps=0, active_connections=0),
     ),
     # -- missing samples and not-ready replicas on the way in: they count as at their target
     Case(
@@ -438,23 +529,24 @@ CASES = [
     ),
     # -- zero replicas
     Case("zero replicas with minReplicas 1: raised at once", app(), 0, 1, "0 below minReplicas 1 → 1"),
-    Case("zero replicas and no requests: stays at zero", app(rps=0), 0, 0, "no replicas and no requests", policy=MIN0),
+    Case("zero replicas and no requests: stays at zero", app(rps=0), 0, 0, "the next request wakes", policy=MIN0),
     Case(
-        "zero replicas and requests: out from zero, one step",
-        app(rps=200),
+        "scaled to zero, its replica not yet draining, slow requests in the window: stays at zero",
+        app(rps=2, p95_ms=1400),
         0,
-        2,
-        "rps 200 with no replicas → 0 → 5, capped at maxScaleOutStep 2 → 2",
+        0,
+        "no replicas: the next request wakes the app",
+        replicas=ready(1),
         policy=MIN0,
     ),
     Case(
-        "out from zero skips the cooldown",
-        app(rps=0.5),
+        "zero replicas and a window that still holds traffic: stays at zero (no flap after going idle)",
+        app(rps=200),
         0,
-        1,
-        "rps 0.5 with no replicas → 0 → 1",
+        0,
+        "no replicas: the next request wakes the app (nginx holds it): no change",
         policy=MIN0,
-        history=scaled(10),
+        burst=app(6, rps=50),
     ),
 ]
 
@@ -462,8 +554,9 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_decision(case: Case) -> None:
     replicas = case.replicas if case.replicas is not None else ready(case.current)
-    d = decide_scale(case.window, case.policy, case.current, replicas, NOW, case.history, case.burst)
+    d = decide_scale(case.window, case.policy, case.current, replicas, NOW, case.history, case.burst, case.quiet)
     assert d.target == case.target, d.reason
+    assert d.idle == (case.target == 0 and case.current > 0)
     assert case.reason in d.reason
     assert d.current == case.current
     expected = "out" if case.target > case.current else "in" if case.target < case.current else "none"

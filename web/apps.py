@@ -39,6 +39,7 @@ from orchestry.workflows.converge import RUNNING_STATUSES
 from orchestry.workflows.public_routes import find_conflicts
 from orchestry.workflows.revision import DEFAULT_TYPE, revision_view
 from orchestry.workflows.rollout import Change, ReplicaRef, change_plan, diff_specs
+from orchestry.workflows.wake import shown_status
 
 bp = Blueprint("apps", __name__, url_prefix="/api/v1/apps")
 NAME = "<string(maxlength=253):name>"
@@ -224,7 +225,7 @@ def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> di
     view = revision_view(spec)
     return {
         "name": app.name,
-        "status": app.status,
+        "status": shown_status(app.status, app.desired_replicas, scaling),
         "type": view.type or DEFAULT_TYPE,
         "image": view.image,
         "revision": app.revision,
@@ -238,9 +239,16 @@ def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> di
 def _line_summary(line: AppLine, replica_count: int) -> AppSummary:
     """As `_summary_fields`, from a list's line (the policy in force: the API's, else the spec's)."""
     mode = (line.scaling_policy or {}).get("mode", "auto") if line.scaling_policy is not None else line.spec_mode
+    if line.scaling_policy is not None:
+        section = dict(line.scaling_policy)
+    else:
+        section = {
+            "mode": line.spec_mode or "auto",
+            "minReplicas": 1 if line.spec_min_replicas is None else line.spec_min_replicas,
+        }
     return AppSummary(
         name=line.name,
-        status=line.status,
+        status=shown_status(line.status, line.desired_replicas, section),
         type=line.type or "http",
         image=line.image or "",
         revision=line.revision,

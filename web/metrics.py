@@ -26,6 +26,7 @@ from orchestry.models.apps import list_apps
 from orchestry.models.base import aware
 from orchestry.models.cluster import ControllerNode, current_lease, db_now
 from orchestry.models.edge import Certificate
+from orchestry.models.events import detail_values
 from orchestry.models.metrics import latency_histograms, latest_rows
 from orchestry.models.replicas import replicas_by_host
 from orchestry.models.routing import ROUTING_NAME, RoutingState
@@ -36,6 +37,7 @@ from orchestry.runtime.types import EngineUnavailable, HostLister, NodeInfo
 from orchestry.web.app_metrics import fresh_since
 from orchestry.web.context import ctx, session
 from orchestry.web.openapi import operation
+from orchestry.workflows.wake import WOKE_EVENT, wake_histogram
 
 bp = Blueprint("metrics", __name__)
 
@@ -101,6 +103,7 @@ class StateCollector(Collector):
         yield self._webhooks()
         if self.hosts is not None:
             yield from self._hosts(self.hosts)
+        yield from self._wakes()
 
     def _hosts(self, hosts: list[NodeInfo]) -> Iterator[Metric]:
         """Per Swarm host: up (Swarm's state ready), available (active), and this installation's replicas there."""
@@ -122,6 +125,22 @@ class StateCollector(Collector):
             replicas.add_metric([h.name], running)
             healthy.add_metric([h.name], ok)
         yield from (up, available, replicas, healthy)
+
+    def _wakes(self) -> Iterator[Metric]:
+        """Scale to zero: wakes that served (event app.woke) and how long each took from its first held
+        request. Counters: events are kept."""
+        latencies = detail_values(self.session, WOKE_EVENT, "latency_seconds")
+        wakes = CounterMetricFamily("orchestry_app_wakes", "Wakes from zero replicas that served", labels=["app"])
+        seconds = HistogramMetricFamily(
+            "orchestry_app_wake_seconds",
+            "Wake latency: from the first request held for an app at zero to its first replica serving",
+            labels=["app"],
+        )
+        for app, values in sorted(latencies.items()):
+            wakes.add_metric([app], len(values))
+            buckets, total = wake_histogram(values)
+            seconds.add_metric([app], buckets, total)
+        yield from (wakes, seconds)
 
     def _webhooks(self) -> Metric:
         # Counters kept on the webhook row (its delivery history is trimmed): a deleted webhook's series ends.

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from orchestry.workflows.wake import WakeBounds
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class RoutedApp:
     status: str
     probed: bool  # the app has a health check
     replicas: tuple[ReplicaView, ...]
+    wake: WakeBounds | None = None  # it scales to zero: nginx holds its requests while it has no replica
 
 
 def routable(app: RoutedApp, replica: ReplicaView) -> bool:
@@ -41,6 +45,14 @@ def routing_table(apps: Sequence[RoutedApp]) -> dict[str, list[str]]:
             continue
         table[app.name] = sorted(r.address for r in app.replicas if routable(app, r) and r.address)
     return dict(sorted(table.items()))
+
+
+def wake_table(apps: Sequence[RoutedApp]) -> dict[str, dict[str, Any]]:
+    """The routed apps whose requests nginx holds (and wakes them) while they have no replica in rotation."""
+    table = routing_table(apps)
+    return {
+        app.name: app.wake.to_json() for app in sorted(apps, key=lambda a: a.name) if app.wake and app.name in table
+    }
 
 
 # -- several nodes route (controller/mirror.py): what a drain must still wait for ---------------------------

@@ -38,8 +38,17 @@ half of `windowSeconds`, and no recent higher recommendation. Once due, it is si
 the load now: the main window's mean still carries a load that ended inside it, and sized from that mean a
 fall of the load would come down in two steps.
 
-From zero replicas (minReplicas 0): any request or connection nginx saw is demand; the app scales out to
-what it needs without waiting for the cooldown.
+At zero replicas (minReplicas 0): no change. nginx holds the app's next request and wakes it at once
+(workflows/wake.py), before any sample could count that request; the traffic a window still holds from
+before the app went to zero is no demand (scaling out on it undid every scale to zero for a window's length).
+
+To zero (minReplicas 0, auto mode): only by idleness, never by the proportional rule (which, with no
+traffic, would otherwise take a quiet app down to 0 a step at a time). `quiet` is the app's window over
+`idleSeconds`: when its samples cover that span (all but `IDLE_SLACK_SECONDS`), nginx counted no request
+and no open connection in any of them, and the last scaling action is at least that old (a woken app
+gets its full idleSeconds), the app goes to 0 at once: no step, cooldown or stabilization applies, since
+nothing is served. Unknown traffic (no figures from nginx) is never idleness. Otherwise the proportional
+rule works with a floor of one replica.
 
 Nothing here reads a clock or does I/O; `now` and the history are passed in.
 """
@@ -70,6 +79,11 @@ DEFAULT_COOLDOWN_SECONDS = 180.0
 DEFAULT_MAX_SCALE_OUT_STEP = 2
 DEFAULT_MAX_SCALE_IN_STEP = 1
 DEFAULT_STABILIZATION_WINDOW_SECONDS = 300.0
+DEFAULT_IDLE_SECONDS = 300.0
+
+# The quiet window's samples must cover idleSeconds but this much (a collection every few seconds leaves a
+# gap at each end), and at least half of it.
+IDLE_SLACK_SECONDS = 5.0
 
 # Not in the spec: the burst window the caller queries besides the main one, and how far past its target a
 # metric must be there to count as a surge (2.0: 200%, Knative's panic threshold).
@@ -79,6 +93,8 @@ BURST_THRESHOLD = 2.0
 # A scale-in needs samples that cover at least this fraction of windowSeconds (a collector that was down,
 # or a window that just began, says too little about a quiet app).
 MIN_SCALE_IN_COVERAGE = 0.5
+
+AT_ZERO = "no replicas: the next request wakes the app (nginx holds it): no change"
 
 # Ratios are quotients of floats: 40/50 must count as exactly 80%.
 _EPSILON = 1e-9
@@ -103,6 +119,7 @@ class ScalingPolicy:
     max_scale_out_step: int = DEFAULT_MAX_SCALE_OUT_STEP
     max_scale_in_step: int = DEFAULT_MAX_SCALE_IN_STEP
     stabilization_window_seconds: float = DEFAULT_STABILIZATION_WINDOW_SECONDS
+    idle_seconds: float = DEFAULT_IDLE_SECONDS
     burst_window_seconds: float = BURST_WINDOW_SECONDS
     burst_threshold: float = BURST_THRESHOLD
 
@@ -160,6 +177,7 @@ class ScaleDecision:
     reason: str
     recommended: int  # what the metrics alone ask for, within min..max: store it for stabilization
     burst: bool = False  # the burst window decided
+    idle: bool = False  # to zero: no request and no open connection for idleSeconds
 
 
 def policy_from_spec(scaling: Mapping[str, Any] | None) -> ScalingPolicy:
@@ -181,6 +199,7 @@ def policy_from_spec(scaling: Mapping[str, Any] | None) -> ScalingPolicy:
         max_scale_out_step=int(s.get("maxScaleOutStep", DEFAULT_MAX_SCALE_OUT_STEP)),
         max_scale_in_step=int(s.get("maxScaleInStep", DEFAULT_MAX_SCALE_IN_STEP)),
         stabilization_window_seconds=float(s.get("stabilizationWindowSeconds", DEFAULT_STABILIZATION_WINDOW_SECONDS)),
+        idle_seconds=float(s.get("idleSeconds", DEFAULT_IDLE_SECONDS)),
     )
 
 
@@ -384,12 +403,14 @@ def decide_scale(
     now: datetime,
     history: ScalingHistory = NO_HISTORY,
     burst: MetricWindow | None = None,
+    quiet: MetricWindow | None = None,
 ) -> ScaleDecision:
     """How many replicas the app should run.
 
     `current` is the app's replica count now (its desired replicas); `replicas` are the replicas that exist
     and are not draining, ready or not (a slot of `current` without one counts as not ready). `window` covers
-    the policy's windowSeconds, `burst` (optional) its burst_window_seconds."""
+    the policy's windowSeconds, `burst` (optional) its burst_window_seconds, `quiet` (optional; an app
+    with minReplicas 0 needs it to go idle) its idle_seconds."""
     loads = _loads(window, policy, current, replicas)
     ratios = {metric: (load.ratio if load else None) for metric, load in loads.items()}
     present = [load for load in loads.values() if load is not None]
@@ -405,8 +426,13 @@ def decide_scale(
         return decided(bounded, f"{current} {bound} → {bounded}", bounded)
     if policy.mode == "manual":
         return decided(current, f"manual mode: stays at {current} (within {low}..{high})", current)
-    if max(current, len(replicas)) == 0:
-        return _from_zero(window, policy, ratios)
+    if current == 0:  # minReplicas 0 and auto mode (else raised above); replicas left are on their way out
+        return decided(0, AT_ZERO, 0)
+    if low == 0 and current > 0:
+        idle = _idle(quiet, policy, history, now)
+        if idle is not None:
+            return replace(decided(0, f"{idle} → {current} → 0", 0), idle=True)
+        low = 1  # to zero only by idleness
 
     proposal = _propose(present, policy, current)
     surge = None
@@ -426,7 +452,12 @@ def decide_scale(
     recommended = min(max(proposal.replicas, low), high)
     text = proposal.text
     if recommended != proposal.replicas:
-        bound = f"capped at maxReplicas {high}" if proposal.replicas > high else f"raised to minReplicas {low}"
+        floor = (
+            f"minReplicas {low}"
+            if low == policy.min_replicas
+            else f"1 (to 0 only after idleSeconds {_num(policy.idle_seconds)})"
+        )
+        bound = f"capped at maxReplicas {high}" if proposal.replicas > high else f"raised to {floor}"
         text += f", {bound} → {recommended}"
 
     if proposal.direction == "out":
@@ -457,29 +488,18 @@ def decide_scale(
     return replace(decided(target, text, recommended, proposal.governing), burst=surge is not None)
 
 
-def _from_zero(window: MetricWindow, policy: ScalingPolicy, ratios: Mapping[str, float | None]) -> ScaleDecision:
-    """No replica: any request or connection is demand, met without waiting for the cooldown."""
-    aim = _out_fraction(policy)
-    demand = [
-        (metric, value, _ceil(value / (target * aim)))
-        for metric, value, target in (
-            ("rps", window.rps, policy.target_rps_per_replica),
-            ("connections", window.active_connections, policy.max_conn_per_replica),
-        )
-        if value is not None and value > 0
-    ]
-    if not demand:
-        return ScaleDecision(0, 0, "none", ratios, None, "no replicas and no requests: no change", 0)
-    metric, value, wanted = max(demand, key=lambda d: d[2])
-    desired = max(1, wanted)
-    recommended = min(max(desired, policy.min_replicas), policy.max_replicas)
-    text = f"{metric} {_num(value)} with no replicas → 0 → {desired}"
-    if recommended != desired:
-        text += f", capped at maxReplicas {policy.max_replicas} → {recommended}"
-    target = min(recommended, policy.max_scale_out_step)
-    if target < recommended:
-        text += f", capped at maxScaleOutStep {policy.max_scale_out_step} → {target}"
-    return ScaleDecision(0, target, "out", ratios, metric, text, recommended)
+def _idle(quiet: MetricWindow | None, policy: ScalingPolicy, history: ScalingHistory, now: datetime) -> str | None:
+    """Why the app is idle (the start of its decision's reason), or None when it is not, or not known to be."""
+    seconds = policy.idle_seconds
+    if quiet is None or quiet.rps is None or quiet.active_connections is None:
+        return None
+    if quiet.rps > _EPSILON or quiet.active_connections > _EPSILON:
+        return None
+    if quiet.span_seconds < max(seconds - IDLE_SLACK_SECONDS, seconds / 2):
+        return None
+    if history.last_scaled_at is not None and (now - history.last_scaled_at).total_seconds() < seconds:
+        return None
+    return f"no request and no open connection for {_num(seconds)}s (idleSeconds)"
 
 
 def _cooling(history: ScalingHistory, policy: ScalingPolicy, now: datetime) -> str | None:

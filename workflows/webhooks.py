@@ -14,6 +14,7 @@ The issue's notifications, as the event types Orchestry records (subscribe to a 
 | job failed           | job.failed (details.kind: the job's kind)                                    |
 | replica replaced     | replica.replaced (also replica.unhealthy / replica.healthy, health changes)  |
 | app scaled           | scaling.out, scaling.in (the autoscaler), app.scale (a user's `scale`)       |
+| scaled to zero, woke | app.idle (idle for idleSeconds: to 0), app.woke (serving again after a wake) |
 | rollout halted       | rollout.halted (details.on_failure: halt, the job fails; or rollback)        |
 | rollout rolled back  | rollout.rolled_back (the automatic rollback converged); app.rolled_back (a   |
 |                      | revision restored: `rollout.onFailure: rollback`, or `orchestry rollback`)   |
@@ -55,6 +56,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "app.rolled_back",
     "rollout.halted",
     "rollout.rolled_back",
+    "app.idle",
+    "app.woke",
     "replica.replaced",
     "replica.healthy",
     "replica.unhealthy",

@@ -50,6 +50,19 @@ local PROOF_HEADER = "X-Orchestry-Control-Proof"
 -- (JSON {cert, key}: PEM), "host:<name>" (a certificate id; "*.example.com" for a wildcard),
 -- "acme:<token>" (the key authorization).
 local EDGE = "orchestry_edge"
+
+-- Scale to zero (workflows/wake.py): apps listed in the table's `wake` map have their requests held while
+-- they have no replica in rotation. Keys: "h:<app>" requests held now on this node; "w:<app>" a wake wanted
+-- (expires after WANT_SECONDS and is recorded again while requests stay held); "s:<app>" when the first
+-- of the requests held now arrived; "seq" moves at every wake recorded, for the controller's long-poll
+-- (GET /_orchestry/wakes). Held requests poll the table every HOLD_STEP seconds.
+local WAKE = "orchestry_wake"
+local WANT_SECONDS = 1
+local HOLD_STEP = 0.01
+local WAKES_POLL = 0.005
+local MAX_WAKES_WAIT = 30
+local RETRY_FULL = 2 -- Retry-After (s) of a request beyond wake.maxQueuedRequests
+local RETRY_TIMEOUT = 5 -- Retry-After (s) of a request held wake.timeoutSeconds in vain
 local ACME_PREFIX = "/.well-known/acme-challenge/"
 
 local _M = {}
@@ -57,9 +70,10 @@ local conf = { domain = "localhost", routes_file = nil, load = 0, count_traffic 
   control_secret = nil, tls_port = nil }
 local edge_hint, edge_hosts, edge_off -- per worker: the decoded rules, by host, longest path first
 local cert_hint, cert_cache = nil, {} -- per worker: parsed certificates and keys by host
-local cached_version, cached_generation, cached_apps -- per worker, see above
+local cached_version, cached_generation, cached_apps, cached_wake -- per worker, see above
 local down_version, down, down_until = nil, {}, 0 -- per worker: address -> expiry of its down mark
 local rr = {} -- per worker round-robin counters, by app
+local hold -- defined below (route's wait for a replica of an app waking from zero)
 
 local function valid_generation(g)
   return type(g) == "number" and g >= 0 and g == math.floor(g) and g <= MAX_GENERATION
@@ -100,12 +114,26 @@ local function check_table(t)
       if not parse_peer(addr) then return nil, "invalid address of " .. name .. ": " .. tostring(addr) end
     end
   end
-  return g, t.apps
+  local wake = t.wake
+  if wake == nil then wake = {} end
+  if type(wake) ~= "table" then return nil, "wake must be an object" end
+  for name, bounds in pairs(wake) do
+    if type(name) ~= "string" or t.apps[name] == nil then return nil, "wake of an app not in apps: " .. tostring(name) end
+    if type(bounds) ~= "table" then return nil, "wake of " .. name .. " must be an object" end
+    local max, timeout = bounds.max, bounds.timeout
+    if type(max) ~= "number" or max < 1 or max > 10000 or max ~= math.floor(max) then
+      return nil, "wake.max of " .. name .. " must be an integer from 1 to 10000"
+    end
+    if type(timeout) ~= "number" or timeout <= 0 or timeout > 86400 then
+      return nil, "wake.timeout of " .. name .. " must be a number of seconds in (0, 86400]"
+    end
+  end
+  return g, t.apps, wake
 end
 
 -- Hand-made JSON: lua-cjson 2.1 writes an empty list as {} and large integers in exponent form.
 -- Names and addresses were validated above, so they need no escaping.
-local function encode_table(generation, apps)
+local function encode_table(generation, apps, wake)
   local names = {}
   for name in pairs(apps) do names[#names + 1] = name end
   table.sort(names)
@@ -115,7 +143,14 @@ local function encode_table(generation, apps)
     for j, addr in ipairs(apps[name]) do quoted[j] = '"' .. addr .. '"' end
     parts[i] = '"' .. name .. '":[' .. table.concat(quoted, ",") .. "]"
   end
-  return string.format('{"generation":%d,"apps":{%s}}', generation, table.concat(parts, ","))
+  local held = {}
+  for name in pairs(wake or {}) do held[#held + 1] = name end
+  table.sort(held)
+  for i, name in ipairs(held) do
+    held[i] = string.format('"%s":{"max":%d,"timeout":%.17g}', name, wake[name].max, wake[name].timeout)
+  end
+  local tail = #held > 0 and (',"wake":{' .. table.concat(held, ",") .. "}") or ""
+  return string.format('{"generation":%d,"apps":{%s}%s}', generation, table.concat(parts, ","), tail)
 end
 
 local function current_generation()
@@ -125,7 +160,7 @@ end
 -- Store a checked table unless it is older than the one served (`replace`: whatever is served). Returns
 -- true, or false and the generation served. Writers take a lock in the dict, since the compare and the set
 -- are two operations.
-local function store(generation, apps, replace)
+local function store(generation, apps, replace, wake)
   local dict = ngx.shared[DICT]
   local locked = false
   for _ = 1, 1000 do
@@ -138,10 +173,12 @@ local function store(generation, apps, replace)
   local ok = replace or served == nil or generation >= served
   local err
   if ok then
-    ok, err = dict:safe_set("table", encode_table(generation, apps)) -- safe_: never evicts other keys
+    ok, err = dict:safe_set("table", encode_table(generation, apps, wake)) -- safe_: never evicts other keys
     if ok then
       dict:set("generation", generation)
       dict:incr("version", 1, 0)
+      -- An app that may idle counts from zero at once: never requested is idle too (no counter is unknown).
+      for name in pairs(wake or {}) do ngx.shared[STATS]:add("r:" .. name, 0) end
     end
   end
   if locked then dict:delete("lock") end
@@ -164,11 +201,11 @@ local function current()
         end
         apps[name] = peers
       end
-      cached_generation, cached_apps = t.generation, apps
+      cached_generation, cached_apps, cached_wake = t.generation, apps, t.wake or {}
     end
     cached_version = version
   end
-  return cached_generation, cached_apps
+  return cached_generation, cached_apps, cached_wake
 end
 
 -- Mark `address` down for `seconds` (a later expiry is kept); every worker sees it at its next request.
@@ -299,12 +336,12 @@ function _M.init(settings)
   if not file then return end -- nothing pushed yet: every app is unknown until the first push
   local text = file:read("*a")
   file:close()
-  local generation, apps = check_table(cjson.decode(text))
+  local generation, apps, wake = check_table(cjson.decode(text))
   if not generation then
     ngx.log(ngx.ERR, "orchestry: ignoring routes file ", conf.routes_file, ": ", apps or "invalid JSON")
     return
   end
-  local ok, served, err = store(generation, apps)
+  local ok, served, err = store(generation, apps, false, wake)
   if err then
     ngx.log(ngx.ERR, "orchestry: cannot store the routes file's table: ", err)
   elseif ok then
@@ -501,6 +538,55 @@ function _M.control_edge()
   return respond(200, string.format('{"version":%d}', decoded.version))
 end
 
+-- A wake wanted for `app`: recorded at once, and again every WANT_SECONDS while requests stay held (a write
+-- of the controller that failed, or a failover, is retried so).
+local function want_wake(app)
+  local wake = ngx.shared[WAKE]
+  if wake:add("w:" .. app, true, WANT_SECONDS) then wake:incr("seq", 1, 0) end
+end
+
+local function give_up(status, body, retry_after)
+  ngx.header["Retry-After"] = tostring(retry_after)
+  return respond(status, body)
+end
+
+-- Hold a request for an app with no replica in rotation that may wake (it scales to zero), until a replica
+-- is in the table (its peers are returned), or answer 503 (too many held, or held too long) or 404 (the app
+-- left the table). Nothing went upstream yet, so a POST body or a websocket upgrade is sent once, later.
+hold = function(app, bounds)
+  local wake = ngx.shared[WAKE]
+  local held = wake:incr("h:" .. app, 1, 0)
+  ngx.ctx.orch_held = app -- released in the log phase, whatever happens meanwhile
+  if held > bounds.max then
+    return give_up(503, { error = "wake_queue_full", app = app,
+      detail = string.format("%d requests already wait for %s to wake on this node (wake.maxQueuedRequests)",
+        bounds.max, app) }, RETRY_FULL)
+  end
+  ngx.update_time()
+  local started = ngx.now()
+  wake:add("s:" .. app, started, bounds.timeout + 60)
+  want_wake(app)
+  local deadline = started + bounds.timeout
+  while true do
+    ngx.sleep(HOLD_STEP)
+    local _, apps, wakes = current()
+    local peers = apps and apps[app]
+    if not peers then return respond(404, { error = "unknown_app", app = app }) end
+    if #peers > 0 then
+      ngx.update_time()
+      ngx.ctx.orch_held_for = ngx.now() - started -- not the app's latency: left out of its histogram
+      return peers
+    end
+    if not wakes[app] then return respond(503, { error = "no_healthy_replica", app = app }) end
+    if ngx.now() >= deadline then
+      return give_up(503, { error = "wake_timeout", app = app,
+        detail = string.format("%s did not wake within %gs (wake.timeoutSeconds)", app, bounds.timeout) },
+        RETRY_TIMEOUT)
+    end
+    want_wake(app)
+  end
+end
+
 -- access_by_lua on the public server: pick the app by host (<app>.<domain>) or by path prefix (/<app>/...).
 function _M.route()
   local host = (ngx.var.host or ""):lower()
@@ -542,7 +628,7 @@ function _M.route()
     uri = bare and "/" or rest
   end
   ngx.var.orch_app = app
-  local generation, apps = current()
+  local generation, apps, wakes = current()
   if not generation then return respond(503, { error = "no_routes", app = app }) end
   ngx.var.orch_generation = generation
   local peers = apps[app]
@@ -553,7 +639,11 @@ function _M.route()
     local query = ngx.var.is_args .. (ngx.var.args or "")
     return ngx.redirect(prefix .. "/" .. query, (method == "GET" or method == "HEAD") and 301 or 308)
   end
-  if #peers == 0 then return respond(503, { error = "no_healthy_replica", app = app }) end
+  if #peers == 0 then
+    local bounds = wakes[app]
+    if not bounds then return respond(503, { error = "no_healthy_replica", app = app }) end
+    peers = hold(app, bounds) -- answers 503 or 404 itself when it gives up
+  end
   ngx.ctx.orch_peers = live_peers(peers)
   if conf.count_traffic then
     ngx.shared[STATS]:incr("a:" .. app, 1, 0) -- open until the log phase (done)
@@ -602,6 +692,14 @@ end
 -- it counts in its app's traffic (only requests that were routed to a replica count).
 function _M.done()
   local ctx = ngx.ctx
+  if ctx.orch_held then
+    local wake = ngx.shared[WAKE]
+    if wake:incr("h:" .. ctx.orch_held, -1, 0) <= 0 then -- none held any more: no wake is wanted
+      wake:delete("s:" .. ctx.orch_held)
+      wake:delete("w:" .. ctx.orch_held)
+    end
+    ctx.orch_held = nil
+  end
   local address = ctx.orch_inflight
   if address then
     ngx.shared[INFLIGHT]:incr(address, -1, 0)
@@ -620,7 +718,7 @@ function _M.done()
   stats:incr("a:" .. app, -1, 0)
   stats:incr("r:" .. app, 1, 0)
   if ngx.status >= 500 then stats:incr("e:" .. app, 1, 0) end
-  local ms = (tonumber(ngx.var.request_time) or 0) * 1000
+  local ms = math.max(0, (tonumber(ngx.var.request_time) or 0) - (ctx.orch_held_for or 0)) * 1000
   stats:incr("h:" .. app .. ":" .. bucket(ms), 1, 0)
   stats:incr("t:" .. app, ms, 0) -- summed latency: a Prometheus histogram's _sum
   if address then stats:incr("u:" .. app .. "|" .. address, 1, 0) end
@@ -654,9 +752,9 @@ function _M.control_routes()
   if method ~= "PUT" then return not_allowed("GET, PUT") end
   local decoded, json_err = json_body()
   if decoded == nil then return respond(400, { error = "invalid_json", detail = json_err }) end
-  local generation, apps = check_table(decoded)
+  local generation, apps, wake = check_table(decoded)
   if not generation then return respond(400, { error = "invalid_routes", detail = apps }) end
-  local ok, served, err = store(generation, apps, ngx.var.arg_replace == "1")
+  local ok, served, err = store(generation, apps, ngx.var.arg_replace == "1", wake)
   if err then return respond(503, { error = "not_stored", detail = err }) end
   if not ok then return respond(409, { error = "stale_generation", generation = served }) end
   return respond(200, string.format('{"generation":%d}', generation))
@@ -719,6 +817,35 @@ function _M.control_inflight()
   if not address then return respond(200, inflight_json()) end
   if not parse_peer(address) then return respond(400, { error = "invalid_address" }) end
   return respond(200, cjson.encode({ [address] = math.max(0, ngx.shared[INFLIGHT]:get(address) or 0) }))
+end
+
+-- GET /_orchestry/wakes?after=N&wait=S -> {"seq": n, "apps": {"<app>": {"held": k, "age": s}}}: the wakes
+-- wanted now (an app with requests held, recorded within the last WANT_SECONDS), answered as soon as "seq"
+-- passes N or after S seconds (at most MAX_WAKES_WAIT; 0: at once). The controller of this node keeps one
+-- open (controller/wake.py): a wake reaches it within WAKES_POLL seconds, not at its next pass.
+function _M.control_wakes()
+  local args = ngx.req.get_uri_args()
+  local after, wait = tonumber(args.after) or -1, tonumber(args.wait) or 0
+  if wait < 0 or wait > MAX_WAKES_WAIT then
+    return respond(400, { error = "invalid_wait", detail = "wait must be from 0 to " .. MAX_WAKES_WAIT .. " seconds" })
+  end
+  local wake = ngx.shared[WAKE]
+  ngx.update_time()
+  local deadline = ngx.now() + wait
+  while (wake:get("seq") or 0) <= after and ngx.now() < deadline do
+    ngx.sleep(WAKES_POLL)
+  end
+  ngx.update_time()
+  local now, apps = ngx.now(), {}
+  for _, key in ipairs(wake:get_keys(0)) do
+    local held = key:sub(1, 2) == "w:" and (wake:get("h:" .. key:sub(3)) or 0) or 0
+    if held > 0 then -- a request is held now (a wake wanted for requests already answered is stale)
+      local since = wake:get("s:" .. key:sub(3))
+      apps[key:sub(3)] = { held = held, age = since and math.max(0, now - since) or 0 }
+    end
+  end
+  local body = string.format('{"seq":%d,"apps":%s}', wake:get("seq") or 0, next(apps) and cjson.encode(apps) or "{}")
+  return respond(200, body)
 end
 
 -- GET /_orchestry/stats: every counter (see STATS), for nginx/traffic.py.
