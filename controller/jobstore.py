@@ -45,7 +45,6 @@ class FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self._next: Any = _UNREAD  # the table's next run time (None: no job) as last read, or _UNREAD
         self._read_at = 0.0
         self._writes = 0  # writes ended (a read that overlapped one is not kept)
-        self.queries = 0  # reads of the next run time (the tests count them)
 
     def _forget(self) -> None:
         with self._memo_lock:
@@ -60,7 +59,6 @@ class FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         read_at = time.monotonic()
         found: datetime | None = super().get_next_run_time()
         with self._memo_lock:
-            self.queries += 1
             if self._writes == writes:  # no write ended during the read: what it saw is still the table
                 self._next, self._read_at = found, read_at
         return found

@@ -102,7 +102,7 @@
     refreshTimes(region);
     reapplyFilters();
   }
-  function poll_every(region) {
+  function pollEvery(region) {
     const every = Math.max(1000, parseInt(region.dataset.every || "2000", 10));
     setInterval(() => refresh(region), every);
   }
@@ -126,7 +126,7 @@
       if (source.readyState === EventSource.CLOSED) {
         delete region.dataset.streaming;
         setStatus("live · re-read every few seconds");
-        poll_every(region);
+        pollEvery(region);
       }
     };
   }
@@ -135,7 +135,7 @@
     if (regions.length) setStatus("live");
     for (const region of regions) {
       if (region.dataset.stream && window.EventSource) stream(region);
-      else poll_every(region);
+      else pollEvery(region);
     }
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) for (const region of regions) if (!region.dataset.streaming) refresh(region);
