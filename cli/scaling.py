@@ -11,6 +11,7 @@ from orchestry.cli.apps import _client
 from orchestry.cli.client import CliError
 from orchestry.cli.output import ago, print_json, table
 from orchestry.config import Settings
+from orchestry.workflows.scaling import policy_from_spec, scales_to_zero
 
 
 def _value(text: str) -> Any:
@@ -66,7 +67,7 @@ def scaling(args: argparse.Namespace, settings: Settings) -> int:
         f"window {p.get('windowSeconds')}s, cooldown {p.get('cooldownSeconds')}s, "
         f"stabilization {p.get('stabilizationWindowSeconds')}s"
     )
-    if p.get("minReplicas") == 0 and p.get("mode", "auto") == "auto":
+    if scales_to_zero(policy_from_spec(p)):
         print(f"scales to zero after {p.get('idleSeconds', 300)}s without a request; woken by the next one")
     rows = [
         (ago(d["at"]), f"{d['current']} → {d['target']}", d["direction"], "burst" if d["burst"] else "", d["reason"])

@@ -54,12 +54,13 @@ from orchestry.workflows.scaling import (
     ScalingPolicy,
     decide_scale,
     outcome,
+    scales_to_zero,
 )
+from orchestry.workflows.wake import IDLE_EVENT
 
 log = logging.getLogger("orchestry.autoscaler")
 REVISION_CACHE = 10_000  # revisions whose scaling section the survey keeps (started over beyond)
 
-IDLE_EVENT = "app.idle"  # scaled to zero: no request and no open connection for idleSeconds
 PURGE_SECONDS = 60.0  # old decisions are purged once a minute (and every round while a backlog remains)
 
 
@@ -80,10 +81,6 @@ class Inputs:
     quiet: MetricWindow | None = None  # over idleSeconds, for an app that may idle (minReplicas 0, auto)
 
 
-def may_idle(policy: ScalingPolicy) -> bool:
-    return policy.mode == "auto" and policy.min_replicas == 0
-
-
 def gather(session: Session, app: App, now: datetime, cap: int) -> Inputs:
     policy = effective_policy(session, app, cap)
     replicas = replica_states(session, app)
@@ -91,7 +88,7 @@ def gather(session: Session, app: App, now: datetime, cap: int) -> Inputs:
     window = metric_window(session, app.id, now - timedelta(seconds=policy.window_seconds), replicas=names)
     burst = metric_window(session, app.id, now - timedelta(seconds=policy.burst_window_seconds), replicas=names)
     quiet = None
-    if may_idle(policy) and app.desired_replicas > 0:
+    if scales_to_zero(policy) and app.desired_replicas > 0:
         quiet = metric_window(session, app.id, now - timedelta(seconds=policy.idle_seconds), replicas=())
     return Inputs(policy, app.desired_replicas, replicas, window, burst, quiet)
 
@@ -202,7 +199,7 @@ class Autoscaler:
         # A manual app's decision depends on its bounds only: no metrics, replicas or history are read for it.
         auto = {i: p for i, p in policies.items() if p.mode == "auto"}
         replicas = replica_states_of(session, {i: probed[i] for i in auto})
-        idling = {i for i, p in auto.items() if may_idle(p) and currents[i] > 0}
+        idling = {i for i, p in auto.items() if scales_to_zero(p) and currents[i] > 0}
         windows: dict[float, dict[int, dict[str | None, Averages]]] = {}
         spans = {p.window_seconds for p in auto.values()} | {p.burst_window_seconds for p in auto.values()}
         for seconds in spans | {auto[i].idle_seconds for i in idling}:

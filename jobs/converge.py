@@ -355,7 +355,7 @@ def _start(ctx: JobContext, target: Target, plan: Plan, started: list[str]) -> N
             secrets=secrets,
         )
         req = dataclasses.replace(req, registry_auth=auth)
-        if isinstance(ctx.args.get("wake"), dict):  # requests are held: no settle, the wake probes it at once
+        if _wake_of(ctx) is not None:  # requests are held: no settle, the wake probes it at once
             req = dataclasses.replace(req, settle=0.0)
         try:
             obs = ctx.runtime.start_replica(req)
@@ -463,11 +463,17 @@ def _volumes_of_deleted(ctx: JobContext, target: Target) -> tuple[list[str], lis
         raise TemporaryError(f"volumes of {name}: {exc}") from None
 
 
+def _wake_of(ctx: JobContext) -> dict[str, Any] | None:
+    """The wake a scale job carries (requests held by nginx, see workflows/wake.py), or None."""
+    wake = ctx.args.get("wake")
+    return wake if isinstance(wake, dict) else None
+
+
 def _probe_for_wake(ctx: JobContext, name: str) -> bool:
     """A wake from zero: requests are held until a replica passes its health check, so probe the app now and
     again every WAKE_PROBE_STEP (up to WAKE_PROBE_SECONDS) instead of waiting for the health sweep's next
     tick. True once a replica turned healthy (the sweep's recording put it in the routing table)."""
-    if not isinstance(ctx.args.get("wake"), dict) or ctx.health is None:
+    if _wake_of(ctx) is None or ctx.health is None:
         return False
     deadline = time.monotonic() + WAKE_PROBE_SECONDS
     while time.monotonic() < deadline:
@@ -534,8 +540,8 @@ def _finish(
                     started=started,
                     stopped=stopped,
                 )
-            wake = ctx.args.get("wake")
-            if isinstance(wake, dict) and observed and app.desired_replicas > 0:  # `started` may be an earlier run's
+            wake = _wake_of(ctx)
+            if wake is not None and observed and app.desired_replicas > 0:  # `started` may be an earlier run's
                 _woke(ctx, session, app.name, wake, len(observed))
         elif app.status in ("stopped", "registered") and stopped:
             ctx.event(session, "app.stopped", f"app {app.name} stopped", stopped=stopped)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import LiveServer, hello, post, start_server, stop_server, wait_for
+from conftest import LiveServer, hello, post, wait_for
 
 pytestmark = pytest.mark.usefixtures("testapp_image")
 
@@ -138,44 +138,29 @@ def test_requests_held_on_a_follower_wake_the_app_through_a_failover(db_url: str
     """Two nodes; the app at zero; the leader is killed and at once requests (a GET and a POST) reach the
     follower's nginx: its controller writes the wake, the follower takes the lease and runs it, the requests
     are answered, the POST sent once."""
-    from test_cluster_routing import end_nginx, leader
+    from test_cluster_routing import leader, two_nodes
 
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = start_server(db_url, tmp_path / "a", extra_env=LEASE)
-    try:
-        wait_for(lambda: leader(first) == first.env["ORCHESTRY_NODE_ID"], timeout=20)
-        second = start_server(db_url, tmp_path / "b", extra_env={**LEASE, "ORCHESTRY_CLUSTER_NAME": first.cluster})
-        try:
-            spec = hello("nap", extra=FAST + "scaling:\n  minReplicas: 0\n  maxReplicas: 1\n")
-            assert post(first, spec).status_code == 201
-            job = first.http.post("/api/v1/apps/nap/scale", json={"replicas": 0}).json()["job"]["id"]
-            assert first.wait_job(job)["status"] == "succeeded"
-            table = f"http://127.0.0.1:{second.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
-            wait_for(lambda: "nap" in httpx.get(table, trust_env=False).json().get("wake", {}), timeout=15, step=0.2)
+    with two_nodes(db_url, tmp_path, LEASE) as (first, second):
+        spec = hello("nap", extra=FAST + "scaling:\n  minReplicas: 0\n  maxReplicas: 1\n")
+        assert post(first, spec).status_code == 201
+        job = first.http.post("/api/v1/apps/nap/scale", json={"replicas": 0}).json()["job"]["id"]
+        assert first.wait_job(job)["status"] == "succeeded"
+        table = f"http://127.0.0.1:{second.env['ORCHESTRY_NGINX_CONTROL_PORT']}/_orchestry/routes"
+        wait_for(lambda: "nap" in httpx.get(table, trust_env=False).json().get("wake", {}), timeout=15, step=0.2)
 
-            os.kill(first.proc.pid, signal.SIGKILL)
-            first.proc.wait()
-            marker = uuid.uuid4().hex
-            with proxy(second) as c, ThreadPoolExecutor(2) as pool:
-                started = time.monotonic()
-                get = pool.submit(c.get, "/nap/")
-                posted = pool.submit(c.post, f"/nap/once?id={marker}", content=b"x")
-                got, sent = get.result(), posted.result()
-                waited = time.monotonic() - started
-            assert got.status_code == 200 and sent.status_code == 200, (got.text, sent.text)
-            assert leader(second) == second.env["ORCHESTRY_NODE_ID"]
-            assert waited < 25
-            logs = second.http.get("/api/v1/apps/nap/logs", params={"lines": "200"}).text
-            assert logs.count(f"POST /once?id={marker} 200") == 1, logs
-            out = [e for e in events(second, "nap") if e["type"] == "scaling.out"]
-            assert len(out) == 1 and out[0]["actor"] == f"wake:{second.env['ORCHESTRY_NODE_ID']}", out
-        finally:
-            stop_server(second, remove_containers=False)
-    finally:
-        if first.proc.poll() is None:
-            stop_server(first)
-        else:
-            first.http.close()
-            end_nginx(first)
-            first.remove_containers()
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait()
+        marker = uuid.uuid4().hex
+        with proxy(second) as c, ThreadPoolExecutor(2) as pool:
+            started = time.monotonic()
+            get = pool.submit(c.get, "/nap/")
+            posted = pool.submit(c.post, f"/nap/once?id={marker}", content=b"x")
+            got, sent = get.result(), posted.result()
+            waited = time.monotonic() - started
+        assert got.status_code == 200 and sent.status_code == 200, (got.text, sent.text)
+        assert leader(second) == second.env["ORCHESTRY_NODE_ID"]
+        assert waited < 25
+        logs = second.http.get("/api/v1/apps/nap/logs", params={"lines": "200"}).text
+        assert logs.count(f"POST /once?id={marker} 200") == 1, logs
+        out = [e for e in events(second, "nap") if e["type"] == "scaling.out"]
+        assert len(out) == 1 and out[0]["actor"] == f"wake:{second.env['ORCHESTRY_NODE_ID']}", out

@@ -180,6 +180,12 @@ class ScaleDecision:
     idle: bool = False  # to zero: no request and no open connection for idleSeconds
 
 
+def scales_to_zero(policy: ScalingPolicy) -> bool:
+    """Idles to zero replicas and wakes on a request (minReplicas 0 in auto mode): the autoscaler's idle
+    decision, nginx's wake map, the `idle` status and the CLI all ask this."""
+    return policy.mode == "auto" and policy.min_replicas == 0
+
+
 def policy_from_spec(scaling: Mapping[str, Any] | None) -> ScalingPolicy:
     """The policy of a normalised spec's `scaling` section; absent keys take the spec's defaults."""
     s: Mapping[str, Any] = scaling or {}

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestry.workflows.scaling import policy_from_spec, scales_to_zero
+
 DEFAULT_MAX_QUEUED = 100
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -48,7 +50,7 @@ def wake_entry(scaling: Mapping[str, Any], wake: Mapping[str, Any] | None) -> Wa
     """The bounds nginx holds this app's requests with, or None when it never scales to zero (its
     requests are answered 503 at once while no replica is in rotation, as before). `scaling` is the policy
     in force, `wake` the spec's `wake` section."""
-    if scaling.get("mode", "auto") != "auto" or int(scaling.get("minReplicas", 1)) != 0:
+    if not scales_to_zero(policy_from_spec(scaling)):
         return None
     w = wake or {}
     return WakeBounds(
@@ -58,6 +60,7 @@ def wake_entry(scaling: Mapping[str, Any], wake: Mapping[str, Any] | None) -> Wa
 
 
 IDLE_STATUS = "idle"
+IDLE_EVENT = "app.idle"  # scaled to zero: no request and no open connection for idleSeconds (the autoscaler)
 WOKE_EVENT = "app.woke"  # a wake from zero served: recorded by the scale job, with its latency
 
 # Upper bounds (s) of the wake-latency histogram's buckets: from the first held request to a replica serving.
@@ -73,7 +76,7 @@ def wake_histogram(latencies: Sequence[float]) -> tuple[list[tuple[str, int]], f
 def shown_status(status: str, desired: int, scaling: Mapping[str, Any]) -> str:
     """The status the API and CLI show: `idle` for a running app scaled to zero that wakes on a request
     (minReplicas 0, auto mode); the stored status otherwise (it stays `running`: the app is still served)."""
-    if status == "running" and desired == 0 and wake_entry(scaling, None) is not None:
+    if status == "running" and desired == 0 and scales_to_zero(policy_from_spec(scaling)):
         return IDLE_STATUS
     return status
 
@@ -92,7 +95,7 @@ def wake_decision(
     in the way: a rollout or a stop is not superseded; the wake is asked again a second later)."""
     if status != "running":
         return WakeDecision(None, f"{name} is {status}: not woken")
-    if scaling.get("mode", "auto") != "auto" or int(scaling.get("minReplicas", 1)) != 0:
+    if not scales_to_zero(policy_from_spec(scaling)):
         return WakeDecision(None, f"{name} does not scale to zero (minReplicas 0 in auto mode): not woken")
     if desired > 0:
         return WakeDecision(None, f"{name} already asks for {desired} replica(s)")

@@ -40,6 +40,8 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from orchestry.workflows.wake import IDLE_EVENT, WOKE_EVENT
+
 # Every event type Orchestry records (tests/test_webhooks_pure.py checks this against the source).
 EVENT_TYPES: tuple[str, ...] = (
     "app.created",
@@ -56,8 +58,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "app.rolled_back",
     "rollout.halted",
     "rollout.rolled_back",
-    "app.idle",
-    "app.woke",
+    IDLE_EVENT,
+    WOKE_EVENT,
     "replica.replaced",
     "replica.healthy",
     "replica.unhealthy",
