@@ -16,7 +16,8 @@ from typing import Any
 
 from orchestry.jobs.base import JobContext, PermanentError, TemporaryError, Wait
 from orchestry.jobs.fenced import FencedRuntime
-from orchestry.runtime.types import ContainerFailed, EngineUnavailable
+from orchestry.jobs.host_drain import set_host
+from orchestry.runtime.types import EngineUnavailable, find_host
 from orchestry.workflows.hosts import activate_step
 
 STALE_WAIT_SECONDS = 60.0  # a host that keeps stale tasks this long after the job began: retried with backoff
@@ -28,7 +29,7 @@ def host_activate(ctx: JobContext) -> dict[str, Any]:
     if not name or not isinstance(runtime, FencedRuntime):
         raise PermanentError("host-activate needs a host name and the swarm runtime")
     try:
-        node = next((n for n in runtime.nodes() if name in (n.name, n.id)), None)
+        node = find_host(runtime.nodes(), name)
         if node is None:
             raise PermanentError(f"no Swarm host is named {name}")
         stale = runtime.stale_tasks(ctx.settings.cluster_name, node.id)
@@ -43,12 +44,7 @@ def host_activate(ctx: JobContext) -> dict[str, Any]:
             raise TemporaryError(f"host {name} still runs {len(stale)} stale tasks")
         raise Wait(f"host {name} still runs {len(stale)} stale tasks; the manager is stopping them", seconds=0.5)
     was = node.view().drained_for or node.availability
-    try:
-        node = runtime.set_availability(name, "active", None)
-    except EngineUnavailable as exc:
-        raise TemporaryError(f"cannot activate host {name}: {exc}") from None
-    except ContainerFailed as exc:
-        raise PermanentError(str(exc)) from None
+    node = set_host(runtime, name, "active", None)
     ctx.step(f"activate host {name}", address=node.address, was=was)
     with ctx.sessions.begin() as session:
         ctx.event(

@@ -23,7 +23,7 @@ from orchestry.jobs.fenced import FencedRuntime
 from orchestry.models.apps import app_status
 from orchestry.models.jobs import job_steps, live_job
 from orchestry.operations.request import request_operation
-from orchestry.runtime.types import ContainerFailed, EngineUnavailable, NodeInfo, Observed
+from orchestry.runtime.types import ContainerFailed, EngineUnavailable, NodeInfo, Observed, find_host
 from orchestry.workflows.hosts import REQUESTED, drain_step
 
 PROGRESS = "moving replicas off host"
@@ -67,7 +67,7 @@ def _drain_requested(ctx: JobContext, runtime: FencedRuntime, name: str) -> dict
         node, there = _observe(ctx, runtime, name)
         step = drain_step(node.view(), len(there))
         if step == "pause":
-            _set(runtime, name, "pause")
+            set_host(runtime, name, "pause")
             ctx.step(f"pause host {name}", detail="Swarm places nothing new there; its replicas move one at a time")
             continue
         if step == "move":
@@ -75,7 +75,7 @@ def _drain_requested(ctx: JobContext, runtime: FencedRuntime, name: str) -> dict
             _progress(ctx, name, there)
             raise Wait(f"{len(there)} replicas left on host {name}", seconds=0.5)
         if step == "drain":
-            node = _set(runtime, name, "drain")
+            node = set_host(runtime, name, "drain")
             ctx.step(f"drain host {name}", detail="nothing of this installation runs there")
             with ctx.sessions.begin() as session:
                 ctx.event(
@@ -92,7 +92,7 @@ def _drain_requested(ctx: JobContext, runtime: FencedRuntime, name: str) -> dict
 
 def _observe(ctx: JobContext, runtime: FencedRuntime, name: str) -> tuple[NodeInfo, list[Observed]]:
     try:
-        node = next((n for n in runtime.nodes() if name in (n.name, n.id)), None)
+        node = find_host(runtime.nodes(), name)
         if node is None:
             raise PermanentError(f"no Swarm host is named {name}")
         there = [o for o in runtime.list_replicas(ctx.settings.cluster_name) if o.node == node.id and o.running]
@@ -101,9 +101,11 @@ def _observe(ctx: JobContext, runtime: FencedRuntime, name: str) -> tuple[NodeIn
     return node, there
 
 
-def _set(runtime: FencedRuntime, name: str, availability: str) -> NodeInfo:
+def set_host(runtime: FencedRuntime, name: str, availability: str, label: str | None = REQUESTED) -> NodeInfo:
+    """Set a host's Swarm availability (and Orchestry's drained label: None removes it); an unanswering
+    manager is retried, a refusal ends the job. host-activate sets it too."""
     try:
-        return runtime.set_availability(name, availability, REQUESTED)
+        return runtime.set_availability(name, availability, label)
     except EngineUnavailable as exc:
         raise TemporaryError(f"cannot set host {name} to {availability}: {exc}") from None
     except ContainerFailed as exc:

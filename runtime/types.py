@@ -6,7 +6,7 @@ tests of jobs may use a recording fake with the same methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -183,6 +183,11 @@ class NodeInfo:
     def view(self) -> HostView:
         """What the pure host decisions (workflows/hosts.py) read of it."""
         return HostView(self.name, self.address, self.state, self.availability, self.labels.get(DRAINED_LABEL))
+
+
+def find_host(nodes: Iterable[NodeInfo], name: str) -> NodeInfo | None:
+    """The Swarm host called `name` (its hostname or its node id), if any."""
+    return next((n for n in nodes if name in (n.name, n.id)), None)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,6 @@ def _summary_fields(app: App, rev: AppRevision | None, replica_count: int) -> di
 
 def _line_summary(line: AppLine, replica_count: int) -> AppSummary:
     """As `_summary_fields`, from a list's line (the policy in force: the API's, else the spec's)."""
-    mode = (line.scaling_policy or {}).get("mode", "auto") if line.scaling_policy is not None else line.spec_mode
     if line.scaling_policy is not None:
         section = dict(line.scaling_policy)
     else:
@@ -254,7 +253,7 @@ def _line_summary(line: AppLine, replica_count: int) -> AppSummary:
         revision=line.revision,
         desired_replicas=line.desired_replicas,
         replica_count=replica_count,
-        mode=mode or "auto",
+        mode=section.get("mode") or "auto",
         updated_at=line.updated_at,
     )
 

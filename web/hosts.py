@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
 from orchestry.operations.request import request_task
-from orchestry.runtime.types import EngineUnavailable, HostLister, NodeInfo
+from orchestry.runtime.types import EngineUnavailable, HostLister, NodeInfo, find_host
 from orchestry.web.context import actor, close_session, ctx, session, wake_dispatcher
 from orchestry.web.errors import ApiError, field
 from orchestry.web.jobs import accepted
@@ -101,7 +101,7 @@ def _host(name: str) -> tuple[NodeInfo, list[NodeInfo]]:
         nodes = runtime.nodes()
     except EngineUnavailable as exc:
         raise ApiError(503, "unavailable", f"the Swarm manager did not answer: {exc}") from None
-    node = next((n for n in nodes if name in (n.name, n.id)), None)
+    node = find_host(nodes, name)
     if node is None:
         raise ApiError(404, "not_found", f"host {name!r} does not exist", [field("name", "no Swarm host has it")])
     return node, nodes
