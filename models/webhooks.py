@@ -123,15 +123,15 @@ def add_delivery(
     return row
 
 
-def count(session: Session, webhook_id: int, outcome: str) -> None:
-    """One more `outcome` (delivered, failed, retried, dropped) on the webhook's counter."""
+def count(session: Session, webhook_id: int, outcome: str, by: int = 1) -> None:
+    """`by` more `outcome` (delivered, failed, retried, dropped) on the webhook's counter."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown delivery outcome {outcome}")
     column = getattr(Webhook, outcome)
     session.execute(
         update(Webhook)
         .where(Webhook.id == webhook_id)
-        .values({column: column + 1})
+        .values({column: column + by})
         .execution_options(synchronize_session=False)
     )
 
@@ -259,12 +259,7 @@ def set_enabled(session: Session, row: Webhook, enabled: bool, now: datetime) ->
         )
     )
     if dropped:
-        session.execute(
-            update(Webhook)
-            .where(Webhook.id == row.id)
-            .values(dropped=Webhook.dropped + dropped)
-            .execution_options(synchronize_session=False)
-        )
+        count(session, row.id, "dropped", by=dropped)
     return dropped
 
 

@@ -31,7 +31,16 @@ from orchestry.models.webhooks import (
     webhook,
 )
 from orchestry.operations.webhooks import request_test_delivery
-from orchestry.web.context import actor, json_body, operator_only, query, secret_box, session, wake_dispatcher
+from orchestry.web.context import (
+    actor,
+    json_body,
+    operator_only,
+    query,
+    secret_box,
+    session,
+    stored,
+    wake_dispatcher,
+)
 from orchestry.web.errors import ApiError, field, not_found
 from orchestry.web.jobs import job_out
 from orchestry.web.openapi import Body, operation
@@ -231,11 +240,6 @@ def add() -> tuple[Response, int]:
         events=list(dict.fromkeys(body.events)),
         format=body.format,
         secret_ciphertext=sealed_secret,
-        enabled=True,
-        delivered=0,
-        failed=0,
-        retried=0,
-        dropped=0,
         created_by=actor(),
     )
     db.add(row)
@@ -249,10 +253,8 @@ def add() -> tuple[Response, int]:
     )
     db.commit()
     out = WebhookCreated(**_out(row).model_dump(), secret=secret)
-    resp = jsonify(out.model_dump(mode="json"))
-    resp.headers["Location"] = f"/api/v1/webhooks/{name}"
     wake_dispatcher()
-    return resp, 201
+    return stored(out, f"/api/v1/webhooks/{name}", created=True)
 
 
 @bp.delete(f"/{PATH_NAME}")
