@@ -33,14 +33,15 @@ def check_login(server: str, username: str, password: str) -> LoginCheck:
     timeout = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
     with httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as client:
         errors: list[str] = []
-        for url in registry_urls(server):
+        urls = registry_urls(server)
+        for url in urls:
             try:
                 first = client.get(url)
             except httpx.HTTPError as exc:
                 errors.append(f"{url}: {_reason(exc)}")
                 continue
             return _answer(client, url, first, username, password)
-        return LoginCheck("unreachable", registry_urls(server)[0], "; ".join(errors))
+        return LoginCheck("unreachable", urls[0], "; ".join(errors))
 
 
 def _answer(client: httpx.Client, url: str, first: httpx.Response, username: str, password: str) -> LoginCheck:

@@ -182,15 +182,20 @@ def plan_app(desired: Desired, seen: list[Seen]) -> Plan:
     active = [s for s in running if not s.draining]
     doomed = [s for s in active if s.unhealthy and desired.replace_unhealthy]
     keep = [s for s in active if s not in doomed]
+
     # A replica on a host being drained is moved like an old revision's: one extra replica elsewhere, ready
     # before it drains (Swarm places nothing new on that host), so a host's drain fails no request.
-    current = sorted((s for s in keep if s.spec_hash == desired.spec_hash and not s.evicted), key=lambda s: s.slot)
-    old = sorted((s for s in keep if s.spec_hash != desired.spec_hash or s.evicted), key=lambda s: s.slot)
+    def outdated(s: Seen) -> bool:
+        """Replaced before it drains: of another revision, or on a host being drained."""
+        return s.spec_hash != desired.spec_hash or s.evicted
+
+    current = sorted((s for s in keep if not outdated(s)), key=lambda s: s.slot)
+    old = sorted((s for s in keep if outdated(s)), key=lambda s: s.slot)
     want = max(0, desired.replicas)
     drains = [Stop(s.name, "unhealthy: replaced") for s in doomed]
     starts: list[Start] = []
 
-    failed_new = [s for s in active if s.unhealthy and s.spec_hash == desired.spec_hash and not s.evicted]
+    failed_new = [s for s in active if s.unhealthy and not outdated(s)]
     if failed_new and any(s.spec_hash != desired.spec_hash for s in active):
         bad = ", ".join(s.name for s in failed_new)
         return Plan(

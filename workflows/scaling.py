@@ -434,7 +434,7 @@ def decide_scale(
         return decided(current, f"manual mode: stays at {current} (within {low}..{high})", current)
     if current == 0:  # minReplicas 0 and auto mode (else raised above); replicas left are on their way out
         return decided(0, AT_ZERO, 0)
-    if low == 0 and current > 0:
+    if low == 0:  # and current > 0 (returned above)
         idle = _idle(quiet, policy, history, now)
         if idle is not None:
             return replace(decided(0, f"{idle} → {current} → 0", 0), idle=True)

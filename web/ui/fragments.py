@@ -81,7 +81,7 @@ def fragment(render: Callable[[], str | bytes], mimetype: str = "text/html") -> 
     the poll sent that ETag (`If-None-Match`)."""
     g.ui_fragment = True
     item = _renders().get((request.full_path, str(g.get("role"))), render)
-    packed = "gzip" in request.headers.get("Accept-Encoding", "")
+    packed = request.accept_encodings["gzip"] > 0  # quality-aware: `gzip;q=0` is a refusal
     etag = item.etag[:-1] + '-gz"' if packed else item.etag  # one ETag per representation
     held = request.headers.get("If-None-Match", "")
     if held and etag in (tag.strip() for tag in held.split(",")):
