@@ -283,3 +283,36 @@ def test_a_change_no_session_saw_is_read_within_the_snapshots_age(
     later(monkeypatch, 11)
     monkeypatch.setattr("orchestry.controller.health.SNAPSHOT_SECONDS", 0.0)
     assert sorted(sweep.run().results) == ["a000-2", "a000-3"]
+
+
+def test_a_renewal_while_leading_is_one_statement(sessions: sessionmaker[Session]) -> None:
+    """Twice a second for as long as a node leads: one conditioned UPDATE, not an upsert, a locking read and
+    an update (the full election runs only when that UPDATE finds the lease no longer ours)."""
+    from orchestry.models.cluster import Held, acquire_or_renew
+
+    with sessions.begin() as s:
+        held = acquire_or_renew(s, "n1", 30.0)
+    assert isinstance(held, Held) and held.new_term
+    engine = sessions.kw["bind"]
+    with statements(engine) as seen, sessions.begin() as s:
+        renewed = acquire_or_renew(s, "n1", 30.0, held.term)
+    assert isinstance(renewed, Held) and (renewed.term, renewed.new_term) == (held.term, False)
+    assert renewed.acquired_at == held.acquired_at and renewed.expires_at > held.expires_at
+    assert [re.sub(r"\s+", " ", s).split(" ")[0] for s in seen if not s.startswith("SELECT clock_timestamp")] == [
+        "UPDATE"
+    ], seen
+
+
+def test_a_renewal_that_finds_the_lease_taken_still_sees_who_holds_it(sessions: sessionmaker[Session]) -> None:
+    from orchestry.models.cluster import Held, Lost, acquire_or_renew
+
+    with sessions.begin() as s:
+        first = acquire_or_renew(s, "n1", 0.01)
+    assert isinstance(first, Held)
+    time.sleep(0.05)
+    with sessions.begin() as s:
+        other = acquire_or_renew(s, "n2", 30.0)  # the lease lapsed: n2 takes it, a new term
+    assert isinstance(other, Held) and other.term == first.term + 1
+    with sessions.begin() as s:
+        late = acquire_or_renew(s, "n1", 30.0, first.term)
+    assert isinstance(late, Lost) and late.holder == "n2"
