@@ -73,13 +73,14 @@ def _postgresql_waits(engine: Engine) -> None:
 
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         cur.close()
+        record.info[_BUSY_MS] = SQLITE_BUSY_MS
 
     gate = _gate_of(engine.url.database or "")
 
@@ -87,8 +88,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         options = conn.get_execution_options()
         wait_ms = int(options.get(LOCK_WAIT_MS, SQLITE_BUSY_MS))
-        # Pooled connections serve the API and the controller in turn: set the lock wait every time.
-        conn.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms}")
+        # Pooled connections serve the API and the controller in turn, with different lock waits: set it when
+        # it differs from the one this connection has (a statement fewer in nearly every transaction).
+        if conn.info.get(_BUSY_MS) != wait_ms:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms}")
+            conn.info[_BUSY_MS] = wait_ms
         if options.get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
             return
@@ -164,6 +168,7 @@ class WriteGate:
 
 
 _GATED = "orchestry_gated"
+_BUSY_MS = "orchestry_busy_ms"  # the busy_timeout this SQLite connection has (set at connect: 30000)
 _gates: dict[str, WriteGate] = {}
 _gates_lock = threading.Lock()
 
