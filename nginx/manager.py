@@ -44,15 +44,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import httpx
-
 from orchestry.nginx import validate
+from orchestry.nginx.control_http import ControlTransportError, Reply, Timeouts, exchange
 from orchestry.nginx.render import TEMP_DIRS, NginxSettings, render_config
 from orchestry.nginx.routes import RouteTable
 
 log = logging.getLogger(__name__)
 
-_CONTROL_TIMEOUT = httpx.Timeout(connect=1.0, read=5.0, write=5.0, pool=1.0)
+_CONTROL_TIMEOUT = Timeouts(connect=1.0, read=5.0)
 SECRET_HEADER = "X-Orchestry-Control-Secret"
 NONCE_HEADER = "X-Orchestry-Control-Nonce"  # nginx answers with PROOF_HEADER: HMAC-SHA1(secret, nonce), hex
 PROOF_HEADER = "X-Orchestry-Control-Proof"
@@ -425,16 +424,9 @@ class ControlClient:
         self._reload_nginx = reload
         self._secret: str | None = None
         self._secret_reloaded_at = -SECRET_RELOAD_SECONDS
-        # No keep-alive: after a reload an idle connection would still point at an exiting worker.
-        self._http = httpx.Client(
-            base_url=f"http://127.0.0.1:{settings.control_port}",
-            timeout=_CONTROL_TIMEOUT,
-            limits=httpx.Limits(max_keepalive_connections=0),
-            trust_env=False,  # never send loopback control calls through an HTTP proxy from the environment
-        )
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing held: every call has its own connection (nginx/control_http.py)."""
 
     # --- routing table ---------------------------------------------------------------------------------
 
@@ -564,7 +556,7 @@ class ControlClient:
         """The wakes nginx wants now (apps with requests held: workflows/wake.py), answered as soon as one is
         recorded after sequence number `after`, or after `wait` seconds (a long-poll)."""
         params = {"after": str(after), "wait": f"{wait:g}"}
-        response = self._request("GET", "/_orchestry/wakes", params=params, timeout=httpx.Timeout(5.0, read=wait + 5.0))
+        response = self._request("GET", "/_orchestry/wakes", params=params, timeout=Timeouts(5.0, read=wait + 5.0))
         if response.status_code != 200:
             raise NginxError(f"nginx wakes: {response.status_code}")
         body = response.json()
@@ -610,8 +602,8 @@ class ControlClient:
         params: dict[str, str] | None = None,
         *,
         verify: bool = True,
-        timeout: httpx.Timeout | None = None,
-    ) -> httpx.Response:
+        timeout: Timeouts | None = None,
+    ) -> Reply:
         """One control call. `verify`: the answer must prove that nginx knows this node's secret (else
         NginxUnavailable); only the load number that confirms a reload is read without that proof."""
         response, proven = self._send(method, path, content, params, timeout)
@@ -643,8 +635,8 @@ class ControlClient:
         path: str,
         content: str | None,
         params: dict[str, str] | None,
-        timeout: httpx.Timeout | None = None,
-    ) -> tuple[httpx.Response, bool]:
+        timeout: Timeouts | None = None,
+    ) -> tuple[Reply, bool]:
         """The answer, and whether it proves that nginx knows the secret (HMAC of a fresh nonce)."""
         secret = self.control_secret()
         nonce = secrets.token_hex(16)
@@ -654,15 +646,16 @@ class ControlClient:
         if method != "GET":
             headers[SECRET_HEADER] = secret
         try:
-            response = self._http.request(
+            response = exchange(
+                self.settings.control_port,
                 method,
                 path,
-                content=content,
                 headers=headers,
+                body=content,
                 params=params,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                timeouts=timeout if timeout is not None else _CONTROL_TIMEOUT,
             )
-        except httpx.TransportError as exc:
+        except ControlTransportError as exc:
             raise NginxUnavailable(f"nginx control endpoint: {exc!r}") from exc
         expected = hmac.new(secret.encode(), nonce.encode(), hashlib.sha1).hexdigest()
         return response, hmac.compare_digest(response.headers.get(PROOF_HEADER, ""), expected)
