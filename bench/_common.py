@@ -525,11 +525,14 @@ def wrk(binary: str, url: str, seconds: float, connections: int, threads: int, h
 # -- profiling the controller (py-spy) -------------------------------------------------------------------------
 
 
-def start_profile(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes]:
-    """py-spy sampling the process at 100 Hz without pausing it, only the thread that holds the GIL: the
-    Python code using the CPU (a thread waiting for a socket, the disk or a lock is not counted)."""
+def start_profile(pid: int, seconds: float, out: str, gil: bool = True) -> subprocess.Popen[bytes]:
+    """py-spy sampling the process at 100 Hz without pausing it. With `gil`, only the thread that holds the GIL:
+    the Python code using the CPU (a thread waiting for a socket, the disk or a lock is not counted); without,
+    every thread py-spy sees running, each stack under its thread's name (C code that released the GIL, such as
+    SQLite's, counts too)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100", "--nonblocking", "--gil"]
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100", "--nonblocking"]
+    cmd += ["--threads", "--gil"] if gil else ["--threads"]
     return subprocess.Popen([*cmd, "--format", "raw", "--output", out], stdout=subprocess.DEVNULL)
 
 
@@ -541,14 +544,47 @@ def print_profile(path: Path, top: int = 25) -> None:
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        stack = stack.split(";", 1)[1] if stack.startswith("thread (") else stack  # `--threads`: its name first
         frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in stack.split(";")]
         n = int(count)
         total += n
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-    print(f"profile: {total} samples holding the GIL ({total / 100:.1f} s at 100 Hz)")
+    print(f"profile: {total} samples ({total / 100:.1f} s at 100 Hz)")
     for title, counts in (("inclusive", inclusive), ("self", own)):
         print(f"  top {top} by {title}:")
         for frame, n in counts.most_common(top):
             print(f"    {n / total * 100:5.1f}%  {frame}")
+
+
+# -- where a process's CPU goes, by thread ------------------------------------------------------------------
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each of the process's threads, by native thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's name for each thread (py-spy's dump prints `Thread <tid> (...): "<name>"`)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = subprocess.run([spy, "dump", "--pid", str(pid), "--nonblocking"], capture_output=True, text=True).stdout
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out, re.M)}
+
+
+def print_thread_cpu(pid: int, before: dict[int, float], seconds: float, names: dict[int, str], top: int = 12) -> None:
+    """Each thread's share of a core since `before` (all CPU, the database's C code and the kernel's included,
+    which py-spy's GIL samples miss), the busiest first. `names`: thread_names() (read before a profiler
+    attaches: py-spy cannot dump a process it is recording)."""
+    after = thread_cpu(pid)
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    print(f"CPU by thread over {seconds:.0f} s (% of a core):")
+    for tid, spent in sorted(used.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {spent / seconds * 100:5.2f}  {names.get(tid, '?')} ({tid})")
