@@ -374,3 +374,45 @@ def test_target_from_a_normalised_spec() -> None:
     defaults = target_from_spec("w-1", HOST, 1, {"protocol": "TCP", "port": 5432})
     assert (defaults.protocol, defaults.expected_status_codes, defaults.timeout_seconds) == ("TCP", None, 5.0)
     assert Target("v6", "::1", 80).url == "http://[::1]:80/health"
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"", None),
+        (b"HTTP/1.1 2", None),  # the status line has not all come
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", None),  # nor the head
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200),
+        (b"HTTP/1.0 503 Service Unavailable\r\n\r\n", 503),
+        (b"HTTP/1.1 204\r\n\r\n", 204),  # no reason phrase
+        (b"HTTP/1.1 301 Moved\nLocation: /x\n\n", 301),  # bare newlines
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", None),  # an informational answer: wait for the real one
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 404 Not Found\r\n\r\n", 404),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 101),
+    ],
+)
+def test_the_answer_status_is_read_from_the_head_alone(data: bytes, status: int | None) -> None:
+    assert prober_module.answer_status(data) == status
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SPEAKING NO HTTP\r\n\r\n",
+        b"HTTP/2 200\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"x" * prober_module.HEAD_LIMIT,  # a head that never ends
+    ],
+)
+def test_an_answer_that_is_not_http_is_a_protocol_error(data: bytes) -> None:
+    with pytest.raises(prober_module.ProtocolError):
+        prober_module.answer_status(data)
+
+
+def test_a_targets_request_is_framed_once() -> None:
+    """Its bytes are the same every period: built (and checked by h11) once, not at every probe."""
+    target = Target("a-1", HOST, 8080, method="POST", path="/p", headers=(("X-A", "1"),), body="{}")
+    first = prober_module.request_bytes(target)
+    assert first is prober_module.request_bytes(Target("a-1", HOST, 8080, "HTTP", "POST", "/p", (("X-A", "1"),), "{}"))
+    assert first.startswith(b"POST /p HTTP/1.1\r\n") and first.endswith(b"\r\n\r\n{}")
+    assert b"content-length: 2\r\n" in first.lower() and b"connection: close\r\n" in first.lower()
