@@ -3,7 +3,7 @@
 The leader computes the routing table and stores it with its generation (`routing_state`); this loop, on
 every node, leader or not, keeps the node's own nginx running its rendered configuration and serving that
 table, so any node is an entry point for app traffic and losing one (the leader included) loses no route.
-Every second it also reports its nginx's traffic counters: the leader's metrics add up every node's.
+Every second a follower's also reports its nginx's traffic counters: the leader's metrics add them to its own.
 After each pass it reports in its `controller_nodes` row the generation its nginx confirmed and the
 requests that nginx has open per replica address, read after the confirmation. The leader's drains wait for
 those reports (controller/routing.py): a replica is stopped only once every node that reported lately
@@ -31,6 +31,7 @@ from orchestry.controller.components import ComponentMonitor
 from orchestry.controller.edge import EdgeSync
 from orchestry.controller.routing import NginxWriter
 from orchestry.models.cluster import report_routes, report_traffic
+from orchestry.models.db import reads_of
 from orchestry.models.edge import edge_version
 from orchestry.models.routing import StoredRoutes, stored_generation, stored_routes
 from orchestry.nginx.manager import ControlledNginx, NginxError, StaleGeneration
@@ -41,9 +42,10 @@ from orchestry.workflows.routing import in_flight_outside
 log = logging.getLogger("orchestry.mirror")
 
 PERIOD_SECONDS = 0.25  # how stale a follower's table can be, about; one small read per pass
-# The leader pushes its tables to its own nginx itself (RouteSync) and reads its own nginx's open requests for
-# its drains directly: its mirror only restarts nginx, confirms, reports traffic and serves the edge (a new
-# certificate within a second). Four passes a second there were ~14 % of an idle leader's CPU (issue 10).
+# The leader pushes its tables to its own nginx itself (RouteSync), reads its own nginx's open requests for its
+# drains and its traffic counters for its metrics directly: its mirror only restarts nginx, confirms, reports
+# what it serves and serves the edge (a new certificate within a second). Four passes a second there were
+# ~14 % of an idle leader's CPU (issue 10).
 LEADER_PERIOD_SECONDS = 0.5
 CONVERGE_SECONDS = 5.0  # configuration check and restart of a dead nginx
 TRAFFIC_SECONDS = 1.0  # how often the traffic counters are reported (the leader samples every metrics_seconds)
@@ -62,6 +64,7 @@ class RouteMirror:
         leading: Callable[[], bool] = lambda: False,
     ) -> None:
         self.sessions = sessions
+        self.reads = reads_of(sessions)  # the stored table and edge are only read: no write lock on SQLite
         self.leading = leading  # this node leads: it pushes its own tables (see LEADER_PERIOD_SECONDS)
         self.monitor = monitor if monitor is not None else ComponentMonitor()
         self.manager = manager
@@ -103,7 +106,7 @@ class RouteMirror:
         try:
             return self.writer.push(build_route_table(generation, routes, wake))
         except StaleGeneration as exc:
-            with self.sessions() as session:
+            with self.reads() as session:
                 now_stored = stored_generation(session)
             if stale_push(exc.served, now_stored) == "newer":
                 return exc.served
@@ -130,7 +133,7 @@ class RouteMirror:
         table's generation is read every pass, its routes only when the generation moved (a table is never
         changed under the same generation; hundreds of addresses are not decoded 4 times a second for
         nothing)."""
-        with self.sessions() as session:
+        with self.reads() as session:
             generation = stored_generation(session)
             if generation == 0:
                 self._table = None
@@ -169,7 +172,8 @@ class RouteMirror:
                 self._confirmed_at = time.monotonic()
             inflight = in_flight_outside(open_requests, table)
             counters = None
-            if time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:
+            # Not on the leader: its metrics read its own nginx's counters directly, only the others' reports.
+            if not self.leading() and time.monotonic() - self._counted_at >= TRAFFIC_SECONDS:
                 self._counted_at = time.monotonic()
                 counters = self.manager.traffic_counters()
             report = (served, inflight)

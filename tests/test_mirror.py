@@ -70,6 +70,30 @@ def test_the_mirror_serves_the_stored_table_and_reports_it(
             backend.close()
 
 
+def test_the_leaders_mirror_reports_no_traffic_counters(sessions: sessionmaker[Session], nginx: NginxManager) -> None:
+    """The leader's metrics read its own nginx's counters directly and only the other nodes' from their reports:
+    the leader reading and writing its own every second was work nobody used (issue 10). Once it no longer
+    leads, it reports them again, as every follower does."""
+    backends = Backends()
+    leading = [True]
+    try:
+        with sessions.begin() as session:
+            heartbeat(session, "n1", "http://127.0.0.1:1", "test")
+        mirror = RouteMirror(sessions, nginx, "n1", leading=lambda: leading[0])
+        store(sessions, 2, {"web": [backends["a"].address]})
+        assert mirror.run_once() == 2
+        with sessions() as session:
+            assert route_reports(session, 3.0)[0].generation == 2  # what it serves is still reported
+            assert "n1" not in traffic_reports(session, 3.0)
+        leading[0] = False
+        assert mirror.run_once() == 2
+        with sessions() as session:
+            assert "n1" in traffic_reports(session, 3.0)
+    finally:
+        for backend in backends.values():
+            backend.close()
+
+
 def ready(nginx: NginxManager) -> httpx.Response:
     port = nginx.settings.listen_port
     return httpx.get(f"http://127.0.0.1:{port}/_orchestry/ready", headers={"Host": "web.localhost"}, timeout=5)
