@@ -561,14 +561,14 @@ def print_profile(path: Path, top: int = 25) -> None:
 # -- where a process's CPU goes, by thread ------------------------------------------------------------------
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) so far of each of the process's threads, by native thread id."""
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """CPU seconds (user, system) so far of each of the process's threads, by native thread id."""
     ticks = os.sysconf("SC_CLK_TCK")
-    seconds: dict[int, float] = {}
+    seconds: dict[int, tuple[float, float]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+            seconds[int(task.name)] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
     return seconds
 
 
@@ -579,12 +579,17 @@ def thread_names(pid: int) -> dict[int, str]:
     return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out, re.M)}
 
 
-def print_thread_cpu(pid: int, before: dict[int, float], seconds: float, names: dict[int, str], top: int = 12) -> None:
+def print_thread_cpu(
+    pid: int, before: dict[int, tuple[float, float]], seconds: float, names: dict[int, str], top: int = 12
+) -> None:
     """Each thread's share of a core since `before` (all CPU, the database's C code and the kernel's included,
-    which py-spy's GIL samples miss), the busiest first. `names`: thread_names() (read before a profiler
-    attaches: py-spy cannot dump a process it is recording)."""
+    which py-spy's GIL samples miss), the busiest first, and how much of it the kernel's. `names`:
+    thread_names() (read before a profiler attaches: py-spy cannot dump a process it is recording)."""
     after = thread_cpu(pid)
-    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
-    print(f"CPU by thread over {seconds:.0f} s (% of a core):")
-    for tid, spent in sorted(used.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {spent / seconds * 100:5.2f}  {names.get(tid, '?')} ({tid})")
+    used = {
+        tid: (user - before.get(tid, (0.0, 0.0))[0], system - before.get(tid, (0.0, 0.0))[1])
+        for tid, (user, system) in after.items()
+    }
+    print(f"CPU by thread over {seconds:.0f} s (% of a core: all, of which system):")
+    for tid, (user, system) in sorted(used.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        print(f"  {(user + system) / seconds * 100:5.2f} {system / seconds * 100:5.2f}  {names.get(tid, '?')} ({tid})")
