@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestry.models.apps import current_specs
 from orchestry.models.base import utcnow
-from orchestry.models.edge import Certificate, certificates_named
+from orchestry.models.db import reads_of
+from orchestry.models.edge import Certificate, certificates_named, edge_version
 from orchestry.models.jobs import live_job
 from orchestry.operations.request import request_task
 from orchestry.workflows.certs import cert_due, failures_in
@@ -33,29 +34,46 @@ def due(row: Certificate | None, now: dt.datetime, failures: int = 0) -> bool:
     return cert_due(row.state, row.not_after, row.updated_at, now, failures)
 
 
-def cert_sweep(sessions: sessionmaker[Session]) -> list[int]:
-    """Enqueue `cert-issue` for every `tls: auto` host that is due. Returns the new jobs' ids."""
-    ids: list[int] = []
-    with sessions.begin() as session:
-        specs: dict[str, Any] = current_specs(session)
-        hosts = tls_hosts(edge_rules(specs)[0], "auto")
+class CertSweep:
+    """The leader's cert-sweep. The `tls: auto` hosts are read from every app's spec in force, which change only
+    with the edge's version (bumped by a registration, a rollback, a deletion): they are read again only when
+    it moved, so a sweep of 1,000 apps without such routes is one small read, not 1,000 specs decoded."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.reads = reads_of(sessions)
+        self._hosts: tuple[int, frozenset[str]] | None = None  # (edge version, its tls: auto hosts)
+
+    def hosts(self) -> frozenset[str]:
+        with self.reads() as session:
+            version = edge_version(session)
+            if self._hosts is None or self._hosts[0] != version:
+                specs: dict[str, Any] = current_specs(session)
+                self._hosts = (version, frozenset(tls_hosts(edge_rules(specs)[0], "auto")))
+        return self._hosts[1]
+
+    def run(self) -> list[int]:
+        """Enqueue `cert-issue` for every `tls: auto` host that is due. Returns the new jobs' ids."""
+        hosts = self.hosts()
         if not hosts:
-            return ids
-        rows = certificates_named(session, list(hosts))
-        now = utcnow()
-        for host in hosts:
-            row = rows.get(host)
-            if not due(row, now, failures_in(row.last_error) if row is not None else 0):
-                continue
-            busy = live_job(session, f"cert:{host}")
-            if busy is not None:
-                continue
-            if row is None:
-                session.add(Certificate(name=host, hosts=[host], source="acme", state="pending"))
-            elif row.state == "failed":
-                row.state = "pending"
-            job = request_task(
-                session, "cert-issue", lock=f"cert:{host}", args={"host": host}, actor="cert-sweep", max_attempts=3
-            )
-            ids.append(job.job.id)
-    return ids
+            return []
+        ids: list[int] = []
+        with self.sessions.begin() as session:
+            rows = certificates_named(session, sorted(hosts))
+            now = utcnow()
+            for host in sorted(hosts):
+                row = rows.get(host)
+                if not due(row, now, failures_in(row.last_error) if row is not None else 0):
+                    continue
+                busy = live_job(session, f"cert:{host}")
+                if busy is not None:
+                    continue
+                if row is None:
+                    session.add(Certificate(name=host, hosts=[host], source="acme", state="pending"))
+                elif row.state == "failed":
+                    row.state = "pending"
+                job = request_task(
+                    session, "cert-issue", lock=f"cert:{host}", args={"host": host}, actor="cert-sweep", max_attempts=3
+                )
+                ids.append(job.job.id)
+        return ids

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestry.config import Settings
 from orchestry.config.secretbox import load_box
 from orchestry.controller import periodic
-from orchestry.controller.acme import CERT_SWEEP_SECONDS, cert_sweep
+from orchestry.controller.acme import CERT_SWEEP_SECONDS, CertSweep
 from orchestry.controller.autoscaler import Autoscaler
 from orchestry.controller.components import ComponentMonitor, ComponentProbe
 from orchestry.controller.dispatcher import Dispatcher
@@ -149,6 +149,7 @@ class Controller:
             if settings.runtime == "swarm" and isinstance(runtime, HostLister)
             else None
         )
+        self.certs = CertSweep(self.sessions)  # `tls: auto` hosts without a valid certificate: cert-issue jobs
         self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
         if self.nginx is not None:
             self.metrics.traffic = TrafficMeter(self.nginx, peers=self._peer_traffic)
@@ -382,7 +383,7 @@ class Controller:
 
     def run_cert_sweep(self) -> None:
         """cert-sweep: a `cert-issue` job for each `tls: auto` host without a valid certificate or due renewal."""
-        if self.leadership.leading and cert_sweep(self.sessions):
+        if self.leadership.leading and self.certs.run():
             self.dispatcher.wake()
 
     def run_host_sweep(self) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestry.models.apps import App, AppRevision, get_app, get_revision
+from orchestry.models.edge import bump_edge
 from orchestry.models.events import record
 from orchestry.operations.request import request_operation
 from orchestry.workflows.converge import RUNNING_STATUSES
@@ -122,6 +123,7 @@ def restore_revision(session: Session, app: App, restore: AppRevision, *, actor:
         current = get_revision(session, app)
         _scaling_section_back(app, current.spec if current else None, restore.spec)
     app.revision = number
+    bump_edge(session)  # the spec in force changed: its routes (and `tls: auto` hosts) may have
     session.add(
         AppRevision(
             app_id=app.id,

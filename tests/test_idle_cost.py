@@ -316,3 +316,43 @@ def test_a_renewal_that_finds_the_lease_taken_still_sees_who_holds_it(sessions: 
     with sessions.begin() as s:
         late = acquire_or_renew(s, "n1", 30.0, first.term)
     assert isinstance(late, Lost) and late.holder == "n2"
+
+
+def test_a_cert_sweep_reads_the_specs_only_when_the_edge_moved(sessions: sessionmaker[Session]) -> None:
+    """Every 2 s on the leader: the `tls: auto` hosts come from every app's spec in force, which change only
+    with the edge's version (a registration, a rollback, a deletion bumps it). Reading and decoding every spec
+    each time cost grew with the apps registered, not with change (issue 10)."""
+    from orchestry.controller.acme import CertSweep
+    from orchestry.models.edge import bump_edge
+
+    running_apps(sessions, APPS)
+    sweep = CertSweep(sessions)
+    assert sweep.run() == []
+    engine: Engine = sessions.kw["bind"]
+    with statements(engine) as seen:
+        assert sweep.run() == []
+    assert [re.sub(r"\s+", " ", s).split(" FROM ")[-1].split(" ")[0] for s in seen] == ["edge_state"], seen
+    with sessions.begin() as s:
+        bump_edge(s)
+    with statements(engine) as seen:
+        assert sweep.run() == []
+    assert any("app_revisions" in s for s in seen)  # read again: the edge moved
+
+
+def test_a_rollback_moves_the_edge(sessions: sessionmaker[Session]) -> None:
+    """The revision in force changed, and its routes may have: every node's nginx takes the edge again, and the
+    cert sweep reads the specs again (it keys them on the edge's version)."""
+    from orchestry.models.apps import get_revision
+    from orchestry.models.edge import edge_version
+    from orchestry.operations.registration import restore_revision
+
+    (app_id,) = running_apps(sessions, 1)
+    with sessions.begin() as s:
+        before = edge_version(s)
+        app = s.get(App, app_id)
+        assert app is not None
+        first = get_revision(s, app)
+        assert first is not None
+        restore_revision(s, app, first, actor="t", reason="test")
+    with sessions() as s:
+        assert edge_version(s) == before + 1
