@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Exists, String, exists, select, text, update
+from sqlalchemy import BigInteger, Exists, String, bindparam, exists, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -128,24 +128,30 @@ def acquire_or_renew(session: Session, node: str, seconds: float, term: int | No
     return Held(new_term, expires, now, True, previous)
 
 
+# Built once: the renewal runs twice a second for as long as a node leads, and building the statement (and its
+# cache key) each time cost more than running it (issue 10). Executed on the session's connection, not through
+# the ORM's bulk-update path.
+_RENEW = (
+    update(LeaderLease)
+    .where(
+        LeaderLease.name == LEASE_NAME,
+        LeaderLease.holder == bindparam("holder_"),
+        LeaderLease.term == bindparam("term_"),
+        LeaderLease.expires_at > bindparam("now_"),
+    )
+    .values(renewed_at=bindparam("now_"), expires_at=bindparam("until_"))
+    .returning(LeaderLease.acquired_at)
+)
+
+
 def renew(session: Session, node: str, seconds: float, term: int) -> Held | None:
     """Extend the live lease this node holds at `term`: the renewal `lease_action` would choose, as one
     conditioned UPDATE (it locks the row, as the election's locking read does). None when the lease is no
     longer ours and live: the caller then runs the election, which says who holds it."""
     now = db_now(session)
     expires = now + timedelta(seconds=seconds)
-    acquired = session.execute(
-        update(LeaderLease)
-        .where(
-            LeaderLease.name == LEASE_NAME,
-            LeaderLease.holder == node,
-            LeaderLease.term == term,
-            LeaderLease.expires_at > now,
-        )
-        .values(renewed_at=now, expires_at=expires)
-        .returning(LeaderLease.acquired_at)
-        .execution_options(synchronize_session=False)
-    ).first()
+    params = {"holder_": node, "term_": term, "now_": now, "until_": expires}
+    acquired = session.connection().execute(_RENEW, params).first()
     if acquired is None:
         return None
     return Held(term, expires, acquired[0] or now, False, None)
@@ -177,16 +183,18 @@ def current_lease(session: Session) -> LeaderLease | None:
     return session.scalars(select(LeaderLease).where(LeaderLease.name == LEASE_NAME)).one_or_none()
 
 
+_BEAT = (
+    update(ControllerNode)
+    .where(ControllerNode.node_id == bindparam("node_"))
+    .values(address=bindparam("address_"), version=bindparam("version_"), heartbeat_at=bindparam("at_"))
+)
+
+
 def heartbeat(session: Session, node: str, address: str, version: str) -> None:
-    """This node is alive (once a second): one UPDATE of its row, which is added the first time."""
+    """This node is alive (once a second): one UPDATE of its row (built once, as _RENEW), added the first time."""
     now = db_now(session)
-    beat = session.execute(
-        update(ControllerNode)
-        .where(ControllerNode.node_id == node)
-        .values(address=address, version=version, heartbeat_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if affected(beat) == 0:
+    params = {"node_": node, "address_": address, "version_": version, "at_": now}
+    if affected(session.connection().execute(_BEAT, params)) == 0:
         session.add(ControllerNode(node_id=node, address=address, version=version, started_at=now, heartbeat_at=now))
 
 
