@@ -42,14 +42,14 @@ class CertSweep:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self.reads = reads_of(sessions)
-        self._hosts: tuple[int, frozenset[str]] | None = None  # (edge version, its tls: auto hosts)
+        self._hosts: tuple[int, list[str]] | None = None  # (edge version, its tls: auto hosts, sorted)
 
-    def hosts(self) -> frozenset[str]:
+    def hosts(self) -> list[str]:
         with self.reads() as session:
             version = edge_version(session)
             if self._hosts is None or self._hosts[0] != version:
                 specs: dict[str, Any] = current_specs(session)
-                self._hosts = (version, frozenset(tls_hosts(edge_rules(specs)[0], "auto")))
+                self._hosts = (version, tls_hosts(edge_rules(specs)[0], "auto"))
         return self._hosts[1]
 
     def run(self) -> list[int]:
@@ -59,9 +59,9 @@ class CertSweep:
             return []
         ids: list[int] = []
         with self.sessions.begin() as session:
-            rows = certificates_named(session, sorted(hosts))
+            rows = certificates_named(session, hosts)
             now = utcnow()
-            for host in sorted(hosts):
+            for host in hosts:
                 row = rows.get(host)
                 if not due(row, now, failures_in(row.last_error) if row is not None else 0):
                     continue

@@ -105,15 +105,11 @@ def acquire_or_renew(session: Session, node: str, seconds: float, term: int | No
     now = db_now(session)
     expires = now + timedelta(seconds=seconds)
     action = lease_action(row.holder, row.expires_at, int(row.term), node, term, now)
-    if action == "renew":
-        session.execute(
-            update(LeaderLease)
-            .where(LeaderLease.name == LEASE_NAME)
-            .values(renewed_at=now, expires_at=expires)
-            .execution_options(synchronize_session=False)
-        )
-        return Held(int(row.term), expires, row.acquired_at or now, False, None)
-    if action == "wait":
+    if action == "renew":  # the row is locked and ours: the one renewal statement, as on the fast path
+        renewed = renew(session, node, seconds, int(row.term))
+        if renewed is not None:
+            return renewed
+    if action in ("renew", "wait"):
         return Lost(row.holder, row.expires_at, now)
     new_term = int(row.term) + 1
     session.execute(
