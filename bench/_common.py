@@ -544,7 +544,8 @@ def print_profile(path: Path, top: int = 25) -> None:
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        stack = stack.split(";", 1)[1] if stack.startswith("thread (") else stack  # `--threads`: its name first
+        if stack.startswith("thread ("):  # `--threads`: its name first; alone when no Python frame was seen
+            stack = stack.partition(";")[2] or "(no Python frame)"
         frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in stack.split(";")]
         n = int(count)
         total += n
