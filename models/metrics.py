@@ -286,7 +286,11 @@ def window_of(groups: dict[str | None, Averages], replicas: Sequence[str] | None
     )
 
 
+_ADD_SAMPLES = insert(MetricSample.__table__)  # Core, built once: the ORM's bulk path cost 5 ms of CPU per 240 rows
+
+
 def add_samples(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Many samples in one INSERT (an executemany of plain rows, no ORM object per row)."""
+    """Many samples in one INSERT (an executemany of plain rows on the session's connection: no ORM object
+    per row, and not the ORM's bulk insert either, which costs twice as much at 240 rows)."""
     if rows:
-        session.execute(insert(MetricSample), rows)
+        session.connection().execute(_ADD_SAMPLES, rows)
