@@ -298,6 +298,12 @@ SETTINGS: tuple[Setting, ...] = (
         "How long metric samples are kept.",
     ),
     Setting(
+        "metrics_full_resolution_seconds",
+        lambda raw: _positive_float(raw),
+        lambda _: 3600.0,
+        "How long samples are kept as taken; after it an app's are kept as one mean a minute, a replica's go.",
+    ),
+    Setting(
         "registry_check",
         _to_choice("ask", "off"),
         lambda _: "ask",

@@ -7,7 +7,9 @@ same `taken_at` (the database's clock), so a collection is one consistent snapsh
 
 Nothing false is written: a replica whose counters could not be read gets no row, a replica read for the
 first time has no CPU figure yet (CPU needs two readings), and an app row's means cover only the ready
-replicas that were read. Old samples are deleted in bounded batches, each in its own short transaction.
+replicas that were read. Once a minute the retention pass rolls the samples past the full-resolution period
+up into minute means (a minute per transaction, a bounded number per pass) and deletes the samples past the
+retention in bounded batches, each in its own short transaction.
 """
 
 from __future__ import annotations
@@ -25,26 +27,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestry.models.apps import running_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
-from orchestry.models.metrics import PURGE_BATCH, add_latencies, add_samples, purge_before
+from orchestry.models.metrics import (
+    PURGE_BATCH,
+    ROLLUP_SECONDS,
+    add_latencies,
+    add_samples,
+    oldest_unrolled,
+    purge_before,
+    roll_up,
+)
 from orchestry.models.replicas import address_of, running_replica_columns
 from orchestry.runtime.stats import UsageReader, UsageSource
 from orchestry.runtime.types import RuntimeFailure
-from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
+from orchestry.workflows.metrics import FIGURES, Usage, cpu_percent, mean, memory_percent
 
 log = logging.getLogger("orchestry.controller.metrics")
 
 # Every row of one INSERT names the same columns (an executemany needs one shape): the figures a row lacks
 # are NULL, as an ORM object's unset attributes were.
-SAMPLE: dict[str, Any] = {
-    "cpu_percent": None,
-    "memory_percent": None,
-    "rps": None,
-    "p95_ms": None,
-    "active_connections": None,
-    "error_rate": None,
-    "ready_replicas": None,
-}
+SAMPLE: dict[str, Any] = dict.fromkeys(FIGURES)
 MAX_PURGE_BATCHES = 10  # per collection: a backlog is worked off over several runs, never in one long stall
+MAX_ROLLUPS = 30  # minutes rolled up per pass: a backlog (an upgrade, a long outage) is worked off over passes
 PURGE_SECONDS = 60.0  # the retention is applied once a minute (and at every run while a backlog remains)
 
 
@@ -98,18 +101,25 @@ class MetricsCollector:
     sessions: sessionmaker[Session]
     reader: UsageReader
     retention_seconds: float = 86_400.0
+    full_resolution_seconds: float = 3_600.0
     traffic: TrafficSource | None = None
     _previous: dict[str, Usage] = field(default_factory=dict, init=False)  # container id -> last reading
     _unread: int = field(default=0, init=False)
     _purge_due: float = field(default=0.0, init=False)  # time.monotonic() of the next retention pass
+    _rolled_to: datetime | None = field(default=None, init=False)  # samples before it are rolled up (or gone)
 
     @classmethod
     def for_runtime(
-        cls, sessions: sessionmaker[Session], runtime: object, retention_seconds: float
+        cls, sessions: sessionmaker[Session], runtime: object, retention_seconds: float, full_resolution_seconds: float
     ) -> MetricsCollector:
         """A collector reading cgroup files, with the runtime's stats API as fallback when it has one."""
         engine = runtime if isinstance(runtime, UsageSource) else None
-        return cls(sessions, UsageReader(engine), retention_seconds=retention_seconds)
+        return cls(
+            sessions,
+            UsageReader(engine),
+            retention_seconds=retention_seconds,
+            full_resolution_seconds=full_resolution_seconds,
+        )
 
     def run(self) -> Collection | None:
         """The periodic job: collect, or log and skip this sample when the database or the engine fails."""
@@ -161,6 +171,7 @@ class MetricsCollector:
         purged = 0
         if time.monotonic() >= self._purge_due:  # not every few seconds: a write transaction each time
             purged = self.purge(now - timedelta(seconds=self.retention_seconds))
+            purged += self.roll_up(now - timedelta(seconds=self.full_resolution_seconds))
         collection = Collection(
             taken_at=now,
             apps=len(apps),
@@ -189,6 +200,30 @@ class MetricsCollector:
             if gone < PURGE_BATCH:
                 self._purge_due = time.monotonic() + PURGE_SECONDS
                 break
+        return total
+
+    def roll_up(self, before: datetime) -> int:
+        """The samples as taken before `before`, a whole minute at a time, into minute means (models.metrics.
+        roll_up), oldest first; at most MAX_ROLLUPS minutes a pass. Returns how many rows went.
+
+        Where to start is read once (a range scan from the oldest sample) and then kept: collections are
+        taken at the database's clock, so none lands behind a minute already rolled up. An empty minute (the
+        controller was down) is skipped by reading where the next samples are."""
+        total = 0
+        start = self._rolled_to
+        if start is None:
+            with reads_of(self.sessions)() as session:
+                start = _minute(oldest_unrolled(session, None, before) or before)
+        step = timedelta(seconds=ROLLUP_SECONDS)
+        for _ in range(MAX_ROLLUPS):
+            if start + step > before:
+                break
+            with self.sessions.begin() as session:
+                gone = roll_up(session, start)
+                following = start + step if gone else _minute(oldest_unrolled(session, start, before) or before)
+            total += gone
+            start = following
+        self._rolled_to = start
         return total
 
     # -- observe ---------------------------------------------------------------------------------------------
@@ -286,3 +321,8 @@ class MetricsCollector:
                 row["error_rate"] = float(seen.error_rate)
             rows.append(row)
         return rows
+
+
+def _minute(at: datetime) -> datetime:
+    """The start of `at`'s minute (roll-ups cover whole minutes, so a rerun covers the same ones)."""
+    return at.replace(second=0, microsecond=0)

@@ -150,7 +150,9 @@ class Controller:
             else None
         )
         self.certs = CertSweep(self.sessions)  # `tls: auto` hosts without a valid certificate: cert-issue jobs
-        self.metrics = MetricsCollector.for_runtime(self.sessions, runtime, settings.metrics_retention_seconds)
+        self.metrics = MetricsCollector.for_runtime(
+            self.sessions, runtime, settings.metrics_retention_seconds, settings.metrics_full_resolution_seconds
+        )
         if self.nginx is not None:
             self.metrics.traffic = TrafficMeter(self.nginx, peers=self._peer_traffic)
         self.dispatcher = Dispatcher(self.sessions, self.runtime, settings, self.leadership, self.router, self.health)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from orchestry.runtime.stats import (
     read_dirs,
 )
 from orchestry.runtime.types import ContainerFailed
-from orchestry.workflows.metrics import Usage, cpu_percent, mean, memory_percent
+from orchestry.workflows.metrics import FIGURES, Usage, cpu_percent, mean, memory_percent, period_means
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -277,3 +278,37 @@ def test_limits_are_read_once_a_minute_not_at_every_reading(tmp_path: Path) -> N
     assert reader.read([CID]).usage[CID].memory_limit == MiB  # kept: not read again within the minute
     clock[0] = 60.0
     assert reader.read([CID]).usage[CID].memory_limit == 2 * MiB
+
+
+T = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+F = (1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 2)  # one sample's figures, in FIGURES' order
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([], []),
+        ([(7, F)], [{"app_id": 7, "samples": 1, **dict(zip(FIGURES, F, strict=True))}]),
+        (  # means per figure, per app, apps in order
+            [(9, F), (7, (3.0, 4.0, 5.0, 6.0, 7.0, 0.5, 4)), (7, F)],
+            [
+                {"app_id": 7, "samples": 2, **dict(zip(FIGURES, (2.0, 3.0, 4.0, 5.0, 6.0, 0.25, 3), strict=True))},
+                {"app_id": 9, "samples": 1, **dict(zip(FIGURES, F, strict=True))},
+            ],
+        ),
+        (  # a figure some samples lack: the mean of those that have it; none has it: None, never 0
+            [(7, (None, 2.0, None, None, 1.0, None, None)), (7, (4.0, 4.0, None, None, 3.0, None, None))],
+            [{"app_id": 7, "samples": 2, **dict(zip(FIGURES, (4.0, 3.0, None, None, 2.0, None, None), strict=True))}],
+        ),
+        (  # ready replicas stay whole
+            [(7, (*F[:6], 2)), (7, (*F[:6], 3)), (7, (*F[:6], 3))],
+            [{"app_id": 7, "samples": 3, **dict(zip(FIGURES, (*F[:6], 3), strict=True))}],
+        ),
+    ],
+)
+def test_a_periods_samples_become_one_row_of_means_per_app(
+    rows: list[tuple[int, tuple[float | None, ...]]], expected: list[dict[str, object]]
+) -> None:
+    got = period_means(rows, T, 60)
+    assert got == [{**row, "replica_name": None, "taken_at": T + timedelta(seconds=30)} for row in expected]
+    assert all(isinstance(row["ready_replicas"], int) for row in got if row["ready_replicas"] is not None)

@@ -49,6 +49,10 @@ class Figures(BaseModel):
 
 class Point(Figures):
     taken_at: datetime
+    samples: int = Field(
+        default=1,
+        description="collections the point stands for: 1 as taken; past the full-resolution period, a minute's means",
+    )
 
 
 class WindowOut(Figures):
@@ -158,7 +162,9 @@ def app_metrics(name: str) -> Response:
             for r in replica_rows
         ],
         windows=windows,
-        history=[Point(taken_at=r.taken_at, **_figures(r).model_dump()) for r in reversed(history)],
+        history=[
+            Point(taken_at=r.taken_at, samples=r.samples or 1, **_figures(r).model_dump()) for r in reversed(history)
+        ],
     )
     return jsonify(out.model_dump(mode="json"))
 

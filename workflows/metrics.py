@@ -10,10 +10,13 @@ that went backwards, no time elapsed) is None, never 0: a missing figure must no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 UNLIMITED_BYTES = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2^63-1
+# The figures of a metric sample, in the columns' order (models.metrics.MetricSample).
+FIGURES = ("cpu_percent", "memory_percent", "rps", "p95_ms", "active_connections", "error_rate", "ready_replicas")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,30 @@ def mean(values: Iterable[float | None]) -> float | None:
     """The mean of the values that exist; None when none does (an app without data is not an idle app)."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+def period_means(
+    rows: Iterable[tuple[int, Sequence[float | None]]], start: datetime, seconds: float
+) -> list[dict[str, object]]:
+    """The app rows of one period (`start`, `seconds` long) as one row per app: each figure's mean over the
+    samples that have it (None where none has), `samples` the number of rows it stands for, taken at the
+    period's middle. `rows`: (app id, the figures in FIGURES' order). Ready replicas stay a whole number.
+
+    A mean of p95s is not the period's p95; it is what a chart of the day draws, and the retention's point is
+    to keep that chart, not to recompute latencies (the cumulative histogram keeps those)."""
+    by_app: dict[int, list[Sequence[float | None]]] = {}
+    for app_id, figures in rows:
+        by_app.setdefault(app_id, []).append(figures)
+    middle = start + timedelta(seconds=seconds / 2)
+    out: list[dict[str, object]] = []
+    for app_id, series in sorted(by_app.items()):
+        row: dict[str, object] = {"app_id": app_id, "replica_name": None, "taken_at": middle, "samples": len(series)}
+        for i, name in enumerate(FIGURES):
+            row[name] = mean(figures[i] for figures in series)
+        if row["ready_replicas"] is not None:
+            row["ready_replicas"] = round(float(row["ready_replicas"]))  # type: ignore[arg-type]
+        out.append(row)
+    return out
 
 
 @dataclass(frozen=True)
