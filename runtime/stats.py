@@ -140,6 +140,56 @@ def _read(path: Path | str) -> str:
         os.close(fd)
 
 
+class CounterFiles:
+    """The counter files of the containers being read, kept open and read again with `pread` at offset 0: the
+    kernel renders a cgroup file afresh at every read from its start, and open + read + close cost about
+    12 us a file against 4 (600 files every 2 s at 200 replicas). A file whose cgroup is gone fails with
+    ENODEV, as an open would. At most `limit` are kept (a quarter of the process's descriptors, up to 3,072);
+    past that a file is opened and closed at each read, as before. Not thread-safe (one collector reads)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit if limit is not None else _open_files_budget()
+        self._fds: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def read(self, path: str) -> str:
+        fd = self._fds.get(path)
+        if fd is None:
+            if len(self._fds) >= self.limit:
+                return _read(path)
+            fd = os.open(path, os.O_RDONLY)
+            self._fds[path] = fd
+        try:
+            return os.pread(fd, READ_LIMIT, 0).decode("ascii")
+        except (OSError, UnicodeDecodeError):
+            self._close(path)
+            raise
+
+    def forget(self, dirs: CgroupDirs) -> None:
+        """Close the files of a container no longer read (stopped, or gone from the database)."""
+        prefixes = tuple({f"{dirs.cpu}/", f"{dirs.memory}/"})
+        for path in [p for p in self._fds if p.startswith(prefixes)]:
+            self._close(path)
+
+    def close(self) -> None:
+        for path in list(self._fds):
+            self._close(path)
+
+    def _close(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def _open_files_budget() -> int:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 3_072 if soft == resource.RLIM_INFINITY else max(0, min(3_072, soft // 4))
+
+
 def keyed_value(text: str, key: str) -> int | None:
     """The integer on `key`'s line of a `key value` file (cpu.stat, memory.stat), without parsing the rest:
     `parse_keyed(text).get(key)`, for the one key wanted."""
@@ -164,29 +214,30 @@ def read_limits(dirs: CgroupDirs) -> Limits:
         quota_dir = f"{dirs.quota}/" if dirs.quota is not None else f"{dirs.cpu}/"
         memory_limit = parse_memory_limit(_read(f"{dirs.memory}/memory.max"))
         return memory_limit, _optional(lambda: parse_cpu_max(_read(quota_dir + "cpu.max")))
-    memory_limit = parse_memory_limit(_read(dirs.memory / "memory.limit_in_bytes"))
+    memory_limit = parse_memory_limit(_read(f"{dirs.memory}/memory.limit_in_bytes"))
     quota = dirs.quota
     if quota is None:
         return memory_limit, None
     return memory_limit, _optional(
-        lambda: parse_v1_quota(_read(quota / "cpu.cfs_quota_us"), _read(quota / "cpu.cfs_period_us"))
+        lambda: parse_v1_quota(_read(f"{quota}/cpu.cfs_quota_us"), _read(f"{quota}/cpu.cfs_period_us"))
     )
 
 
-def read_dirs(dirs: CgroupDirs, now: float, limits: Limits | None = None) -> Usage:
-    """One reading (`limits`: as read lately, else read now). Raises OSError or ValueError when a file is gone
-    (the container stopped) or unreadable."""
+def read_dirs(dirs: CgroupDirs, now: float, limits: Limits | None = None, read: Callable[[str], str] = _read) -> Usage:
+    """One reading (`limits`: as read lately, else read now; `read`: a file's text, e.g. CounterFiles.read).
+    Raises OSError or ValueError when a file is gone (the container stopped) or unreadable."""
+    # Paths joined as strings: pathlib's `/` cost 1.3 of 8.7 ms of CPU a read of 200 replicas.
+    cpu, memory = f"{dirs.cpu}/", f"{dirs.memory}/"
     if dirs.version == 2:
-        cpu, memory = f"{dirs.cpu}/", f"{dirs.memory}/"
-        cpu_usec = keyed_value(_read(cpu + "cpu.stat"), "usage_usec")
+        cpu_usec = keyed_value(read(cpu + "cpu.stat"), "usage_usec")
         if cpu_usec is None:
             raise KeyError("usage_usec")
-        current = int(_read(memory + "memory.current"))
-        inactive = keyed_value(_read(memory + "memory.stat"), "inactive_file") or 0
+        current = int(read(memory + "memory.current"))
+        inactive = keyed_value(read(memory + "memory.stat"), "inactive_file") or 0
     else:
-        cpu_usec = int(_read(dirs.cpu / "cpuacct.usage")) // 1000
-        current = int(_read(dirs.memory / "memory.usage_in_bytes"))
-        inactive = keyed_value(_read(dirs.memory / "memory.stat"), "total_inactive_file") or 0
+        cpu_usec = int(read(cpu + "cpuacct.usage")) // 1000
+        current = int(read(memory + "memory.usage_in_bytes"))
+        inactive = keyed_value(read(memory + "memory.stat"), "total_inactive_file") or 0
     memory_limit, cpu_limit = limits if limits is not None else read_limits(dirs)
     return Usage(
         at=now,
@@ -327,9 +378,15 @@ class UsageReader:
         self._limits: dict[str, tuple[float, Limits]] = {}  # container id -> (read at, its limits)
         self._facts_cache: dict[str, ContainerFacts] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._files = CounterFiles()
 
     def host_memory(self) -> int | None:
         return host_memory(self.locator.proc)
+
+    @property
+    def open_files(self) -> int:
+        """Counter files kept open (CounterFiles): three a container read from its cgroup."""
+        return len(self._files)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -337,6 +394,7 @@ class UsageReader:
         return self._pool
 
     def close(self) -> None:
+        self._files.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -358,9 +416,10 @@ class UsageReader:
                     if read_at is None or now - read_at >= LIMITS_SECONDS:
                         limits = read_limits(dirs)
                         self._limits[cid] = (now, limits)
-                    usage[cid] = read_dirs(dirs, now, limits)
+                    usage[cid] = read_dirs(dirs, now, limits, self._files.read)
                     from_cgroup += 1
                 except (OSError, ValueError, KeyError):
+                    self._files.forget(dirs)
                     self._dirs.pop(cid, None)  # stopped or moved: look again next time
                     self._limits.pop(cid, None)
         rest = [cid for cid in ids if cid not in usage]
@@ -374,7 +433,9 @@ class UsageReader:
 
     def _forget(self, alive: set[str]) -> None:
         for cid in [c for c in self._dirs if c not in alive]:
-            del self._dirs[cid]
+            dirs = self._dirs.pop(cid)
+            if dirs is not None:
+                self._files.forget(dirs)
         for cid in [c for c in self._limits if c not in alive]:
             del self._limits[cid]
         for cid in [c for c in self._facts_cache if c not in alive]:

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from orchestry.runtime.stats import (
+    CgroupDirs,
     CgroupLocator,
     ContainerFacts,
+    CounterFiles,
     UsageReader,
     own_cgroup_paths,
     parse_cpu_max,
@@ -312,3 +314,39 @@ def test_a_periods_samples_become_one_row_of_means_per_app(
     got = period_means(rows, T, 60)
     assert got == [{**row, "replica_name": None, "taken_at": T + timedelta(seconds=30)} for row in expected]
     assert all(isinstance(row["ready_replicas"], int) for row in got if row["ready_replicas"] is not None)
+
+
+def test_counter_files_are_kept_open_and_read_afresh(tmp_path: Path) -> None:
+    a, b, c = (tmp_path / name for name in ("a", "b", "c"))
+    for path, text in ((a, "1\n"), (b, "2\n"), (c, "3\n")):
+        path.write_text(text)
+    files = CounterFiles(limit=2)
+    assert [files.read(str(p)) for p in (a, b, c)] == ["1\n", "2\n", "3\n"]
+    assert len(files) == 2  # the third was opened and closed: the limit holds
+    a.write_text("10\n")
+    assert files.read(str(a)) == "10\n"  # read from the start, as it is now
+    files.forget(CgroupDirs(1, tmp_path, tmp_path))
+    assert len(files) == 0
+    files.read(str(a))
+    with pytest.raises(OSError):
+        files.read(str(tmp_path))  # a directory: open works, the read fails, and the file is not kept
+    assert len(files) == 1
+    files.close()
+    assert len(files) == 0
+
+
+def test_a_reading_goes_through_the_given_reader(tmp_path: Path) -> None:
+    seen: list[str] = []
+    texts = {"cpuacct.usage": "5000\n", "memory.usage_in_bytes": "100\n", "memory.stat": "total_inactive_file 40\n"}
+
+    def read(path: str) -> str:
+        seen.append(path)
+        return texts[path.rsplit("/", 1)[1]]
+
+    usage = read_dirs(CgroupDirs(1, tmp_path / "cpu", tmp_path / "mem"), 1.0, (None, None), read)
+    assert (usage.cpu_usec, usage.memory_bytes) == (5, 60)
+    assert seen == [
+        f"{tmp_path}/cpu/cpuacct.usage",
+        f"{tmp_path}/mem/memory.usage_in_bytes",
+        f"{tmp_path}/mem/memory.stat",
+    ]

@@ -131,6 +131,13 @@ def test_gone_and_unknown_containers_are_left_out(engine: DockerEngine, cluster:
     reader = UsageReader(engine)
     assert set(reader.read([limited.id, doomed.id]).usage) == {limited.id, doomed.id}
     engine.stop_replica(cluster, doomed.name, 0)
+    assert reader.open_files == 6  # three counter files each, kept open between reads
     result = reader.read([limited.id, doomed.id, "0" * 64])
     assert set(result.usage) == {limited.id}
     assert result.failed == 2
+    assert reader.open_files == 3  # the stopped one's files closed
+    reader.read([])  # no longer asked for: closed too
+    assert reader.open_files == 0
+    reader.read([limited.id])
+    reader.close()
+    assert reader.open_files == 0
