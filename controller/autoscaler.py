@@ -168,8 +168,10 @@ class Autoscaler:
                 names = self.survey(session, fast)
             done = [e for e in (self._evaluate(name, fast) for name in names) if e is not None]
             if not fast and time.monotonic() >= self._purge_due:  # once a minute: a write transaction each time
+                fence = self.fence()
                 with self.sessions.begin() as session:
                     purged = purge_decisions(session, db_now(session), self.retention_seconds)
+                    fence.check()  # a leader paused past its lease deletes nothing either
                 if purged < PURGE_BATCH:  # else a backlog: the next round goes on with it
                     self._purge_due = time.monotonic() + PURGE_SECONDS
         except NotLeader:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models.apps import running_apps
 from orchestry.models.cluster import db_now
 from orchestry.models.db import reads_of
@@ -103,6 +104,9 @@ class MetricsCollector:
     retention_seconds: float = 86_400.0
     full_resolution_seconds: float = 3_600.0
     traffic: TrafficSource | None = None
+    # The leader's fence, taken at the start of a collection and checked before each commit: a leader paused
+    # past its lease (SIGSTOP, a frozen VM) in the middle of a collection writes nothing when it wakes up.
+    fence: Callable[[], Fence] | None = None
     _previous: dict[str, Usage] = field(default_factory=dict, init=False)  # container id -> last reading
     _unread: int = field(default=0, init=False)
     _purge_due: float = field(default=0.0, init=False)  # time.monotonic() of the next retention pass
@@ -110,7 +114,12 @@ class MetricsCollector:
 
     @classmethod
     def for_runtime(
-        cls, sessions: sessionmaker[Session], runtime: object, retention_seconds: float, full_resolution_seconds: float
+        cls,
+        sessions: sessionmaker[Session],
+        runtime: object,
+        retention_seconds: float,
+        full_resolution_seconds: float,
+        fence: Callable[[], Fence] | None = None,
     ) -> MetricsCollector:
         """A collector reading cgroup files, with the runtime's stats API as fallback when it has one."""
         engine = runtime if isinstance(runtime, UsageSource) else None
@@ -119,12 +128,16 @@ class MetricsCollector:
             UsageReader(engine),
             retention_seconds=retention_seconds,
             full_resolution_seconds=full_resolution_seconds,
+            fence=fence,
         )
 
     def run(self) -> Collection | None:
         """The periodic job: collect, or log and skip this sample when the database or the engine fails."""
         try:
             collection = self.collect()
+        except NotLeader as exc:  # the lease ended during the collection: nothing was written
+            log.info("metrics collection dropped", extra={"error": str(exc)})
+            return None
         except (SQLAlchemyError, RuntimeFailure, OSError) as exc:
             log.warning("metrics collection skipped", extra={"error": str(exc)})
             return None
@@ -138,7 +151,9 @@ class MetricsCollector:
         self.reader.close()
 
     def collect(self) -> Collection:
-        """One collection and one retention pass. Database errors propagate (`run` logs and skips them)."""
+        """One collection and one retention pass. Database errors and a fence found void (NotLeader)
+        propagate (`run` logs and skips them)."""
+        fence = self.fence() if self.fence is not None else None
         apps, targets = self._targets()
         started = time.monotonic()
         result = self.reader.read([t.container_id for t in targets])
@@ -168,10 +183,11 @@ class MetricsCollector:
                 if sum(counts):
                     bounds = tuple(getattr(seen, "bounds", ()))
                     add_latencies(session, app_id, bounds, counts, float(getattr(seen, "latency_ms", 0.0)))
+            _check(fence)  # right before the commit: past it, the transaction rolls back
         purged = 0
         if time.monotonic() >= self._purge_due:  # not every few seconds: a write transaction each time
-            purged = self.purge(now - timedelta(seconds=self.retention_seconds))
-            purged += self.roll_up(now - timedelta(seconds=self.full_resolution_seconds))
+            purged = self.purge(now - timedelta(seconds=self.retention_seconds), fence)
+            purged += self.roll_up(now - timedelta(seconds=self.full_resolution_seconds), fence)
         collection = Collection(
             taken_at=now,
             apps=len(apps),
@@ -189,20 +205,21 @@ class MetricsCollector:
             self._unread = collection.unread
         return collection
 
-    def purge(self, before: datetime) -> int:
+    def purge(self, before: datetime, fence: Fence | None = None) -> int:
         """Samples older than `before`, in bounded batches; due again in PURGE_SECONDS, or at the next run
         while a backlog remains."""
         total = 0
         for _ in range(MAX_PURGE_BATCHES):
             with self.sessions.begin() as session:
                 gone = purge_before(session, before)
+                _check(fence)
             total += gone
             if gone < PURGE_BATCH:
                 self._purge_due = time.monotonic() + PURGE_SECONDS
                 break
         return total
 
-    def roll_up(self, before: datetime) -> int:
+    def roll_up(self, before: datetime, fence: Fence | None = None) -> int:
         """The samples as taken before `before`, a whole minute at a time, into minute means (models.metrics.
         roll_up), oldest first; at most MAX_ROLLUPS minutes a pass. Returns how many rows went.
 
@@ -221,6 +238,7 @@ class MetricsCollector:
             with self.sessions.begin() as session:
                 gone = roll_up(session, start)
                 following = start + step if gone else _minute(oldest_unrolled(session, start, before) or before)
+                _check(fence)
             total += gone
             start = following
         self._rolled_to = start
@@ -321,6 +339,11 @@ class MetricsCollector:
                 row["error_rate"] = float(seen.error_rate)
             rows.append(row)
         return rows
+
+
+def _check(fence: Fence | None) -> None:
+    if fence is not None:
+        fence.check()
 
 
 def _minute(at: datetime) -> datetime:

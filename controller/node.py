@@ -151,7 +151,11 @@ class Controller:
         )
         self.certs = CertSweep(self.sessions)  # `tls: auto` hosts without a valid certificate: cert-issue jobs
         self.metrics = MetricsCollector.for_runtime(
-            self.sessions, runtime, settings.metrics_retention_seconds, settings.metrics_full_resolution_seconds
+            self.sessions,
+            runtime,
+            settings.metrics_retention_seconds,
+            settings.metrics_full_resolution_seconds,
+            fence=self.leadership.fence,
         )
         if self.nginx is not None:
             self.metrics.traffic = TrafficMeter(self.nginx, peers=self._peer_traffic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from test_metrics_collector import T0, add_app, series
 
 from orchestry.controller import metrics as collector_module
 from orchestry.controller.metrics import MetricsCollector
+from orchestry.jobs.base import Fence, NotLeader
 from orchestry.models.metrics import MetricSample, roll_up, window_averages
 from orchestry.runtime.stats import UsageReader
 
@@ -108,3 +110,27 @@ def test_a_collection_rolls_up_what_passed_the_full_resolution_period(sessions: 
         assert s.scalar(select(func.count()).where(m.taken_at < old, m.samples.is_(None))) == 0
         assert s.scalar(select(func.sum(m.samples)).where(m.taken_at < old)) == 60
         assert s.scalar(select(func.count()).where(m.taken_at >= old)) == 5 * 3 + 1  # and this collection's app row
+
+
+def test_a_collection_whose_fence_ran_out_writes_nothing(sessions: sessionmaker[Session]) -> None:
+    """A leader paused past its lease in the middle of a collection (the chaos test's SIGSTOP) wakes up to a
+    void fence: no sample, no roll-up, no purge is committed."""
+    now = datetime.now(UTC)
+    with sessions.begin() as s:
+        web = add_app(s, "web")
+        series(s, web, now - timedelta(hours=2), 30)
+        series(s, web, now - timedelta(days=2), 5)
+    before = table(sessions)
+    deadline = [0.0]  # the lease's end on the monotonic clock: already passed
+    collector = MetricsCollector(
+        sessions, UsageReader(None), fence=lambda: Fence("node-a", 3, lambda: deadline[0]), full_resolution_seconds=3600
+    )
+    assert collector.run() is None
+    with pytest.raises(NotLeader):
+        collector.collect()
+    with pytest.raises(NotLeader):
+        collector.roll_up(now - timedelta(hours=1), Fence("node-a", 3, lambda: deadline[0]))
+    assert table(sessions) == before
+    deadline[0] = time.monotonic() + 60  # renewed: the same collector writes again
+    done = collector.run()
+    assert done is not None and done.purged == 30 * 3 + 5 * 3
