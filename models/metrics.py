@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql import Subquery
 
 from orchestry.models.base import Base, affected, aware, utcnow
-from orchestry.workflows.metrics import LatencyHistogram, accumulate, period_means
+from orchestry.workflows.metrics import FIGURES, LatencyHistogram, accumulate, period_means
 from orchestry.workflows.scaling import MetricWindow, ReplicaSample
 
 PURGE_BATCH = 5_000
@@ -142,7 +142,7 @@ def roll_up(session: Session, start: datetime, seconds: float = ROLLUP_SECONDS) 
     rows go); returns how many rows went. Run twice, the second finds nothing left to replace."""
     m = MetricSample
     taken = (m.taken_at >= start, m.taken_at < start + timedelta(seconds=seconds), m.samples.is_(None))
-    figures = (m.cpu_percent, m.memory_percent, m.rps, m.p95_ms, m.active_connections, m.error_rate, m.ready_replicas)
+    figures = [getattr(m, name) for name in FIGURES]
     app_rows = session.execute(select(m.app_id, *figures).where(*taken, m.replica_name.is_(None))).all()
     means = period_means(((row[0], tuple(row[1:])) for row in app_rows), start, seconds)
     if means:
