@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-PYTEST_ARGS ?= -n 2 --maxfail=25
+PYTEST_ARGS ?= -n 2 --dist loadgroup --maxfail=25  # loadgroup: xdist_group marks keep their modules apart
 
 .PHONY: help install run cluster test test-unit test-postgresql lint format
 

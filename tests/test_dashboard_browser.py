@@ -23,6 +23,9 @@ from orchestry.models.db import make_engine
 
 from conftest import ROOT, LiveServer, hello
 
+# Not beside tests/test_swarm.py, whose hosts change this machine's addresses (ERR_NETWORK_CHANGED here).
+pytestmark = pytest.mark.xdist_group("host_network")
+
 LIVE_FIXTURES = ("browser",)
 ARTIFACTS = ROOT / "tmp" / "artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
