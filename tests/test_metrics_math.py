@@ -321,15 +321,15 @@ def test_counter_files_are_kept_open_and_read_afresh(tmp_path: Path) -> None:
     for path, text in ((a, "1\n"), (b, "2\n"), (c, "3\n")):
         path.write_text(text)
     files = CounterFiles(limit=2)
-    assert [files.read(str(p)) for p in (a, b, c)] == ["1\n", "2\n", "3\n"]
+    assert [files.read("one", str(p)) for p in (a, b, c)] == ["1\n", "2\n", "3\n"]
     assert len(files) == 2  # the third was opened and closed: the limit holds
     a.write_text("10\n")
-    assert files.read(str(a)) == "10\n"  # read from the start, as it is now
-    files.forget(CgroupDirs(1, tmp_path, tmp_path))
+    assert files.read("one", str(a)) == "10\n"  # read from the start, as it is now
+    files.forget("one")
     assert len(files) == 0
-    files.read(str(a))
+    files.read("one", str(a))
     with pytest.raises(OSError):
-        files.read(str(tmp_path))  # a directory: open works, the read fails, and the file is not kept
+        files.read("two", str(tmp_path))  # a directory: open works, the read fails, and the file is not kept
     assert len(files) == 1
     files.close()
     assert len(files) == 0
